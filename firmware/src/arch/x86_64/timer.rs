@@ -1,0 +1,124 @@
+//! Time stamp counter, and finding its frequency.
+//!
+//! Sources, in order: the hypervisor's TSC leaf (0x40000010, in kHz), CPUID
+//! leaf 0x15 (crystal clock times TSC ratio), a measurement against PIT
+//! channel 0 (1.193182 MHz, present on microvm), and CPUID leaf 0x16 (base
+//! frequency in MHz).
+
+use super::port::{inb, outb};
+use core::arch::x86_64::{__cpuid, __cpuid_count};
+
+/// Reads the time stamp counter.
+pub fn counter() -> u64 {
+    let low: u32;
+    let high: u32;
+    // SAFETY: `rdtsc` only reads the counter into edx:eax.
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// The counter's frequency in Hz and where it came from, if it could be found.
+pub fn calibrate() -> Option<(u64, &'static str)> {
+    hypervisor_leaf()
+        .map(|hz| (hz, "hypervisor CPUID leaf 0x40000010"))
+        .or_else(|| leaf_15().map(|hz| (hz, "CPUID leaf 0x15")))
+        .or_else(|| pit().map(|hz| (hz, "PIT channel 0")))
+        .or_else(|| leaf_16().map(|hz| (hz, "CPUID leaf 0x16")))
+        .filter(|&(hz, _)| (10_000_000..=100_000_000_000).contains(&hz))
+}
+
+fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
+    // SAFETY: CPUID exists on every x86_64 CPU and has no side effects.
+    let r = unsafe { __cpuid_count(leaf, 0) };
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+fn max_basic_leaf() -> u32 {
+    // SAFETY: as in `cpuid`.
+    unsafe { __cpuid(0) }.eax
+}
+
+fn hypervisor_leaf() -> Option<u64> {
+    // CPUID.1:ECX bit 31: running under a hypervisor.
+    if cpuid(1).2 & (1 << 31) == 0 {
+        return None;
+    }
+    let (max, ..) = cpuid(0x4000_0000);
+    if !(0x4000_0010..0x4000_0100).contains(&max) {
+        return None;
+    }
+    match cpuid(0x4000_0010).0 {
+        0 => None,
+        khz => Some(u64::from(khz) * 1000),
+    }
+}
+
+fn leaf_15() -> Option<u64> {
+    if max_basic_leaf() < 0x15 {
+        return None;
+    }
+    let (denominator, numerator, crystal_hz, _) = cpuid(0x15);
+    if denominator == 0 || numerator == 0 || crystal_hz == 0 {
+        return None;
+    }
+    Some(u64::from(crystal_hz) * u64::from(numerator) / u64::from(denominator))
+}
+
+fn leaf_16() -> Option<u64> {
+    if max_basic_leaf() < 0x16 {
+        return None;
+    }
+    match cpuid(0x16).0 & 0xffff {
+        0 => None,
+        mhz => Some(u64::from(mhz) * 1_000_000),
+    }
+}
+
+const PIT_HZ: u64 = 1_193_182;
+const PIT_CHANNEL0: u16 = 0x40;
+const PIT_COMMAND: u16 = 0x43;
+
+fn pit_read() -> u16 {
+    // SAFETY: latching and reading channel 0's count has no side effects
+    // beyond the PIT's own read state machine, which `pit` owns here.
+    unsafe {
+        outb(PIT_COMMAND, 0x00); // latch channel 0
+        let low = inb(PIT_CHANNEL0);
+        let high = inb(PIT_CHANNEL0);
+        u16::from_le_bytes([low, high])
+    }
+}
+
+/// Counts TSC cycles over ~50 ms of PIT channel 0 ticks.
+fn pit() -> Option<u64> {
+    // SAFETY: channel 0 drives IRQ 0 only; interrupts are off for the whole
+    // run of the firmware, so reprogramming it affects nothing else.
+    unsafe {
+        outb(PIT_COMMAND, 0x34); // channel 0, low then high byte, mode 2, binary
+        outb(PIT_CHANNEL0, 0x00); // reload value 0 = 65536
+        outb(PIT_CHANNEL0, 0x00);
+    }
+    let target = PIT_HZ / 20;
+    let mut last = pit_read();
+    let start = counter();
+    let mut elapsed: u64 = 0;
+    let mut unchanged = 0u32;
+    while elapsed < target {
+        let now = pit_read();
+        if now == last {
+            unchanged += 1;
+            if unchanged > 1_000_000 {
+                return None; // no PIT, or it is not counting
+            }
+            continue;
+        }
+        unchanged = 0;
+        // The counter counts down and wraps; a wrap of 65536 is a whole period.
+        elapsed += u64::from(last.wrapping_sub(now));
+        last = now;
+    }
+    let cycles = counter().wrapping_sub(start);
+    Some(cycles * PIT_HZ / elapsed)
+}
