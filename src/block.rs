@@ -174,7 +174,14 @@ mod tests {
         bytes.read_at(3, &mut buf).unwrap();
         assert_eq!(buf, [4, 5]);
         let err = bytes.read_at(4, &mut buf).unwrap_err();
-        assert_eq!(err, OutOfBounds { offset: 4, len: 2, size: 5 });
+        assert_eq!(
+            err,
+            OutOfBounds {
+                offset: 4,
+                len: 2,
+                size: 5
+            }
+        );
         assert!(bytes.read_at(u64::MAX, &mut buf).is_err());
         assert_eq!(bytes.size().unwrap(), 5);
     }

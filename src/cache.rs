@@ -28,7 +28,12 @@ impl SlotCache {
 
     /// Bookkeeping for `region`, which must be `region_bytes(slots, slot_bytes)` long; marks every slot empty.
     pub(crate) fn new(region: &mut [u8], slots: usize, slot_bytes: usize) -> Self {
-        let cache = Self { slots, slot_bytes, clock: 0, last_hit: 0 };
+        let cache = Self {
+            slots,
+            slot_bytes,
+            clock: 0,
+            last_hit: 0,
+        };
         for slot in 0..slots {
             cache.set_meta(region, slot, EMPTY, 0);
         }
@@ -36,13 +41,10 @@ impl SlotCache {
     }
 
     /// Size of each slot.
-    pub(crate) fn slot_bytes(&self) -> usize {
-        self.slot_bytes
-    }
-
     fn meta(&self, region: &[u8], slot: usize) -> (u64, u64) {
         let at = slot * SLOT_META_BYTES;
-        let word = |i: usize| u64::from_ne_bytes(region[at + i..at + i + 8].try_into().expect("8 bytes"));
+        let word =
+            |i: usize| u64::from_ne_bytes(region[at + i..at + i + 8].try_into().expect("8 bytes"));
         (word(0), word(8))
     }
 
@@ -102,6 +104,7 @@ impl SlotCache {
     }
 
     /// Whether `key` is cached, without loading it.
+    #[cfg(test)]
     pub(crate) fn contains(&self, region: &[u8], key: u64) -> bool {
         self.find(region, key).is_some()
     }
@@ -123,7 +126,9 @@ mod tests {
                 buf.fill(key as u8);
                 Ok(())
             };
-            cache.get_or_load(&mut region, key, &mut count).map(|data| data[0])
+            cache
+                .get_or_load(&mut region, key, &mut count)
+                .map(|data| data[0])
         };
         assert_eq!(load(1), Ok(1));
         assert_eq!(load(2), Ok(2));

@@ -439,7 +439,10 @@ impl fmt::Display for DecodeError {
         match *self {
             DeflateInvalid => f.write_str("invalid or truncated deflate stream"),
             DeflateShort { produced } => {
-                write!(f, "deflate stream ended after {produced} bytes, before the cluster was full")
+                write!(
+                    f,
+                    "deflate stream ended after {produced} bytes, before the cluster was full"
+                )
             }
             ZstdInvalid => f.write_str("invalid or truncated zstd stream"),
             ZstdLength { produced } => write!(
@@ -447,7 +450,10 @@ impl fmt::Display for DecodeError {
                 "zstd frames do not end at the cluster boundary (stopped after {produced} bytes)"
             ),
             ZstdWindowTooLarge { window, limit } => {
-                write!(f, "zstd window of {window} bytes exceeds the limit of {limit} bytes")
+                write!(
+                    f,
+                    "zstd window of {window} bytes exceeds the limit of {limit} bytes"
+                )
             }
         }
     }

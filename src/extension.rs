@@ -97,7 +97,12 @@ pub struct Extensions<'s, R: ?Sized> {
 impl<'s, R: BlockRead + ?Sized> Extensions<'s, R> {
     /// Extensions from `start` (the header length) to `end` (backing name or first cluster end).
     pub fn new(storage: &'s R, file_size: u64, start: u64, end: u64) -> Self {
-        Self { storage, file_size, offset: start, end }
+        Self {
+            storage,
+            file_size,
+            offset: start,
+            end,
+        }
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error<R::Error>> {
@@ -122,7 +127,12 @@ impl<'s, R: BlockRead + ?Sized> Extensions<'s, R> {
         // QEMU checks the length against the room left before it looks at the type.
         if u64::from(len) > self.end.saturating_sub(data_offset) {
             self.end = self.offset;
-            return Err(HeaderError::ExtensionTooLarge { kind, offset: data_offset, len }.into());
+            return Err(HeaderError::ExtensionTooLarge {
+                kind,
+                offset: data_offset,
+                len,
+            }
+            .into());
         }
         self.offset = data_offset + u64::from(len).next_multiple_of(8);
         let extension = match kind {
@@ -132,11 +142,16 @@ impl<'s, R: BlockRead + ?Sized> Extensions<'s, R> {
             }
             BACKING_FORMAT => {
                 let mut bytes = [0u8; 15];
-                let bytes = bytes.get_mut(..len as usize).ok_or(HeaderError::BackingFormatTooLong { len })?;
+                let bytes = bytes
+                    .get_mut(..len as usize)
+                    .ok_or(HeaderError::BackingFormatTooLong { len })?;
                 self.read(data_offset, bytes)?;
                 Extension::BackingFormat(FormatName::new(bytes).expect("length checked"))
             }
-            FEATURE_NAME_TABLE => Extension::FeatureNameTable { offset: data_offset, len },
+            FEATURE_NAME_TABLE => Extension::FeatureNameTable {
+                offset: data_offset,
+                len,
+            },
             BITMAPS => {
                 if len != 24 {
                     return Err(HeaderError::InvalidBitmapsExtension { len }.into());
@@ -155,13 +170,19 @@ impl<'s, R: BlockRead + ?Sized> Extensions<'s, R> {
             CRYPTO_HEADER => return Err(HeaderError::InvalidCryptoExtension { len }.into()),
             DATA_FILE => {
                 let mut bytes = [0u8; 1023];
-                let bytes = bytes.get_mut(..len as usize).ok_or(HeaderError::DataFileNameTooLong { len })?;
+                let bytes = bytes
+                    .get_mut(..len as usize)
+                    .ok_or(HeaderError::DataFileNameTooLong { len })?;
                 self.read(data_offset, bytes)?;
                 // QEMU keeps the name as a C string: it ends at the first NUL.
                 let text_len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                 Extension::DataFile(FileName::new(&bytes[..text_len]).expect("length checked"))
             }
-            _ => Extension::Unknown { kind, offset: data_offset, len },
+            _ => Extension::Unknown {
+                kind,
+                offset: data_offset,
+                len,
+            },
         };
         Ok(Some(extension))
     }
@@ -188,7 +209,11 @@ pub struct FeatureNames<'s, R: ?Sized> {
 impl<'s, R: BlockRead + ?Sized> FeatureNames<'s, R> {
     /// The rows of the table at `offset` of `len` bytes (a partial last row is ignored).
     pub fn new(storage: &'s R, offset: u64, len: u32) -> Self {
-        Self { storage, offset, rows_left: len / ROW_BYTES }
+        Self {
+            storage,
+            offset,
+            rows_left: len / ROW_BYTES,
+        }
     }
 }
 

@@ -164,8 +164,12 @@ impl Header {
     }
 
     // Validates the fixed fields (everything but extensions, names and snapshots).
-    pub(crate) fn parse_fixed(bytes: &[u8; HEADER_READ_BYTES], file_size: u64) -> Result<Self, HeaderError> {
-        let (v2, rest) = RawHeaderV2::ref_from_prefix(bytes).map_err(|_| HeaderError::BadMagic { found: 0 })?;
+    pub(crate) fn parse_fixed(
+        bytes: &[u8; HEADER_READ_BYTES],
+        file_size: u64,
+    ) -> Result<Self, HeaderError> {
+        let (v2, rest) =
+            RawHeaderV2::ref_from_prefix(bytes).map_err(|_| HeaderError::BadMagic { found: 0 })?;
         let magic = v2.magic.get();
         if magic != MAGIC {
             return Err(HeaderError::BadMagic { found: magic });
@@ -180,48 +184,74 @@ impl Header {
         }
         let cluster_size = 1u64 << cluster_bits;
 
-        let (incompatible_bits, compatible_bits, autoclear_bits, refcount_order, header_length, raw_compression) =
-            if version == 2 {
-                (0, 0, 0, 4, V2_HEADER_BYTES as u32, 0)
+        let (
+            incompatible_bits,
+            compatible_bits,
+            autoclear_bits,
+            refcount_order,
+            header_length,
+            raw_compression,
+        ) = if version == 2 {
+            (0, 0, 0, 4, V2_HEADER_BYTES as u32, 0)
+        } else {
+            let v3 = RawHeaderV3::ref_from_bytes(rest)
+                .map_err(|_| HeaderError::BadMagic { found: magic })?;
+            let header_length = v3.header_length.get();
+            if header_length < V3_MIN_HEADER_BYTES {
+                return Err(HeaderError::HeaderLengthTooSmall { header_length });
+            }
+            // The compression type byte exists only in headers longer than 104 bytes.
+            let compression = if header_length > V3_MIN_HEADER_BYTES {
+                v3.compression_type
             } else {
-                let v3 = RawHeaderV3::ref_from_bytes(rest).map_err(|_| HeaderError::BadMagic { found: magic })?;
-                let header_length = v3.header_length.get();
-                if header_length < V3_MIN_HEADER_BYTES {
-                    return Err(HeaderError::HeaderLengthTooSmall { header_length });
-                }
-                // The compression type byte exists only in headers longer than 104 bytes.
-                let compression = if header_length > V3_MIN_HEADER_BYTES { v3.compression_type } else { 0 };
-                (
-                    v3.incompatible_features.get(),
-                    v3.compatible_features.get(),
-                    v3.autoclear_features.get(),
-                    v3.refcount_order.get(),
-                    header_length,
-                    compression,
-                )
+                0
             };
+            (
+                v3.incompatible_features.get(),
+                v3.compatible_features.get(),
+                v3.autoclear_features.get(),
+                v3.refcount_order.get(),
+                header_length,
+                compression,
+            )
+        };
         if u64::from(header_length) > cluster_size {
-            return Err(HeaderError::HeaderLengthTooLarge { header_length, cluster_size });
+            return Err(HeaderError::HeaderLengthTooLarge {
+                header_length,
+                cluster_size,
+            });
         }
         let backing_file_offset = v2.backing_file_offset.get();
         if backing_file_offset > cluster_size {
-            return Err(HeaderError::BackingFileOffsetTooLarge { offset: backing_file_offset, cluster_size });
+            return Err(HeaderError::BackingFileOffsetTooLarge {
+                offset: backing_file_offset,
+                cluster_size,
+            });
         }
 
         let compression_type = match raw_compression {
             0 => CompressionType::Deflate,
             1 => CompressionType::Zstd,
-            other => return Err(HeaderError::UnknownCompressionType { compression_type: other }),
+            other => {
+                return Err(HeaderError::UnknownCompressionType {
+                    compression_type: other,
+                })
+            }
         };
         let compression_bit = incompatible_bits & Incompatible::COMPRESSION_TYPE.bits() != 0;
         if compression_bit != (compression_type != CompressionType::Deflate) {
-            return Err(HeaderError::CompressionTypeBitMismatch { compression_type: raw_compression });
+            return Err(HeaderError::CompressionTypeBitMismatch {
+                compression_type: raw_compression,
+            });
         }
 
         let unknown = incompatible_bits & !Incompatible::all().bits();
         if unknown != 0 {
             // The name is looked up by `read` once the extensions are readable.
-            return Err(HeaderError::UnknownIncompatibleFeatures { bits: unknown, name: None });
+            return Err(HeaderError::UnknownIncompatibleFeatures {
+                bits: unknown,
+                name: None,
+            });
         }
         let incompatible = Incompatible::from_bits_retain(incompatible_bits);
         if incompatible.contains(Incompatible::EXTENDED_L2) && cluster_bits < 14 {
@@ -236,7 +266,9 @@ impl Header {
             return Err(HeaderError::RefcountTableEmpty);
         }
         if u64::from(refcount_table_clusters) > MAX_REFCOUNT_TABLE_BYTES >> cluster_bits {
-            return Err(HeaderError::RefcountTableTooLarge { clusters: refcount_table_clusters });
+            return Err(HeaderError::RefcountTableTooLarge {
+                clusters: refcount_table_clusters,
+            });
         }
         let refcount_table_offset = v2.refcount_table_offset.get();
         check_table_offset(
@@ -249,7 +281,9 @@ impl Header {
 
         let snapshot_count = v2.nb_snapshots.get();
         if snapshot_count > MAX_SNAPSHOTS {
-            return Err(HeaderError::TooManySnapshots { count: snapshot_count });
+            return Err(HeaderError::TooManySnapshots {
+                count: snapshot_count,
+            });
         }
         let snapshots_offset = v2.snapshots_offset.get();
         check_table_offset(
@@ -262,20 +296,36 @@ impl Header {
 
         let l1_entries = v2.l1_size.get();
         if u64::from(l1_entries) > MAX_L1_BYTES / 8 {
-            return Err(HeaderError::L1TooLarge { entries: l1_entries });
+            return Err(HeaderError::L1TooLarge {
+                entries: l1_entries,
+            });
         }
         let size_field = v2.size.get();
-        let entries_per_l2 = cluster_size / if incompatible.contains(Incompatible::EXTENDED_L2) { 16 } else { 8 };
+        let entries_per_l2 = cluster_size
+            / if incompatible.contains(Incompatible::EXTENDED_L2) {
+                16
+            } else {
+                8
+            };
         let bytes_per_l1_entry = cluster_size * entries_per_l2;
         let needed = size_field.div_ceil(bytes_per_l1_entry);
         if needed > i32::MAX as u64 {
             return Err(HeaderError::ImageTooBig { size: size_field });
         }
         if u64::from(l1_entries) < needed {
-            return Err(HeaderError::L1TooSmall { entries: l1_entries, needed });
+            return Err(HeaderError::L1TooSmall {
+                entries: l1_entries,
+                needed,
+            });
         }
         let l1_table_offset = v2.l1_table_offset.get();
-        check_table_offset(TableKind::L1, l1_table_offset, u64::from(l1_entries), 8, cluster_size)?;
+        check_table_offset(
+            TableKind::L1,
+            l1_table_offset,
+            u64::from(l1_entries),
+            8,
+            cluster_size,
+        )?;
 
         match v2.crypt_method.get() {
             0 => {}
@@ -289,7 +339,9 @@ impl Header {
         } else {
             let room = cluster_size - backing_file_offset;
             if backing_name_len > MAX_BACKING_NAME_BYTES || u64::from(backing_name_len) > room {
-                return Err(HeaderError::BackingFileNameTooLong { len: backing_name_len });
+                return Err(HeaderError::BackingFileNameTooLong {
+                    len: backing_name_len,
+                });
             }
             // Filled in by `read_backing_name`; the length is kept here.
             FileName::new(&[0u8; MAX_BACKING_NAME_BYTES as usize][..backing_name_len as usize])
@@ -320,7 +372,10 @@ impl Header {
         })
     }
 
-    fn read_extensions<R: BlockRead + ?Sized>(&mut self, storage: &R) -> Result<(), Error<R::Error>> {
+    fn read_extensions<R: BlockRead + ?Sized>(
+        &mut self,
+        storage: &R,
+    ) -> Result<(), Error<R::Error>> {
         let mut extensions = Extensions::new(
             storage,
             self.file_size,
@@ -330,9 +385,15 @@ impl Header {
         while let Some(extension) = extensions.next_extension()? {
             match extension {
                 Extension::BackingFormat(name) => self.backing_format = Some(name),
-                Extension::FeatureNameTable { offset, len } => self.feature_table = Some((offset, len)),
+                Extension::FeatureNameTable { offset, len } => {
+                    self.feature_table = Some((offset, len))
+                }
                 Extension::DataFile(name) => self.data_file = Some(name),
-                Extension::Bitmaps { count, directory_size, directory_offset } => {
+                Extension::Bitmaps {
+                    count,
+                    directory_size,
+                    directory_offset,
+                } => {
                     // QEMU ignores an inconsistent bitmaps extension (autoclear bit
                     // off) and validates a consistent one.
                     let consistent = self.autoclear.contains(Autoclear::BITMAPS);
@@ -361,8 +422,13 @@ impl Header {
         Ok(())
     }
 
-    fn read_backing_name<R: BlockRead + ?Sized>(&mut self, storage: &R) -> Result<(), Error<R::Error>> {
-        let Some(placeholder) = self.backing_file else { return Ok(()) };
+    fn read_backing_name<R: BlockRead + ?Sized>(
+        &mut self,
+        storage: &R,
+    ) -> Result<(), Error<R::Error>> {
+        let Some(placeholder) = self.backing_file else {
+            return Ok(());
+        };
         let len = placeholder.as_bytes().len();
         let offset = self.backing_file_offset;
         let end = offset + len as u64;
@@ -376,12 +442,14 @@ impl Header {
             .into());
         }
         let mut bytes = [0u8; MAX_BACKING_NAME_BYTES as usize];
-        storage.read_at(offset, &mut bytes[..len]).map_err(|source| Error::Io {
-            source,
-            storage: crate::error::Storage::Image,
-            offset,
-            len: len as u64,
-        })?;
+        storage
+            .read_at(offset, &mut bytes[..len])
+            .map_err(|source| Error::Io {
+                source,
+                storage: crate::error::Storage::Image,
+                offset,
+                len: len as u64,
+            })?;
         self.backing_file = FileName::new(&bytes[..len]);
         Ok(())
     }
@@ -544,7 +612,7 @@ fn check_table_offset(
 ) -> Result<(), HeaderError> {
     let len = entries.saturating_mul(entry_bytes);
     let fits = len <= i64::MAX as u64 && offset <= i64::MAX as u64 - len;
-    if !fits || offset % cluster_size != 0 {
+    if !fits || !offset.is_multiple_of(cluster_size) {
         return Err(HeaderError::InvalidTableOffset { table, offset, len });
     }
     Ok(())
@@ -562,7 +630,8 @@ fn unknown_features_error<R: BlockRead + ?Sized>(
         let v3 = RawHeaderV3::ref_from_bytes(rest).ok()?;
         let cluster_size = 1u64 << v2.cluster_bits.get();
         let end = extensions_end(v2.backing_file_offset.get(), cluster_size);
-        let mut extensions = Extensions::new(storage, file_size, u64::from(v3.header_length.get()), end);
+        let mut extensions =
+            Extensions::new(storage, file_size, u64::from(v3.header_length.get()), end);
         let bit = bits.trailing_zeros() as u8;
         while let Ok(Some(extension)) = extensions.next_extension() {
             if let Extension::FeatureNameTable { offset, len } = extension {

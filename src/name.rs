@@ -12,7 +12,10 @@ pub struct Name<const N: usize> {
 impl<const N: usize> Name<N> {
     /// Copies `bytes`, or `None` if it is longer than `N`.
     pub fn new(bytes: &[u8]) -> Option<Self> {
-        let mut name = Self { bytes: [0; N], len: bytes.len() };
+        let mut name = Self {
+            bytes: [0; N],
+            len: bytes.len(),
+        };
         name.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
         Some(name)
     }
@@ -51,3 +54,12 @@ pub type FileName = Name<1023>;
 
 /// A format name from the backing format extension: QEMU limits it to 15 bytes.
 pub type FormatName = Name<15>;
+
+impl<const N: usize> Default for Name<N> {
+    fn default() -> Self {
+        Self {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+}

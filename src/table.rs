@@ -40,6 +40,8 @@ pub struct CompressedDescriptor {
     pub host_offset: u64,
     /// Bytes to read: an upper bound at 512-byte granularity, at most two clusters.
     pub len: u64,
+    /// The entry's descriptor bits, which identify the compressed cluster (the cache key).
+    pub key: u64,
 }
 
 impl CompressedDescriptor {
@@ -51,6 +53,7 @@ impl CompressedDescriptor {
         Self {
             host_offset,
             len: sectors * 512 - (host_offset & 511),
+            key: entry,
         }
     }
 }
@@ -105,13 +108,20 @@ impl Layout {
 }
 
 /// The L2 table offset of an L1 entry, `None` when unallocated.
-pub fn l2_table_offset(entry: u64, l1_index: u64, layout: &Layout) -> Result<Option<u64>, CorruptError> {
+pub fn l2_table_offset(
+    entry: u64,
+    l1_index: u64,
+    layout: &Layout,
+) -> Result<Option<u64>, CorruptError> {
     let l2_offset = entry & OFFSET_MASK;
     if l2_offset == 0 {
         return Ok(None);
     }
-    if l2_offset % layout.cluster_size() != 0 {
-        return Err(CorruptError::L2OffsetUnaligned { l2_offset, l1_index });
+    if !l2_offset.is_multiple_of(layout.cluster_size()) {
+        return Err(CorruptError::L2OffsetUnaligned {
+            l2_offset,
+            l1_index,
+        });
     }
     Ok(Some(l2_offset))
 }
@@ -136,10 +146,16 @@ pub fn classify(
     place: EntryPlace,
     layout: &Layout,
 ) -> Result<Mapping, CorruptError> {
-    let EntryPlace { l2_offset, l2_index } = place;
+    let EntryPlace {
+        l2_offset,
+        l2_index,
+    } = place;
     if entry & COMPRESSED != 0 {
         if layout.data_file {
-            return Err(CorruptError::CompressedWithDataFile { l2_offset, l2_index });
+            return Err(CorruptError::CompressedWithDataFile {
+                l2_offset,
+                l2_index,
+            });
         }
         return Ok(Mapping::Compressed(CompressedDescriptor::decode(
             entry & !(COPIED | COMPRESSED),
@@ -150,11 +166,19 @@ pub fn classify(
     // Offset 0 is a real data offset in an external data file when COPIED says so.
     let allocated = cluster_offset != 0 || (layout.data_file && entry & COPIED != 0);
     let unit_state = if layout.extended_l2 {
-        subcluster_state(bitmap, allocated, guest_offset, layout)
-            .map_err(|()| CorruptError::InvalidSubclusterBitmap { bitmap, l2_offset, l2_index })?
+        subcluster_state(bitmap, allocated, guest_offset, layout).map_err(|()| {
+            CorruptError::InvalidSubclusterBitmap {
+                bitmap,
+                l2_offset,
+                l2_index,
+            }
+        })?
     } else if entry & ZERO != 0 {
         if layout.version < 3 {
-            return Err(CorruptError::ZeroInVersion2 { l2_offset, l2_index });
+            return Err(CorruptError::ZeroInVersion2 {
+                l2_offset,
+                l2_index,
+            });
         }
         UnitState::Zero
     } else if allocated {
@@ -169,8 +193,12 @@ pub fn classify(
         });
     }
     // An allocated entry's offset is checked whatever the unit reads as, as in QEMU.
-    if cluster_offset % layout.cluster_size() != 0 {
-        return Err(CorruptError::DataOffsetUnaligned { host_offset: cluster_offset, l2_offset, l2_index });
+    if !cluster_offset.is_multiple_of(layout.cluster_size()) {
+        return Err(CorruptError::DataOffsetUnaligned {
+            host_offset: cluster_offset,
+            l2_offset,
+            l2_index,
+        });
     }
     let offset_in_cluster = guest_offset & (layout.cluster_size() - 1);
     let unit_in_cluster = offset_in_cluster & !((1u64 << layout.unit_bits()) - 1);
@@ -199,7 +227,12 @@ enum UnitState {
 }
 
 /// The state of one subcluster from an extended L2 bitmap (bits 0..32 allocated, 32..64 zero).
-fn subcluster_state(bitmap: u64, allocated: bool, guest_offset: u64, layout: &Layout) -> Result<UnitState, ()> {
+fn subcluster_state(
+    bitmap: u64,
+    allocated: bool,
+    guest_offset: u64,
+    layout: &Layout,
+) -> Result<UnitState, ()> {
     let alloc_bits = bitmap & 0xffff_ffff;
     let zero_bits = bitmap >> 32;
     // Any subcluster both allocated and zero invalidates the whole entry, and an
@@ -221,9 +254,22 @@ fn subcluster_state(bitmap: u64, allocated: bool, guest_offset: u64, layout: &La
 mod tests {
     use super::*;
 
-    const STANDARD: Layout = Layout { cluster_bits: 16, version: 3, extended_l2: false, data_file: false };
-    const EXTENDED: Layout = Layout { cluster_bits: 16, version: 3, extended_l2: true, data_file: false };
-    const PLACE: EntryPlace = EntryPlace { l2_offset: 0x30000, l2_index: 7 };
+    const STANDARD: Layout = Layout {
+        cluster_bits: 16,
+        version: 3,
+        extended_l2: false,
+        data_file: false,
+    };
+    const EXTENDED: Layout = Layout {
+        cluster_bits: 16,
+        version: 3,
+        extended_l2: true,
+        data_file: false,
+    };
+    const PLACE: EntryPlace = EntryPlace {
+        l2_offset: 0x30000,
+        l2_index: 7,
+    };
 
     fn classify_standard(entry: u64, layout: &Layout) -> Result<Mapping, CorruptError> {
         classify(entry, 0, 0x1234, PLACE, layout)
@@ -234,22 +280,41 @@ mod tests {
         assert_eq!(classify_standard(0, &STANDARD), Ok(Mapping::Unallocated));
         assert_eq!(
             classify_standard(COPIED | 0x50000, &STANDARD),
-            Ok(Mapping::Data { host_offset: 0x50000 })
+            Ok(Mapping::Data {
+                host_offset: 0x50000
+            })
         );
         assert_eq!(classify_standard(ZERO, &STANDARD), Ok(Mapping::Zero));
-        assert_eq!(classify_standard(ZERO | 0x50000, &STANDARD), Ok(Mapping::Zero));
+        assert_eq!(
+            classify_standard(ZERO | 0x50000, &STANDARD),
+            Ok(Mapping::Zero)
+        );
         assert_eq!(
             classify_standard(ZERO | 0x50200, &STANDARD),
-            Err(CorruptError::DataOffsetUnaligned { host_offset: 0x50200, l2_offset: 0x30000, l2_index: 7 })
+            Err(CorruptError::DataOffsetUnaligned {
+                host_offset: 0x50200,
+                l2_offset: 0x30000,
+                l2_index: 7
+            })
         );
         assert_eq!(
             classify_standard(0x50200, &STANDARD),
-            Err(CorruptError::DataOffsetUnaligned { host_offset: 0x50200, l2_offset: 0x30000, l2_index: 7 })
+            Err(CorruptError::DataOffsetUnaligned {
+                host_offset: 0x50200,
+                l2_offset: 0x30000,
+                l2_index: 7
+            })
         );
-        let v2 = Layout { version: 2, ..STANDARD };
+        let v2 = Layout {
+            version: 2,
+            ..STANDARD
+        };
         assert_eq!(
             classify_standard(ZERO, &v2),
-            Err(CorruptError::ZeroInVersion2 { l2_offset: 0x30000, l2_index: 7 })
+            Err(CorruptError::ZeroInVersion2 {
+                l2_offset: 0x30000,
+                l2_index: 7
+            })
         );
     }
 
@@ -262,10 +327,16 @@ mod tests {
         };
         assert_eq!(descriptor.host_offset, 0x12345);
         assert_eq!(descriptor.len, 4 * 512 - 0x145);
-        let with_data_file = Layout { data_file: true, ..STANDARD };
+        let with_data_file = Layout {
+            data_file: true,
+            ..STANDARD
+        };
         assert_eq!(
             classify_standard(entry, &with_data_file),
-            Err(CorruptError::CompressedWithDataFile { l2_offset: 0x30000, l2_index: 7 })
+            Err(CorruptError::CompressedWithDataFile {
+                l2_offset: 0x30000,
+                l2_index: 7
+            })
         );
     }
 
@@ -276,12 +347,26 @@ mod tests {
         let entry = 0x80000;
         assert_eq!(
             classify(entry, bitmap, 0, PLACE, &EXTENDED),
-            Ok(Mapping::Data { host_offset: 0x80000 })
+            Ok(Mapping::Data {
+                host_offset: 0x80000
+            })
         );
-        assert_eq!(classify(entry, bitmap, sub, PLACE, &EXTENDED), Ok(Mapping::Zero));
-        assert_eq!(classify(entry, bitmap, 2 * sub + 5, PLACE, &EXTENDED), Ok(Mapping::Unallocated));
-        assert_eq!(classify(0, 0b100 << 32, 2 * sub, PLACE, &EXTENDED), Ok(Mapping::Zero));
-        assert_eq!(classify(0, 0, 2 * sub, PLACE, &EXTENDED), Ok(Mapping::Unallocated));
+        assert_eq!(
+            classify(entry, bitmap, sub, PLACE, &EXTENDED),
+            Ok(Mapping::Zero)
+        );
+        assert_eq!(
+            classify(entry, bitmap, 2 * sub + 5, PLACE, &EXTENDED),
+            Ok(Mapping::Unallocated)
+        );
+        assert_eq!(
+            classify(0, 0b100 << 32, 2 * sub, PLACE, &EXTENDED),
+            Ok(Mapping::Zero)
+        );
+        assert_eq!(
+            classify(0, 0, 2 * sub, PLACE, &EXTENDED),
+            Ok(Mapping::Unallocated)
+        );
         let both = 0b100 | (0b100 << 32);
         assert!(matches!(
             classify(entry, both, 0, PLACE, &EXTENDED),
@@ -292,19 +377,33 @@ mod tests {
             Err(CorruptError::InvalidSubclusterBitmap { .. })
         ));
         // Bit 0 of word 0 is not a ZERO flag with extended entries.
-        assert_eq!(classify(ZERO, 0, 0, PLACE, &EXTENDED), Ok(Mapping::Unallocated));
+        assert_eq!(
+            classify(ZERO, 0, 0, PLACE, &EXTENDED),
+            Ok(Mapping::Unallocated)
+        );
         // The data offset is that of the subcluster holding the guest offset.
         assert_eq!(
             classify(entry, 0b1000, 3 * sub + 9, PLACE, &EXTENDED),
-            Ok(Mapping::Data { host_offset: 0x80000 + 3 * sub })
+            Ok(Mapping::Data {
+                host_offset: 0x80000 + 3 * sub
+            })
         );
     }
 
     #[test]
     fn external_data_file_offsets() {
-        let layout = Layout { data_file: true, ..STANDARD };
-        assert_eq!(classify(COPIED, 0, 0x100, PLACE, &layout), Ok(Mapping::Data { host_offset: 0 }));
-        assert_eq!(classify(0, 0, 0x100, PLACE, &layout), Ok(Mapping::Unallocated));
+        let layout = Layout {
+            data_file: true,
+            ..STANDARD
+        };
+        assert_eq!(
+            classify(COPIED, 0, 0x100, PLACE, &layout),
+            Ok(Mapping::Data { host_offset: 0 })
+        );
+        assert_eq!(
+            classify(0, 0, 0x100, PLACE, &layout),
+            Ok(Mapping::Unallocated)
+        );
         assert!(matches!(
             classify(COPIED | 0x20000, 0, 0x10000, PLACE, &layout),
             Err(CorruptError::DataFileOffsetMismatch { .. })
@@ -314,10 +413,16 @@ mod tests {
     #[test]
     fn l1_entries() {
         assert_eq!(l2_table_offset(0, 3, &STANDARD), Ok(None));
-        assert_eq!(l2_table_offset(COPIED | 0x30000, 3, &STANDARD), Ok(Some(0x30000)));
+        assert_eq!(
+            l2_table_offset(COPIED | 0x30000, 3, &STANDARD),
+            Ok(Some(0x30000))
+        );
         assert_eq!(
             l2_table_offset(0x30200, 3, &STANDARD),
-            Err(CorruptError::L2OffsetUnaligned { l2_offset: 0x30200, l1_index: 3 })
+            Err(CorruptError::L2OffsetUnaligned {
+                l2_offset: 0x30200,
+                l1_index: 3
+            })
         );
     }
 }

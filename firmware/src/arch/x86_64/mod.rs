@@ -13,7 +13,6 @@ mod port;
 mod timer;
 
 use crate::virtio::MmioWindow;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Short name for the banner.
 pub const NAME: &str = "x86_64 (QEMU microvm, PVH boot)";
@@ -28,15 +27,12 @@ pub const VIRTIO_MMIO: MmioWindow = MmioWindow {
 
 pub use timer::counter;
 
-static COUNTER_HZ: AtomicU64 = AtomicU64::new(0);
-static COUNTER_SOURCE: spin::Once<&'static str> = spin::Once::new();
+/// The TSC frequency found at boot, and its source.
+static COUNTER_FREQUENCY: spin::Mutex<Option<(u64, &'static str)>> = spin::Mutex::new(None);
 
 /// The frequency of [`counter`] in Hz and how it was found, if known.
 pub fn counter_frequency() -> Option<(u64, &'static str)> {
-    match COUNTER_HZ.load(Ordering::Relaxed) {
-        0 => None,
-        hz => Some((hz, COUNTER_SOURCE.get().copied().unwrap_or("?"))),
-    }
+    *COUNTER_FREQUENCY.lock()
 }
 
 /// Exits QEMU with the status the runner reads as success.
@@ -126,7 +122,7 @@ fn boot_info(start_info: usize) -> BootInfo {
     let mut ram = 0u64;
     let mut inside = false;
     for entry in map.iter().filter(|e| e.kind == E820_RAM) {
-        ram += entry.size;
+        ram = ram.saturating_add(entry.size);
         let end = entry.addr.saturating_add(entry.size);
         inside |= entry.addr <= first as u64 && last as u64 <= end;
     }
@@ -140,9 +136,6 @@ fn boot_info(start_info: usize) -> BootInfo {
 extern "C" fn x86_64_rust_entry(start_info: u32) -> ! {
     console::init();
     let info = boot_info(start_info as usize);
-    if let Some((hz, source)) = timer::calibrate() {
-        COUNTER_HZ.store(hz, Ordering::Relaxed);
-        COUNTER_SOURCE.call_once(|| source);
-    }
+    *COUNTER_FREQUENCY.lock() = timer::calibrate();
     crate::main(info)
 }

@@ -20,24 +20,29 @@ pub fn counter() -> u64 {
 }
 
 /// The counter's frequency in Hz and where it came from, if it could be found.
+///
+/// A source whose answer is implausible (below 10 MHz or above 100 GHz)
+/// is skipped rather than trusted, and the next one is tried.
 pub fn calibrate() -> Option<(u64, &'static str)> {
-    hypervisor_leaf()
-        .map(|hz| (hz, "hypervisor CPUID leaf 0x40000010"))
-        .or_else(|| leaf_15().map(|hz| (hz, "CPUID leaf 0x15")))
-        .or_else(|| pit().map(|hz| (hz, "PIT channel 0")))
-        .or_else(|| leaf_16().map(|hz| (hz, "CPUID leaf 0x16")))
-        .filter(|&(hz, _)| (10_000_000..=100_000_000_000).contains(&hz))
+    let plausible = |hz: &u64| (10_000_000..=100_000_000_000).contains(hz);
+    let sources: [(fn() -> Option<u64>, &'static str); 4] = [
+        (hypervisor_leaf, "hypervisor CPUID leaf 0x40000010"),
+        (leaf_15, "CPUID leaf 0x15"),
+        (pit, "PIT channel 0"),
+        (leaf_16, "CPUID leaf 0x16"),
+    ];
+    sources
+        .into_iter()
+        .find_map(|(source, name)| source().filter(plausible).map(|hz| (hz, name)))
 }
 
 fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
-    // SAFETY: CPUID exists on every x86_64 CPU and has no side effects.
-    let r = unsafe { __cpuid_count(leaf, 0) };
+    let r = __cpuid_count(leaf, 0);
     (r.eax, r.ebx, r.ecx, r.edx)
 }
 
 fn max_basic_leaf() -> u32 {
-    // SAFETY: as in `cpuid`.
-    unsafe { __cpuid(0) }.eax
+    __cpuid(0).eax
 }
 
 fn hypervisor_leaf() -> Option<u64> {

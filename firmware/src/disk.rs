@@ -1,0 +1,273 @@
+//! A virtio block device as a byte-addressed [`BlockRead`].
+//!
+//! The device reads whole 512-byte sectors into buffers whose length is a
+//! non-zero multiple of 512 (`VirtIOBlk::read_blocks` *asserts* this, so a
+//! wrong length would panic rather than fail). The reader asks for any
+//! byte range, so a read is split into:
+//!
+//! - a small read (whose sectors fit in the bounce buffer): one request
+//!   into the bounce buffer, then a copy;
+//! - otherwise an unaligned head and tail, each one sector through the
+//!   bounce buffer, and the aligned middle read straight into the caller's
+//!   buffer (the device can DMA to any address) in requests of up to
+//!   [`MAX_REQUEST`] bytes.
+//!
+//! Every request issued here is non-empty and sector-sized by
+//! construction, and every range is checked against the capacity first,
+//! so nothing reaches the driver's assertions.
+
+use crate::hal::PoolHal;
+use crate::virtio::BlockTransport;
+use core::fmt;
+use crate::shim::BlockRead;
+use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
+use virtio_drivers::transport::mmio::MmioTransport;
+
+/// Largest single request. QEMU's virtio-blk takes one descriptor of any
+/// length and splits it in its block layer; 4 MiB is a tested size, and
+/// beyond it the per-request cost is already negligible.
+pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
+
+/// Bounce buffer size: reads spanning at most this many bytes of sectors
+/// (table entries, headers, small compressed clusters) take one request.
+const BOUNCE_SIZE: usize = 8 * 1024;
+
+const SECTOR: u64 = SECTOR_SIZE as u64;
+
+/// The virtio-blk serial (`-device virtio-blk-device,serial=...`): at most
+/// 20 bytes, no terminator when all 20 are used.
+#[derive(Clone, Copy)]
+pub struct Serial {
+    bytes: [u8; 20],
+    len: usize,
+}
+
+impl Serial {
+    /// The serial's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &byte in self.as_bytes() {
+            if byte.is_ascii_graphic() || byte == b' ' {
+                write!(f, "{}", byte as char)?;
+            } else {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a failed disk read reports.
+#[derive(Debug)]
+pub enum DiskError {
+    /// The range is not wholly inside the device.
+    OutOfRange {
+        /// First byte asked for.
+        offset: u64,
+        /// Bytes asked for.
+        len: usize,
+        /// Device size in bytes.
+        size: u64,
+    },
+    /// The device or the driver refused a request.
+    Device {
+        /// First sector of the request.
+        sector: u64,
+        /// Bytes requested.
+        len: usize,
+        /// The driver's error.
+        error: virtio_drivers::Error,
+    },
+}
+
+impl fmt::Display for DiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRange { offset, len, size } => write!(
+                f,
+                "disk read of {len} bytes at offset {offset:#x} is outside the disk's {size} bytes"
+            ),
+            Self::Device { sector, len, error } => write!(
+                f,
+                "virtio-blk read of {len} bytes at sector {sector} failed: {error}"
+            ),
+        }
+    }
+}
+
+#[repr(C, align(512))]
+struct Bounce([u8; BOUNCE_SIZE]);
+
+/// The driver state that a read needs exclusive use of.
+struct Device {
+    blk: VirtIOBlk<PoolHal, MmioTransport<'static>>,
+    bounce: Bounce,
+    requests: u64,
+}
+
+impl Device {
+    /// Reads whole sectors straight into `buf`, in requests of at most
+    /// [`MAX_REQUEST`] bytes. `buf.len()` must be a multiple of 512.
+    fn read_sectors(&mut self, first_sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        read_sectors(&mut self.blk, &mut self.requests, first_sector, buf)
+    }
+
+    /// Reads `sectors` sectors into the bounce buffer and returns them.
+    fn read_bounced(&mut self, first_sector: u64, sectors: usize) -> Result<&[u8], DiskError> {
+        let len = sectors * SECTOR_SIZE;
+        debug_assert!(sectors > 0 && len <= BOUNCE_SIZE);
+        let bounce = &mut self.bounce.0[..len];
+        read_sectors(&mut self.blk, &mut self.requests, first_sector, bounce)?;
+        Ok(bounce)
+    }
+}
+
+/// See [`Device::read_sectors`]; a function over the fields so that the
+/// bounce buffer can be borrowed alongside the driver.
+fn read_sectors(
+    blk: &mut VirtIOBlk<PoolHal, MmioTransport<'static>>,
+    requests: &mut u64,
+    first_sector: u64,
+    buf: &mut [u8],
+) -> Result<(), DiskError> {
+    debug_assert_eq!(buf.len() % SECTOR_SIZE, 0);
+    let mut sector = first_sector;
+    // `chunks_mut` never yields an empty chunk, and every chunk is a
+    // multiple of 512 because both `buf.len()` and MAX_REQUEST are.
+    for chunk in buf.chunks_mut(MAX_REQUEST) {
+        let len = chunk.len();
+        let error = |error| DiskError::Device { sector, len, error };
+        let index =
+            usize::try_from(sector).map_err(|_| error(virtio_drivers::Error::InvalidParam))?;
+        *requests += 1;
+        blk.read_blocks(index, chunk).map_err(error)?;
+        sector += (len / SECTOR_SIZE) as u64;
+    }
+    Ok(())
+}
+
+/// A virtio block device, readable at any byte offset.
+pub struct VirtioDisk {
+    slot: usize,
+    address: usize,
+    serial: Serial,
+    size: u64,
+    read_only: bool,
+    device: spin::Mutex<Device>,
+}
+
+impl VirtioDisk {
+    /// Initialises the device behind `transport` and reads its serial.
+    pub fn new(transport: BlockTransport) -> Result<Self, virtio_drivers::Error> {
+        let mut blk = VirtIOBlk::<PoolHal, _>::new(transport.transport)?;
+        let mut serial = Serial {
+            bytes: [0; 20],
+            len: 0,
+        };
+        // A device without the GET_ID request simply has no serial.
+        if let Ok(len) = blk.device_id(&mut serial.bytes) {
+            serial.len = len.min(serial.bytes.len());
+        }
+        let size = blk.capacity().saturating_mul(SECTOR);
+        let read_only = blk.readonly();
+        Ok(Self {
+            slot: transport.slot,
+            address: transport.address,
+            serial,
+            size,
+            read_only,
+            device: spin::Mutex::new(Device {
+                blk,
+                bounce: Bounce([0; BOUNCE_SIZE]),
+                requests: 0,
+            }),
+        })
+    }
+
+    /// The device's serial (empty if it has none).
+    pub fn serial(&self) -> &Serial {
+        &self.serial
+    }
+
+    /// Transport slot and register address, for the device list.
+    pub fn location(&self) -> (usize, usize) {
+        (self.slot, self.address)
+    }
+
+    /// Whether the device refuses writes (`readonly=on`).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Requests sent to the device so far.
+    pub fn requests(&self) -> u64 {
+        self.device.lock().requests
+    }
+}
+
+impl BlockRead for VirtioDisk {
+    type Error = DiskError;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        let out_of_range = DiskError::OutOfRange {
+            offset,
+            len: buf.len(),
+            size: self.size,
+        };
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= self.size)
+            .ok_or(out_of_range)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let first_sector = offset / SECTOR;
+        let end_sector = end.div_ceil(SECTOR);
+        let head_skip = (offset % SECTOR) as usize;
+        let mut device = self.device.lock();
+
+        // The sectors fit in the bounce buffer: one request. Aligned reads
+        // skip this and go straight into `buf`.
+        let span = end_sector - first_sector;
+        let aligned = head_skip == 0 && end % SECTOR == 0;
+        if !aligned && span * SECTOR <= BOUNCE_SIZE as u64 {
+            let sectors = device.read_bounced(first_sector, span as usize)?;
+            buf.copy_from_slice(&sectors[head_skip..head_skip + buf.len()]);
+            return Ok(());
+        }
+
+        // Head: the rest of a partial first sector. `buf` is longer than
+        // the bounce buffer here (or aligned), so it covers that rest.
+        let mut done = 0;
+        let mut sector = first_sector;
+        if head_skip != 0 {
+            let head = device.read_bounced(sector, 1)?;
+            done = SECTOR_SIZE - head_skip;
+            buf[..done].copy_from_slice(&head[head_skip..]);
+            sector += 1;
+        }
+        // Middle: whole sectors, directly.
+        let middle = (buf.len() - done) / SECTOR_SIZE * SECTOR_SIZE;
+        if middle > 0 {
+            device.read_sectors(sector, &mut buf[done..done + middle])?;
+            done += middle;
+            sector += (middle / SECTOR_SIZE) as u64;
+        }
+        // Tail: the start of a partial last sector.
+        let tail = buf.len() - done;
+        if tail > 0 {
+            let sectors = device.read_bounced(sector, 1)?;
+            buf[done..].copy_from_slice(&sectors[..tail]);
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> Result<u64, DiskError> {
+        Ok(self.size)
+    }
+}

@@ -1,0 +1,271 @@
+//! Decompression of one compressed cluster, with QEMU's acceptance rules.
+//!
+//! The output is always exactly one cluster. Deflate streams may run on past
+//! it (QEMU accepts that); zstd frames must end exactly at it. Neither codec
+//! can write past the output slice or keep working once it is full, so a
+//! decompression bomb costs one cluster of output and stops there.
+
+use crate::error::{DecodeError, Unsupported};
+use crate::header::CompressionType;
+
+/// Why a cluster could not be decompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecError {
+    /// The data is not a valid stream for exactly one cluster.
+    Decode(DecodeError),
+    /// The codec is not compiled in.
+    Unsupported(Unsupported),
+}
+
+impl From<DecodeError> for CodecError {
+    fn from(error: DecodeError) -> Self {
+        CodecError::Decode(error)
+    }
+}
+
+/// Decoder state kept between clusters, so the zstd window is allocated once.
+#[derive(Default)]
+pub struct Decompressor {
+    #[cfg(feature = "zstd")]
+    zstd: Option<ruzstd::decoding::FrameDecoder>,
+}
+
+impl core::fmt::Debug for Decompressor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Decompressor").finish_non_exhaustive()
+    }
+}
+
+impl Decompressor {
+    /// A decompressor with no buffers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fills all of `output` (one cluster) from `input`, or says why it cannot.
+    ///
+    /// `input` is the compressed descriptor's byte range, which may extend past
+    /// the stream's end (the length is only known to 512-byte precision).
+    pub fn decompress(
+        &mut self,
+        codec: CompressionType,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(), CodecError> {
+        match codec {
+            CompressionType::Deflate => inflate(input, output),
+            CompressionType::Zstd => self.unzstd(input, output),
+        }
+    }
+
+    #[cfg(feature = "zstd")]
+    fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+        let decoder = self
+            .zstd
+            .get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
+        zstd::decode(decoder, input, output).map_err(CodecError::Decode)
+    }
+
+    #[cfg(not(feature = "zstd"))]
+    fn unzstd(&mut self, _input: &[u8], _output: &mut [u8]) -> Result<(), CodecError> {
+        Err(CodecError::Unsupported(Unsupported::CodecDisabled {
+            codec: "zstd",
+            feature: "zstd",
+        }))
+    }
+}
+
+#[cfg(feature = "deflate")]
+fn inflate(input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+    use miniz_oxide::inflate::{decompress_slice_iter_to_slice, TINFLStatus};
+    match decompress_slice_iter_to_slice(output, core::iter::once(input), false, true) {
+        Ok(produced) if produced == output.len() => Ok(()),
+        Ok(produced) => Err(DecodeError::DeflateShort { produced }.into()),
+        // The cluster is full and the stream goes on: QEMU keeps the full cluster.
+        Err(TINFLStatus::HasMoreOutput) => Ok(()),
+        Err(_) => Err(DecodeError::DeflateInvalid.into()),
+    }
+}
+
+#[cfg(not(feature = "deflate"))]
+fn inflate(_input: &[u8], _output: &mut [u8]) -> Result<(), CodecError> {
+    Err(CodecError::Unsupported(Unsupported::CodecDisabled {
+        codec: "deflate",
+        feature: "deflate",
+    }))
+}
+
+/// Whether this build can read clusters compressed with `codec`.
+pub fn codec_enabled(codec: CompressionType) -> bool {
+    match codec {
+        CompressionType::Deflate => cfg!(feature = "deflate"),
+        CompressionType::Zstd => cfg!(feature = "zstd"),
+    }
+}
+
+/// The cargo feature that enables `codec`.
+pub fn codec_feature(codec: CompressionType) -> &'static str {
+    match codec {
+        CompressionType::Deflate => "deflate",
+        CompressionType::Zstd => "zstd",
+    }
+}
+
+#[cfg(feature = "zstd")]
+mod zstd {
+    //! Frame by frame, one block at a time, so that memory stays at the
+    //! window (bounded by the output size) plus one 128 KiB block.
+
+    use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+    use ruzstd::io::Read;
+
+    use crate::error::DecodeError;
+
+    const FRAME_MAGIC: u32 = 0xfd2f_b528;
+    const SKIPPABLE_MAGIC: u32 = 0x184d_2a50;
+    const SKIPPABLE_MASK: u32 = 0xffff_fff0;
+
+    enum FrameStart {
+        Frame { window: u64 },
+        Skippable { total_len: u64 },
+    }
+
+    /// Reads the frame header far enough to know the window, before the decoder allocates it.
+    fn frame_start(input: &[u8]) -> Result<FrameStart, DecodeError> {
+        let magic = u32::from_le_bytes(
+            input
+                .get(..4)
+                .ok_or(DecodeError::ZstdInvalid)?
+                .try_into()
+                .expect("4 bytes"),
+        );
+        if magic & SKIPPABLE_MASK == SKIPPABLE_MAGIC {
+            let len = input.get(4..8).ok_or(DecodeError::ZstdInvalid)?;
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes"));
+            return Ok(FrameStart::Skippable {
+                total_len: 8 + u64::from(len),
+            });
+        }
+        if magic != FRAME_MAGIC {
+            return Err(DecodeError::ZstdInvalid);
+        }
+        let descriptor = *input.get(4).ok_or(DecodeError::ZstdInvalid)?;
+        let single_segment = descriptor & 0x20 != 0;
+        if !single_segment {
+            let window_descriptor = *input.get(5).ok_or(DecodeError::ZstdInvalid)?;
+            let window_log = 10 + u32::from(window_descriptor >> 3);
+            let base = 1u64 << window_log;
+            let window = base + (base / 8) * u64::from(window_descriptor & 7);
+            return Ok(FrameStart::Frame { window });
+        }
+        // Single segment: the window is the content size, which follows the dictionary id.
+        let dict_bytes = [0usize, 1, 2, 4][usize::from(descriptor & 3)];
+        let size_bytes = [1usize, 2, 4, 8][usize::from(descriptor >> 6)];
+        let start = 5 + dict_bytes;
+        let field = input
+            .get(start..start + size_bytes)
+            .ok_or(DecodeError::ZstdInvalid)?;
+        let mut le = [0u8; 8];
+        le[..size_bytes].copy_from_slice(field);
+        let mut window = u64::from_le_bytes(le);
+        if size_bytes == 2 {
+            window += 256;
+        }
+        Ok(FrameStart::Frame { window })
+    }
+
+    pub(super) fn decode(
+        decoder: &mut FrameDecoder,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(), DecodeError> {
+        let limit = output.len() as u64;
+        let mut source = input;
+        let mut produced = 0;
+        while produced < output.len() {
+            let window = match frame_start(source)? {
+                FrameStart::Skippable { total_len } => {
+                    let skip = usize::try_from(total_len).map_err(|_| DecodeError::ZstdInvalid)?;
+                    source = source.get(skip..).ok_or(DecodeError::ZstdInvalid)?;
+                    continue;
+                }
+                FrameStart::Frame { window } => window,
+            };
+            // Matches reach back at most into this cluster's output, so a larger
+            // window is never needed, and refusing it bounds the allocation.
+            if window > limit {
+                return Err(DecodeError::ZstdWindowTooLarge { window, limit });
+            }
+            decoder
+                .reset(&mut source)
+                .map_err(|_| DecodeError::ZstdInvalid)?;
+            produced += decode_frame(decoder, &mut source, &mut output[produced..])?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one frame into `output`; the frame must fit.
+    fn decode_frame(
+        decoder: &mut FrameDecoder,
+        source: &mut &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, DecodeError> {
+        let mut produced = 0;
+        loop {
+            let finished = decoder
+                .decode_blocks(&mut *source, BlockDecodingStrategy::UptoBlocks(1))
+                .map_err(|_| DecodeError::ZstdInvalid)?;
+            produced += decoder
+                .read(&mut output[produced..])
+                .map_err(|_| DecodeError::ZstdInvalid)?;
+            let overflow = decoder.can_collect() > 0;
+            if overflow || (!finished && produced == output.len()) {
+                // The frame produces more than the cluster holds: QEMU refuses it.
+                return Err(DecodeError::ZstdLength { produced });
+            }
+            if finished {
+                return Ok(produced);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn deflate_rules() {
+        let data: alloc::vec::Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let stream = miniz_oxide::deflate::compress_to_vec(&data, 6);
+        let mut decompressor = Decompressor::new();
+        let mut out = [0u8; 4096];
+        decompressor
+            .decompress(CompressionType::Deflate, &stream, &mut out)
+            .unwrap();
+        assert_eq!(&out[..], &data[..]);
+        // A longer stream is cut at the cluster.
+        let mut half = [0u8; 2048];
+        decompressor
+            .decompress(CompressionType::Deflate, &stream, &mut half)
+            .unwrap();
+        assert_eq!(&half[..], &data[..2048]);
+        // A shorter one is an error, not zero padding.
+        let mut big = [0u8; 8192];
+        assert_eq!(
+            decompressor.decompress(CompressionType::Deflate, &stream, &mut big),
+            Err(CodecError::Decode(DecodeError::DeflateShort {
+                produced: 4096
+            }))
+        );
+        assert_eq!(
+            decompressor.decompress(
+                CompressionType::Deflate,
+                &stream[..stream.len() / 2],
+                &mut out
+            ),
+            Err(CodecError::Decode(DecodeError::DeflateInvalid))
+        );
+    }
+}

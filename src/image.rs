@@ -1,0 +1,415 @@
+//! An opened image: the builder that opens it, and the read path.
+
+use core::fmt;
+
+use spin::Mutex;
+
+use crate::block::{read_zero_padded, BlockRead};
+use crate::codec::{codec_enabled, codec_feature};
+use crate::config::{Config, MemoryPlan};
+use crate::error::{Error, HeaderError, Storage, TableKind, Unsupported};
+use crate::header::{Header, MAX_L1_BYTES};
+use crate::lookup::{Extent, ExtentKind, Geometry, Memory, State};
+use crate::snapshot::Snapshot;
+use crate::table::Layout;
+
+/// The backing of an image that has none: reads as zeros.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBacking;
+
+impl BlockRead for NoBacking {
+    type Error = core::convert::Infallible;
+
+    fn read_at(&self, _offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        buf.fill(0);
+        Ok(())
+    }
+
+    fn size(&self) -> Result<u64, Self::Error> {
+        Ok(0)
+    }
+}
+
+/// A raw image used as a backing file: its bytes are the virtual disk.
+///
+/// Wrapping gives its errors the image's error type, naming the raw backing
+/// file as the storage that failed.
+#[derive(Debug)]
+pub struct Raw<R>(pub R);
+
+impl<R: BlockRead> BlockRead for Raw<R> {
+    type Error = Error<R::Error>;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        self.0.read_at(offset, buf).map_err(|source| Error::Io {
+            source,
+            storage: Storage::RawBacking,
+            offset,
+            len: buf.len() as u64,
+        })
+    }
+
+    fn size(&self) -> Result<u64, Self::Error> {
+        self.0.size().map_err(|source| Error::Io {
+            source,
+            storage: Storage::RawBacking,
+            offset: 0,
+            len: 0,
+        })
+    }
+}
+
+/// Collects what an image needs besides its own storage, then opens it.
+///
+/// The header is read and validated by [`Image::builder`]; look at it
+/// ([`ImageBuilder::header`]) to decide what backing image and data file to
+/// supply: the crate never opens files by itself.
+pub struct ImageBuilder<R, B = NoBacking> {
+    storage: R,
+    header: Header,
+    backing: Option<B>,
+    ignore_backing: bool,
+    data_file: Option<R>,
+    snapshot: Option<(u64, u64)>,
+}
+
+impl<R: BlockRead, B> fmt::Debug for ImageBuilder<R, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageBuilder")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: BlockRead, B> ImageBuilder<R, B> {
+    /// The validated header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The image's storage, for listing snapshots or reading extensions before opening.
+    pub fn storage(&self) -> &R {
+        &self.storage
+    }
+
+    /// Supplies the backing image: a [`Raw`] store, another opened [`Image`], or
+    /// anything else whose errors convert into this image's.
+    pub fn backing<B2>(self, backing: B2) -> ImageBuilder<R, B2> {
+        ImageBuilder {
+            storage: self.storage,
+            header: self.header,
+            backing: Some(backing),
+            ignore_backing: false,
+            data_file: self.data_file,
+            snapshot: self.snapshot,
+        }
+    }
+
+    /// Reads unallocated clusters as zeros even though the image names a
+    /// backing file: the image's own layer alone.
+    pub fn ignore_backing(mut self) -> Self {
+        self.ignore_backing = true;
+        self
+    }
+
+    /// Supplies the external data file the header names.
+    pub fn data_file(mut self, data_file: R) -> Self {
+        self.data_file = Some(data_file);
+        self
+    }
+
+    /// Reads the disk as it was when `snapshot` was taken. The virtual size
+    /// stays the image's current one, as with `qemu-img convert -l`.
+    pub fn snapshot(mut self, snapshot: &Snapshot) -> Result<Self, Error<R::Error>> {
+        let entries = u64::from(snapshot.l1_entries);
+        let offset = snapshot.l1_table_offset;
+        if entries > MAX_L1_BYTES / 8 {
+            return Err(HeaderError::L1TooLarge {
+                entries: snapshot.l1_entries,
+            }
+            .into());
+        }
+        let len = entries * 8;
+        if !offset.is_multiple_of(self.header.cluster_size()) || offset > i64::MAX as u64 - len {
+            return Err(HeaderError::InvalidTableOffset {
+                table: TableKind::L1,
+                offset,
+                len,
+            }
+            .into());
+        }
+        self.snapshot = Some((offset, entries));
+        Ok(self)
+    }
+
+    /// Bytes of memory [`open`](Self::open) needs with `config`.
+    pub fn memory_bytes(&self, config: &Config) -> Result<usize, Error<R::Error>> {
+        let plan = MemoryPlan::new(config, &self.header)?;
+        Ok(plan.total().unwrap_or(usize::MAX))
+    }
+
+    /// Opens the image in `memory`, which must hold [`memory_bytes`](Self::memory_bytes).
+    pub fn open<'m>(
+        self,
+        memory: &'m mut [u8],
+        config: &Config,
+    ) -> Result<Image<'m, R, B>, Error<R::Error>>
+    where
+        B: BlockRead,
+        B::Error: Into<Error<R::Error>>,
+    {
+        let needed = self.memory_bytes(config)?;
+        let given = memory.len();
+        let memory = memory
+            .get_mut(..needed)
+            .ok_or(Error::MemoryTooSmall { needed, given })?;
+        self.finish(Memory::Borrowed(memory), config)
+    }
+
+    /// Opens the image in memory allocated once, here.
+    #[cfg(feature = "alloc")]
+    pub fn open_alloc(self, config: &Config) -> Result<Image<'static, R, B>, Error<R::Error>>
+    where
+        B: BlockRead,
+        B::Error: Into<Error<R::Error>>,
+    {
+        let needed = self.memory_bytes(config)?;
+        let memory = alloc::vec![0u8; needed].into_boxed_slice();
+        self.finish(Memory::Owned(memory), config)
+    }
+
+    fn finish<'m>(
+        self,
+        memory: Memory<'m>,
+        config: &Config,
+    ) -> Result<Image<'m, R, B>, Error<R::Error>>
+    where
+        B: BlockRead,
+        B::Error: Into<Error<R::Error>>,
+    {
+        let header = self.header;
+        let codec = header.compression_type();
+        if !codec_enabled(codec) && codec != crate::header::CompressionType::Deflate {
+            return Err(Unsupported::CodecDisabled {
+                codec: codec.name(),
+                feature: codec_feature(codec),
+            }
+            .into());
+        }
+        if header.backing_file().is_some() && self.backing.is_none() && !self.ignore_backing {
+            return Err(Unsupported::MissingBacking.into());
+        }
+        if header.has_data_file() && self.data_file.is_none() {
+            return Err(Unsupported::MissingDataFile.into());
+        }
+        let backing = if self.ignore_backing {
+            None
+        } else {
+            self.backing
+        };
+        let backing_size = match &backing {
+            Some(backing) => backing.size().map_err(Into::into)?,
+            None => 0,
+        };
+        let data_file_size = match &self.data_file {
+            Some(data_file) => data_file.size().map_err(|source| Error::Io {
+                source,
+                storage: Storage::DataFile,
+                offset: 0,
+                len: 0,
+            })?,
+            None => 0,
+        };
+        let (l1_offset, l1_entries) = self
+            .snapshot
+            .unwrap_or((header.l1_table_offset(), u64::from(header.l1_entries())));
+        let geometry = Geometry {
+            layout: Layout {
+                cluster_bits: header.cluster_bits(),
+                version: header.version(),
+                extended_l2: header.has_extended_l2(),
+                data_file: header.has_data_file(),
+            },
+            l1_offset,
+            l1_entries,
+            file_size: header.file_size(),
+            compression: codec,
+        };
+        let plan = MemoryPlan::new(config, &header)?;
+        Ok(Image {
+            storage: self.storage,
+            data_file: self.data_file,
+            data_file_size,
+            backing,
+            backing_size,
+            header,
+            geometry,
+            state: Mutex::new(State::new(memory, plan)),
+        })
+    }
+}
+
+/// An opened QCOW2 image, read through `&self`.
+///
+/// `R` is the image file's storage (and the external data file's, if any);
+/// `B` is the backing image. The memory `'m` is the caller's, fixed at open.
+pub struct Image<'m, R, B = NoBacking> {
+    storage: R,
+    data_file: Option<R>,
+    data_file_size: u64,
+    backing: Option<B>,
+    backing_size: u64,
+    header: Header,
+    geometry: Geometry,
+    state: Mutex<State<'m>>,
+}
+
+impl<R: BlockRead, B> fmt::Debug for Image<'_, R, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Image")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: BlockRead> Image<'static, R, NoBacking> {
+    /// Reads and validates the header of the image in `storage`.
+    pub fn builder(storage: R) -> Result<ImageBuilder<R, NoBacking>, Error<R::Error>> {
+        let header = Header::read(&storage)?;
+        Ok(ImageBuilder {
+            storage,
+            header,
+            backing: None,
+            ignore_backing: false,
+            data_file: None,
+            snapshot: None,
+        })
+    }
+}
+
+impl<R, B> Image<'_, R, B>
+where
+    R: BlockRead,
+    B: BlockRead,
+    B::Error: Into<Error<R::Error>>,
+{
+    /// The validated header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The virtual disk size in bytes.
+    pub fn virtual_size(&self) -> u64 {
+        self.header.virtual_size()
+    }
+
+    /// The image file's storage.
+    pub fn storage(&self) -> &R {
+        &self.storage
+    }
+
+    /// The backing image, if one was supplied.
+    pub fn backing(&self) -> Option<&B> {
+        self.backing.as_ref()
+    }
+
+    /// How the run of the virtual disk starting at `guest_offset` reads, up to `max_len` bytes.
+    ///
+    /// Neighbouring clusters that read the same way (contiguous data, zeros,
+    /// unallocated) are merged, as `qemu-img map` does.
+    pub fn extent(&self, guest_offset: u64, max_len: u64) -> Result<Extent, Error<R::Error>> {
+        self.check_range(guest_offset, max_len)?;
+        let max_len = max_len.max(1).min(self.virtual_size() - guest_offset);
+        self.state
+            .lock()
+            .extent(&self.storage, &self.geometry, guest_offset, max_len)
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), Error<R::Error>> {
+        let size = self.virtual_size();
+        match offset.checked_add(len) {
+            Some(end) if end <= size && (offset < size || len == 0) => Ok(()),
+            _ => Err(Error::OutOfRange { offset, len, size }),
+        }
+    }
+
+    /// Fills `buf` with the virtual disk's bytes at `offset`, exactly as QEMU reads them.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error<R::Error>> {
+        self.check_range(offset, buf.len() as u64)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let guest_offset = offset + done as u64;
+            let remaining = (buf.len() - done) as u64;
+            let extent =
+                self.state
+                    .lock()
+                    .extent(&self.storage, &self.geometry, guest_offset, remaining)?;
+            let part = &mut buf[done..done + extent.len as usize];
+            self.read_extent(&extent, part)?;
+            done += part.len();
+        }
+        Ok(())
+    }
+
+    fn read_extent(&self, extent: &Extent, part: &mut [u8]) -> Result<(), Error<R::Error>> {
+        match extent.kind {
+            ExtentKind::Data { host_offset } => self.read_data(host_offset, part),
+            ExtentKind::Zero => {
+                part.fill(0);
+                Ok(())
+            }
+            ExtentKind::Unallocated => self.read_backing(extent.guest_offset, part),
+            ExtentKind::Compressed(descriptor) => self.state.lock().read_compressed(
+                &self.storage,
+                &self.geometry,
+                descriptor,
+                extent.guest_offset,
+                part,
+            ),
+        }
+    }
+
+    fn read_data(&self, host_offset: u64, part: &mut [u8]) -> Result<(), Error<R::Error>> {
+        // Data past the end of the file reads as zeros, as in QEMU.
+        let (storage, size, which) = match &self.data_file {
+            Some(data_file) => (data_file, self.data_file_size, Storage::DataFile),
+            None => (&self.storage, self.geometry.file_size, Storage::Image),
+        };
+        read_zero_padded(storage, size, host_offset, part).map_err(|source| Error::Io {
+            source,
+            storage: which,
+            offset: host_offset,
+            len: part.len() as u64,
+        })
+    }
+
+    fn read_backing(&self, guest_offset: u64, part: &mut [u8]) -> Result<(), Error<R::Error>> {
+        match &self.backing {
+            // A shorter backing image reads as zeros past its end.
+            Some(backing) => {
+                read_zero_padded(backing, self.backing_size, guest_offset, part).map_err(Into::into)
+            }
+            None => {
+                part.fill(0);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<R, B> BlockRead for Image<'_, R, B>
+where
+    R: BlockRead,
+    B: BlockRead,
+    B::Error: Into<Error<R::Error>>,
+{
+    type Error = Error<R::Error>;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        Image::read_at(self, offset, buf)
+    }
+
+    fn size(&self) -> Result<u64, Self::Error> {
+        Ok(self.virtual_size())
+    }
+}
