@@ -40,6 +40,8 @@ extern crate std;
 
 mod block;
 mod cache;
+#[cfg(feature = "std")]
+pub mod chain;
 pub mod codec;
 mod config;
 mod error;

@@ -19,7 +19,7 @@
 use crate::hal::PoolHal;
 use crate::virtio::BlockTransport;
 use core::fmt;
-use crate::shim::BlockRead;
+use qcow2_reader::BlockRead;
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::mmio::MmioTransport;
 

@@ -61,11 +61,3 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     println!("error: firmware panic: {info}");
     arch::exit_failure()
 }
-
-mod shim {
-    pub trait BlockRead {
-        type Error: core::fmt::Debug + core::fmt::Display;
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
-        fn size(&self) -> Result<u64, Self::Error>;
-    }
-}

@@ -1,0 +1,2 @@
+//! `qcow`: placeholder until the command-line tool lands.
+fn main() {}

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Cargo runner for the firmware: boots the ELF in QEMU on a QCOW2 image.
+#
+#   run.sh <firmware.elf>                          the default demo image
+#   run.sh <firmware.elf> <image> [backing...]     that image; its backing
+#                                                  chain is found with
+#                                                  `qemu-img info` unless
+#                                                  the backing files are given
+#
+# Cargo calls it as `runner` (firmware/.cargo/config.toml) with the ELF
+# first and the arguments after `--` next. The architecture comes from the
+# ELF's e_machine, so `--target aarch64-unknown-none` needs nothing else.
+#
+# Every file is attached read-only as a *raw* virtio-blk drive (the guest
+# reads the qcow2 bytes itself), in chain order: the image first, then its
+# backing file, then that file's backing, ... QEMU puts the first device in
+# the highest virtio-mmio slot, which is how the firmware knows the image.
+# Each disk's virtio-blk serial is its file's base name, cut to 20 bytes
+# (the field's size); the firmware finds a backing file by that serial.
+#
+# The firmware reports success by an exit value that QEMU turns into
+# status 33 (isa-debug-exit's (0x10 << 1) | 1 on x86, semihosting exit(33)
+# on arm); this script maps 33 to 0 and everything else to a failure, so a
+# QEMU that stops for any other reason never counts as success.
+#
+# Environment: QCOW2_FW_TIMEOUT (seconds, default 120), QCOW2_FW_MEMORY
+# (guest RAM, default 128M), QCOW2_FW_QEMU_ARGS (extra QEMU arguments).
+
+set -euo pipefail
+
+readonly APT_COMMAND="apt-get update && apt-get install -y --allow-downgrades qemu-system-x86 qemu-system-arm qemu-utils/bookworm"
+readonly SUCCESS_STATUS=33
+readonly TIMEOUT="${QCOW2_FW_TIMEOUT:-120}"
+readonly MEMORY="${QCOW2_FW_MEMORY:-128M}"
+
+die() {
+    echo "run.sh: $*" >&2
+    exit 2
+}
+
+[[ $# -ge 1 ]] || die "usage: run.sh <firmware.elf> [image [backing...]]"
+elf=$1
+shift
+[[ -f $elf ]] || die "no such firmware ELF: $elf"
+
+# e_machine: 62 = EM_X86_64, 183 = EM_AARCH64.
+machine=$(od -An -tu2 -j18 -N2 "$elf" | tr -d ' ')
+case $machine in
+62) arch=x86_64 ;;
+183) arch=aarch64 ;;
+*) die "$elf: not an x86_64 or aarch64 ELF (e_machine $machine)" ;;
+esac
+
+# QEMU itself: install it where we can, otherwise say how.
+need=("qemu-system-$arch" qemu-img)
+[[ $# -eq 0 ]] && need+=(qemu-io) # only the default image is written by qemu-io
+missing=()
+for tool in "${need[@]}"; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "run.sh: ${missing[*]} missing; installing: $APT_COMMAND" >&2
+        bash -c "$APT_COMMAND" >&2 || die "installing QEMU failed; run: $APT_COMMAND"
+    else
+        die "${missing[*]} not found; install QEMU 7.2 system emulators and tools, e.g. as root: $APT_COMMAND"
+    fi
+fi
+
+# The default demo image, cached next to the build output:
+# <target-dir>/demo/, the ELF being <target-dir>/<triple>/<profile>/<name>.
+default_image() {
+    local demo_dir image version=1
+    demo_dir="$(cd "$(dirname "$elf")/../.." && pwd)/demo"
+    image="$demo_dir/demo-v$version.qcow2"
+    if [[ ! -f $image ]]; then
+        mkdir -p "$demo_dir"
+        local partial="$image.partial.$$"
+        # 64 MiB, qcow2 v3, 64 KiB clusters: patterned data (most of the
+        # disk, so the throughput numbers mean something), a zeroed range
+        # (zero clusters), one compressed cluster, and an unallocated tail.
+        qemu-img create -q -f qcow2 -o compat=1.1,cluster_size=65536 "$partial" 64M
+        qemu-io -f qcow2 \
+            -c "write -q -P 0x11 0 16M" \
+            -c "write -q -P 0x22 16M 16M" \
+            -c "write -q -z 32M 4M" \
+            -c "write -q -P 0x33 36M 24M" \
+            -c "write -q -c -P 0x44 60M 64k" \
+            "$partial" >/dev/null
+        mv "$partial" "$image"
+        echo "run.sh: made the demo image $image" >&2
+    fi
+    printf '%s\n' "$image"
+}
+
+if [[ $# -eq 0 ]]; then
+    set -- "$(default_image)"
+fi
+[[ -f $1 ]] || die "no such image: $1"
+
+disks=("$@")
+if [[ $# -eq 1 ]]; then
+    # The chain as QEMU resolves it (relative backing names are relative
+    # to the overlay's directory): one "image: <path>" line per member.
+    mapfile -t disks < <(qemu-img info --backing-chain -U "$1" | sed -n 's/^image: //p')
+    [[ ${#disks[@]} -ge 1 ]] || die "qemu-img info found no image in $1"
+    disks[0]=$1
+fi
+
+# QEMU's option syntax doubles commas inside values.
+escape() { printf '%s' "${1//,/,,}"; }
+
+drive_args=()
+index=0
+for disk in "${disks[@]}"; do
+    [[ -f $disk ]] || die "no such backing file: $disk"
+    name=$(basename -- "$disk")
+    serial=${name:0:20}
+    drive_args+=(
+        -drive "file=$(escape "$disk"),format=raw,if=none,id=disk$index,readonly=on"
+        -device "virtio-blk-device,drive=disk$index,serial=$(escape "$serial")"
+    )
+    index=$((index + 1))
+done
+
+case $arch in
+x86_64)
+    qemu=(qemu-system-x86_64 -M microvm -accel kvm -accel tcg
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04)
+    ;;
+aarch64)
+    # KVM only helps on an arm64 host, and there it needs `-cpu max`.
+    if [[ $(uname -m) == aarch64 ]]; then
+        qemu=(qemu-system-aarch64 -M virt -accel kvm -accel tcg -cpu max)
+    else
+        qemu=(qemu-system-aarch64 -M virt -accel tcg -cpu cortex-a72)
+    fi
+    qemu+=(-semihosting-config enable=on,target=native)
+    ;;
+esac
+
+# Word splitting of the extra arguments is intended.
+# shellcheck disable=SC2206
+extra=(${QCOW2_FW_QEMU_ARGS:-})
+
+status=0
+# --foreground: QEMU stays in the terminal's process group, so Ctrl-C
+# reaches it; stdin is not needed (the firmware reads no input).
+timeout --foreground -k 5 "$TIMEOUT" \
+    "${qemu[@]}" -m "$MEMORY" -nodefaults -no-user-config -nographic -no-reboot \
+    -serial stdio "${drive_args[@]}" "${extra[@]}" -kernel "$elf" </dev/null || status=$?
+
+case $status in
+"$SUCCESS_STATUS") exit 0 ;;
+124 | 137)
+    echo "run.sh: QEMU did not finish within ${TIMEOUT}s" >&2
+    exit 124
+    ;;
+*)
+    echo "run.sh: firmware failed (QEMU exit status $status)" >&2
+    exit 1
+    ;;
+esac

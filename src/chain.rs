@@ -1,0 +1,290 @@
+//! Opening an image with its backing chain and data file from the file system (`std`).
+//!
+//! The library itself never opens files; this helper is for host tools. It
+//! resolves each backing file name relative to the directory of the image
+//! that names it (as QEMU does), takes the format from the backing format
+//! extension or probes the magic, refuses loops and chains deeper than a
+//! limit, and says which image names a file that cannot be opened.
+
+use std::boxed::Box;
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use crate::block::BlockRead;
+use crate::config::Config;
+use crate::error::Error;
+use crate::header::{Header, MAGIC};
+use crate::image::{Image, ImageBuilder, NoBacking, Raw};
+use crate::snapshot::find_snapshot;
+
+/// A type-erased image of a chain: what a layer reads through.
+pub type DynImage = Box<dyn BlockRead<Error = Error<io::Error>> + Send + Sync>;
+
+/// The format of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerFormat {
+    /// A QCOW2 image.
+    Qcow2,
+    /// Raw bytes: the file is the disk.
+    Raw,
+}
+
+impl LayerFormat {
+    /// The name QEMU uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerFormat::Qcow2 => "qcow2",
+            LayerFormat::Raw => "raw",
+        }
+    }
+}
+
+/// One image of a chain.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Where it was opened from.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: LayerFormat,
+    /// Its header, for QCOW2 layers.
+    pub header: Option<Header>,
+}
+
+/// Settings of [`open_chain`].
+#[derive(Debug, Clone)]
+pub struct ChainOptions {
+    /// Most images in the chain, the top included.
+    pub max_depth: usize,
+    /// Cache sizes of every QCOW2 layer.
+    pub config: Config,
+    /// Read the top image as of this snapshot (id or name).
+    pub snapshot: Option<String>,
+}
+
+impl Default for ChainOptions {
+    fn default() -> Self {
+        Self { max_depth: DEFAULT_MAX_DEPTH, config: Config::default(), snapshot: None }
+    }
+}
+
+/// Default limit on the images in a chain.
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+
+/// An opened chain.
+pub struct Chain {
+    /// The top image, reading through all the layers below it.
+    pub top: DynImage,
+    /// Every layer, from the top down.
+    pub layers: Vec<Layer>,
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chain").field("layers", &self.layers).finish_non_exhaustive()
+    }
+}
+
+/// Why a chain could not be opened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// A file could not be opened.
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The image whose header names it, if it is not the top.
+        named_by: Option<PathBuf>,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// An image is invalid or unreadable.
+    Image {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        error: Error<io::Error>,
+    },
+    /// The chain has more images than allowed.
+    TooDeep {
+        /// The image that would exceed the limit.
+        path: PathBuf,
+        /// The limit.
+        max_depth: usize,
+    },
+    /// An image is its own backing file, directly or through others.
+    Loop {
+        /// The image met a second time.
+        path: PathBuf,
+    },
+    /// A backing format this helper does not read.
+    UnknownFormat {
+        /// The image naming it.
+        path: PathBuf,
+        /// The format name.
+        format: String,
+    },
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainError::Open { path, named_by: Some(parent), source } => write!(
+                f,
+                "cannot open {} (named by {}): {source}",
+                path.display(),
+                parent.display()
+            ),
+            ChainError::Open { path, named_by: None, source } => write!(f, "cannot open {}: {source}", path.display()),
+            ChainError::Image { path, error } => write!(f, "{}: {error}", path.display()),
+            ChainError::TooDeep { path, max_depth } => write!(
+                f,
+                "backing chain is deeper than {max_depth} images at {}",
+                path.display()
+            ),
+            ChainError::Loop { path } => write!(f, "backing chain loops back to {}", path.display()),
+            ChainError::UnknownFormat { path, format } => write!(
+                f,
+                "{} names a backing file of format {format:?}, which is not supported",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ChainError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ChainError::Open { source, .. } => Some(source),
+            ChainError::Image { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Where a backing or data file name points: relative names are taken from
+/// the directory of the image that names them.
+pub fn resolve_name(image_path: &Path, name: &str) -> PathBuf {
+    let name = Path::new(name);
+    if name.is_absolute() {
+        return name.to_path_buf();
+    }
+    image_path.parent().unwrap_or(Path::new("")).join(name)
+}
+
+fn open_file(path: &Path, named_by: Option<&Path>) -> Result<File, ChainError> {
+    File::open(path).map_err(|source| ChainError::Open {
+        path: path.to_path_buf(),
+        named_by: named_by.map(Path::to_path_buf),
+        source,
+    })
+}
+
+/// Whether the file starts with the QCOW2 magic.
+fn probe(file: &File, path: &Path) -> Result<LayerFormat, ChainError> {
+    let mut magic = [0u8; 4];
+    let size = file.size().map_err(|source| ChainError::Open { path: path.to_path_buf(), named_by: None, source })?;
+    if size < 4 {
+        return Ok(LayerFormat::Raw);
+    }
+    file.read_at(0, &mut magic)
+        .map_err(|source| ChainError::Open { path: path.to_path_buf(), named_by: None, source })?;
+    Ok(if u32::from_be_bytes(magic) == MAGIC { LayerFormat::Qcow2 } else { LayerFormat::Raw })
+}
+
+fn image_error(path: &Path) -> impl FnOnce(Error<io::Error>) -> ChainError + '_ {
+    move |error| ChainError::Image { path: path.to_path_buf(), error }
+}
+
+/// Reads the header of a QCOW2 file and attaches its external data file.
+fn qcow2_builder(file: File, path: &Path) -> Result<ImageBuilder<File>, ChainError> {
+    let builder = Image::builder(file).map_err(image_error(path))?;
+    let Some(name) = builder.header().data_file() else { return Ok(builder) };
+    let data_path = resolve_name(path, &String::from_utf8_lossy(name.as_bytes()));
+    let data_file = open_file(&data_path, Some(path))?;
+    Ok(builder.data_file(data_file))
+}
+
+/// Opens one QCOW2 image alone: its backing file is not opened and its
+/// unallocated clusters read as zeros; its external data file is opened.
+pub fn open_layer(path: &Path, config: &Config) -> Result<Image<'static, File, NoBacking>, ChainError> {
+    let file = open_file(path, None)?;
+    qcow2_builder(file, path)?.ignore_backing().open_alloc(config).map_err(image_error(path))
+}
+
+enum Opened {
+    Qcow2(ImageBuilder<File>),
+    Raw(File),
+}
+
+/// Opens `path` (QCOW2 or raw, probed) with all of its backing chain.
+pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainError> {
+    let mut layers = Vec::new();
+    let mut opened = Vec::new();
+    let mut seen = HashSet::new();
+    let mut next = Some((path.to_path_buf(), None::<LayerFormat>, None::<PathBuf>));
+    while let Some((path, format, named_by)) = next.take() {
+        if layers.len() >= options.max_depth {
+            return Err(ChainError::TooDeep { path, max_depth: options.max_depth });
+        }
+        let file = open_file(&path, named_by.as_deref())?;
+        let identity = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if !seen.insert(identity) {
+            return Err(ChainError::Loop { path });
+        }
+        let format = match format {
+            Some(format) => format,
+            None => probe(&file, &path)?,
+        };
+        if format == LayerFormat::Raw {
+            layers.push(Layer { path, format, header: None });
+            opened.push(Opened::Raw(file));
+            continue;
+        }
+        let mut builder = qcow2_builder(file, &path)?;
+        if layers.is_empty() {
+            if let Some(snapshot) = &options.snapshot {
+                let found =
+                    find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes()).map_err(image_error(&path))?;
+                builder = builder.snapshot(&found).map_err(image_error(&path))?;
+            }
+        }
+        let header = builder.header().clone();
+        if let Some(name) = header.backing_file() {
+            let backing_path = resolve_name(&path, &String::from_utf8_lossy(name.as_bytes()));
+            let backing_format = match header.backing_format().map(|f| f.as_bytes()) {
+                None => None,
+                Some(b"qcow2") => Some(LayerFormat::Qcow2),
+                Some(b"raw") => Some(LayerFormat::Raw),
+                Some(other) => {
+                    return Err(ChainError::UnknownFormat { path, format: String::from_utf8_lossy(other).to_string() })
+                }
+            };
+            next = Some((backing_path, backing_format, Some(path.clone())));
+        }
+        layers.push(Layer { path, format, header: Some(header) });
+        opened.push(Opened::Qcow2(builder));
+    }
+    let top = stack(opened, &layers, &options.config)?;
+    Ok(Chain { top, layers })
+}
+
+/// Opens the layers from the bottom up, each on top of the one below.
+fn stack(opened: Vec<Opened>, layers: &[Layer], config: &Config) -> Result<DynImage, ChainError> {
+    let mut below: Option<DynImage> = None;
+    for (opened, layer) in opened.into_iter().zip(layers).rev() {
+        let image: DynImage = match opened {
+            Opened::Raw(file) => Box::new(Raw(file)),
+            Opened::Qcow2(builder) => match below.take() {
+                Some(backing) => Box::new(builder.backing(backing).open_alloc(config).map_err(image_error(&layer.path))?),
+                None => Box::new(builder.open_alloc(config).map_err(image_error(&layer.path))?),
+            },
+        };
+        below = Some(image);
+    }
+    Ok(below.expect("a chain has at least its top image"))
+}
