@@ -143,6 +143,7 @@ pub fn run(info: &arch::BootInfo) -> Result<(), DemoError> {
 
     let disks = discover()?;
     let image = open_qcow2(disks, 0)?;
+    println!("DEBUG opened");
 
     let hz = arch::counter_frequency().map(|(hz, _)| hz);
     let size = image.virtual_size();
@@ -247,7 +248,9 @@ fn open_qcow2(disks: &'static [VirtioDisk], index: usize) -> Result<Qcow2, DemoE
     let builder = builder.backing(backing);
     let needed = builder.memory_bytes(&config).map_err(image_error)?;
     // Allocated once per image and kept: the image borrows it for good.
+    println!("DEBUG needed {needed}");
     let memory = alloc::vec![0u8; needed].leak();
+    println!("DEBUG zeroed");
     builder.open(memory, &config).map_err(image_error)
 }
 
@@ -361,6 +364,7 @@ fn hash_image(image: &Qcow2, buffer: &mut [u8]) -> Result<ImageRead, ImageError>
         let len = (size - offset).min(buffer.len() as u64) as usize;
         let chunk = &mut buffer[..len];
         let start = arch::counter();
+        println!("DEBUG read {offset}");
         image.read_at(offset, chunk)?;
         let read = arch::counter();
         hasher.update(&*chunk);

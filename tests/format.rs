@@ -1,0 +1,187 @@
+//! Compressed clusters, backing chains, external data files and snapshots,
+//! each compared with QEMU's reading of the same image.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use qcow2_reader::chain::{open_chain, ChainError, ChainOptions};
+
+fn pattern_raw(path: &Path, size: usize) {
+    // Compressible but not trivial: runs of a counter, and some noise.
+    let mut bytes = vec![0u8; size];
+    let mut state = 0x9e37_79b9u32;
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        *byte = if (i / 4096) % 3 == 0 { (state >> 24) as u8 } else { (i / 512) as u8 };
+    }
+    // A hole so that compression leaves some clusters unallocated.
+    bytes[size / 2..size / 2 + 200_000].fill(0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn compressed(options: &str) {
+    let scratch = Scratch::new();
+    let raw = scratch.path("source.raw");
+    let image = scratch.path("image.qcow2");
+    pattern_raw(&raw, 3 << 20);
+    let mut args = vec!["convert", "-q", "-c", "-f", "raw", "-O", "qcow2"];
+    if !options.is_empty() {
+        args.extend(["-o", options]);
+    }
+    args.extend([raw.to_str().unwrap(), image.to_str().unwrap()]);
+    qemu_img(&args);
+    assert_reads_like_qemu(&scratch, &image);
+}
+
+#[test]
+fn deflate_compressed() {
+    compressed("");
+    compressed("cluster_size=4k");
+}
+
+#[test]
+fn zstd_compressed() {
+    compressed("compression_type=zstd");
+    compressed("compression_type=zstd,cluster_size=512");
+    compressed("compression_type=zstd,cluster_size=2M");
+}
+
+#[test]
+fn compressed_writes_ending_mid_sector() {
+    // `write -c` appends compressed clusters, leaving a file that ends mid-sector.
+    for codec in ["zlib", "zstd"] {
+        let scratch = Scratch::new();
+        let image = scratch.path("image.qcow2");
+        create(&image, &format!("compression_type={codec}"), "4M");
+        qemu_io(&image, &["write -P 0x62 128k 64k", "write -c -P 0x61 0 64k", "write -c -P 0x63 1M 64k"]);
+        let file_size = std::fs::metadata(&image).unwrap().len();
+        assert_ne!(file_size % 512, 0, "the image should end mid-sector");
+        assert_reads_like_qemu(&scratch, &image);
+    }
+}
+
+#[test]
+fn compressed_cluster_in_extended_l2_image() {
+    let scratch = Scratch::new();
+    let image = scratch.path("image.qcow2");
+    create(&image, "extended_l2=on", "4M");
+    qemu_io(&image, &["write -c -P 0x71 0 64k", "write -P 0x72 4k 2k"]);
+    assert_reads_like_qemu(&scratch, &image);
+}
+
+fn backing_options(backing: &Path, format: &str) -> String {
+    format!("backing_file={},backing_fmt={format}", backing.file_name().unwrap().to_str().unwrap())
+}
+
+#[test]
+fn backing_chain_mixing_raw_and_qcow2() {
+    let scratch = Scratch::new();
+    let base = scratch.path("base.raw");
+    let middle = scratch.path("middle.qcow2");
+    let top = scratch.path("top.qcow2");
+    pattern_raw(&base, 3 << 20); // shorter than the overlays: zeros past its end
+    create(&middle, &backing_options(&base, "raw"), "6M");
+    qemu_io(&middle, &["write -P 0x81 64k 64k", "write -z 256k 128k", "write -P 0x82 4M 64k"]);
+    create(&top, &backing_options(&middle, "qcow2"), "8M");
+    qemu_io(&top, &["write -P 0x83 0 4k", "write -z 1M 64k", "write -P 0x84 7M 64k"]);
+    assert_reads_like_qemu(&scratch, &top);
+    let chain = open_chain(&top, &ChainOptions::default()).unwrap();
+    assert_eq!(chain.layers.len(), 3);
+}
+
+#[test]
+fn extended_l2_overlay_falls_through_per_subcluster() {
+    let scratch = Scratch::new();
+    let base = scratch.path("base.qcow2");
+    let top = scratch.path("top.qcow2");
+    create(&base, "", "4M");
+    qemu_io(&base, &["write -P 0x91 0 1M"]);
+    create(&top, &format!("extended_l2=on,{}", backing_options(&base, "qcow2")), "4M");
+    qemu_io(&top, &["write -P 0x92 2k 2k", "write -z 10k 2k", "write -P 0x93 70k 1k"]);
+    assert_reads_like_qemu(&scratch, &top);
+}
+
+#[test]
+fn backing_without_format_is_probed() {
+    let scratch = Scratch::new();
+    let base = scratch.path("base.qcow2");
+    let top = scratch.path("top.qcow2");
+    create(&base, "", "2M");
+    qemu_io(&base, &["write -P 0xa1 0 1M"]);
+    // qemu-img needs -u to record a backing file without its format.
+    create(&top, "", "2M");
+    qemu_img(&["rebase", "-u", "-b", "base.qcow2", "-F", "qcow2", top.to_str().unwrap()]);
+    assert_reads_like_qemu(&scratch, &top);
+}
+
+#[test]
+fn external_data_file() {
+    for raw in ["off", "on"] {
+        let scratch = Scratch::new();
+        let image = scratch.path("image.qcow2");
+        let data = scratch.path("image.data");
+        // qemu-img resolves a relative name against its working directory, so give it a full path.
+        let options = format!("data_file={},data_file_raw={raw}", data.to_str().unwrap());
+        create(&image, &options, "4M");
+        qemu_io(&image, &["write -P 0xb1 0 64k", "write -z 64k 64k", "write -P 0xb2 1M 4k"]);
+        assert_reads_like_qemu(&scratch, &image);
+    }
+}
+
+#[test]
+fn snapshots_read_as_taken() {
+    let scratch = Scratch::new();
+    let image = scratch.path("image.qcow2");
+    create(&image, "", "4M");
+    qemu_io(&image, &["write -P 0xc1 0 1M"]);
+    qemu_img(&["snapshot", "-c", "first", image.to_str().unwrap()]);
+    qemu_io(&image, &["write -P 0xc2 512k 1M"]);
+    qemu_img(&["snapshot", "-c", "second", image.to_str().unwrap()]);
+    qemu_io(&image, &["write -z 0 2M"]);
+    for (snapshot, qemu_arg) in [("first", "snapshot.name=first"), ("2", "snapshot.id=2")] {
+        let expected = qemu_raw(&scratch, &image, &["-l", qemu_arg]);
+        let options = ChainOptions { snapshot: Some(snapshot.into()), ..ChainOptions::default() };
+        let chain = open_chain(&image, &options).unwrap();
+        assert_same(&expected, &crate_read(&*chain.top, 1 << 20), snapshot);
+    }
+    let file = std::fs::File::open(&image).unwrap();
+    let header = qcow2_reader::Header::read(&file).unwrap();
+    let names: Vec<String> = qcow2_reader::Snapshots::new(&file, &header)
+        .map(|s| s.unwrap().name.to_string())
+        .collect();
+    assert_eq!(names, ["first", "second"]);
+    assert_reads_like_qemu(&scratch, &image);
+}
+
+#[test]
+fn chain_errors_name_the_culprit() {
+    let scratch = Scratch::new();
+    let a = scratch.path("a.qcow2");
+    let b = scratch.path("b.qcow2");
+    create(&a, "", "1M");
+    create(&b, "", "1M");
+    qemu_img(&["rebase", "-u", "-b", "b.qcow2", "-F", "qcow2", a.to_str().unwrap()]);
+    qemu_img(&["rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", b.to_str().unwrap()]);
+    let error = open_chain(&a, &ChainOptions::default()).unwrap_err();
+    assert!(matches!(error, ChainError::Loop { .. }), "{error}");
+
+    let missing = scratch.path("missing.qcow2");
+    create(&missing, "", "1M");
+    qemu_img(&["rebase", "-u", "-b", "gone.qcow2", "-F", "qcow2", missing.to_str().unwrap()]);
+    let error = open_chain(&missing, &ChainOptions::default()).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("gone.qcow2") && message.contains("named by") && message.contains("missing.qcow2"), "{message}");
+
+    let mut below = scratch.path("layer0.qcow2");
+    create(&below, "", "1M");
+    for depth in 1..6 {
+        let layer = scratch.path(&format!("layer{depth}.qcow2"));
+        create(&layer, &backing_options(&below, "qcow2"), "1M");
+        below = layer;
+    }
+    let shallow = ChainOptions { max_depth: 4, ..ChainOptions::default() };
+    assert!(matches!(open_chain(&below, &shallow), Err(ChainError::TooDeep { max_depth: 4, .. })));
+    assert_eq!(open_chain(&below, &ChainOptions::default()).unwrap().layers.len(), 6);
+}
