@@ -63,6 +63,51 @@ fn compressed_writes_ending_mid_sector() {
 }
 
 #[test]
+fn plain_writes_over_compressed_clusters() {
+    for options in ["", "extended_l2=on"] {
+        let scratch = Scratch::new();
+        let image = scratch.path("image.qcow2");
+        create(&image, options, "4M");
+        qemu_io(
+            &image,
+            &["write -c -P 0x65 0 64k", "write -c -P 0x66 64k 64k", "write -P 0x67 4k 4k", "write -z 70k 2k"],
+        );
+        assert_reads_like_qemu(&scratch, &image);
+    }
+}
+
+#[test]
+fn corrupt_compressed_payloads_are_named_errors() {
+    use qcow2_reader::{Config, Error, ExtentKind, Image};
+    for codec in ["zlib", "zstd"] {
+        let scratch = Scratch::new();
+        let image = scratch.path("image.qcow2");
+        create(&image, &format!("compression_type={codec}"), "1M");
+        qemu_io(&image, &["write -c -P 0x68 0 64k"]);
+        let mut bytes = std::fs::read(&image).unwrap();
+        let host_offset = {
+            let opened = Image::builder(bytes.as_slice()).unwrap().open_alloc(&Config::default()).unwrap();
+            match opened.extent(0, 65536).unwrap().kind {
+                ExtentKind::Compressed(descriptor) => descriptor.host_offset as usize,
+                other => panic!("expected a compressed cluster, found {other:?}"),
+            }
+        };
+        bytes[host_offset..host_offset + 16].fill(0xff);
+        std::fs::write(&image, &bytes).unwrap();
+        let status = std::process::Command::new("qemu-img")
+            .args(["convert", "-O", "raw", image.to_str().unwrap(), scratch.path("out.raw").to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status;
+        assert!(!status.success(), "QEMU refuses the corrupt {codec} cluster too");
+        let opened = Image::builder(bytes.as_slice()).unwrap().open_alloc(&Config::default()).unwrap();
+        let mut buf = [0u8; 512];
+        let error = opened.read_at(0, &mut buf).unwrap_err();
+        assert!(matches!(error, Error::Decode { host_offset: h, guest_offset: 0, .. } if h as usize == host_offset), "{error}");
+    }
+}
+
+#[test]
 fn compressed_cluster_in_extended_l2_image() {
     let scratch = Scratch::new();
     let image = scratch.path("image.qcow2");
@@ -104,6 +149,37 @@ fn extended_l2_overlay_falls_through_per_subcluster() {
 }
 
 #[test]
+fn relative_backing_path_from_another_directory() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path("base")).unwrap();
+    std::fs::create_dir(scratch.path("top")).unwrap();
+    let base = scratch.path("base/base.raw");
+    let top = scratch.path("top/top.qcow2");
+    pattern_raw(&base, 1 << 20);
+    create(&top, "backing_file=../base/base.raw,backing_fmt=raw", "2M");
+    qemu_io(&top, &["write -P 0xd1 4k 4k"]);
+    // The name is relative to top/, not to the test's working directory.
+    assert_reads_like_qemu(&scratch, &top);
+}
+
+#[test]
+fn missing_data_file_is_named() {
+    let scratch = Scratch::new();
+    let image = scratch.path("image.qcow2");
+    let data = scratch.path("image.data");
+    create(&image, &format!("data_file={}", data.to_str().unwrap()), "1M");
+    std::fs::remove_file(&data).unwrap();
+    let message = open_chain(&image, &ChainOptions::default()).unwrap_err().to_string();
+    assert!(message.contains("image.data") && message.contains("named by"), "{message}");
+    let builder = qcow2_reader::Image::builder(std::fs::File::open(&image).unwrap()).unwrap();
+    let error = builder.open_alloc(&qcow2_reader::Config::default()).unwrap_err();
+    assert!(matches!(
+        error,
+        qcow2_reader::Error::Unsupported(qcow2_reader::Unsupported::MissingDataFile)
+    ));
+}
+
+#[test]
 fn backing_without_format_is_probed() {
     let scratch = Scratch::new();
     let base = scratch.path("base.qcow2");
@@ -140,6 +216,9 @@ fn snapshots_read_as_taken() {
     qemu_io(&image, &["write -P 0xc2 512k 1M"]);
     qemu_img(&["snapshot", "-c", "second", image.to_str().unwrap()]);
     qemu_io(&image, &["write -z 0 2M"]);
+    // Grown after the snapshots: QEMU reads them at the current size.
+    qemu_img(&["resize", "-q", image.to_str().unwrap(), "6M"]);
+    qemu_io(&image, &["write -P 0xc3 5M 64k"]);
     for (snapshot, qemu_arg) in [("first", "snapshot.name=first"), ("2", "snapshot.id=2")] {
         let expected = qemu_raw(&scratch, &image, &["-l", qemu_arg]);
         let options = ChainOptions { snapshot: Some(snapshot.into()), ..ChainOptions::default() };

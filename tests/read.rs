@@ -103,3 +103,30 @@ fn large_sparse_image_in_fixed_memory() {
         Err(qcow2_reader::Error::OutOfRange { .. })
     ));
 }
+
+#[test]
+fn clusters_4k_and_refcount_widths() {
+    check("cluster_size=4k", "2M", 4096);
+    check("refcount_bits=1", "16M", 65536);
+    check("refcount_bits=64", "16M", 65536);
+}
+
+#[test]
+fn zero_writes_with_and_without_unmap() {
+    let scratch = Scratch::new();
+    let image = scratch.path("image.qcow2");
+    create(&image, "", "8M");
+    qemu_io(&image, &["write -P 0x61 0 4M", "write -z 64k 128k", "write -z -u 1M 256k", "write -z -u 3M 1k"]);
+    assert_reads_like_qemu(&scratch, &image);
+}
+
+#[test]
+fn internal_snapshots_present() {
+    let scratch = Scratch::new();
+    let image = scratch.path("image.qcow2");
+    create(&image, "", "16M");
+    scribble(&image, 65536);
+    qemu_img(&["snapshot", "-c", "before", image.to_str().unwrap()]);
+    qemu_io(&image, &["write -P 0x99 0 1M"]);
+    assert_reads_like_qemu(&scratch, &image);
+}

@@ -1,2 +1,64 @@
-//! `qcow`: placeholder until the command-line tool lands.
-fn main() {}
+//! `qcow`: look inside QCOW2 images without QEMU.
+//!
+//! Each subcommand lives in its own module and mirrors the `qemu-img`
+//! command with the same job. Every failure is reported on standard error as
+//! `qcow: IMAGE: message` with exit status 1.
+
+mod bench;
+mod cat;
+mod check;
+mod convert;
+mod failure;
+mod info;
+mod layers;
+mod map;
+mod size;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::failure::Failure;
+
+/// Look inside QCOW2 images without QEMU: read-only, byte-identical to QEMU.
+#[derive(Debug, Parser)]
+#[command(name = "qcow", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the header, features, snapshots and backing chain of an image.
+    Info(info::Args),
+    /// Show the allocation extents of the virtual disk, like `qemu-img map`.
+    Map(map::Args),
+    /// Write the virtual disk's bytes to standard output.
+    Cat(cat::Args),
+    /// Write the virtual disk to a sparse raw file.
+    Convert(convert::Args),
+    /// Check the image's metadata for corruption and leaks, like `qemu-img check`.
+    Check(check::Args),
+    /// Time read requests, like `qemu-img bench`.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info::run(&args),
+        Command::Map(args) => map::run(&args),
+        Command::Cat(args) => cat::run(&args),
+        Command::Convert(args) => convert::run(&args),
+        Command::Check(args) => check::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("qcow: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}

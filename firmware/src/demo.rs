@@ -144,6 +144,19 @@ pub fn run(info: &arch::BootInfo) -> Result<(), DemoError> {
     let disks = discover()?;
     let image = open_qcow2(disks, 0)?;
     println!("DEBUG opened");
+    {
+        let t0 = arch::counter();
+        let mut x = 1u64;
+        for i in 0..10_000_000u64 { x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i)); }
+        let t1 = arch::counter();
+        let mut arr = [0u64; 64];
+        for i in 0..1_000_000usize { let a = core::hint::black_box(&mut arr); a[i % 64] = a[(i * 7) % 64].wrapping_add(i as u64); }
+        let t2 = arch::counter();
+        let mut h = Sha256::new();
+        h.update(&[0u8; 4096]);
+        let t3 = arch::counter();
+        println!("DEBUG reg {} mem {} sha4k {} {:?}", t1 - t0, t2 - t1, t3 - t2, h.finalize()[0]);
+    }
 
     let hz = arch::counter_frequency().map(|(hz, _)| hz);
     let size = image.virtual_size();

@@ -120,6 +120,22 @@ pvh_start32:
     addl $8, %edi
     loop 3b
 
+    /* Memory type: with no BIOS, the MTRRs are still in their reset
+     * state (disabled, so all memory is uncacheable). Under KVM that is
+     * honoured, and every guest memory access bypasses the cache: make
+     * the default type write-back. The MMIO GiB stays uncached through
+     * PCD | PWT in its page-table entries. Only if CPUID.1:EDX.MTRR. */
+    movl $1, %eax
+    cpuid
+    testl $(1 << 12), %edx
+    jz 5f
+    movl $0x2ff, %ecx           /* IA32_MTRR_DEF_TYPE */
+    rdmsr
+    andl $~0xcff, %eax
+    orl $((1 << 11) | 6), %eax  /* E (enable) | type 6 (write-back) */
+    wrmsr
+5:
+
     /* CR4: PAE (5), OSFXSR (9), OSXMMEXCPT (10) */
     movl %cr4, %eax
     orl $((1 << 5) | (1 << 9) | (1 << 10)), %eax

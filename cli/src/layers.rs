@@ -1,0 +1,201 @@
+//! The images of a backing chain opened one by one, and which layer a run of
+//! the virtual disk comes from (what `qemu-img map` calls its depth).
+//!
+//! The crate's chain helper gives one reader for the whole chain; here each
+//! layer is also opened alone (its backing ignored) so that its own extents
+//! can be asked for, as QEMU's block-status walk does layer by layer.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use qcow2_reader::chain::{open_chain, resolve_name, Chain, ChainOptions, Layer, LayerFormat};
+use qcow2_reader::{find_snapshot, Config, ExtentKind, Image, NoBacking};
+use rustix::fs::SeekFrom;
+
+use crate::failure::{Failure, Result};
+
+/// One layer of the chain, readable on its own.
+pub struct LayerView {
+    /// Path, format and header, as the chain helper found them.
+    pub layer: Layer,
+    /// The file that host offsets of this layer point into (the external data file, if any).
+    pub data_path: PathBuf,
+    /// Its virtual size (the file size for a raw layer).
+    pub size: u64,
+    source: Source,
+}
+
+enum Source {
+    Qcow2(Box<Image<'static, File, NoBacking>>),
+    Raw(File),
+}
+
+/// How a run of the virtual disk reads, with `qemu-img map`'s flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Guest offset of the run.
+    pub start: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Index of the layer that decides it, 0 for the top.
+    pub depth: usize,
+    /// Whether that layer allocates it (QEMU's `present`).
+    pub present: bool,
+    /// Whether it reads as zeros without reading data.
+    pub zero: bool,
+    /// Whether data is stored for it.
+    pub data: bool,
+    /// Host offset in the layer's data file, when the data is stored uncompressed.
+    pub offset: Option<u64>,
+}
+
+impl Status {
+    /// Whether the run reads as zeros and needs no data read.
+    pub fn reads_as_zeros(&self) -> bool {
+        self.zero && !self.data
+    }
+}
+
+/// Every layer of a chain, top first.
+pub struct Stack {
+    /// The layers, top first.
+    pub views: Vec<LayerView>,
+}
+
+/// Opens the whole chain of `path` for reading, with `snapshot` applied to the top image.
+pub fn open_reader(path: &Path, snapshot: Option<&str>, config: Config) -> Result<Chain> {
+    let options = ChainOptions {
+        config,
+        snapshot: snapshot.map(str::to_string),
+        ..ChainOptions::default()
+    };
+    open_chain(path, &options).map_err(|error| Failure::chain(path, error))
+}
+
+impl Stack {
+    /// Opens every layer of `chain` alone; the top one as of `snapshot`, if given.
+    pub fn open(chain: &Chain, snapshot: Option<&str>, config: &Config) -> Result<Self> {
+        let top = chain.layers.first().map(|layer| layer.path.clone());
+        let top = top.unwrap_or_default();
+        let mut views = Vec::with_capacity(chain.layers.len());
+        for (depth, layer) in chain.layers.iter().enumerate() {
+            let snapshot = if depth == 0 { snapshot } else { None };
+            let view = open_view(layer, snapshot, config).map_err(|message| {
+                let message = if depth == 0 {
+                    message
+                } else {
+                    format!("{}: {message}", layer.path.display())
+                };
+                Failure::new(&top, message)
+            })?;
+            views.push(view);
+        }
+        Ok(Self { views })
+    }
+
+    /// The virtual size of the top image.
+    pub fn virtual_size(&self) -> u64 {
+        self.views.first().map_or(0, |view| view.size)
+    }
+
+    /// How the run at `start` reads, at most `max_len` bytes long, walking down the chain.
+    pub fn status(&self, start: u64, max_len: u64) -> io::Result<Status> {
+        let mut len = max_len;
+        for (depth, view) in self.views.iter().enumerate() {
+            let status = |len, present, zero, data, offset| Status {
+                start,
+                len,
+                depth,
+                present,
+                zero,
+                data,
+                offset,
+            };
+            let image = match &view.source {
+                Source::Raw(file) => return raw_status(file, view.size, start, len, depth),
+                Source::Qcow2(image) => image,
+            };
+            let extent = image.extent(start, len).map_err(io::Error::from)?;
+            len = extent.len;
+            match extent.kind {
+                ExtentKind::Data { host_offset } => {
+                    return Ok(status(len, true, false, true, Some(host_offset)))
+                }
+                ExtentKind::Compressed(_) => return Ok(status(len, true, false, true, None)),
+                ExtentKind::Zero => return Ok(status(len, true, true, false, None)),
+                ExtentKind::Unallocated => {}
+            }
+            // QEMU: unallocated over no backing, or past the end of a shorter
+            // backing image, reads as zeros decided by this layer.
+            match self.views.get(depth + 1) {
+                Some(below) if start < below.size => len = len.min(below.size - start),
+                _ => return Ok(status(len, false, true, false, None)),
+            }
+        }
+        Err(io::Error::other("empty backing chain"))
+    }
+}
+
+/// Opens one layer alone: QCOW2 with its data file and without its backing, or raw.
+fn open_view(
+    layer: &Layer,
+    snapshot: Option<&str>,
+    config: &Config,
+) -> std::result::Result<LayerView, String> {
+    let file = File::open(&layer.path).map_err(|error| error.to_string())?;
+    if layer.format == LayerFormat::Raw {
+        let size = file.metadata().map_err(|error| error.to_string())?.len();
+        return Ok(LayerView {
+            layer: layer.clone(),
+            data_path: layer.path.clone(),
+            size,
+            source: Source::Raw(file),
+        });
+    }
+    let text = |error: qcow2_reader::Error<io::Error>| error.to_string();
+    let mut builder = Image::builder(file).map_err(text)?;
+    let mut data_path = layer.path.clone();
+    if let Some(name) = builder.header().data_file() {
+        data_path = resolve_name(&layer.path, &String::from_utf8_lossy(name.as_bytes()));
+        let data_file = File::open(&data_path)
+            .map_err(|error| format!("cannot open {}: {error}", data_path.display()))?;
+        builder = builder.data_file(data_file);
+    }
+    if let Some(snapshot) = snapshot {
+        let found =
+            find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes()).map_err(text)?;
+        builder = builder.snapshot(&found).map_err(text)?;
+    }
+    let image = builder.ignore_backing().open_alloc(config).map_err(text)?;
+    Ok(LayerView {
+        layer: layer.clone(),
+        data_path,
+        size: image.virtual_size(),
+        source: Source::Qcow2(Box::new(image)),
+    })
+}
+
+/// A raw layer's status from the file system's holes, as QEMU's file driver reports it.
+fn raw_status(file: &File, size: u64, start: u64, len: u64, depth: usize) -> io::Result<Status> {
+    let len = len.min(size.saturating_sub(start)).max(1);
+    let status = |len, zero: bool| Status {
+        start,
+        len,
+        depth,
+        present: true,
+        zero,
+        data: !zero,
+        offset: Some(start),
+    };
+    match rustix::fs::seek(file, SeekFrom::Data(start)) {
+        Ok(data) if data == start => {
+            let hole = rustix::fs::seek(file, SeekFrom::Hole(start)).unwrap_or(size);
+            Ok(status(len.min(hole.saturating_sub(start)).max(1), false))
+        }
+        Ok(data) => Ok(status(len.min(data - start), true)),
+        Err(rustix::io::Errno::NXIO) => Ok(status(len, true)),
+        // No hole support: everything is data.
+        Err(_) => Ok(status(len, false)),
+    }
+}

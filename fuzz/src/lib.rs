@@ -1,0 +1,333 @@
+//! Shared pieces of the fuzz targets: a strict counting store, an allocation
+//! tracker, the documented resource bounds, and the checks every target runs
+//! on an opened image.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use qcow2_reader::{BlockRead, Config, Error, ExtentKind, Image, OutOfBounds};
+
+/// Bytes of a zstd block's decoded content at most (the format's Block_Maximum_Size).
+pub const ZSTD_BLOCK_MAX: usize = 128 << 10;
+
+/// The largest single allocation a `read_at` may cause: the zstd decoder's
+/// ring buffer, which holds the frame window (refused above the cluster size)
+/// plus one decoded block, rounded up to a power of two, plus one sentinel byte.
+pub fn max_read_allocation(cluster_size: usize) -> usize {
+    (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1
+}
+
+/// Most live heap bytes a `read_at` may add (zstd decoder state, kept in the
+/// image after the first compressed cluster): the ring buffer while it grows
+/// (old and new copy), the block's compressed bytes, its literals and
+/// sequences, and the entropy tables. A generous envelope of the measured values.
+pub fn max_read_heap(cluster_size: usize) -> usize {
+    let ring = max_read_allocation(cluster_size);
+    ring + ring / 2 + 1 + 6 * ZSTD_BLOCK_MAX
+}
+
+/// The geometry that the read bound depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    /// log2 of the cluster size.
+    pub cluster_bits: u32,
+    /// 128-bit L2 entries with 32 subclusters.
+    pub extended_l2: bool,
+    /// Bytes per cached table slice (after clamping to the cluster size).
+    pub slice_bytes: u64,
+    /// Entries of the L1 table in use (active or snapshot).
+    pub l1_entries: u64,
+}
+
+/// Upper bound on the storage reads of the image file (plus external data
+/// file, plus backing `read_at` calls) that one `Image::read_at(offset, len)`
+/// makes, whatever the cache holds before:
+///
+/// `units + l1_indexes + l2_slices`, where `units` are the mapping units
+/// (clusters, or subclusters with extended L2) the request overlaps — at most
+/// one data, compressed-input or backing read each — `l1_indexes` the L1
+/// entries it spans (one L1 slice read each, at most), and `l2_slices` the
+/// (L1 entry, L2 slice) pairs it spans (one L2 slice read each, at most).
+pub fn max_reads(geometry: Geometry, offset: u64, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    let cluster_bits = geometry.cluster_bits;
+    let unit_bits = if geometry.extended_l2 {
+        cluster_bits - 5
+    } else {
+        cluster_bits
+    };
+    let last = offset + len - 1;
+    let units = (last >> unit_bits) - (offset >> unit_bits) + 1;
+    let entry_bytes = if geometry.extended_l2 { 16 } else { 8 };
+    let l2_entries = (1u64 << cluster_bits) / entry_bytes;
+    let entries_per_slice = geometry.slice_bytes / entry_bytes;
+    let first_cluster = offset >> cluster_bits;
+    let last_cluster = last >> cluster_bits;
+    let mut l1_indexes = 0;
+    let mut l2_slices = 0;
+    let mut l1_index = first_cluster / l2_entries;
+    while l1_index <= last_cluster / l2_entries && l1_index < geometry.l1_entries {
+        let start = first_cluster.max(l1_index * l2_entries) % l2_entries;
+        let end = last_cluster.min(l1_index * l2_entries + l2_entries - 1) % l2_entries;
+        l1_indexes += 1;
+        l2_slices += end / entries_per_slice - start / entries_per_slice + 1;
+        l1_index += 1;
+    }
+    units + l1_indexes + l2_slices
+}
+
+thread_local! {
+    static READS: [Cell<u64>; 2] = const { [Cell::new(0), Cell::new(0)] };
+}
+
+/// Which counter a [`Strict`] store adds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The image under test (and its external data file).
+    Top = 0,
+    /// Its backing image's file.
+    Backing = 1,
+}
+
+/// Storage reads made through [`Strict`] stores of `role` on this thread so far.
+pub fn reads(role: Role) -> u64 {
+    READS.with(|reads| reads[role as usize].get())
+}
+
+/// A byte slice store that counts reads and treats a read outside the slice
+/// as a bug: the crate must clamp first (QEMU reads past the end as zeros).
+#[derive(Debug, Clone, Copy)]
+pub struct Strict<'a>(pub &'a [u8], pub Role);
+
+impl BlockRead for Strict<'_> {
+    type Error = OutOfBounds;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        READS.with(|reads| {
+            let counter = &reads[self.1 as usize];
+            counter.set(counter.get() + 1)
+        });
+        let inside = offset
+            .checked_add(buf.len() as u64)
+            .is_some_and(|end| end <= self.0.len() as u64);
+        assert!(
+            inside,
+            "read of {} bytes at {offset:#x} outside the {}-byte store",
+            buf.len(),
+            self.0.len()
+        );
+        self.0.read_at(offset, buf)
+    }
+
+    fn size(&self) -> Result<u64, OutOfBounds> {
+        Ok(self.0.len() as u64)
+    }
+}
+
+/// Counts live heap bytes and the largest single allocation, so targets can
+/// check the documented memory bounds.
+pub struct Tracking;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            record(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            record(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            record(new_size);
+        }
+        new
+    }
+}
+
+fn record(size: usize) {
+    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+    LARGEST.fetch_max(size, Ordering::Relaxed);
+}
+
+#[global_allocator]
+static ALLOCATOR: Tracking = Tracking;
+
+/// Heap usage between [`HeapWatch::start`] and its `peak`/`largest` calls.
+pub struct HeapWatch {
+    base: usize,
+}
+
+impl HeapWatch {
+    /// Starts watching: the peak and largest allocation are reset.
+    pub fn start() -> Self {
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        LARGEST.store(0, Ordering::Relaxed);
+        Self { base }
+    }
+
+    /// Most live bytes above the starting point.
+    pub fn peak_growth(&self) -> usize {
+        PEAK.load(Ordering::Relaxed).saturating_sub(self.base)
+    }
+
+    /// The largest single allocation since the start.
+    pub fn largest(&self) -> usize {
+        LARGEST.load(Ordering::Relaxed)
+    }
+}
+
+/// A small configuration chosen by one input byte: slice size, cache size
+/// (down to a single slot, the worst case for the read bound) and
+/// decompression slots.
+pub fn config_from(byte: u8) -> Config {
+    let slice = 512usize << (byte & 3);
+    let slots = 1 + usize::from((byte >> 2) & 3);
+    Config {
+        table_slice_bytes: slice,
+        table_cache_bytes: slice * slots,
+        compressed_clusters: usize::from(byte >> 4) % 3,
+    }
+}
+
+/// The bound geometry of an image opened with `config`.
+pub fn geometry(header: &qcow2_reader::Header, config: &Config, l1_entries: u64) -> Geometry {
+    Geometry {
+        cluster_bits: header.cluster_bits(),
+        extended_l2: header.has_extended_l2(),
+        slice_bytes: (config.table_slice_bytes as u64).min(header.cluster_size()),
+        l1_entries,
+    }
+}
+
+/// What backs the image under test, for the bound on the backing's reads.
+#[derive(Debug, Clone, Copy)]
+pub enum BackingKind {
+    /// No backing store (or ignored).
+    None,
+    /// A raw [`Strict`] store: one read per unallocated extent at most.
+    Raw,
+    /// A qcow2 image over a [`Strict`] store, with this geometry.
+    Qcow2(Geometry),
+}
+
+/// Reads `offset..offset + len` in one call and in pieces, checks that the
+/// results agree, that the reads stay within [`max_reads`] and the heap within
+/// [`max_read_heap`], and that zero extents read as zeros.
+pub fn check_read<R, B>(
+    image: &Image<'_, R, B>,
+    geometry: Geometry,
+    backing: BackingKind,
+    offset: u64,
+    len: usize,
+) where
+    R: BlockRead,
+    B: BlockRead,
+    B::Error: Into<Error<R::Error>>,
+{
+    let size = image.virtual_size();
+    if size == 0 {
+        let mut empty = [0u8; 1];
+        assert!(image.read_at(0, &mut empty).is_err());
+        assert!(image.read_at(0, &mut []).is_ok());
+        return;
+    }
+    let offset = offset % size;
+    let len = len.min((size - offset) as usize);
+    let cluster_size = 1usize << geometry.cluster_bits;
+    let mut whole = vec![0u8; len];
+    let heap = HeapWatch::start();
+    let before = (reads(Role::Top), reads(Role::Backing));
+    let whole_result = image.read_at(offset, &mut whole);
+    let made = reads(Role::Top) - before.0;
+    let bound = max_reads(geometry, offset, len as u64);
+    assert!(
+        made <= bound,
+        "read_at({offset:#x}, {len}) made {made} reads, bound {bound}"
+    );
+    let backing_made = reads(Role::Backing) - before.1;
+    let top_units = max_reads(geometry, offset, len as u64);
+    let backing_bound = match backing {
+        BackingKind::None => 0,
+        BackingKind::Raw => top_units,
+        // Each backing read_at covers one unallocated extent of the top image;
+        // splitting the range adds at most three reads per piece.
+        BackingKind::Qcow2(backing) => max_reads(backing, offset, len as u64) + 3 * top_units,
+    };
+    assert!(
+        backing_made <= backing_bound,
+        "read_at({offset:#x}, {len}) made {backing_made} backing reads, bound {backing_bound}"
+    );
+    assert!(
+        heap.largest() <= max_read_allocation(cluster_size),
+        "read_at allocated {} bytes at once (cluster {cluster_size})",
+        heap.largest()
+    );
+    assert!(
+        heap.peak_growth() <= max_read_heap(cluster_size),
+        "read_at grew the heap by {} bytes (cluster {cluster_size})",
+        heap.peak_growth()
+    );
+
+    // The same range in pieces that cut across units.
+    let piece = 1 + (offset as usize % 1531);
+    let mut pieces = vec![0u8; len];
+    let mut pieces_ok = true;
+    let mut done = 0;
+    while done < len {
+        let n = piece.min(len - done);
+        if image
+            .read_at(offset + done as u64, &mut pieces[done..done + n])
+            .is_err()
+        {
+            pieces_ok = false;
+        }
+        done += n;
+    }
+    if whole_result.is_ok() && pieces_ok {
+        assert!(whole == pieces, "one read and pieces disagree at {offset:#x}");
+    }
+
+    // Extents cover the range in order and say how it reads.
+    let mut at = offset;
+    let end = offset + len as u64;
+    let mut steps = 0;
+    while at < end && steps < 64 {
+        steps += 1;
+        let Ok(extent) = image.extent(at, end - at) else {
+            break;
+        };
+        assert_eq!(extent.guest_offset, at);
+        assert!(extent.len >= 1 && extent.len <= end - at, "{extent:?}");
+        if whole_result.is_ok() && extent.kind == ExtentKind::Zero {
+            let start = (at - offset) as usize;
+            let bytes = &whole[start..start + extent.len as usize];
+            assert!(bytes.iter().all(|&b| b == 0), "zero extent reads non-zero");
+        }
+        at += extent.len;
+    }
+}
