@@ -217,7 +217,7 @@ pub fn open_layer(path: &Path, config: &Config) -> Result<Image<'static, File, N
 }
 
 enum Opened {
-    Qcow2(ImageBuilder<File>),
+    Qcow2(Box<ImageBuilder<File>>),
     Raw(File),
 }
 
@@ -267,7 +267,7 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
             next = Some((backing_path, backing_format, Some(path.clone())));
         }
         layers.push(Layer { path, format, header: Some(header) });
-        opened.push(Opened::Qcow2(builder));
+        opened.push(Opened::Qcow2(Box::new(builder)));
     }
     let top = stack(opened, &layers, &options.config)?;
     Ok(Chain { top, layers })

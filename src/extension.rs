@@ -49,6 +49,9 @@ struct RawFeatureRow {
 
 /// One header extension, as plain values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Without an allocator a name cannot be boxed; an extension is moved once,
+// into the header, so its size costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 pub enum Extension {
     /// The backing file's format.
     BackingFormat(FormatName),

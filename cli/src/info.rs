@@ -1,0 +1,383 @@
+//! `qcow info`: the header, features, snapshots and backing chain of an
+//! image, as `qemu-img info --backing-chain` shows them.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use qcow2_reader::chain::{resolve_name, Layer, LayerFormat};
+use qcow2_reader::feature::{known_feature_name, FeatureKind};
+use qcow2_reader::{Config, Header, Image, Snapshot, Snapshots};
+use serde_json::{json, Map, Value};
+
+use crate::failure::{is_broken_pipe, Failure, Result};
+use crate::layers::open_reader;
+use crate::size::human_size;
+
+/// Arguments of `qcow info`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON with `qemu-img info --output=json` field names: an array,
+    /// top image first, like `--backing-chain`.
+    #[arg(long)]
+    json: bool,
+    /// Show the image alone (a JSON object, not an array), without opening its backing chain.
+    #[arg(long)]
+    no_backing_chain: bool,
+    /// The image.
+    image: PathBuf,
+}
+
+/// What `info` shows of one image of the chain.
+struct Described {
+    layer: Layer,
+    actual_size: u64,
+    virtual_size: u64,
+    snapshots: Vec<Snapshot>,
+    features: Vec<(FeatureKind, Vec<String>)>,
+}
+
+/// Runs `qcow info`.
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let layers = if args.no_backing_chain {
+        vec![lone_layer(&args.image)?]
+    } else {
+        open_reader(&args.image, None, Config::default())?.layers
+    };
+    let described = layers
+        .into_iter()
+        .map(|layer| describe(layer).map_err(|message| Failure::new(&args.image, message)))
+        .collect::<Result<Vec<_>>>()?;
+    let text = if args.json {
+        let mut values: Vec<Value> = described.iter().map(to_json).collect();
+        let value = if args.no_backing_chain {
+            values.remove(0)
+        } else {
+            Value::Array(values)
+        };
+        pretty_json(&value) + "\n"
+    } else {
+        let blocks: Vec<String> = described.iter().map(to_human).collect();
+        blocks.join("\n")
+    };
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if !is_broken_pipe(&error) => Err(Failure::new(&args.image, error)),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The top image alone, its header read but its backing file not opened.
+fn lone_layer(path: &Path) -> Result<Layer> {
+    let file = File::open(path).map_err(|error| Failure::new(path, error))?;
+    match Image::builder(file) {
+        Ok(builder) => Ok(Layer {
+            path: path.to_path_buf(),
+            format: LayerFormat::Qcow2,
+            header: Some(builder.header().clone()),
+        }),
+        Err(qcow2_reader::Error::Header(qcow2_reader::HeaderError::BadMagic { .. })) => {
+            Ok(Layer {
+                path: path.to_path_buf(),
+                format: LayerFormat::Raw,
+                header: None,
+            })
+        }
+        Err(error) => Err(Failure::new(path, error)),
+    }
+}
+
+/// Reads what `info` shows beyond the header: sizes, snapshots and feature names.
+fn describe(layer: Layer) -> std::result::Result<Described, String> {
+    let file = File::open(&layer.path).map_err(|error| error.to_string())?;
+    let metadata = file.metadata().map_err(|error| error.to_string())?;
+    let actual_size = metadata.blocks() * 512;
+    let Some(header) = &layer.header else {
+        return Ok(Described {
+            virtual_size: metadata.len(),
+            layer,
+            actual_size,
+            snapshots: Vec::new(),
+            features: Vec::new(),
+        });
+    };
+    let snapshots = Snapshots::new(&file, header)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|error| error.to_string())?;
+    let features = feature_names(&file, header);
+    Ok(Described {
+        virtual_size: header.virtual_size(),
+        layer,
+        actual_size,
+        snapshots,
+        features,
+    })
+}
+
+/// The names of the feature bits that are set, per kind, as `qemu-img` names them.
+fn feature_names(file: &File, header: &Header) -> Vec<(FeatureKind, Vec<String>)> {
+    let words = [
+        (
+            FeatureKind::Incompatible,
+            header.incompatible_features().bits(),
+        ),
+        (FeatureKind::Compatible, header.compatible_features().bits()),
+        (FeatureKind::Autoclear, header.autoclear_features().bits()),
+    ];
+    words
+        .into_iter()
+        .map(|(kind, bits)| {
+            let names = (0..64u8)
+                .filter(|bit| bits & (1 << bit) != 0)
+                .map(|bit| match known_feature_name(kind, bit) {
+                    Some(name) => name.to_string(),
+                    None => header
+                        .feature_name(file, kind, bit)
+                        .map_or(format!("unknown bit {bit}"), |name| {
+                            name.as_str().to_string()
+                        }),
+                })
+                .collect();
+            (kind, names)
+        })
+        .collect()
+}
+
+fn kind_name(kind: FeatureKind) -> &'static str {
+    match kind {
+        FeatureKind::Incompatible => "incompatible",
+        FeatureKind::Compatible => "compatible",
+        FeatureKind::Autoclear => "autoclear",
+    }
+}
+
+/// The backing file name as stored, and where it resolves.
+fn backing_names(layer: &Layer, header: &Header) -> Option<(String, PathBuf)> {
+    let name = header.backing_file()?.to_string();
+    let full = resolve_name(&layer.path, &name);
+    Some((name, full))
+}
+
+/// One image as `qemu-img info --output=json` prints it, plus `features`.
+fn to_json(described: &Described) -> Value {
+    let layer = &described.layer;
+    let mut object = Map::new();
+    object.insert("virtual-size".into(), json!(described.virtual_size));
+    object.insert("filename".into(), json!(layer.path.display().to_string()));
+    if let Some(header) = &layer.header {
+        object.insert("cluster-size".into(), json!(header.cluster_size()));
+    }
+    object.insert("format".into(), json!(layer.format.name()));
+    object.insert("actual-size".into(), json!(described.actual_size));
+    let Some(header) = &layer.header else {
+        object.insert("dirty-flag".into(), json!(false));
+        return Value::Object(object);
+    };
+    object.insert(
+        "format-specific".into(),
+        json!({"type": "qcow2", "data": format_specific(header)}),
+    );
+    if let Some((name, full)) = backing_names(layer, header) {
+        object.insert("backing-filename".into(), json!(name));
+        object.insert(
+            "full-backing-filename".into(),
+            json!(full.display().to_string()),
+        );
+        if let Some(format) = header.backing_format() {
+            object.insert("backing-filename-format".into(), json!(format.to_string()));
+        }
+    }
+    if !described.snapshots.is_empty() {
+        let snapshots = described.snapshots.iter().map(snapshot_json).collect();
+        object.insert("snapshots".into(), Value::Array(snapshots));
+    }
+    let dirty = header.incompatible_features().bits() & 1 != 0;
+    object.insert("dirty-flag".into(), json!(dirty));
+    let features: Map<String, Value> = described
+        .features
+        .iter()
+        .map(|(kind, names)| (kind_name(*kind).to_string(), json!(names)))
+        .collect();
+    object.insert("features".into(), Value::Object(features));
+    Value::Object(object)
+}
+
+/// `format-specific.data` of `qemu-img info`: v2 images show fewer fields.
+fn format_specific(header: &Header) -> Value {
+    let mut data = Map::new();
+    let v3 = header.version() >= 3;
+    data.insert("compat".into(), json!(if v3 { "1.1" } else { "0.10" }));
+    data.insert(
+        "compression-type".into(),
+        json!(header.compression_type().name()),
+    );
+    if v3 {
+        let lazy = header.compatible_features().bits() & 1 != 0;
+        data.insert("lazy-refcounts".into(), json!(lazy));
+    }
+    data.insert(
+        "refcount-bits".into(),
+        json!(1u64 << header.refcount_order()),
+    );
+    if let Some(name) = header.data_file() {
+        data.insert("data-file".into(), json!(name.to_string()));
+    }
+    if header.has_data_file() {
+        let raw = header.autoclear_features().bits() & 2 != 0;
+        data.insert("data-file-raw".into(), json!(raw));
+    }
+    if v3 {
+        let corrupt = header.incompatible_features().bits() & 2 != 0;
+        data.insert("corrupt".into(), json!(corrupt));
+        data.insert("extended-l2".into(), json!(header.has_extended_l2()));
+    }
+    Value::Object(data)
+}
+
+fn snapshot_json(snapshot: &Snapshot) -> Value {
+    let mut object = Map::new();
+    if let Some(icount) = snapshot.icount.filter(|&icount| icount != u64::MAX) {
+        object.insert("icount".into(), json!(icount));
+    }
+    object.insert(
+        "vm-clock-nsec".into(),
+        json!(snapshot.vm_clock_nsec % 1_000_000_000),
+    );
+    object.insert("name".into(), json!(snapshot.name.to_string()));
+    object.insert("date-sec".into(), json!(snapshot.date_sec));
+    object.insert("date-nsec".into(), json!(snapshot.date_nsec));
+    object.insert(
+        "vm-clock-sec".into(),
+        json!(snapshot.vm_clock_nsec / 1_000_000_000),
+    );
+    object.insert("id".into(), json!(snapshot.id.to_string()));
+    object.insert("vm-state-size".into(), json!(snapshot.vm_state_size));
+    Value::Object(object)
+}
+
+/// JSON indented by four spaces, as QEMU prints it.
+fn pretty_json(value: &Value) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    serde::Serialize::serialize(value, &mut serializer).expect("serializing to memory");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// One image as `qemu-img info` prints it, plus the feature names.
+fn to_human(described: &Described) -> String {
+    let layer = &described.layer;
+    let mut text = format!(
+        "image: {}\nfile format: {}\nvirtual size: {} ({} bytes)\ndisk size: {}\n",
+        layer.path.display(),
+        layer.format.name(),
+        human_size(described.virtual_size),
+        described.virtual_size,
+        human_size(described.actual_size),
+    );
+    let Some(header) = &layer.header else {
+        return text;
+    };
+    text += &format!("cluster_size: {}\n", header.cluster_size());
+    if let Some((name, full)) = backing_names(layer, header) {
+        text += &format!("backing file: {name}");
+        if Path::new(&name) != full {
+            text += &format!(" (actual path: {})", full.display());
+        }
+        text += "\n";
+        if let Some(format) = header.backing_format() {
+            text += &format!("backing file format: {format}\n");
+        }
+    }
+    if !described.snapshots.is_empty() {
+        text += "Snapshot list:\n";
+        text += &format!(
+            "{:<10}{:<17}{:>8}{:>20}{:>13}{:>11}\n",
+            "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT"
+        );
+        for snapshot in &described.snapshots {
+            text += &snapshot_line(snapshot);
+        }
+    }
+    text += "Format specific information:\n";
+    if let Value::Object(data) = format_specific(header) {
+        for (key, value) in data {
+            let value = match value {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            text += &format!("    {}: {value}\n", key.replace('-', " "));
+        }
+    }
+    text += "Features:\n";
+    for (kind, names) in &described.features {
+        let list = if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        };
+        text += &format!("    {}: {list}\n", kind_name(*kind));
+    }
+    text
+}
+
+/// A row of `qemu-img snapshot -l`'s table (dates in UTC).
+fn snapshot_line(snapshot: &Snapshot) -> String {
+    let clock_ms = snapshot.vm_clock_nsec / 1_000_000;
+    let clock = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        clock_ms / 3_600_000,
+        clock_ms / 60_000 % 60,
+        clock_ms / 1000 % 60,
+        clock_ms % 1000
+    );
+    let icount = match snapshot.icount {
+        Some(icount) if icount != u64::MAX => icount.to_string(),
+        _ => String::new(),
+    };
+    format!(
+        "{:<9} {:<16} {:>8}{:>20}{:>13}{:>11}\n",
+        snapshot.id.to_string(),
+        snapshot.name.to_string(),
+        human_size(snapshot.vm_state_size),
+        utc_date(u64::from(snapshot.date_sec)),
+        clock,
+        icount
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC for seconds since the epoch.
+fn utc_date(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let time = seconds % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        time / 3600,
+        time / 60 % 60,
+        time % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_date(1_795_610_146), "2026-11-25 12:35:46");
+        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00");
+    }
+}

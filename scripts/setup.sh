@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need and a fresh machine lacks: the
+# pinned Rust toolchain with its targets, and QEMU 7.2's emulators and tools.
+# Where it cannot install (not root, no apt-get), it stops and names the command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reads rust-toolchain.toml and installs that toolchain with its targets and components.
+rustup toolchain install >/dev/null
+
+qemu_tools=(qemu-img qemu-io qemu-system-x86_64 qemu-system-aarch64)
+missing=()
+for tool in "${qemu_tools[@]}"; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    # The emulators of the distribution's own QEMU are not installable here;
+    # QEMU 7.2 from bookworm provides all four, and the pin keeps qemu-img.
+    install="apt-get update && apt-get install -y --allow-downgrades qemu-system-x86 qemu-system-arm qemu-utils/bookworm"
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "setup: installing QEMU (missing: ${missing[*]})" >&2
+        DEBIAN_FRONTEND=noninteractive bash -c "$install" >/dev/null
+    else
+        echo "setup: missing ${missing[*]}; install them with (as root):" >&2
+        echo "    $install" >&2
+        exit 1
+    fi
+fi
