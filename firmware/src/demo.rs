@@ -145,17 +145,23 @@ pub fn run(info: &arch::BootInfo) -> Result<(), DemoError> {
     let image = open_qcow2(disks, 0)?;
     println!("DEBUG opened");
     {
+        static mut DATA: u64 = 5;
+        static mut BSS: u64 = 0;
+        let mut stack = 0u64;
         let t0 = arch::counter();
-        let mut x = 1u64;
-        for i in 0..10_000_000u64 { x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i)); }
+        for i in 0..100_000u64 { unsafe { core::ptr::write_volatile(&raw mut DATA, i) } }
         let t1 = arch::counter();
-        let mut arr = [0u64; 64];
-        for i in 0..1_000_000usize { let a = core::hint::black_box(&mut arr); a[i % 64] = a[(i * 7) % 64].wrapping_add(i as u64); }
+        for i in 0..100_000u64 { unsafe { core::ptr::write_volatile(&raw mut BSS, i) } }
         let t2 = arch::counter();
-        let mut h = Sha256::new();
-        h.update(&[0u8; 4096]);
+        for i in 0..100_000u64 { unsafe { core::ptr::write_volatile(&raw mut stack, i) } }
         let t3 = arch::counter();
-        println!("DEBUG reg {} mem {} sha4k {} {:?}", t1 - t0, t2 - t1, t3 - t2, h.finalize()[0]);
+        let mut v = alloc::vec![0u64; 1];
+        for i in 0..100_000u64 { unsafe { core::ptr::write_volatile(&raw mut v[0], i) } }
+        let t4 = arch::counter();
+        let (lo, hi): (u32, u32);
+        unsafe { core::arch::asm!("rdmsr", in("ecx") 0x2ffu32, out("eax") lo, out("edx") hi) };
+        let edx = core::arch::x86_64::__cpuid(1).edx;
+        println!("DEBUG data {} bss {} stack {:#x}:{} heap {:#x}:{} mtrr_def {:#x}:{:#x} cpuid1.edx {:#x}", t1 - t0, t2 - t1, &raw const stack as usize, t3 - t2, v.as_ptr() as usize, t4 - t3, hi, lo, edx);
     }
 
     let hz = arch::counter_frequency().map(|(hz, _)| hz);
