@@ -68,7 +68,11 @@ pub struct ChainOptions {
 
 impl Default for ChainOptions {
     fn default() -> Self {
-        Self { max_depth: DEFAULT_MAX_DEPTH, config: Config::default(), snapshot: None }
+        Self {
+            max_depth: DEFAULT_MAX_DEPTH,
+            config: Config::default(),
+            snapshot: None,
+        }
     }
 }
 
@@ -85,7 +89,9 @@ pub struct Chain {
 
 impl fmt::Debug for Chain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Chain").field("layers", &self.layers).finish_non_exhaustive()
+        f.debug_struct("Chain")
+            .field("layers", &self.layers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,20 +139,30 @@ pub enum ChainError {
 impl fmt::Display for ChainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ChainError::Open { path, named_by: Some(parent), source } => write!(
+            ChainError::Open {
+                path,
+                named_by: Some(parent),
+                source,
+            } => write!(
                 f,
                 "cannot open {} (named by {}): {source}",
                 path.display(),
                 parent.display()
             ),
-            ChainError::Open { path, named_by: None, source } => write!(f, "cannot open {}: {source}", path.display()),
+            ChainError::Open {
+                path,
+                named_by: None,
+                source,
+            } => write!(f, "cannot open {}: {source}", path.display()),
             ChainError::Image { path, error } => write!(f, "{}: {error}", path.display()),
             ChainError::TooDeep { path, max_depth } => write!(
                 f,
                 "backing chain is deeper than {max_depth} images at {}",
                 path.display()
             ),
-            ChainError::Loop { path } => write!(f, "backing chain loops back to {}", path.display()),
+            ChainError::Loop { path } => {
+                write!(f, "backing chain loops back to {}", path.display())
+            }
             ChainError::UnknownFormat { path, format } => write!(
                 f,
                 "{} names a backing file of format {format:?}, which is not supported",
@@ -187,23 +203,40 @@ fn open_file(path: &Path, named_by: Option<&Path>) -> Result<File, ChainError> {
 /// Whether the file starts with the QCOW2 magic.
 fn probe(file: &File, path: &Path) -> Result<LayerFormat, ChainError> {
     let mut magic = [0u8; 4];
-    let size = file.size().map_err(|source| ChainError::Open { path: path.to_path_buf(), named_by: None, source })?;
+    let size = file.size().map_err(|source| ChainError::Open {
+        path: path.to_path_buf(),
+        named_by: None,
+        source,
+    })?;
     if size < 4 {
         return Ok(LayerFormat::Raw);
     }
     file.read_at(0, &mut magic)
-        .map_err(|source| ChainError::Open { path: path.to_path_buf(), named_by: None, source })?;
-    Ok(if u32::from_be_bytes(magic) == MAGIC { LayerFormat::Qcow2 } else { LayerFormat::Raw })
+        .map_err(|source| ChainError::Open {
+            path: path.to_path_buf(),
+            named_by: None,
+            source,
+        })?;
+    Ok(if u32::from_be_bytes(magic) == MAGIC {
+        LayerFormat::Qcow2
+    } else {
+        LayerFormat::Raw
+    })
 }
 
 fn image_error(path: &Path) -> impl FnOnce(Error<io::Error>) -> ChainError + '_ {
-    move |error| ChainError::Image { path: path.to_path_buf(), error }
+    move |error| ChainError::Image {
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 /// Reads the header of a QCOW2 file and attaches its external data file.
 fn qcow2_builder(file: File, path: &Path) -> Result<ImageBuilder<File>, ChainError> {
     let builder = Image::builder(file).map_err(image_error(path))?;
-    let Some(name) = builder.header().data_file() else { return Ok(builder) };
+    let Some(name) = builder.header().data_file() else {
+        return Ok(builder);
+    };
     let data_path = resolve_name(path, &String::from_utf8_lossy(name.as_bytes()));
     let data_file = open_file(&data_path, Some(path))?;
     Ok(builder.data_file(data_file))
@@ -211,9 +244,15 @@ fn qcow2_builder(file: File, path: &Path) -> Result<ImageBuilder<File>, ChainErr
 
 /// Opens one QCOW2 image alone: its backing file is not opened and its
 /// unallocated clusters read as zeros; its external data file is opened.
-pub fn open_layer(path: &Path, config: &Config) -> Result<Image<'static, File, NoBacking>, ChainError> {
+pub fn open_layer(
+    path: &Path,
+    config: &Config,
+) -> Result<Image<'static, File, NoBacking>, ChainError> {
     let file = open_file(path, None)?;
-    qcow2_builder(file, path)?.ignore_backing().open_alloc(config).map_err(image_error(path))
+    qcow2_builder(file, path)?
+        .ignore_backing()
+        .open_alloc(config)
+        .map_err(image_error(path))
 }
 
 enum Opened {
@@ -229,7 +268,10 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
     let mut next = Some((path.to_path_buf(), None::<LayerFormat>, None::<PathBuf>));
     while let Some((path, format, named_by)) = next.take() {
         if layers.len() >= options.max_depth {
-            return Err(ChainError::TooDeep { path, max_depth: options.max_depth });
+            return Err(ChainError::TooDeep {
+                path,
+                max_depth: options.max_depth,
+            });
         }
         let file = open_file(&path, named_by.as_deref())?;
         let identity = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
@@ -241,15 +283,19 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
             None => probe(&file, &path)?,
         };
         if format == LayerFormat::Raw {
-            layers.push(Layer { path, format, header: None });
+            layers.push(Layer {
+                path,
+                format,
+                header: None,
+            });
             opened.push(Opened::Raw(file));
             continue;
         }
         let mut builder = qcow2_builder(file, &path)?;
         if layers.is_empty() {
             if let Some(snapshot) = &options.snapshot {
-                let found =
-                    find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes()).map_err(image_error(&path))?;
+                let found = find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes())
+                    .map_err(image_error(&path))?;
                 builder = builder.snapshot(&found).map_err(image_error(&path))?;
             }
         }
@@ -261,12 +307,19 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
                 Some(b"qcow2") => Some(LayerFormat::Qcow2),
                 Some(b"raw") => Some(LayerFormat::Raw),
                 Some(other) => {
-                    return Err(ChainError::UnknownFormat { path, format: String::from_utf8_lossy(other).to_string() })
+                    return Err(ChainError::UnknownFormat {
+                        path,
+                        format: String::from_utf8_lossy(other).to_string(),
+                    })
                 }
             };
             next = Some((backing_path, backing_format, Some(path.clone())));
         }
-        layers.push(Layer { path, format, header: Some(header) });
+        layers.push(Layer {
+            path,
+            format,
+            header: Some(header),
+        });
         opened.push(Opened::Qcow2(Box::new(builder)));
     }
     let top = stack(opened, &layers, &options.config)?;
@@ -280,8 +333,17 @@ fn stack(opened: Vec<Opened>, layers: &[Layer], config: &Config) -> Result<DynIm
         let image: DynImage = match opened {
             Opened::Raw(file) => Box::new(Raw(file)),
             Opened::Qcow2(builder) => match below.take() {
-                Some(backing) => Box::new(builder.backing(backing).open_alloc(config).map_err(image_error(&layer.path))?),
-                None => Box::new(builder.open_alloc(config).map_err(image_error(&layer.path))?),
+                Some(backing) => Box::new(
+                    builder
+                        .backing(backing)
+                        .open_alloc(config)
+                        .map_err(image_error(&layer.path))?,
+                ),
+                None => Box::new(
+                    builder
+                        .open_alloc(config)
+                        .map_err(image_error(&layer.path))?,
+                ),
             },
         };
         below = Some(image);

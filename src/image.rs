@@ -317,8 +317,9 @@ where
     ///
     /// Neighbouring clusters that read the same way (contiguous data, zeros,
     /// unallocated) are merged, as `qemu-img map` does.
+    /// `max_len` is clamped to the end of the disk; `guest_offset` must be inside it.
     pub fn extent(&self, guest_offset: u64, max_len: u64) -> Result<Extent, Error<R::Error>> {
-        self.check_range(guest_offset, max_len)?;
+        self.check_range(guest_offset, 1)?;
         let max_len = max_len.max(1).min(self.virtual_size() - guest_offset);
         self.state
             .lock()
