@@ -14,7 +14,11 @@ fn pattern_raw(path: &Path, size: usize) {
     let mut state = 0x9e37_79b9u32;
     for (i, byte) in bytes.iter_mut().enumerate() {
         state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        *byte = if (i / 4096) % 3 == 0 { (state >> 24) as u8 } else { (i / 512) as u8 };
+        *byte = if (i / 4096) % 3 == 0 {
+            (state >> 24) as u8
+        } else {
+            (i / 512) as u8
+        };
     }
     // A hole so that compression leaves some clusters unallocated.
     bytes[size / 2..size / 2 + 200_000].fill(0);
@@ -55,7 +59,14 @@ fn compressed_writes_ending_mid_sector() {
         let scratch = Scratch::new();
         let image = scratch.path("image.qcow2");
         create(&image, &format!("compression_type={codec}"), "4M");
-        qemu_io(&image, &["write -P 0x62 128k 64k", "write -c -P 0x61 0 64k", "write -c -P 0x63 1M 64k"]);
+        qemu_io(
+            &image,
+            &[
+                "write -P 0x62 128k 64k",
+                "write -c -P 0x61 0 64k",
+                "write -c -P 0x63 1M 64k",
+            ],
+        );
         let file_size = std::fs::metadata(&image).unwrap().len();
         assert_ne!(file_size % 512, 0, "the image should end mid-sector");
         assert_reads_like_qemu(&scratch, &image);
@@ -70,7 +81,12 @@ fn plain_writes_over_compressed_clusters() {
         create(&image, options, "4M");
         qemu_io(
             &image,
-            &["write -c -P 0x65 0 64k", "write -c -P 0x66 64k 64k", "write -P 0x67 4k 4k", "write -z 70k 2k"],
+            &[
+                "write -c -P 0x65 0 64k",
+                "write -c -P 0x66 64k 64k",
+                "write -P 0x67 4k 4k",
+                "write -z 70k 2k",
+            ],
         );
         assert_reads_like_qemu(&scratch, &image);
     }
@@ -86,7 +102,10 @@ fn corrupt_compressed_payloads_are_named_errors() {
         qemu_io(&image, &["write -c -P 0x68 0 64k"]);
         let mut bytes = std::fs::read(&image).unwrap();
         let host_offset = {
-            let opened = Image::builder(bytes.as_slice()).unwrap().open_alloc(&Config::default()).unwrap();
+            let opened = Image::builder(bytes.as_slice())
+                .unwrap()
+                .open_alloc(&Config::default())
+                .unwrap();
             match opened.extent(0, 65536).unwrap().kind {
                 ExtentKind::Compressed(descriptor) => descriptor.host_offset as usize,
                 other => panic!("expected a compressed cluster, found {other:?}"),
@@ -95,15 +114,30 @@ fn corrupt_compressed_payloads_are_named_errors() {
         bytes[host_offset..host_offset + 16].fill(0xff);
         std::fs::write(&image, &bytes).unwrap();
         let status = std::process::Command::new("qemu-img")
-            .args(["convert", "-O", "raw", image.to_str().unwrap(), scratch.path("out.raw").to_str().unwrap()])
+            .args([
+                "convert",
+                "-O",
+                "raw",
+                image.to_str().unwrap(),
+                scratch.path("out.raw").to_str().unwrap(),
+            ])
             .output()
             .unwrap()
             .status;
-        assert!(!status.success(), "QEMU refuses the corrupt {codec} cluster too");
-        let opened = Image::builder(bytes.as_slice()).unwrap().open_alloc(&Config::default()).unwrap();
+        assert!(
+            !status.success(),
+            "QEMU refuses the corrupt {codec} cluster too"
+        );
+        let opened = Image::builder(bytes.as_slice())
+            .unwrap()
+            .open_alloc(&Config::default())
+            .unwrap();
         let mut buf = [0u8; 512];
         let error = opened.read_at(0, &mut buf).unwrap_err();
-        assert!(matches!(error, Error::Decode { host_offset: h, guest_offset: 0, .. } if h as usize == host_offset), "{error}");
+        assert!(
+            matches!(error, Error::Decode { host_offset: h, guest_offset: 0, .. } if h as usize == host_offset),
+            "{error}"
+        );
     }
 }
 
@@ -117,7 +151,10 @@ fn compressed_cluster_in_extended_l2_image() {
 }
 
 fn backing_options(backing: &Path, format: &str) -> String {
-    format!("backing_file={},backing_fmt={format}", backing.file_name().unwrap().to_str().unwrap())
+    format!(
+        "backing_file={},backing_fmt={format}",
+        backing.file_name().unwrap().to_str().unwrap()
+    )
 }
 
 #[test]
@@ -128,9 +165,23 @@ fn backing_chain_mixing_raw_and_qcow2() {
     let top = scratch.path("top.qcow2");
     pattern_raw(&base, 3 << 20); // shorter than the overlays: zeros past its end
     create(&middle, &backing_options(&base, "raw"), "6M");
-    qemu_io(&middle, &["write -P 0x81 64k 64k", "write -z 256k 128k", "write -P 0x82 4M 64k"]);
+    qemu_io(
+        &middle,
+        &[
+            "write -P 0x81 64k 64k",
+            "write -z 256k 128k",
+            "write -P 0x82 4M 64k",
+        ],
+    );
     create(&top, &backing_options(&middle, "qcow2"), "8M");
-    qemu_io(&top, &["write -P 0x83 0 4k", "write -z 1M 64k", "write -P 0x84 7M 64k"]);
+    qemu_io(
+        &top,
+        &[
+            "write -P 0x83 0 4k",
+            "write -z 1M 64k",
+            "write -P 0x84 7M 64k",
+        ],
+    );
     assert_reads_like_qemu(&scratch, &top);
     let chain = open_chain(&top, &ChainOptions::default()).unwrap();
     assert_eq!(chain.layers.len(), 3);
@@ -143,8 +194,19 @@ fn extended_l2_overlay_falls_through_per_subcluster() {
     let top = scratch.path("top.qcow2");
     create(&base, "", "4M");
     qemu_io(&base, &["write -P 0x91 0 1M"]);
-    create(&top, &format!("extended_l2=on,{}", backing_options(&base, "qcow2")), "4M");
-    qemu_io(&top, &["write -P 0x92 2k 2k", "write -z 10k 2k", "write -P 0x93 70k 1k"]);
+    create(
+        &top,
+        &format!("extended_l2=on,{}", backing_options(&base, "qcow2")),
+        "4M",
+    );
+    qemu_io(
+        &top,
+        &[
+            "write -P 0x92 2k 2k",
+            "write -z 10k 2k",
+            "write -P 0x93 70k 1k",
+        ],
+    );
     assert_reads_like_qemu(&scratch, &top);
 }
 
@@ -167,12 +229,23 @@ fn missing_data_file_is_named() {
     let scratch = Scratch::new();
     let image = scratch.path("image.qcow2");
     let data = scratch.path("image.data");
-    create(&image, &format!("data_file={}", data.to_str().unwrap()), "1M");
+    create(
+        &image,
+        &format!("data_file={}", data.to_str().unwrap()),
+        "1M",
+    );
     std::fs::remove_file(&data).unwrap();
-    let message = open_chain(&image, &ChainOptions::default()).unwrap_err().to_string();
-    assert!(message.contains("image.data") && message.contains("named by"), "{message}");
+    let message = open_chain(&image, &ChainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("image.data") && message.contains("named by"),
+        "{message}"
+    );
     let builder = qcow2_reader::Image::builder(std::fs::File::open(&image).unwrap()).unwrap();
-    let error = builder.open_alloc(&qcow2_reader::Config::default()).unwrap_err();
+    let error = builder
+        .open_alloc(&qcow2_reader::Config::default())
+        .unwrap_err();
     assert!(matches!(
         error,
         qcow2_reader::Error::Unsupported(qcow2_reader::Unsupported::MissingDataFile)
@@ -188,7 +261,15 @@ fn backing_without_format_is_probed() {
     qemu_io(&base, &["write -P 0xa1 0 1M"]);
     // qemu-img needs -u to record a backing file without its format.
     create(&top, "", "2M");
-    qemu_img(&["rebase", "-u", "-b", "base.qcow2", "-F", "qcow2", top.to_str().unwrap()]);
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
     assert_reads_like_qemu(&scratch, &top);
 }
 
@@ -201,7 +282,14 @@ fn external_data_file() {
         // qemu-img resolves a relative name against its working directory, so give it a full path.
         let options = format!("data_file={},data_file_raw={raw}", data.to_str().unwrap());
         create(&image, &options, "4M");
-        qemu_io(&image, &["write -P 0xb1 0 64k", "write -z 64k 64k", "write -P 0xb2 1M 4k"]);
+        qemu_io(
+            &image,
+            &[
+                "write -P 0xb1 0 64k",
+                "write -z 64k 64k",
+                "write -P 0xb2 1M 4k",
+            ],
+        );
         assert_reads_like_qemu(&scratch, &image);
     }
 }
@@ -221,7 +309,10 @@ fn snapshots_read_as_taken() {
     qemu_io(&image, &["write -P 0xc3 5M 64k"]);
     for (snapshot, qemu_arg) in [("first", "snapshot.name=first"), ("2", "snapshot.id=2")] {
         let expected = qemu_raw(&scratch, &image, &["-l", qemu_arg]);
-        let options = ChainOptions { snapshot: Some(snapshot.into()), ..ChainOptions::default() };
+        let options = ChainOptions {
+            snapshot: Some(snapshot.into()),
+            ..ChainOptions::default()
+        };
         let chain = open_chain(&image, &options).unwrap();
         assert_same(&expected, &crate_read(&*chain.top, 1 << 20), snapshot);
     }
@@ -241,17 +332,46 @@ fn chain_errors_name_the_culprit() {
     let b = scratch.path("b.qcow2");
     create(&a, "", "1M");
     create(&b, "", "1M");
-    qemu_img(&["rebase", "-u", "-b", "b.qcow2", "-F", "qcow2", a.to_str().unwrap()]);
-    qemu_img(&["rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", b.to_str().unwrap()]);
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-b",
+        "b.qcow2",
+        "-F",
+        "qcow2",
+        a.to_str().unwrap(),
+    ]);
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-b",
+        "a.qcow2",
+        "-F",
+        "qcow2",
+        b.to_str().unwrap(),
+    ]);
     let error = open_chain(&a, &ChainOptions::default()).unwrap_err();
     assert!(matches!(error, ChainError::Loop { .. }), "{error}");
 
     let missing = scratch.path("missing.qcow2");
     create(&missing, "", "1M");
-    qemu_img(&["rebase", "-u", "-b", "gone.qcow2", "-F", "qcow2", missing.to_str().unwrap()]);
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-b",
+        "gone.qcow2",
+        "-F",
+        "qcow2",
+        missing.to_str().unwrap(),
+    ]);
     let error = open_chain(&missing, &ChainOptions::default()).unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("gone.qcow2") && message.contains("named by") && message.contains("missing.qcow2"), "{message}");
+    assert!(
+        message.contains("gone.qcow2")
+            && message.contains("named by")
+            && message.contains("missing.qcow2"),
+        "{message}"
+    );
 
     let mut below = scratch.path("layer0.qcow2");
     create(&below, "", "1M");
@@ -260,7 +380,19 @@ fn chain_errors_name_the_culprit() {
         create(&layer, &backing_options(&below, "qcow2"), "1M");
         below = layer;
     }
-    let shallow = ChainOptions { max_depth: 4, ..ChainOptions::default() };
-    assert!(matches!(open_chain(&below, &shallow), Err(ChainError::TooDeep { max_depth: 4, .. })));
-    assert_eq!(open_chain(&below, &ChainOptions::default()).unwrap().layers.len(), 6);
+    let shallow = ChainOptions {
+        max_depth: 4,
+        ..ChainOptions::default()
+    };
+    assert!(matches!(
+        open_chain(&below, &shallow),
+        Err(ChainError::TooDeep { max_depth: 4, .. })
+    ));
+    assert_eq!(
+        open_chain(&below, &ChainOptions::default())
+            .unwrap()
+            .layers
+            .len(),
+        6
+    );
 }

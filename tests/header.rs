@@ -1,7 +1,9 @@
 //! Hand-made headers: each open-time refusal gives its own named error, and
 //! each corrupt table entry fails the reads through it with its own error.
 
-use qcow2_reader::{Config, CorruptError, Error, Header, HeaderError, Image, OutOfBounds, TableKind};
+use qcow2_reader::{
+    Config, CorruptError, Error, Header, HeaderError, Image, OutOfBounds, TableKind,
+};
 
 const CLUSTER: usize = 65536;
 const REFCOUNT_TABLE: u64 = 0x10000;
@@ -53,19 +55,50 @@ fn the_valid_image_opens() {
 
 #[test]
 fn fixed_field_refusals() {
-    assert_eq!(refusal(|b| put32(b, 0, 0x5146_49fc)), HeaderError::BadMagic { found: 0x5146_49fc });
-    assert_eq!(refusal(|b| put32(b, 4, 4)), HeaderError::UnsupportedVersion { version: 4 });
+    assert_eq!(
+        refusal(|b| put32(b, 0, 0x5146_49fc)),
+        HeaderError::BadMagic { found: 0x5146_49fc }
+    );
+    assert_eq!(
+        refusal(|b| put32(b, 4, 4)),
+        HeaderError::UnsupportedVersion { version: 4 }
+    );
     for cluster_bits in [0, 8, 22, 63, 64, 255] {
-        assert_eq!(refusal(|b| put32(b, 20, cluster_bits)), HeaderError::ClusterBits { cluster_bits });
+        assert_eq!(
+            refusal(|b| put32(b, 20, cluster_bits)),
+            HeaderError::ClusterBits { cluster_bits }
+        );
     }
-    assert_eq!(refusal(|b| put32(b, 100, 100)), HeaderError::HeaderLengthTooSmall { header_length: 100 });
-    assert!(matches!(refusal(|b| put32(b, 100, 0x20000)), HeaderError::HeaderLengthTooLarge { .. }));
-    assert!(matches!(refusal(|b| put64(b, 8, 0x20000)), HeaderError::BackingFileOffsetTooLarge { .. }));
-    assert_eq!(refusal(|b| b[104] = 2), HeaderError::UnknownCompressionType { compression_type: 2 });
-    assert_eq!(refusal(|b| b[104] = 1), HeaderError::CompressionTypeBitMismatch { compression_type: 1 });
+    assert_eq!(
+        refusal(|b| put32(b, 100, 100)),
+        HeaderError::HeaderLengthTooSmall { header_length: 100 }
+    );
+    assert!(matches!(
+        refusal(|b| put32(b, 100, 0x20000)),
+        HeaderError::HeaderLengthTooLarge { .. }
+    ));
+    assert!(matches!(
+        refusal(|b| put64(b, 8, 0x20000)),
+        HeaderError::BackingFileOffsetTooLarge { .. }
+    ));
+    assert_eq!(
+        refusal(|b| b[104] = 2),
+        HeaderError::UnknownCompressionType {
+            compression_type: 2
+        }
+    );
+    assert_eq!(
+        refusal(|b| b[104] = 1),
+        HeaderError::CompressionTypeBitMismatch {
+            compression_type: 1
+        }
+    );
     assert!(matches!(
         refusal(|b| put64(b, 72, 1 << 5)),
-        HeaderError::UnknownIncompatibleFeatures { bits: 32, name: None }
+        HeaderError::UnknownIncompatibleFeatures {
+            bits: 32,
+            name: None
+        }
     ));
     assert_eq!(
         refusal(|b| {
@@ -74,32 +107,77 @@ fn fixed_field_refusals() {
         }),
         HeaderError::SubclusterTooSmall { cluster_bits: 13 }
     );
-    assert_eq!(refusal(|b| put32(b, 96, 7)), HeaderError::RefcountOrder { refcount_order: 7 });
-    assert_eq!(refusal(|b| put32(b, 56, 0)), HeaderError::RefcountTableEmpty);
-    assert_eq!(refusal(|b| put32(b, 56, 129)), HeaderError::RefcountTableTooLarge { clusters: 129 });
+    assert_eq!(
+        refusal(|b| put32(b, 96, 7)),
+        HeaderError::RefcountOrder { refcount_order: 7 }
+    );
+    assert_eq!(
+        refusal(|b| put32(b, 56, 0)),
+        HeaderError::RefcountTableEmpty
+    );
+    assert_eq!(
+        refusal(|b| put32(b, 56, 129)),
+        HeaderError::RefcountTableTooLarge { clusters: 129 }
+    );
     assert!(matches!(
         refusal(|b| put64(b, 48, REFCOUNT_TABLE + 512)),
-        HeaderError::InvalidTableOffset { table: TableKind::Refcount, .. }
+        HeaderError::InvalidTableOffset {
+            table: TableKind::Refcount,
+            ..
+        }
     ));
     assert!(matches!(
         refusal(|b| put64(b, 48, u64::MAX - 0xffff)),
-        HeaderError::InvalidTableOffset { table: TableKind::Refcount, .. }
+        HeaderError::InvalidTableOffset {
+            table: TableKind::Refcount,
+            ..
+        }
     ));
-    assert_eq!(refusal(|b| put32(b, 60, 65537)), HeaderError::TooManySnapshots { count: 65537 });
+    assert_eq!(
+        refusal(|b| put32(b, 60, 65537)),
+        HeaderError::TooManySnapshots { count: 65537 }
+    );
     assert!(matches!(
         refusal(|b| put64(b, 64, 0x1200)),
-        HeaderError::InvalidTableOffset { table: TableKind::Snapshot, .. }
+        HeaderError::InvalidTableOffset {
+            table: TableKind::Snapshot,
+            ..
+        }
     ));
-    assert_eq!(refusal(|b| put32(b, 36, 0x40_0001)), HeaderError::L1TooLarge { entries: 0x40_0001 });
-    assert!(matches!(refusal(|b| put64(b, 24, u64::MAX)), HeaderError::ImageTooBig { .. }));
-    assert!(matches!(refusal(|b| put64(b, 24, 1 << 40)), HeaderError::L1TooSmall { entries: 1, needed: 2048 }));
+    assert_eq!(
+        refusal(|b| put32(b, 36, 0x40_0001)),
+        HeaderError::L1TooLarge { entries: 0x40_0001 }
+    );
+    assert!(matches!(
+        refusal(|b| put64(b, 24, u64::MAX)),
+        HeaderError::ImageTooBig { .. }
+    ));
+    assert!(matches!(
+        refusal(|b| put64(b, 24, 1 << 40)),
+        HeaderError::L1TooSmall {
+            entries: 1,
+            needed: 2048
+        }
+    ));
     assert!(matches!(
         refusal(|b| put64(b, 40, L1_TABLE + 8)),
-        HeaderError::InvalidTableOffset { table: TableKind::L1, .. }
+        HeaderError::InvalidTableOffset {
+            table: TableKind::L1,
+            ..
+        }
     ));
-    assert_eq!(refusal(|b| put32(b, 32, 1)), HeaderError::Encrypted { method: 1 });
-    assert_eq!(refusal(|b| put32(b, 32, 2)), HeaderError::Encrypted { method: 2 });
-    assert_eq!(refusal(|b| put32(b, 32, 3)), HeaderError::UnknownEncryptionMethod { method: 3 });
+    assert_eq!(
+        refusal(|b| put32(b, 32, 1)),
+        HeaderError::Encrypted { method: 1 }
+    );
+    assert_eq!(
+        refusal(|b| put32(b, 32, 2)),
+        HeaderError::Encrypted { method: 2 }
+    );
+    assert_eq!(
+        refusal(|b| put32(b, 32, 3)),
+        HeaderError::UnknownEncryptionMethod { method: 3 }
+    );
 }
 
 /// Appends a header extension at `at`, returning where the next one goes.
@@ -117,7 +195,10 @@ fn extension_and_name_refusals() {
             put32(b, 112, 0xe279_2aca);
             put32(b, 116, 0xffff_fff0);
         }),
-        HeaderError::ExtensionTooLarge { kind: 0xe279_2aca, .. }
+        HeaderError::ExtensionTooLarge {
+            kind: 0xe279_2aca,
+            ..
+        }
     ));
     assert_eq!(
         refusal(|b| {
@@ -125,8 +206,14 @@ fn extension_and_name_refusals() {
         }),
         HeaderError::BackingFormatTooLong { len: 22 }
     );
-    assert_eq!(refusal(|b| put64(b, 72, 1 << 2)), HeaderError::MissingDataFileName);
-    assert_eq!(refusal(|b| put64(b, 88, 1 << 1)), HeaderError::DataFileRawWithoutDataFile);
+    assert_eq!(
+        refusal(|b| put64(b, 72, 1 << 2)),
+        HeaderError::MissingDataFileName
+    );
+    assert_eq!(
+        refusal(|b| put64(b, 88, 1 << 1)),
+        HeaderError::DataFileRawWithoutDataFile
+    );
     assert_eq!(
         refusal(|b| {
             put64(b, 8, 0x200);
@@ -140,7 +227,10 @@ fn extension_and_name_refusals() {
             put32(b, 16, 16);
             b.truncate(0x208);
         }),
-        HeaderError::PastEndOfFile { what: "backing file name", .. }
+        HeaderError::PastEndOfFile {
+            what: "backing file name",
+            ..
+        }
     ));
 }
 
@@ -153,7 +243,13 @@ fn unknown_incompatible_feature_is_named_from_the_table() {
         row[2..2 + 12].copy_from_slice(b"future-magic");
         extension(b, 112, 0x6803_f857, &row);
     });
-    let HeaderError::UnknownIncompatibleFeatures { bits, name: Some(name) } = error else { panic!("{error:?}") };
+    let HeaderError::UnknownIncompatibleFeatures {
+        bits,
+        name: Some(name),
+    } = error
+    else {
+        panic!("{error:?}")
+    };
     assert_eq!((bits, name.as_str()), (1 << 9, "future-magic"));
     assert!(error.to_string().contains("future-magic"));
 }
@@ -166,7 +262,13 @@ fn snapshot_table_refusals() {
         put64(b, 64, 0x20000);
         put32(b, 0x20000 + 36, 1025);
     });
-    assert_eq!(error, HeaderError::SnapshotExtraDataTooLarge { index: 0, size: 1025 });
+    assert_eq!(
+        error,
+        HeaderError::SnapshotExtraDataTooLarge {
+            index: 0,
+            size: 1025
+        }
+    );
 }
 
 #[test]
@@ -185,7 +287,10 @@ fn read_error(mutate: impl FnOnce(&mut Vec<u8>)) -> Error<OutOfBounds> {
     let mut bytes = valid_image();
     put64(&mut bytes, L1_TABLE as usize, L2_TABLE | 1 << 63);
     mutate(&mut bytes);
-    let image = Image::builder(bytes.as_slice()).unwrap().open_alloc(&Config::default()).unwrap();
+    let image = Image::builder(bytes.as_slice())
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
     let mut buf = [0u8; 512];
     image.read_at(0, &mut buf).unwrap_err()
 }
@@ -195,11 +300,18 @@ fn corrupt_table_entries() {
     let l2 = L2_TABLE as usize;
     assert!(matches!(
         read_error(|b| put64(b, L1_TABLE as usize, L2_TABLE + 512)),
-        Error::Corrupt(CorruptError::L2OffsetUnaligned { l2_offset: 0x40200, l1_index: 0 })
+        Error::Corrupt(CorruptError::L2OffsetUnaligned {
+            l2_offset: 0x40200,
+            l1_index: 0
+        })
     ));
     assert!(matches!(
         read_error(|b| put64(b, l2, DATA + 512)),
-        Error::Corrupt(CorruptError::DataOffsetUnaligned { host_offset: 0x50200, l2_index: 0, .. })
+        Error::Corrupt(CorruptError::DataOffsetUnaligned {
+            host_offset: 0x50200,
+            l2_index: 0,
+            ..
+        })
     ));
     assert!(matches!(
         read_error(|b| {
@@ -209,7 +321,10 @@ fn corrupt_table_entries() {
         Error::Corrupt(CorruptError::ZeroInVersion2 { .. })
     ));
     let message = read_error(|b| put64(b, L1_TABLE as usize, L2_TABLE + 512)).to_string();
-    assert!(message.contains("L2 table offset 0x40200 at L1 index 0 is not cluster aligned"), "{message}");
+    assert!(
+        message.contains("L2 table offset 0x40200 at L1 index 0 is not cluster aligned"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -220,7 +335,10 @@ fn invalid_subcluster_bitmap() {
     put64(&mut bytes, L1_TABLE as usize, L2_TABLE);
     put64(&mut bytes, L2_TABLE as usize, DATA);
     put64(&mut bytes, L2_TABLE as usize + 8, 1 | 1 << 32); // subcluster 0 allocated and zero
-    let image = Image::builder(bytes.as_slice()).unwrap().open_alloc(&Config::default()).unwrap();
+    let image = Image::builder(bytes.as_slice())
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
     let mut buf = [0u8; 512];
     assert!(matches!(
         image.read_at(0, &mut buf),
@@ -232,7 +350,10 @@ fn invalid_subcluster_bitmap() {
 fn tables_and_data_past_the_end_of_the_file_read_as_zeros() {
     let mut bytes = valid_image();
     put64(&mut bytes, L1_TABLE as usize, 0x100_0000); // L2 table far past the end
-    let image = Image::builder(bytes.as_slice()).unwrap().open_alloc(&Config::default()).unwrap();
+    let image = Image::builder(bytes.as_slice())
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
     let mut buf = [0xaau8; 4096];
     image.read_at(0, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
@@ -240,7 +361,10 @@ fn tables_and_data_past_the_end_of_the_file_read_as_zeros() {
     let mut bytes = valid_image();
     put64(&mut bytes, L1_TABLE as usize, L2_TABLE);
     put64(&mut bytes, L2_TABLE as usize, 0x200_0000); // data cluster past the end
-    let image = Image::builder(bytes.as_slice()).unwrap().open_alloc(&Config::default()).unwrap();
+    let image = Image::builder(bytes.as_slice())
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
     buf.fill(0xaa);
     image.read_at(0, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0));

@@ -59,7 +59,15 @@ fn extended_l2_subclusters() {
     let scratch = Scratch::new();
     let image = scratch.path("image.qcow2");
     create(&image, "extended_l2=on,cluster_size=64k", "4M");
-    qemu_io(&image, &["write -P 0x51 2k 2k", "write -z 8k 4k", "write -P 0x52 62k 4k", "write -P 0x53 1M 6k"]);
+    qemu_io(
+        &image,
+        &[
+            "write -P 0x51 2k 2k",
+            "write -z 8k 4k",
+            "write -P 0x52 62k 4k",
+            "write -P 0x53 1M 6k",
+        ],
+    );
     assert_reads_like_qemu(&scratch, &image);
 }
 
@@ -82,18 +90,30 @@ fn large_sparse_image_in_fixed_memory() {
     let large = scratch.path("large.qcow2");
     create(&small, "", "2M");
     create(&large, "", "2T");
-    qemu_io(&large, &["write -P 0x77 1099511627776 64k", "write -P 0x78 2199023190016 65536"]);
+    qemu_io(
+        &large,
+        &[
+            "write -P 0x77 1099511627776 64k",
+            "write -P 0x78 2199023190016 65536",
+        ],
+    );
     let config = Config::default();
     let small_builder = Image::builder(std::fs::File::open(&small).unwrap()).unwrap();
     let large_builder = Image::builder(std::fs::File::open(&large).unwrap()).unwrap();
     let memory = small_builder.memory_bytes(&config).unwrap();
-    assert_eq!(memory, large_builder.memory_bytes(&config).unwrap(), "memory must not depend on the disk size");
+    assert_eq!(
+        memory,
+        large_builder.memory_bytes(&config).unwrap(),
+        "memory must not depend on the disk size"
+    );
     let mut region = vec![0u8; memory];
     let image = large_builder.open(&mut region, &config).unwrap();
     let mut buf = vec![0u8; 65536];
     image.read_at(1 << 40, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0x77));
-    image.read_at(image.virtual_size() - 65536, &mut buf).unwrap();
+    image
+        .read_at(image.virtual_size() - 65536, &mut buf)
+        .unwrap();
     assert!(buf.iter().all(|&b| b == 0x78));
     image.read_at(1 << 30, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
@@ -116,7 +136,15 @@ fn zero_writes_with_and_without_unmap() {
     let scratch = Scratch::new();
     let image = scratch.path("image.qcow2");
     create(&image, "", "8M");
-    qemu_io(&image, &["write -P 0x61 0 4M", "write -z 64k 128k", "write -z -u 1M 256k", "write -z -u 3M 1k"]);
+    qemu_io(
+        &image,
+        &[
+            "write -P 0x61 0 4M",
+            "write -z 64k 128k",
+            "write -z -u 1M 256k",
+            "write -z -u 3M 1k",
+        ],
+    );
     assert_reads_like_qemu(&scratch, &image);
 }
 

@@ -16,7 +16,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("temporary directory") }
+        Self {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -75,12 +77,17 @@ pub fn qemu_raw(scratch: &Scratch, image: &Path, extra: &[&str]) -> Vec<u8> {
 }
 
 /// Reads the whole virtual disk through the crate, in reads of `chunk` bytes.
-pub fn crate_read(image: &dyn BlockRead<Error = qcow2_reader::Error<std::io::Error>>, chunk: usize) -> Vec<u8> {
+pub fn crate_read(
+    image: &dyn BlockRead<Error = qcow2_reader::Error<std::io::Error>>,
+    chunk: usize,
+) -> Vec<u8> {
     let size = image.size().unwrap() as usize;
     let mut out = vec![0u8; size];
     for start in (0..size).step_by(chunk) {
         let end = (start + chunk).min(size);
-        image.read_at(start as u64, &mut out[start..end]).unwrap_or_else(|e| panic!("read at {start:#x}: {e}"));
+        image
+            .read_at(start as u64, &mut out[start..end])
+            .unwrap_or_else(|e| panic!("read at {start:#x}: {e}"));
     }
     out
 }
@@ -91,12 +98,19 @@ pub fn assert_reads_like_qemu(scratch: &Scratch, image: &Path) {
     let expected = qemu_raw(scratch, image, &[]);
     let chain = open_chain(image, &ChainOptions::default()).unwrap_or_else(|e| panic!("open: {e}"));
     assert_same(&expected, &crate_read(&*chain.top, 1 << 20), "1 MiB reads");
-    assert_same(&expected, &crate_read(&*chain.top, 4096 + 512 + 7), "odd-sized reads");
+    assert_same(
+        &expected,
+        &crate_read(&*chain.top, 4096 + 512 + 7),
+        "odd-sized reads",
+    );
     assert_scattered_reads(&expected, &*chain.top);
 }
 
 /// Reads at pseudo-random offsets and lengths, crossing clusters.
-pub fn assert_scattered_reads(expected: &[u8], image: &dyn BlockRead<Error = qcow2_reader::Error<std::io::Error>>) {
+pub fn assert_scattered_reads(
+    expected: &[u8],
+    image: &dyn BlockRead<Error = qcow2_reader::Error<std::io::Error>>,
+) {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         state ^= state << 13;
