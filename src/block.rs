@@ -6,6 +6,8 @@
 
 use core::fmt;
 
+use crate::error::{Error, Storage};
+
 /// Positioned reads from a byte-addressed store of known size.
 ///
 /// Reads take `&self` so that one store can serve several readers; a store
@@ -161,6 +163,23 @@ pub(crate) fn read_zero_padded<R: BlockRead + ?Sized>(
     }
     tail.fill(0);
     Ok(())
+}
+
+/// [`read_zero_padded`], with a failure reported as an [`Error::Io`] of the `which` store.
+pub(crate) fn read_located<R: BlockRead + ?Sized>(
+    storage: &R,
+    which: Storage,
+    size: u64,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), Error<R::Error>> {
+    let len = buf.len() as u64;
+    read_zero_padded(storage, size, offset, buf).map_err(|source| Error::Io {
+        source,
+        storage: which,
+        offset,
+        len,
+    })
 }
 
 #[cfg(test)]

@@ -238,8 +238,16 @@ mod tests {
     #[test]
     fn disabled_codec_names_its_feature() {
         let mut out = [0u8; 512];
-        let error = Decompressor::new().decompress(CompressionType::Zstd, &[0; 16], &mut out).unwrap_err();
-        assert_eq!(error, CodecError::Unsupported(Unsupported::CodecDisabled { codec: "zstd", feature: "zstd" }));
+        let error = Decompressor::new()
+            .decompress(CompressionType::Zstd, &[0; 16], &mut out)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            CodecError::Unsupported(Unsupported::CodecDisabled {
+                codec: "zstd",
+                feature: "zstd"
+            })
+        );
     }
 
     #[cfg(feature = "deflate")]

@@ -3,7 +3,7 @@
 use zerocopy::byteorder::big_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
-use crate::block::{read_zero_padded, BlockRead};
+use crate::block::{read_located, read_zero_padded, BlockRead};
 use crate::error::{Error, FeatureName, HeaderError, Storage};
 use crate::feature::FeatureKind;
 use crate::name::{FileName, FormatName};
@@ -109,12 +109,7 @@ impl<'s, R: BlockRead + ?Sized> Extensions<'s, R> {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error<R::Error>> {
-        read_zero_padded(self.storage, self.file_size, offset, buf).map_err(|source| Error::Io {
-            source,
-            storage: Storage::Image,
-            offset,
-            len: buf.len() as u64,
-        })
+        read_located(self.storage, Storage::Image, self.file_size, offset, buf)
     }
 
     /// The next extension, `None` at the end marker or when the area runs out.

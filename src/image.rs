@@ -4,7 +4,7 @@ use core::fmt;
 
 use spin::Mutex;
 
-use crate::block::{read_zero_padded, BlockRead};
+use crate::block::{read_located, read_zero_padded, BlockRead};
 use crate::codec::{codec_enabled, codec_feature};
 use crate::config::{Config, MemoryPlan};
 use crate::error::{Error, HeaderError, Storage, TableKind, Unsupported};
@@ -376,12 +376,7 @@ where
             Some(data_file) => (data_file, self.data_file_size, Storage::DataFile),
             None => (&self.storage, self.geometry.file_size, Storage::Image),
         };
-        read_zero_padded(storage, size, host_offset, part).map_err(|source| Error::Io {
-            source,
-            storage: which,
-            offset: host_offset,
-            len: part.len() as u64,
-        })
+        read_located(storage, which, size, host_offset, part)
     }
 
     fn read_backing(&self, guest_offset: u64, part: &mut [u8]) -> Result<(), Error<R::Error>> {

@@ -6,7 +6,7 @@
 //! neighbours that read the same way, so that physically contiguous data is
 //! fetched with one underlying read.
 
-use crate::block::{read_zero_padded, BlockRead};
+use crate::block::{read_located, BlockRead};
 use crate::cache::SlotCache;
 use crate::codec::{CodecError, Decompressor};
 use crate::config::MemoryPlan;
@@ -41,21 +41,9 @@ pub(crate) struct Geometry {
     pub compression: CompressionType,
 }
 
-/// What a run of the virtual disk reads as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExtentKind {
-    /// Stored data at this offset of the image file (or of the external data file).
-    Data {
-        /// Host offset of the extent's first byte.
-        host_offset: u64,
-    },
-    /// Reads as zeros, whatever is below.
-    Zero,
-    /// Not allocated here: reads from the backing image, or zeros without one.
-    Unallocated,
-    /// Part of a compressed cluster.
-    Compressed(CompressedDescriptor),
-}
+/// What a run of the virtual disk reads as: the same states as one unit's
+/// [`Mapping`], with a data offset that points at the run's first byte.
+pub use crate::table::Mapping as ExtentKind;
 
 /// A run of the virtual disk that reads one way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +64,6 @@ pub(crate) struct State<'m> {
     /// The last L1 entry read: sequential reads stay in one L1 entry for a long time.
     l1_memo: Option<(u64, u64)>,
     decompressor: Decompressor,
-}
-
-fn io_error<E>(storage: Storage, offset: u64, len: usize) -> impl FnOnce(E) -> Error<E> {
-    move |source| Error::Io {
-        source,
-        storage,
-        offset,
-        len: len as u64,
-    }
 }
 
 impl<'m> State<'m> {
@@ -114,14 +93,15 @@ impl<'m> State<'m> {
         slice_offset: u64,
     ) -> Result<&[u8], Error<R::Error>> {
         let region = &mut self.memory.bytes()[..self.plan.table_region];
-        let slice_bytes = self.plan.slice_bytes;
         // Tables past the end of the file read as zeros (all unallocated), as in QEMU.
         let slice = self.tables.get_or_load(region, slice_offset, |buf| {
-            read_zero_padded(storage, geometry.file_size, slice_offset, buf).map_err(io_error(
+            read_located(
+                storage,
                 Storage::Image,
+                geometry.file_size,
                 slice_offset,
-                slice_bytes,
-            ))
+                buf,
+            )
         })?;
         Ok(slice)
     }
@@ -211,8 +191,6 @@ impl<'m> State<'m> {
             Mapping::Data { host_offset } => ExtentKind::Data {
                 host_offset: host_offset + (guest_offset & (unit - 1)),
             },
-            Mapping::Zero => ExtentKind::Zero,
-            Mapping::Unallocated => ExtentKind::Unallocated,
             Mapping::Compressed(descriptor) => {
                 let cluster = geometry.layout.cluster_size();
                 let len = (cluster - (guest_offset & (cluster - 1))).min(max_len);
@@ -222,6 +200,7 @@ impl<'m> State<'m> {
                     kind: ExtentKind::Compressed(descriptor),
                 });
             }
+            other => other,
         };
         while len < max_len {
             let next = self.mapping(storage, geometry, guest_offset + len)?;
@@ -274,8 +253,13 @@ impl<'m> State<'m> {
             .get_or_load(cluster_region, descriptor.key, |out| {
                 // The length is at most two clusters by construction of the descriptor.
                 let input = &mut input_region[..len as usize];
-                read_zero_padded(storage, geometry.file_size, host_offset, input)
-                    .map_err(io_error(Storage::Image, host_offset, input.len()))?;
+                read_located(
+                    storage,
+                    Storage::Image,
+                    geometry.file_size,
+                    host_offset,
+                    input,
+                )?;
                 decompressor
                     .decompress(geometry.compression, input, out)
                     .map_err(|error| match error {

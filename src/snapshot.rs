@@ -7,7 +7,7 @@
 use zerocopy::byteorder::big_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
-use crate::block::{read_zero_padded, BlockRead};
+use crate::block::{read_located, BlockRead};
 use crate::error::{Error, HeaderError, Storage};
 use crate::header::Header;
 use crate::name::Name;
@@ -102,12 +102,7 @@ impl<'s, R: BlockRead + ?Sized> Snapshots<'s, R> {
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error<R::Error>> {
         // QEMU's block layer reads past the end of the file as zeros.
-        read_zero_padded(self.storage, self.file_size, offset, buf).map_err(|source| Error::Io {
-            source,
-            storage: Storage::Image,
-            offset,
-            len: buf.len() as u64,
-        })
+        read_located(self.storage, Storage::Image, self.file_size, offset, buf)
     }
 
     fn read_name(&self, offset: u64, len: u16) -> Result<SnapshotName, Error<R::Error>> {

@@ -20,7 +20,8 @@ pub const SUBCLUSTERS: u32 = 32;
 /// What one guest cluster or subcluster reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mapping {
-    /// Data at this host offset (of the start of the cluster or subcluster).
+    /// Data at this host offset: of the unit's first byte for a unit's mapping, of the
+    /// run's first byte for an [`Extent`](crate::Extent).
     Data {
         /// Host offset in the image file, or in the external data file.
         host_offset: u64,
