@@ -13,6 +13,9 @@ use crate::lookup::{Extent, ExtentKind, Geometry, Memory, State};
 use crate::snapshot::Snapshot;
 use crate::table::Layout;
 
+/// The bound behind [`Image::max_storage_reads`]: storage reads per unit touched.
+pub const READS_PER_UNIT: u64 = 5;
+
 /// The backing of an image that has none: reads as zeros.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoBacking;
@@ -311,6 +314,30 @@ where
     /// The backing image, if one was supplied.
     pub fn backing(&self) -> Option<&B> {
         self.backing.as_ref()
+    }
+
+    /// Bytes of one unit of allocation: the cluster, or with extended L2
+    /// entries the subcluster (1/32 of a cluster).
+    pub fn unit_size(&self) -> u64 {
+        1 << self.geometry.layout.unit_bits()
+    }
+
+    /// The most reads of this image's own storage (image file and data file
+    /// together) that [`read_at`](Self::read_at) of `len` bytes at `offset`
+    /// can make, whatever the image holds and whatever is cached.
+    ///
+    /// Each unit touched is looked up at most twice (once more when it ends a
+    /// run), each lookup reads at most an L1 and an L2 table slice, and each
+    /// run costs one data or compressed-input read: at most
+    /// [`READS_PER_UNIT`] per unit. Reads that fall through to the backing
+    /// image are that image's, bounded the same way.
+    pub fn max_storage_reads(&self, offset: u64, len: u64) -> u64 {
+        if len == 0 {
+            return 0;
+        }
+        let bits = self.geometry.layout.unit_bits();
+        let last = offset.saturating_add(len - 1) >> bits;
+        READS_PER_UNIT * (last - (offset >> bits) + 1)
     }
 
     /// How the run of the virtual disk starting at `guest_offset` reads, up to `max_len` bytes.

@@ -29,6 +29,21 @@
 //! ([`CorruptError`]), as in QEMU; nothing in an image can make the crate
 //! panic, loop, or allocate beyond the caller's configuration.
 
+//!
+//! # Bounds
+//!
+//! - Memory: [`ImageBuilder::memory_bytes`] for the chosen [`Config`], given
+//!   (or allocated) once at open; it depends on the cluster size and the
+//!   configuration, never on the virtual size. With zstd, the decoder also
+//!   allocates its window, which is refused above one cluster, plus one
+//!   block of at most 128 KiB, once per image.
+//! - Storage reads: [`Image::max_storage_reads`], at most
+//!   [`READS_PER_UNIT`] per cluster (or subcluster) that a request touches.
+//! - Work: proportional to the clusters a request touches; a compressed
+//!   cluster stops decoding once one cluster of output is full.
+//! - Recursion: only through backing images, as deep as the caller stacks
+//!   them ([`chain::ChainOptions::max_depth`] for the `std` opener).
+
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -62,7 +77,7 @@ pub use error::{
     CorruptError, DecodeError, Error, FeatureName, HeaderError, Storage, TableKind, Unsupported,
 };
 pub use header::{CompressionType, Header};
-pub use image::{Image, ImageBuilder, NoBacking, Raw};
+pub use image::{Image, ImageBuilder, NoBacking, Raw, READS_PER_UNIT};
 #[cfg(feature = "std")]
 pub use io::Cursor;
 pub use lookup::{Extent, ExtentKind};

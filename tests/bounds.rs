@@ -1,0 +1,89 @@
+//! The documented resource bounds hold: storage reads per request, and memory.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::*;
+use qcow2_reader::{BlockRead, Config, Image};
+
+/// Counts the reads that reach the storage.
+struct Counting<R> {
+    inner: R,
+    reads: AtomicU64,
+}
+
+impl<R: BlockRead> BlockRead for Counting<R> {
+    type Error = R::Error;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.read_at(offset, buf)
+    }
+
+    fn size(&self) -> Result<u64, Self::Error> {
+        self.inner.size()
+    }
+}
+
+#[test]
+fn storage_reads_per_request_stay_within_the_documented_bound() {
+    let scratch = Scratch::new();
+    for options in [
+        "cluster_size=4k",
+        "cluster_size=64k,extended_l2=on",
+        "cluster_size=512",
+    ] {
+        let image = scratch.path("image.qcow2");
+        create(&image, options, "8M");
+        // Alternate data, zeros, compressed and holes so that no run merges.
+        let mut commands = Vec::new();
+        for i in 0..64u64 {
+            let offset = i * 96 * 1024;
+            commands.push(match i % 4 {
+                0 => format!("write -P 0x{:02x} {offset} 3k", i + 1),
+                1 => format!("write -z {offset} 5k"),
+                2 => format!("write -c -P 0x{:02x} {} 64k", i + 1, offset & !0xffff),
+                _ => format!("discard {offset} 4k"),
+            });
+        }
+        let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+        qemu_io(&image, &commands);
+        let expected = qemu_raw(&scratch, &image, &[]);
+        let bytes = std::fs::read(&image).unwrap();
+        let storage = Counting {
+            inner: bytes.as_slice(),
+            reads: AtomicU64::new(0),
+        };
+        // The smallest caches: one table slice, one decompressed cluster.
+        let config = Config {
+            table_slice_bytes: 512,
+            table_cache_bytes: 512,
+            compressed_clusters: 1,
+        };
+        let opened = Image::builder(&storage)
+            .unwrap()
+            .open_alloc(&config)
+            .unwrap();
+        let mut state = 7u64;
+        for _ in 0..2000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let offset = (state >> 20) % expected.len() as u64;
+            let len = ((state >> 4) % 200_000)
+                .min(expected.len() as u64 - offset)
+                .max(1);
+            let mut buf = vec![0u8; len as usize];
+            let before = storage.reads.load(Ordering::Relaxed);
+            opened.read_at(offset, &mut buf).unwrap();
+            let reads = storage.reads.load(Ordering::Relaxed) - before;
+            let bound = opened.max_storage_reads(offset, len);
+            assert!(
+                reads <= bound,
+                "{options}: {reads} reads for {len} bytes at {offset:#x}, bound {bound}"
+            );
+            assert!(buf == expected[offset as usize..(offset + len) as usize]);
+        }
+    }
+}
