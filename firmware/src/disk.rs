@@ -226,7 +226,6 @@ impl BlockRead for VirtioDisk {
         if buf.is_empty() {
             return Ok(());
         }
-        crate::println!("DEBUG disk read {offset:#x} {}", buf.len());
         let first_sector = offset / SECTOR;
         let end_sector = end.div_ceil(SECTOR);
         let head_skip = (offset % SECTOR) as usize;

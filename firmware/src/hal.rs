@@ -35,7 +35,10 @@ pub struct PoolHal;
 
 /// Pages of the pool handed out so far, for the summary line.
 pub fn pages_used() -> (usize, usize) {
-    (NEXT_PAGE.load(Ordering::Relaxed).min(POOL_PAGES), POOL_PAGES)
+    (
+        NEXT_PAGE.load(Ordering::Relaxed).min(POOL_PAGES),
+        POOL_PAGES,
+    )
 }
 
 // SAFETY: `dma_alloc` returns page-aligned, zeroed, never-aliased pages

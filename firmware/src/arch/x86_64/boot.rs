@@ -9,10 +9,12 @@
 //! 1. builds page tables that identity-map 0..4 GiB with 2 MiB pages (the
 //!    top GiB, which holds the LAPIC/IOAPIC and the virtio-mmio windows, is
 //!    mapped uncached),
-//! 2. enables PAE, SSE (for code that uses SSE after a CPUID check), long
+//! 2. makes write-back the default memory type (the MTRRs are still in
+//!    their reset state, "all uncacheable", as no BIOS ran),
+//! 3. enables PAE, SSE (for code that uses SSE after a CPUID check), long
 //!    mode and paging, loads a GDT with a 64-bit code segment and far-jumps
 //!    into it,
-//! 3. sets the data segments and the stack, zeroes `.bss` and calls
+//! 4. sets the data segments and the stack, zeroes `.bss` and calls
 //!    [`x86_64_rust_entry`](super::x86_64_rust_entry) with the start-info
 //!    address.
 //!

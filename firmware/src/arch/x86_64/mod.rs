@@ -88,7 +88,7 @@ fn boot_info(start_info: usize) -> BootInfo {
         ram_bytes: None,
         footprint_in_ram: None,
     };
-    if start_info == 0 || start_info % 8 != 0 {
+    if start_info == 0 || !start_info.is_multiple_of(8) {
         return info;
     }
     // SAFETY: the PVH loader passes the physical (= virtual, identity
@@ -105,7 +105,7 @@ fn boot_info(start_info: usize) -> BootInfo {
     let Ok(address) = usize::try_from(start.memmap_paddr) else {
         return info;
     };
-    if address % 8 != 0 {
+    if !address.is_multiple_of(8) {
         return info;
     }
     // SAFETY: version 1 of the structure has a memory map of

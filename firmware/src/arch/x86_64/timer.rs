@@ -19,13 +19,16 @@ pub fn counter() -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
+/// A way to find the frequency, and its name for the banner.
+type Source = (fn() -> Option<u64>, &'static str);
+
 /// The counter's frequency in Hz and where it came from, if it could be found.
 ///
 /// A source whose answer is implausible (below 10 MHz or above 100 GHz)
 /// is skipped rather than trusted, and the next one is tried.
 pub fn calibrate() -> Option<(u64, &'static str)> {
     let plausible = |hz: &u64| (10_000_000..=100_000_000_000).contains(hz);
-    let sources: [(fn() -> Option<u64>, &'static str); 4] = [
+    let sources: [Source; 4] = [
         (hypervisor_leaf, "hypervisor CPUID leaf 0x40000010"),
         (leaf_15, "CPUID leaf 0x15"),
         (pit, "PIT channel 0"),

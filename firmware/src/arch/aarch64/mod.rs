@@ -1,0 +1,95 @@
+//! aarch64 on QEMU `-M virt -cpu cortex-a72`, booted by `-kernel` (ELF).
+//!
+//! Provides the same items as `arch/x86_64/mod.rs` (see firmware/README.md,
+//! "Adding an architecture").
+
+mod boot;
+pub mod console;
+mod exit;
+
+use crate::virtio::MmioWindow;
+
+/// Short name for the banner.
+pub const NAME: &str = "aarch64 (QEMU virt, -kernel ELF, EL1, MMU on)";
+
+/// `virt`'s virtio-mmio transports: 32 slots of 512 bytes from 0x0a000000.
+pub const VIRTIO_MMIO: MmioWindow = MmioWindow {
+    base: 0x0a00_0000,
+    stride: 0x200,
+    count: 32,
+};
+
+/// Reads the virtual counter (CNTVCT_EL0).
+pub fn counter() -> u64 {
+    let ticks: u64;
+    // SAFETY: reading the counter has no side effects; the `isb` keeps
+    // the read from being hoisted above earlier instructions.
+    unsafe {
+        core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) ticks, options(nomem, nostack))
+    };
+    ticks
+}
+
+/// The frequency of [`counter`] (CNTFRQ_EL0, set by QEMU) and its source.
+pub fn counter_frequency() -> Option<(u64, &'static str)> {
+    let hz: u64;
+    // SAFETY: reading CNTFRQ_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) hz, options(nomem, nostack)) };
+    (hz != 0).then_some((hz, "CNTFRQ_EL0"))
+}
+
+/// Exits QEMU with the status the runner reads as success.
+pub fn exit_success() -> ! {
+    exit::exit(exit::SUCCESS)
+}
+
+/// Exits QEMU with a failure status.
+pub fn exit_failure() -> ! {
+    exit::exit(exit::FAILURE)
+}
+
+/// What the loader told us about memory.
+pub struct BootInfo {
+    /// The loader, for the banner.
+    pub loader: &'static str,
+    /// Bytes of RAM, if known (the device tree is not parsed).
+    pub ram_bytes: Option<u64>,
+    /// Whether the firmware lies in RAM of the loader's map, if known.
+    pub footprint_in_ram: Option<bool>,
+}
+
+/// Where QEMU puts the device tree for a `-kernel` ELF: the start of RAM.
+const DTB_ADDRESS: usize = 0x4000_0000;
+const DTB_MAGIC: u32 = 0xd00d_feed;
+
+fn boot_info() -> BootInfo {
+    // SAFETY: 0x40000000 is the start of RAM on `virt`, mapped as normal
+    // memory, aligned; the word is only read.
+    let magic = unsafe { (DTB_ADDRESS as *const u32).read_volatile() };
+    BootInfo {
+        loader: if u32::from_be(magic) == DTB_MAGIC {
+            "QEMU -kernel (ELF), device tree at 0x40000000"
+        } else {
+            "QEMU -kernel (ELF), no device tree found"
+        },
+        ram_bytes: None,
+        footprint_in_ram: None,
+    }
+}
+
+/// Called by the boot code with a stack, a zeroed `.bss`, and the MMU on.
+#[no_mangle]
+extern "C" fn aarch64_rust_entry() -> ! {
+    console::init();
+    crate::main(boot_info())
+}
+
+/// Called by every exception vector: nothing is expected to trap, so any
+/// exception is reported as an error and ends the run.
+#[no_mangle]
+extern "C" fn aarch64_exception(syndrome: u64, address: u64, fault_address: u64) -> ! {
+    crate::println!(
+        "error: CPU exception: ESR_EL1 {syndrome:#x}, ELR_EL1 {address:#x}, FAR_EL1 {fault_address:#x}"
+    );
+    exit::exit(exit::FAILURE)
+}
