@@ -199,9 +199,64 @@ mod zstd {
             decoder
                 .reset(&mut source)
                 .map_err(|_| DecodeError::ZstdInvalid)?;
-            produced += decode_frame(decoder, &mut source, &mut output[produced..])?;
+            let block_max = window.min(MAX_BLOCK_BYTES) as usize;
+            produced += decode_frame(decoder, &mut source, &mut output[produced..], block_max)?;
         }
         Ok(())
+    }
+
+    /// A block's output is at most 128 KiB, and at most the window.
+    const MAX_BLOCK_BYTES: u64 = 128 << 10;
+
+    /// Refuses a block whose literals alone would exceed the block size, as
+    /// libzstd does. The decoder checks the sequences' output itself, but it
+    /// would allocate a literals buffer of up to 1 MiB (an RLE literals
+    /// section costs one input byte) before noticing.
+    fn check_block(source: &[u8], block_max: usize) -> Result<(), DecodeError> {
+        let Some(header) = source.get(..3) else {
+            return Ok(());
+        };
+        let block_type = (header[0] >> 1) & 3;
+        if block_type != 2 {
+            // Raw and RLE blocks state their size, which the decoder checks first.
+            return Ok(());
+        }
+        let Some(&[b0, b1, b2]) = source
+            .get(3..6)
+            .map(|b| <&[u8; 3]>::try_from(b).expect("3 bytes"))
+        else {
+            return Ok(()); // too short: the decoder reports the truncation
+        };
+        let (b0, b1, b2) = (usize::from(b0), usize::from(b1), usize::from(b2));
+        let size_format = (b0 >> 2) & 3;
+        let literals = match (b0 & 3, size_format) {
+            // Raw or RLE literals.
+            (0 | 1, 0 | 2) => b0 >> 3,
+            (0 | 1, 1) => (b0 >> 4) | (b1 << 4),
+            (0 | 1, _) => (b0 >> 4) | (b1 << 4) | (b2 << 12),
+            // Huffman-coded literals: 10, 14 or 18-bit sizes.
+            (_, 0 | 1) => (b0 >> 4) | ((b1 & 0x3f) << 4),
+            (_, 2) => (b0 >> 4) | (b1 << 4) | ((b2 & 3) << 12),
+            (_, _) => (b0 >> 4) | (b1 << 4) | ((b2 & 0x3f) << 12),
+        };
+        if literals > block_max {
+            return Err(DecodeError::ZstdInvalid);
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn literals_larger_than_a_block_are_refused_before_decoding() {
+        // A compressed block whose RLE literals claim 1 MiB - 1 from one byte.
+        let block = [0x05, 0x00, 0x00, 0x0d | 0xf0, 0xff, 0xff, 0x5a];
+        assert_eq!(
+            check_block(&block, 128 << 10),
+            Err(DecodeError::ZstdInvalid)
+        );
+        let small = [0x05, 0x00, 0x00, 0x0d, 0x10, 0x00, 0x5a]; // 256 bytes
+        assert_eq!(check_block(&small, 128 << 10), Ok(()));
+        assert_eq!(check_block(&small, 128), Err(DecodeError::ZstdInvalid));
     }
 
     /// Decodes one frame into `output`; the frame must fit.
@@ -209,9 +264,11 @@ mod zstd {
         decoder: &mut FrameDecoder,
         source: &mut &[u8],
         output: &mut [u8],
+        block_max: usize,
     ) -> Result<usize, DecodeError> {
         let mut produced = 0;
         loop {
+            check_block(source, block_max)?;
             let finished = decoder
                 .decode_blocks(&mut *source, BlockDecodingStrategy::UptoBlocks(1))
                 .map_err(|_| DecodeError::ZstdInvalid)?;

@@ -228,17 +228,6 @@ pub enum HeaderError {
         /// Index of the entry that crossed the limit.
         index: u32,
     },
-    /// Header metadata (extension, backing name, snapshot table) runs past the end of the file.
-    PastEndOfFile {
-        /// What was being read.
-        what: &'static str,
-        /// Its offset.
-        offset: u64,
-        /// Its length.
-        len: u64,
-        /// The file's size.
-        file_size: u64,
-    },
 }
 
 impl fmt::Display for HeaderError {
@@ -312,10 +301,6 @@ impl fmt::Display for HeaderError {
             SnapshotTableTooLarge { index } => {
                 write!(f, "snapshot table exceeds 64 MiB at entry {index}")
             }
-            PastEndOfFile { what, offset, len, file_size } => write!(
-                f,
-                "{what} at offset {offset:#x} ({len} bytes) runs past the end of the file ({file_size} bytes)"
-            ),
         }
     }
 }

@@ -6,8 +6,8 @@
 use zerocopy::byteorder::big_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
-use crate::block::{read_zero_padded, BlockRead};
-use crate::error::{Error, HeaderError, TableKind};
+use crate::block::{read_located, read_zero_padded, BlockRead};
+use crate::error::{Error, HeaderError, Storage, TableKind};
 use crate::extension::{Extension, Extensions};
 use crate::feature::{Autoclear, Compatible, FeatureKind, Incompatible};
 use crate::name::{FileName, FormatName};
@@ -431,26 +431,22 @@ impl Header {
         };
         let len = placeholder.as_bytes().len();
         let offset = self.backing_file_offset;
-        let end = offset + len as u64;
-        if end > self.file_size {
-            return Err(HeaderError::PastEndOfFile {
-                what: "backing file name",
-                offset,
-                len: len as u64,
-                file_size: self.file_size,
-            }
-            .into());
-        }
         let mut bytes = [0u8; MAX_BACKING_NAME_BYTES as usize];
-        storage
-            .read_at(offset, &mut bytes[..len])
-            .map_err(|source| Error::Io {
-                source,
-                storage: crate::error::Storage::Image,
-                offset,
-                len: len as u64,
-            })?;
-        self.backing_file = FileName::new(&bytes[..len]);
+        // As in QEMU: bytes past the end of the file read as zeros, and the
+        // name is a C string, so one that starts with NUL names no backing file.
+        read_located(
+            storage,
+            Storage::Image,
+            self.file_size,
+            offset,
+            &mut bytes[..len],
+        )?;
+        let name_len = bytes[..len].iter().position(|&b| b == 0).unwrap_or(len);
+        self.backing_file = if name_len == 0 {
+            None
+        } else {
+            FileName::new(&bytes[..name_len])
+        };
         Ok(())
     }
 
