@@ -121,6 +121,7 @@ mod zstd {
 
     use crate::error::DecodeError;
 
+    const MIN_WINDOW_BYTES: u64 = 1 << 10;
     const FRAME_MAGIC: u32 = 0xfd2f_b528;
     const SKIPPABLE_MAGIC: u32 = 0x184d_2a50;
     const SKIPPABLE_MASK: u32 = 0xffff_fff0;
@@ -179,7 +180,8 @@ mod zstd {
         input: &[u8],
         output: &mut [u8],
     ) -> Result<(), DecodeError> {
-        let limit = output.len() as u64;
+        // zstd's smallest window is 1 KiB, so 512-byte clusters allow that much.
+        let limit = (output.len() as u64).max(MIN_WINDOW_BYTES);
         let mut source = input;
         let mut produced = 0;
         while produced < output.len() {

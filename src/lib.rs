@@ -34,9 +34,13 @@
 //!
 //! - Memory: [`ImageBuilder::memory_bytes`] for the chosen [`Config`], given
 //!   (or allocated) once at open; it depends on the cluster size and the
-//!   configuration, never on the virtual size. With zstd, the decoder also
-//!   allocates its window, which is refused above one cluster, plus one
-//!   block of at most 128 KiB, once per image.
+//!   configuration, never on the virtual size. Uncompressed and deflate
+//!   reads allocate nothing. A zstd cluster makes the decoder allocate its
+//!   window (refused above one cluster, or 1 KiB for 512-byte clusters) and
+//!   its block buffers: the largest single allocation is at most
+//!   `max(next_power_of_two(cluster_size + 128 KiB) + 1, 1_176_564)` bytes,
+//!   whatever the compressed data says (measured and fuzzed in
+//!   `tests/hostile.rs` and `fuzz/`).
 //! - Storage reads: [`Image::max_storage_reads`], at most
 //!   [`READS_PER_UNIT`] per cluster (or subcluster) that a request touches.
 //! - Work: proportional to the clusters a request touches; a compressed

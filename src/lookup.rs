@@ -143,37 +143,42 @@ impl<'m> State<'m> {
         Ok(entry)
     }
 
-    /// What the unit holding `guest_offset` maps to.
+    /// What the unit holding `guest_offset` maps to, and where that mapping
+    /// surely ends: the unit's end, or for a hole in the L1 table the end of
+    /// all that the L1 entry covers, so that walking a sparse disk costs one
+    /// lookup per L1 entry rather than one per cluster.
     pub(crate) fn mapping<R: BlockRead + ?Sized>(
         &mut self,
         storage: &R,
         geometry: &Geometry,
         guest_offset: u64,
-    ) -> Result<Mapping, Error<R::Error>> {
+    ) -> Result<(Mapping, u64), Error<R::Error>> {
         let layout = &geometry.layout;
         let (l1_index, l2_index) = layout.indexes(guest_offset);
+        let unit_mask = (1u64 << layout.unit_bits()) - 1;
+        let unit_end = (guest_offset | unit_mask).saturating_add(1);
         // A snapshot's L1 table may be shorter than the current disk.
         if l1_index >= geometry.l1_entries {
-            return Ok(Mapping::Unallocated);
+            return Ok((Mapping::Unallocated, u64::MAX));
         }
         let l1_entry = self.l1_entry(storage, geometry, l1_index)?;
         let Some(l2_offset) = l2_table_offset(l1_entry, l1_index, layout)? else {
-            return Ok(Mapping::Unallocated);
+            let l1_span = layout.cluster_size() * layout.l2_entries();
+            let l1_end = (l1_index + 1).saturating_mul(l1_span);
+            return Ok((Mapping::Unallocated, l1_end));
         };
         let entry_bytes = layout.l2_entry_bytes();
         let words = (entry_bytes / 8) as usize;
         let [entry, bitmap] =
             self.table_entry(storage, geometry, l2_offset + l2_index * entry_bytes, words)?;
-        Ok(classify(
-            entry,
-            bitmap,
-            guest_offset,
-            EntryPlace {
-                l2_offset,
-                l2_index,
-            },
-            layout,
-        )?)
+        let place = EntryPlace {
+            l2_offset,
+            l2_index,
+        };
+        Ok((
+            classify(entry, bitmap, guest_offset, place, layout)?,
+            unit_end,
+        ))
     }
 
     /// The longest run from `guest_offset`, at most `max_len` bytes, that reads one way.
@@ -185,8 +190,8 @@ impl<'m> State<'m> {
         max_len: u64,
     ) -> Result<Extent, Error<R::Error>> {
         let unit = 1u64 << geometry.layout.unit_bits();
-        let first = self.mapping(storage, geometry, guest_offset)?;
-        let mut len = (unit - (guest_offset & (unit - 1))).min(max_len);
+        let (first, first_end) = self.mapping(storage, geometry, guest_offset)?;
+        let mut len = (first_end - guest_offset).min(max_len);
         let kind = match first {
             Mapping::Data { host_offset } => ExtentKind::Data {
                 host_offset: host_offset + (guest_offset & (unit - 1)),
@@ -203,7 +208,7 @@ impl<'m> State<'m> {
             other => other,
         };
         while len < max_len {
-            let next = self.mapping(storage, geometry, guest_offset + len)?;
+            let (next, next_end) = self.mapping(storage, geometry, guest_offset + len)?;
             let continues = match (kind, next) {
                 (
                     ExtentKind::Data { host_offset },
@@ -218,7 +223,7 @@ impl<'m> State<'m> {
             if !continues {
                 break;
             }
-            len += unit.min(max_len - len);
+            len = (next_end - guest_offset).min(max_len);
         }
         Ok(Extent {
             guest_offset,

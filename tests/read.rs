@@ -117,6 +117,12 @@ fn large_sparse_image_in_fixed_memory() {
     assert!(buf.iter().all(|&b| b == 0x78));
     image.read_at(1 << 30, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
+    // A hole in the L1 table is one lookup, not one per cluster.
+    let hole = image.extent(0, u64::MAX).unwrap();
+    assert_eq!(
+        (hole.len, hole.kind),
+        (1 << 40, qcow2_reader::ExtentKind::Unallocated)
+    );
     let mut past = [0u8; 2];
     assert!(matches!(
         image.read_at(image.virtual_size() - 1, &mut past),

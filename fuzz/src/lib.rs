@@ -11,20 +11,28 @@ use qcow2_reader::{BlockRead, Config, Error, ExtentKind, Image, OutOfBounds};
 /// Bytes of a zstd block's decoded content at most (the format's Block_Maximum_Size).
 pub const ZSTD_BLOCK_MAX: usize = 128 << 10;
 
+/// The zstd decoder's sequence buffer at most: a block header can announce
+/// up to 0x7F00 + 0xFFFF sequences of 12 bytes each, whatever the cluster size.
+pub const ZSTD_SEQUENCES_MAX_BYTES: usize = (0x7f00 + 0xffff) * 12;
+
 /// The largest single allocation a `read_at` may cause: the zstd decoder's
 /// ring buffer, which holds the frame window (refused above the cluster size)
-/// plus one decoded block, rounded up to a power of two, plus one sentinel byte.
+/// plus one decoded block, rounded up to a power of two, plus one sentinel
+/// byte; or its sequence buffer, whichever is larger. (With ruzstd 0.8,
+/// which did not bound a block's output, one block could grow the ring
+/// buffer by gigabytes: README.md, "Findings".)
 pub fn max_read_allocation(cluster_size: usize) -> usize {
-    (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1
+    let ring = (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1;
+    ring.max(ZSTD_SEQUENCES_MAX_BYTES)
 }
 
 /// Most live heap bytes a `read_at` may add (zstd decoder state, kept in the
 /// image after the first compressed cluster): the ring buffer while it grows
-/// (old and new copy), the block's compressed bytes, its literals and
-/// sequences, and the entropy tables. A generous envelope of the measured values.
+/// (old and new copy), the sequence buffer, the block's compressed bytes and
+/// literals, and the entropy tables.
 pub fn max_read_heap(cluster_size: usize) -> usize {
-    let ring = max_read_allocation(cluster_size);
-    ring + ring / 2 + 1 + 6 * ZSTD_BLOCK_MAX
+    let ring = (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1;
+    ring + ring / 2 + 1 + ZSTD_SEQUENCES_MAX_BYTES + 4 * ZSTD_BLOCK_MAX
 }
 
 /// The geometry that the read bound depends on.
@@ -135,8 +143,12 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
+// SAFETY: every method forwards to `System`, which upholds `GlobalAlloc`; the
+// bookkeeping beside it never touches the memory.
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for this call (a valid layout, or a pointer this
+        // allocator returned with that layout) is passed on to `System` unchanged.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
             record(layout.size());
@@ -145,6 +157,8 @@ unsafe impl GlobalAlloc for Tracking {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for this call (a valid layout, or a pointer this
+        // allocator returned with that layout) is passed on to `System` unchanged.
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
             record(layout.size());
@@ -153,11 +167,15 @@ unsafe impl GlobalAlloc for Tracking {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for this call (a valid layout, or a pointer this
+        // allocator returned with that layout) is passed on to `System` unchanged.
         unsafe { System.dealloc(ptr, layout) };
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for this call (a valid layout, or a pointer this
+        // allocator returned with that layout) is passed on to `System` unchanged.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
@@ -167,10 +185,39 @@ unsafe impl GlobalAlloc for Tracking {
     }
 }
 
+thread_local! {
+    static IN_TRACE: Cell<bool> = const { Cell::new(false) };
+}
+
 fn record(size: usize) {
+    // QCOW2_FUZZ_TRACE_ALLOC=<bytes>: print where allocations that large come from.
+    if let Some(limit) = trace_limit() {
+        if size >= limit && !IN_TRACE.with(|t| t.replace(true)) {
+            eprintln!(
+                "allocation of {size} bytes:\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+            IN_TRACE.with(|t| t.set(false));
+        }
+    }
     let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
     PEAK.fetch_max(live, Ordering::Relaxed);
     LARGEST.fetch_max(size, Ordering::Relaxed);
+}
+
+fn trace_limit() -> Option<usize> {
+    static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let mut limit = LIMIT.load(Ordering::Relaxed);
+    if limit == usize::MAX {
+        // Reading the environment allocates: mark the lookup first.
+        LIMIT.store(0, Ordering::Relaxed);
+        limit = std::env::var("QCOW2_FUZZ_TRACE_ALLOC")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        LIMIT.store(limit, Ordering::Relaxed);
+    }
+    (limit != 0).then_some(limit)
 }
 
 #[global_allocator]
@@ -294,7 +341,7 @@ pub fn check_read<R, B>(
     );
 
     // The same range in pieces that cut across units.
-    let piece = 1 + (offset as usize % 1531);
+    let piece = (len / 3).max(1) + (offset % 7) as usize;
     let mut pieces = vec![0u8; len];
     let mut pieces_ok = true;
     let mut done = 0;
@@ -309,7 +356,10 @@ pub fn check_read<R, B>(
         done += n;
     }
     if whole_result.is_ok() && pieces_ok {
-        assert!(whole == pieces, "one read and pieces disagree at {offset:#x}");
+        assert!(
+            whole == pieces,
+            "one read and pieces disagree at {offset:#x}"
+        );
     }
 
     // Extents cover the range in order and say how it reads.
@@ -330,4 +380,14 @@ pub fn check_read<R, B>(
         }
         at += extent.len;
     }
+}
+
+/// Opening walks the whole snapshot table, as QEMU does (up to 65536
+/// entries, about four reads each: linear, but tens of milliseconds), and the
+/// fuzzer would spend most of its time there. Targets skip images with more
+/// than 1024 snapshots; tests/hostile.rs covers the limits themselves.
+pub fn skip_long_snapshot_table(image: &[u8]) -> bool {
+    image
+        .get(60..64)
+        .is_some_and(|count| u32::from_be_bytes(count.try_into().unwrap()) > 1024)
 }
