@@ -49,7 +49,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     while offset < end {
         let len = (end - offset).min(CHUNK_BYTES as u64) as usize;
         let part = &mut buf[..len];
-        chain.top.read_at(offset, part).map_err(|error| fail(&error))?;
+        chain
+            .top
+            .read_at(offset, part)
+            .map_err(|error| fail(&error))?;
         match out.write_all(part) {
             Err(error) if is_broken_pipe(&error) => return Ok(ExitCode::SUCCESS),
             result => result.map_err(|error| fail(&error))?,

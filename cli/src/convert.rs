@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -33,11 +33,8 @@ pub struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// Largest read, in bytes.
-    #[arg(long, value_parser = parse_size, default_value = "4M")]
+    #[arg(long, value_parser = parse_size, default_value = "2M")]
     chunk_size: u64,
-    /// Show a progress bar even when standard error is not a terminal.
-    #[arg(short = 'p', long)]
-    progress: bool,
     /// The image.
     image: PathBuf,
     /// The raw file to write (created or truncated).
@@ -63,9 +60,14 @@ struct Planner<'s> {
 impl Planner<'_> {
     fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
         while self.offset < self.end {
-            let status = self
+            let remaining = self.end - self.offset;
+            let mut status = self
                 .stack
-                .status(self.offset, (self.end - self.offset).min(self.chunk_bytes))?;
+                .status(self.offset, remaining.min(self.chunk_bytes))?;
+            if status.reads_as_zeros() && status.len == self.chunk_bytes {
+                // A long hole: skip all of it at once.
+                status = self.stack.status(self.offset, remaining)?;
+            }
             let offset = self.offset;
             self.offset += status.len;
             if status.reads_as_zeros() {
@@ -94,8 +96,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     for _ in 1..threads {
         readers.push(open_reader(&args.image, snapshot, config)?);
     }
+    refuse_overwriting_inputs(&stack, &args.out)?;
     let out = create_output(&args.out)?;
-    let progress = progress_bar(size, args.progress);
+    let progress = progress_bar(size);
     let planner = Mutex::new(Planner {
         stack: &stack,
         offset: 0,
@@ -106,7 +109,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let outcome = thread::scope(|scope| {
         let workers: Vec<_> = readers
             .iter()
-            .map(|reader| scope.spawn(|| copy_chunks(reader, &planner, &out, chunk_bytes, args)))
+            .map(|reader| {
+                let shared = Shared {
+                    planner: &planner,
+                    out: &out,
+                    progress: &progress,
+                    args,
+                };
+                scope.spawn(move || copy_chunks(reader, shared, chunk_bytes))
+            })
             .collect();
         workers
             .into_iter()
@@ -128,6 +139,21 @@ fn default_threads() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
+/// Truncating the output must never destroy an image of the chain being read.
+fn refuse_overwriting_inputs(stack: &Stack, out: &Path) -> Result<()> {
+    let Ok(target) = std::fs::metadata(out) else {
+        return Ok(());
+    };
+    let identity = |metadata: &std::fs::Metadata| (metadata.dev(), metadata.ino());
+    for path in stack.input_paths() {
+        if std::fs::metadata(path).is_ok_and(|input| identity(&input) == identity(&target)) {
+            let message = format!("is {}, an input of the conversion", path.display());
+            return Err(Failure::new(out, message));
+        }
+    }
+    Ok(())
+}
+
 fn create_output(path: &Path) -> Result<File> {
     OpenOptions::new()
         .write(true)
@@ -138,8 +164,8 @@ fn create_output(path: &Path) -> Result<File> {
 }
 
 /// A bar with percentage, rate and ETA on a terminal; nothing otherwise.
-fn progress_bar(total: u64, forced: bool) -> ProgressBar {
-    if !forced && !std::io::stderr().is_terminal() {
+fn progress_bar(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
@@ -151,14 +177,23 @@ fn progress_bar(total: u64, forced: bool) -> ProgressBar {
     bar
 }
 
+/// What every worker uses.
+#[derive(Clone, Copy)]
+struct Shared<'a, 's> {
+    planner: &'a Mutex<Planner<'s>>,
+    out: &'a File,
+    progress: &'a ProgressBar,
+    args: &'a Args,
+}
+
 /// One worker: takes chunks until none are left, reads each and writes it in place.
-fn copy_chunks(
-    reader: &Chain,
-    planner: &Mutex<Planner<'_>>,
-    out: &File,
-    chunk_bytes: u64,
-    args: &Args,
-) -> Result<()> {
+fn copy_chunks(reader: &Chain, shared: Shared<'_, '_>, chunk_bytes: u64) -> Result<()> {
+    let Shared {
+        planner,
+        out,
+        progress,
+        args,
+    } = shared;
     let mut buf = vec![0u8; chunk_bytes as usize];
     loop {
         let next = planner
@@ -176,10 +211,6 @@ fn copy_chunks(
             .map_err(|error| Failure::new(&args.image, error))?;
         out.write_all_at(part, chunk.offset)
             .map_err(|error| Failure::new(&args.out, error))?;
-        planner
-            .lock()
-            .map_err(|_| panicked(args))?
-            .progress
-            .inc(chunk.len);
+        progress.inc(chunk.len);
     }
 }

@@ -2,7 +2,6 @@
 //! image, as `qemu-img info --backing-chain` shows them.
 
 use std::fs::File;
-use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,8 +11,9 @@ use qcow2_reader::feature::{known_feature_name, FeatureKind};
 use qcow2_reader::{Config, Header, Image, Snapshot, Snapshots};
 use serde_json::{json, Map, Value};
 
-use crate::failure::{is_broken_pipe, Failure, Result};
+use crate::failure::{Failure, Result};
 use crate::layers::open_reader;
+use crate::output::{pretty_json, print};
 use crate::size::human_size;
 
 /// Arguments of `qcow info`.
@@ -57,15 +57,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         } else {
             Value::Array(values)
         };
-        pretty_json(&value) + "\n"
+        pretty_json(&value)
     } else {
         let blocks: Vec<String> = described.iter().map(to_human).collect();
         blocks.join("\n")
     };
-    match io::stdout().lock().write_all(text.as_bytes()) {
-        Err(error) if !is_broken_pipe(&error) => Err(Failure::new(&args.image, error)),
-        _ => Ok(ExitCode::SUCCESS),
-    }
+    print(&text, &args.image)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The top image alone, its header read but its backing file not opened.
@@ -77,13 +75,11 @@ fn lone_layer(path: &Path) -> Result<Layer> {
             format: LayerFormat::Qcow2,
             header: Some(builder.header().clone()),
         }),
-        Err(qcow2_reader::Error::Header(qcow2_reader::HeaderError::BadMagic { .. })) => {
-            Ok(Layer {
-                path: path.to_path_buf(),
-                format: LayerFormat::Raw,
-                header: None,
-            })
-        }
+        Err(qcow2_reader::Error::Header(qcow2_reader::HeaderError::BadMagic { .. })) => Ok(Layer {
+            path: path.to_path_buf(),
+            format: LayerFormat::Raw,
+            header: None,
+        }),
         Err(error) => Err(Failure::new(path, error)),
     }
 }
@@ -254,15 +250,6 @@ fn snapshot_json(snapshot: &Snapshot) -> Value {
     object.insert("id".into(), json!(snapshot.id.to_string()));
     object.insert("vm-state-size".into(), json!(snapshot.vm_state_size));
     Value::Object(object)
-}
-
-/// JSON indented by four spaces, as QEMU prints it.
-fn pretty_json(value: &Value) -> String {
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    serde::Serialize::serialize(value, &mut serializer).expect("serializing to memory");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// One image as `qemu-img info` prints it, plus the feature names.

@@ -14,16 +14,20 @@ use qcow2_reader::{find_snapshot, Config, ExtentKind, Image, NoBacking};
 use rustix::fs::SeekFrom;
 
 use crate::failure::{Failure, Result};
+use crate::kept::KeptOffsets;
 
 /// One layer of the chain, readable on its own.
 pub struct LayerView {
-    /// Path, format and header, as the chain helper found them.
-    pub layer: Layer,
+    /// The layer's own file.
+    pub path: PathBuf,
     /// The file that host offsets of this layer point into (the external data file, if any).
     pub data_path: PathBuf,
     /// Its virtual size (the file size for a raw layer).
     pub size: u64,
     source: Source,
+    /// The active L1 table and the offsets kept by zero and unallocated
+    /// entries; absent for a snapshot (whose L1 table differs).
+    kept: Option<KeptOffsets>,
 }
 
 enum Source {
@@ -64,7 +68,12 @@ pub struct Stack {
 }
 
 /// Opens the whole chain of `path` for reading, with `snapshot` applied to the top image.
+///
+/// The top image must be QCOW2 (the chain helper would take any other file
+/// as raw); raw images are read only as backing files.
 pub fn open_reader(path: &Path, snapshot: Option<&str>, config: Config) -> Result<Chain> {
+    let file = File::open(path).map_err(|error| Failure::new(path, error))?;
+    Image::builder(file).map_err(|error| Failure::new(path, error))?;
     let options = ChainOptions {
         config,
         snapshot: snapshot.map(str::to_string),
@@ -74,14 +83,17 @@ pub fn open_reader(path: &Path, snapshot: Option<&str>, config: Config) -> Resul
 }
 
 impl Stack {
-    /// Opens every layer of `chain` alone; the top one as of `snapshot`, if given.
+    /// Opens every layer of `chain` alone; the top one as of `snapshot`, if
+    /// given. Runs that read as zeros or fall through report the host
+    /// offsets their entries keep, as `qemu-img map` does (not under a snapshot).
     pub fn open(chain: &Chain, snapshot: Option<&str>, config: &Config) -> Result<Self> {
         let top = chain.layers.first().map(|layer| layer.path.clone());
         let top = top.unwrap_or_default();
         let mut views = Vec::with_capacity(chain.layers.len());
         for (depth, layer) in chain.layers.iter().enumerate() {
             let snapshot = if depth == 0 { snapshot } else { None };
-            let view = open_view(layer, snapshot, config).map_err(|message| {
+            let kept = snapshot.is_none();
+            let view = open_view(layer, snapshot, config, kept).map_err(|message| {
                 let message = if depth == 0 {
                     message
                 } else {
@@ -92,6 +104,13 @@ impl Stack {
             views.push(view);
         }
         Ok(Self { views })
+    }
+
+    /// Every file the chain reads: each layer and each external data file.
+    pub fn input_paths(&self) -> impl Iterator<Item = &Path> {
+        self.views
+            .iter()
+            .flat_map(|view| [view.path.as_path(), view.data_path.as_path()])
     }
 
     /// The virtual size of the top image.
@@ -116,24 +135,53 @@ impl Stack {
                 Source::Raw(file) => return raw_status(file, view.size, start, len, depth),
                 Source::Qcow2(image) => image,
             };
-            let extent = image.extent(start, len).map_err(io::Error::from)?;
-            len = extent.len;
-            match extent.kind {
+            let kind = match view
+                .kept
+                .as_ref()
+                .and_then(|kept| kept.unmapped_l1_span(start))
+            {
+                Some(span) => {
+                    len = len.min(span);
+                    ExtentKind::Unallocated
+                }
+                None => {
+                    let extent = image.extent(start, len).map_err(io::Error::from)?;
+                    len = extent.len;
+                    extent.kind
+                }
+            };
+            match kind {
                 ExtentKind::Data { host_offset } => {
                     return Ok(status(len, true, false, true, Some(host_offset)))
                 }
                 ExtentKind::Compressed(_) => return Ok(status(len, true, false, true, None)),
-                ExtentKind::Zero => return Ok(status(len, true, true, false, None)),
+                ExtentKind::Zero => {
+                    let (offset, len) = view.kept_run(start, len)?;
+                    return Ok(status(len, true, true, false, offset));
+                }
                 ExtentKind::Unallocated => {}
             }
             // QEMU: unallocated over no backing, or past the end of a shorter
             // backing image, reads as zeros decided by this layer.
             match self.views.get(depth + 1) {
                 Some(below) if start < below.size => len = len.min(below.size - start),
-                _ => return Ok(status(len, false, true, false, None)),
+                _ => {
+                    let (offset, len) = view.kept_run(start, len)?;
+                    return Ok(status(len, false, true, false, offset));
+                }
             }
         }
         Err(io::Error::other("empty backing chain"))
+    }
+}
+
+impl LayerView {
+    /// The host offset kept for the run at `start` and how far it goes, if offsets are tracked.
+    fn kept_run(&self, start: u64, len: u64) -> io::Result<(Option<u64>, u64)> {
+        match &self.kept {
+            Some(kept) => kept.run(start, len),
+            None => Ok((None, len)),
+        }
     }
 }
 
@@ -142,15 +190,17 @@ fn open_view(
     layer: &Layer,
     snapshot: Option<&str>,
     config: &Config,
+    kept: bool,
 ) -> std::result::Result<LayerView, String> {
     let file = File::open(&layer.path).map_err(|error| error.to_string())?;
     if layer.format == LayerFormat::Raw {
         let size = file.metadata().map_err(|error| error.to_string())?.len();
         return Ok(LayerView {
-            layer: layer.clone(),
+            path: layer.path.clone(),
             data_path: layer.path.clone(),
             size,
             source: Source::Raw(file),
+            kept: None,
         });
     }
     let text = |error: qcow2_reader::Error<io::Error>| error.to_string();
@@ -163,16 +213,28 @@ fn open_view(
         builder = builder.data_file(data_file);
     }
     if let Some(snapshot) = snapshot {
-        let found =
-            find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes()).map_err(text)?;
+        let found = find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes())
+            .map_err(text)?;
         builder = builder.snapshot(&found).map_err(text)?;
     }
+    let kept = if kept {
+        let file = builder
+            .storage()
+            .try_clone()
+            .map_err(|error| error.to_string())?;
+        let offsets =
+            KeptOffsets::open(file, builder.header()).map_err(|error| error.to_string())?;
+        Some(offsets)
+    } else {
+        None
+    };
     let image = builder.ignore_backing().open_alloc(config).map_err(text)?;
     Ok(LayerView {
-        layer: layer.clone(),
+        path: layer.path.clone(),
         data_path,
         size: image.virtual_size(),
         source: Source::Qcow2(Box::new(image)),
+        kept,
     })
 }
 

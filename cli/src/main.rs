@@ -10,15 +10,15 @@ mod check;
 mod convert;
 mod failure;
 mod info;
+mod kept;
 mod layers;
 mod map;
+mod output;
 mod size;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-use crate::failure::Failure;
 
 /// Look inside QCOW2 images without QEMU: read-only, byte-identical to QEMU.
 #[derive(Debug, Parser)]

@@ -42,8 +42,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         None => size,
     };
     let mut printer = Printer::new(args.json, &stack);
-    let result = walk(&stack, start, end, |status| printer.push(status))
-        .and_then(|()| printer.finish());
+    let result =
+        walk(&stack, start, end, |status| printer.push(status)).and_then(|()| printer.finish());
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(error) if is_broken_pipe(&error) => Ok(ExitCode::SUCCESS),
