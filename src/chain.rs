@@ -184,6 +184,11 @@ impl std::error::Error for ChainError {
 
 /// Where a backing or data file name points: relative names are taken from
 /// the directory of the image that names them.
+///
+/// For backing files this is QEMU's rule. For external data files QEMU 7.2
+/// takes a relative name from its working directory instead; this helper
+/// keeps one rule for both, so that an image opens the same from anywhere
+/// (`qemu-img create` records the name as given, so prefer full paths).
 pub fn resolve_name(image_path: &Path, name: &str) -> PathBuf {
     let name = Path::new(name);
     if name.is_absolute() {
