@@ -136,7 +136,7 @@ impl fmt::Display for DemoError {
 }
 
 /// Runs the demo; the caller prints the error and sets the exit status.
-pub fn run(info: &arch::BootInfo) -> Result<(), DemoError> {
+pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
     println!(
         "qcow2-firmware {} on {}",
         env!("CARGO_PKG_VERSION"),
@@ -218,7 +218,7 @@ pub fn run(info: &arch::BootInfo) -> Result<(), DemoError> {
     Ok(())
 }
 
-fn print_boot(info: &arch::BootInfo) {
+fn print_boot(info: &crate::boot_info::BootInfo) {
     let (first, last) = crate::footprint();
     match info.ram_bytes {
         Some(ram) => println!("boot: {}, {} MiB RAM", info.loader, ram >> 20),

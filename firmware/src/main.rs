@@ -14,6 +14,7 @@ extern crate alloc;
 #[cfg_attr(target_arch = "x86_64", path = "arch/x86_64/mod.rs")]
 #[cfg_attr(target_arch = "aarch64", path = "arch/aarch64/mod.rs")]
 mod arch;
+mod boot_info;
 mod console;
 mod demo;
 mod disk;
@@ -40,7 +41,7 @@ pub fn footprint() -> (usize, usize) {
 
 /// The architecture-independent entry, called by `arch` once the console
 /// works. Runs the demo and leaves QEMU with its outcome.
-pub fn main(info: arch::BootInfo) -> ! {
+pub fn main(info: boot_info::BootInfo) -> ! {
     heap::init();
     match demo::run(&info) {
         Ok(()) => {

@@ -7,6 +7,7 @@ mod boot;
 pub mod console;
 mod exit;
 
+use crate::boot_info::BootInfo;
 use crate::virtio::MmioWindow;
 
 /// Short name for the banner.
@@ -46,16 +47,6 @@ pub fn exit_success() -> ! {
 /// Exits QEMU with a failure status.
 pub fn exit_failure() -> ! {
     exit::exit(exit::FAILURE)
-}
-
-/// What the loader told us about memory.
-pub struct BootInfo {
-    /// The loader, for the banner.
-    pub loader: &'static str,
-    /// Bytes of RAM, if known (the device tree is not parsed).
-    pub ram_bytes: Option<u64>,
-    /// Whether the firmware lies in RAM of the loader's map, if known.
-    pub footprint_in_ram: Option<bool>,
 }
 
 /// Where QEMU puts the device tree for a `-kernel` ELF: the start of RAM.

@@ -4,7 +4,7 @@
 //! the entry point that calls [`crate::main`], `console::{init,
 //! write_bytes}`, `exit_success`/`exit_failure`, `counter` and
 //! `counter_frequency`, the virtio-mmio window [`VIRTIO_MMIO`] and the
-//! memory description in [`BootInfo`].
+//! memory description in [`BootInfo`](crate::boot_info::BootInfo).
 
 mod boot;
 pub mod console;
@@ -12,6 +12,7 @@ mod exit;
 mod port;
 mod timer;
 
+use crate::boot_info::BootInfo;
 use crate::virtio::MmioWindow;
 
 /// Short name for the banner.
@@ -43,17 +44,6 @@ pub fn exit_success() -> ! {
 /// Exits QEMU with a failure status.
 pub fn exit_failure() -> ! {
     exit::exit(exit::FAILURE)
-}
-
-/// What the loader told us about memory.
-pub struct BootInfo {
-    /// The loader, for the banner.
-    pub loader: &'static str,
-    /// Bytes of RAM in the loader's memory map, if it gave one.
-    pub ram_bytes: Option<u64>,
-    /// Whether the firmware's whole footprint lies in RAM of that map
-    /// (`None` without a map).
-    pub footprint_in_ram: Option<bool>,
 }
 
 const HVM_START_MAGIC: u32 = 0x336e_c578;
