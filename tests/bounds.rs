@@ -87,3 +87,36 @@ fn storage_reads_per_request_stay_within_the_documented_bound() {
         }
     }
 }
+
+#[test]
+fn contiguous_clusters_are_one_read() {
+    let scratch = Scratch::new();
+    let image = scratch.path("image.qcow2");
+    create(&image, "cluster_size=4k", "8M");
+    qemu_io(&image, &["write -P 0x3c 0 4M"]);
+    let bytes = std::fs::read(&image).unwrap();
+    let storage = Counting {
+        inner: bytes.as_slice(),
+        reads: AtomicU64::new(0),
+    };
+    let opened = Image::builder(&storage)
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
+    // The physically contiguous runs, as the extents say.
+    let mut runs = 0;
+    let mut offset = 0;
+    while offset < 4 << 20 {
+        offset += opened.extent(offset, (4 << 20) - offset).unwrap().len;
+        runs += 1;
+    }
+    // QEMU put the second L2 table between data clusters: two runs.
+    assert!(runs <= 2, "{runs} runs");
+    let mut buf = vec![0u8; 4 << 20];
+    let before = storage.reads.load(Ordering::Relaxed);
+    opened.read_at(0, &mut buf).unwrap();
+    let reads = storage.reads.load(Ordering::Relaxed) - before;
+    // The walk above cached the tables: 1024 clusters cost one read per run.
+    assert_eq!(reads, runs);
+    assert!(buf.iter().all(|&b| b == 0x3c));
+}
