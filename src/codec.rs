@@ -249,6 +249,24 @@ mod zstd {
 
     #[cfg(test)]
     #[test]
+    fn blocks_larger_than_the_window_are_refused_like_libzstd() {
+        // Window 1 KiB (not single segment), one raw block of 2 KiB: `zstd -d`
+        // (libzstd 1.5.4) says "Data corruption detected". Found by the
+        // structured fuzzer, whose model had expected the bytes.
+        let mut frame = alloc::vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00];
+        let header = 1u32 | (2048 << 3);
+        frame.extend_from_slice(&header.to_le_bytes()[..3]);
+        frame.extend((0..2048).map(|i| i as u8));
+        let mut out = alloc::vec![0u8; 2048];
+        let mut decoder = FrameDecoder::new();
+        assert_eq!(
+            decode(&mut decoder, &frame, &mut out),
+            Err(DecodeError::ZstdInvalid)
+        );
+    }
+
+    #[cfg(test)]
+    #[test]
     fn literals_larger_than_a_block_are_refused_before_decoding() {
         // A compressed block whose RLE literals claim 1 MiB - 1 from one byte.
         let block = [0x05, 0x00, 0x00, 0x0d | 0xf0, 0xff, 0xff, 0x5a];

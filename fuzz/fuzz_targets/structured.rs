@@ -92,16 +92,19 @@ impl Writer {
     }
 }
 
+/// A frame of RLE and raw blocks: the frame, its content, and its largest block.
 fn zstd_frames(
     window_log: u8,
     single_segment: bool,
     blocks: &[(bool, u8, u16)],
-) -> (Vec<u8>, Vec<u8>) {
+) -> (Vec<u8>, Vec<u8>, usize) {
     let mut content = Vec::new();
+    let mut largest_block = 0;
     let mut frame = 0xfd2f_b528u32.to_le_bytes().to_vec();
     let mut body = Vec::new();
     for (i, &(rle, byte, len)) in blocks.iter().take(24).enumerate() {
         let len = usize::from(len) % (128 << 10);
+        largest_block = largest_block.max(len);
         let last = u32::from(i + 1 == blocks.len().min(24));
         let header = last | u32::from(rle) << 1 | (len as u32) << 3;
         body.extend_from_slice(&header.to_le_bytes()[..3]);
@@ -122,7 +125,7 @@ fn zstd_frames(
         frame.push((window_log % 32) << 3);
     }
     frame.extend(body);
-    (frame, content)
+    (frame, content, largest_block)
 }
 
 fuzz_target!(|description: Description| {
@@ -242,7 +245,7 @@ fuzz_target!(|description: Description| {
                         .chunks(128 << 10)
                         .map(|chunk| (false, *seed, chunk.len() as u16))
                         .collect();
-                    let (frame, content) = zstd_frames(0, true, &blocks);
+                    let (frame, content, _) = zstd_frames(0, true, &blocks);
                     (frame, content)
                 } else {
                     // Longer deflate streams are cut at the cluster, as in QEMU.
@@ -276,7 +279,8 @@ fuzz_target!(|description: Description| {
                 single_segment,
                 blocks,
             } => {
-                let (stream, content) = zstd_frames(*window_log, *single_segment, blocks);
+                let (stream, content, largest_block) =
+                    zstd_frames(*window_log, *single_segment, blocks);
                 let host = out.bytes.len();
                 let sectors = ((host & 511) + stream.len()).div_ceil(512).max(1);
                 let max_sectors = 1usize << (cluster_bits - 8);
@@ -289,7 +293,14 @@ fuzz_target!(|description: Description| {
                 } else {
                     1usize << (10 + window_log % 32)
                 };
-                if zstd && sectors <= max_sectors && content.len() == cluster && window <= cluster {
+                // A block may not exceed the window (RFC 8878 Block_Maximum_Size;
+                // libzstd, and so QEMU, refuse it).
+                if zstd
+                    && sectors <= max_sectors
+                    && content.len() == cluster
+                    && window <= cluster
+                    && largest_block <= window
+                {
                     Expect::Bytes(content)
                 } else {
                     Expect::MayFail
