@@ -85,6 +85,20 @@ impl Writer {
         self.bytes[at..at + data.len()].copy_from_slice(data);
     }
 
+    /// Appends a compressed stream where the file ends (unaligned, as QEMU
+    /// packs them): the L2 entry describing it, and whether its sector count
+    /// fits the descriptor (else the entry claims fewer sectors).
+    fn append_compressed(&mut self, stream: &[u8], cluster_bits: u32) -> (u64, bool) {
+        let host = self.bytes.len();
+        let sectors = ((host & 511) + stream.len()).div_ceil(512).max(1);
+        let max_sectors = 1usize << (cluster_bits - 8);
+        self.put(host, stream);
+        let entry = (1 << 62)
+            | (((sectors.min(max_sectors) - 1) as u64) << (70 - cluster_bits))
+            | host as u64;
+        (entry, sectors <= max_sectors)
+    }
+
     fn append_cluster(&mut self) -> usize {
         let at = self.bytes.len().next_multiple_of(self.cluster);
         self.bytes.resize(at + self.cluster, 0);
@@ -260,14 +274,8 @@ fuzz_target!(|description: Description| {
                         stream[at] ^= xor;
                     }
                 }
-                let host = out.bytes.len();
-                let sectors = ((host & 511) + stream.len()).div_ceil(512).max(1);
-                let max_sectors = 1usize << (cluster_bits - 8);
-                out.put(host, &stream);
-                entry = (1 << 62)
-                    | (((sectors.min(max_sectors) - 1) as u64) << (70 - cluster_bits))
-                    | host as u64;
-                let fits = sectors <= max_sectors;
+                let fits;
+                (entry, fits) = out.append_compressed(&stream, cluster_bits);
                 if corrupt.is_some_and(|(_, xor)| xor != 0) || !fits || expected.len() != cluster {
                     Expect::MayFail
                 } else {
@@ -281,13 +289,8 @@ fuzz_target!(|description: Description| {
             } => {
                 let (stream, content, largest_block) =
                     zstd_frames(*window_log, *single_segment, blocks);
-                let host = out.bytes.len();
-                let sectors = ((host & 511) + stream.len()).div_ceil(512).max(1);
-                let max_sectors = 1usize << (cluster_bits - 8);
-                out.put(host, &stream);
-                entry = (1 << 62)
-                    | (((sectors.min(max_sectors) - 1) as u64) << (70 - cluster_bits))
-                    | host as u64;
+                let fits;
+                (entry, fits) = out.append_compressed(&stream, cluster_bits);
                 let window = if *single_segment {
                     content.len()
                 } else {
@@ -296,7 +299,7 @@ fuzz_target!(|description: Description| {
                 // A block may not exceed the window (RFC 8878 Block_Maximum_Size;
                 // libzstd, and so QEMU, refuse it).
                 if zstd
-                    && sectors <= max_sectors
+                    && fits
                     && content.len() == cluster
                     && window <= cluster
                     && largest_block <= window
