@@ -213,6 +213,13 @@ impl<'s, R: BlockRead + ?Sized> FeatureNames<'s, R> {
             rows_left: len / ROW_BYTES,
         }
     }
+
+    /// The name the table gives `bit` of `kind`, skipping rows it cannot read.
+    pub fn name_of(self, kind: FeatureKind, bit: u8) -> Option<FeatureName> {
+        self.filter_map(Result::ok)
+            .find(|row| row.kind == Some(kind) && row.bit == bit)
+            .map(|row| row.name)
+    }
 }
 
 impl<R: BlockRead + ?Sized> Iterator for FeatureNames<'_, R> {

@@ -458,10 +458,7 @@ impl Header {
         bit: u8,
     ) -> Option<crate::error::FeatureName> {
         let (offset, len) = self.feature_table?;
-        crate::extension::FeatureNames::new(storage, offset, len)
-            .filter_map(Result::ok)
-            .find(|row| row.kind == Some(kind) && row.bit == bit)
-            .map(|row| row.name)
+        crate::extension::FeatureNames::new(storage, offset, len).name_of(kind, bit)
     }
 
     /// Where the extension area ends: at the backing file name, else at the end of the first cluster.
@@ -632,9 +629,7 @@ fn unknown_features_error<R: BlockRead + ?Sized>(
         while let Ok(Some(extension)) = extensions.next_extension() {
             if let Extension::FeatureNameTable { offset, len } = extension {
                 return crate::extension::FeatureNames::new(storage, offset, len)
-                    .filter_map(Result::ok)
-                    .find(|row| row.kind == Some(FeatureKind::Incompatible) && row.bit == bit)
-                    .map(|row| row.name);
+                    .name_of(FeatureKind::Incompatible, bit);
             }
         }
         None
