@@ -210,41 +210,107 @@ mod zstd {
     /// A block's output is at most 128 KiB, and at most the window.
     const MAX_BLOCK_BYTES: u64 = 128 << 10;
 
-    /// Refuses a block whose literals alone would exceed the block size, as
-    /// libzstd does. The decoder checks the sequences' output itself, but it
-    /// would allocate a literals buffer of up to 1 MiB (an RLE literals
-    /// section costs one input byte) before noticing.
+    /// The shortest match a sequence can make (zstd's MINMATCH).
+    const MIN_MATCH_BYTES: usize = 3;
+
+    /// Refuses a compressed block whose header announces more output than a
+    /// block may hold: all its literals, plus at least 3 bytes per sequence.
+    /// libzstd refuses such blocks too. ruzstd would find out itself, but only
+    /// after sizing its literals buffer (up to 1 MiB from one RLE byte) and
+    /// its sequence buffer (up to 98047 x 12 bytes, doubled when a reused
+    /// decoder grows it) from these numbers.
     fn check_block(source: &[u8], block_max: usize) -> Result<(), DecodeError> {
         let Some(header) = source.get(..3) else {
-            return Ok(());
+            return Ok(()); // too short: the decoder reports the truncation
         };
-        let block_type = (header[0] >> 1) & 3;
-        if block_type != 2 {
+        if (header[0] >> 1) & 3 != 2 {
             // Raw and RLE blocks state their size, which the decoder checks first.
             return Ok(());
         }
-        let Some(&[b0, b1, b2]) = source
-            .get(3..6)
-            .map(|b| <&[u8; 3]>::try_from(b).expect("3 bytes"))
-        else {
-            return Ok(()); // too short: the decoder reports the truncation
+        let header = u32::from_le_bytes([header[0], header[1], header[2], 0]);
+        let block_len = (header >> 3) as usize;
+        let body = &source[3..source.len().min(3 + block_len)];
+        let Some(literals) = literals_section(body) else {
+            return Ok(());
         };
-        let (b0, b1, b2) = (usize::from(b0), usize::from(b1), usize::from(b2));
-        let size_format = (b0 >> 2) & 3;
-        let literals = match (b0 & 3, size_format) {
-            // Raw or RLE literals.
-            (0 | 1, 0 | 2) => b0 >> 3,
-            (0 | 1, 1) => (b0 >> 4) | (b1 << 4),
-            (0 | 1, _) => (b0 >> 4) | (b1 << 4) | (b2 << 12),
-            // Huffman-coded literals: 10, 14 or 18-bit sizes.
-            (_, 0 | 1) => (b0 >> 4) | ((b1 & 0x3f) << 4),
-            (_, 2) => (b0 >> 4) | (b1 << 4) | ((b2 & 3) << 12),
-            (_, _) => (b0 >> 4) | (b1 << 4) | ((b2 & 0x3f) << 12),
-        };
-        if literals > block_max {
-            return Err(DecodeError::ZstdInvalid);
+        let sequences = body
+            .get(literals.len..)
+            .and_then(sequence_count)
+            .unwrap_or(0);
+        let announced = literals.regenerated + MIN_MATCH_BYTES * sequences;
+        if announced > block_max {
+            return Err(DecodeError::ZstdBlockTooLarge {
+                announced,
+                limit: block_max,
+            });
         }
         Ok(())
+    }
+
+    /// What a literals section header says.
+    struct LiteralsSection {
+        /// Literal bytes the section decodes to.
+        regenerated: usize,
+        /// Bytes of the section, header included.
+        len: usize,
+    }
+
+    /// Reads a literals section header (RFC 8878, 3.1.1.3.1.1); `None` when truncated.
+    fn literals_section(body: &[u8]) -> Option<LiteralsSection> {
+        let byte = |i: usize| body.get(i).copied().map(usize::from);
+        let b0 = byte(0)?;
+        let size_format = (b0 >> 2) & 3;
+        let section = match b0 & 3 {
+            kind @ (0 | 1) => {
+                let (header_len, regenerated) = match size_format {
+                    0 | 2 => (1, b0 >> 3),
+                    1 => (2, (b0 >> 4) | (byte(1)? << 4)),
+                    _ => (3, (b0 >> 4) | (byte(1)? << 4) | (byte(2)? << 12)),
+                };
+                // Raw literals follow in full; RLE literals are one byte.
+                let content = if kind == 0 { regenerated } else { 1 };
+                LiteralsSection {
+                    regenerated,
+                    len: header_len + content,
+                }
+            }
+            _ => {
+                // Huffman-coded: regenerated and compressed sizes of 10, 14 or 18 bits.
+                let (header_len, regenerated, compressed) = match size_format {
+                    0 | 1 => (
+                        3,
+                        (b0 >> 4) | ((byte(1)? & 0x3f) << 4),
+                        (byte(1)? >> 6) | (byte(2)? << 2),
+                    ),
+                    2 => (
+                        4,
+                        (b0 >> 4) | (byte(1)? << 4) | ((byte(2)? & 3) << 12),
+                        (byte(2)? >> 2) | (byte(3)? << 6),
+                    ),
+                    _ => (
+                        5,
+                        (b0 >> 4) | (byte(1)? << 4) | ((byte(2)? & 0x3f) << 12),
+                        (byte(2)? >> 6) | (byte(3)? << 2) | (byte(4)? << 10),
+                    ),
+                };
+                LiteralsSection {
+                    regenerated,
+                    len: header_len + compressed,
+                }
+            }
+        };
+        Some(section)
+    }
+
+    /// Reads the number of sequences at the start of a sequences section
+    /// (RFC 8878, 3.1.1.3.2.1); `None` when truncated.
+    fn sequence_count(section: &[u8]) -> Option<usize> {
+        let byte = |i: usize| section.get(i).copied().map(usize::from);
+        Some(match byte(0)? {
+            small @ 0..=127 => small,
+            high @ 128..=254 => ((high - 128) << 8) + byte(1)?,
+            _ => byte(1)? + (byte(2)? << 8) + 0x7f00,
+        })
     }
 
     #[cfg(test)]
@@ -269,14 +335,51 @@ mod zstd {
     #[test]
     fn literals_larger_than_a_block_are_refused_before_decoding() {
         // A compressed block whose RLE literals claim 1 MiB - 1 from one byte.
-        let block = [0x05, 0x00, 0x00, 0x0d | 0xf0, 0xff, 0xff, 0x5a];
+        let block = [0x3d, 0x00, 0x00, 0x0d | 0xf0, 0xff, 0xff, 0x5a, 0x00];
         assert_eq!(
             check_block(&block, 128 << 10),
-            Err(DecodeError::ZstdInvalid)
+            Err(DecodeError::ZstdBlockTooLarge {
+                announced: (1 << 20) - 1,
+                limit: 128 << 10
+            })
         );
-        let small = [0x05, 0x00, 0x00, 0x0d, 0x10, 0x00, 0x5a]; // 256 bytes
+        let small = [0x2d, 0x00, 0x00, 0x0d, 0x10, 0x00, 0x5a, 0x00]; // 256 bytes
         assert_eq!(check_block(&small, 128 << 10), Ok(()));
-        assert_eq!(check_block(&small, 128), Err(DecodeError::ZstdInvalid));
+        assert!(check_block(&small, 128).is_err());
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn each_sequence_counts_as_a_three_byte_match() {
+        // 20 raw literals, then the sequence count in each of its three forms.
+        let block = |count: &[u8]| {
+            let mut body = alloc::vec![20 << 3];
+            body.extend(core::iter::repeat_n(0x61, 20));
+            body.extend_from_slice(count);
+            let header = 2 << 1 | ((body.len() as u32) << 3);
+            let mut block = header.to_le_bytes()[..3].to_vec();
+            block.extend(body);
+            block
+        };
+        let announced = |block: &[u8]| match check_block(block, 0) {
+            Err(DecodeError::ZstdBlockTooLarge { announced, .. }) => announced,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(announced(&block(&[0])), 20);
+        assert_eq!(announced(&block(&[127])), 20 + 3 * 127);
+        assert_eq!(announced(&block(&[129, 2])), 20 + 3 * 258);
+        assert_eq!(announced(&block(&[255, 1, 0])), 20 + 3 * 0x7f01);
+        // Huffman literals with a 5-byte header: 1000 literals in 300 bytes.
+        let (regenerated, compressed) = (1000u64, 300u64);
+        let fields = 0x02 | 3 << 2 | regenerated << 4 | compressed << 22;
+        let mut huffman = fields.to_le_bytes()[..5].to_vec();
+        huffman.extend(core::iter::repeat_n(0, 300));
+        huffman.push(10);
+        let mut block = ((2 << 1) | ((huffman.len() as u32) << 3)).to_le_bytes()[..3].to_vec();
+        block.extend(huffman);
+        assert_eq!(announced(&block), 1000 + 3 * 10);
+        // A truncated header is the decoder's to report.
+        assert_eq!(check_block(&block[..5], 0), Ok(()));
     }
 
     /// Decodes one frame into `output`; the frame must fit.

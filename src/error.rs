@@ -416,6 +416,14 @@ pub enum DecodeError {
         /// The bound.
         limit: u64,
     },
+    /// A zstd block's header announces more output than a block of its
+    /// frame may hold: all its literals, plus 3 bytes per sequence at least.
+    ZstdBlockTooLarge {
+        /// The least output the block's header announces.
+        announced: usize,
+        /// The most a block of this frame may produce.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for DecodeError {
@@ -440,6 +448,10 @@ impl fmt::Display for DecodeError {
                     "zstd window of {window} bytes exceeds the limit of {limit} bytes"
                 )
             }
+            ZstdBlockTooLarge { announced, limit } => write!(
+                f,
+                "zstd block announces at least {announced} bytes of output, more than the block limit of {limit} bytes"
+            ),
         }
     }
 }

@@ -38,7 +38,8 @@
 //!   reads allocate nothing. A zstd cluster makes the decoder allocate its
 //!   window (refused above one cluster, or 1 KiB for 512-byte clusters) and
 //!   its block buffers: the largest single allocation is at most
-//!   `max(next_power_of_two(cluster_size + 128 KiB) + 1, 1_176_564)` bytes,
+//!   `max(next_power_of_two(cluster_size + 128 KiB) + 1, 8 × min(cluster_size,
+//!   128 KiB))` bytes (256 KiB + 1 up to 32 KiB clusters, 4 MiB + 1 at 2 MiB),
 //!   whatever the compressed data says (measured and fuzzed in
 //!   `tests/hostile.rs` and `fuzz/`).
 //! - Storage reads: [`Image::max_storage_reads`], at most

@@ -25,11 +25,59 @@ fn pattern_raw(path: &Path, size: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Word salad: compressors code its literals with Huffman tables and cut it
+/// into many short matches, the block layouts that random or run-filled data
+/// does not reach.
+fn text_raw(path: &Path, size: usize) {
+    const WORDS: [&str; 16] = [
+        "qcow2 ",
+        "cluster ",
+        "the ",
+        "table ",
+        "of ",
+        "L2 ",
+        "image, ",
+        "refcount\n",
+        "backing ",
+        "zstd ",
+        "a ",
+        "snapshot ",
+        "deflate. ",
+        "header ",
+        "to ",
+        "offset ",
+    ];
+    let mut text = Vec::with_capacity(size + 64);
+    let mut state = 0x2545_f491u32;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    while text.len() < size {
+        let choice = next();
+        if choice % 4 == 0 {
+            // Letters of a skewed alphabet: Huffman-coded literals, few matches.
+            text.extend((0..64).map(|_| b"eeeettaaoinshrdlu"[(next() % 17) as usize]));
+        } else {
+            text.extend_from_slice(WORDS[(choice % 16) as usize].as_bytes());
+        }
+    }
+    text.truncate(size);
+    std::fs::write(path, text).unwrap();
+}
+
 fn compressed(options: &str) {
+    compressed_from(options, pattern_raw);
+    compressed_from(options, text_raw);
+}
+
+fn compressed_from(options: &str, make_raw: fn(&Path, usize)) {
     let scratch = Scratch::new();
     let raw = scratch.path("source.raw");
     let image = scratch.path("image.qcow2");
-    pattern_raw(&raw, 3 << 20);
+    make_raw(&raw, 3 << 20);
     let mut args = vec!["convert", "-q", "-c", "-f", "raw", "-O", "qcow2"];
     if !options.is_empty() {
         args.extend(["-o", options]);

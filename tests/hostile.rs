@@ -763,18 +763,18 @@ fn zstd_garbage_and_truncated_frames() {
 
 /// The first `open` fuzz crash: a zstd block header can announce 98047
 /// sequences whatever the cluster size, and ruzstd sizes its sequence buffer
-/// from it (1,176,564 bytes for a 512-byte cluster). Bounded, and part of the
-/// documented bound; the block, three-byte matches all, decodes to far more
-/// than the cluster and is refused.
+/// from it (1,176,564 bytes for a 512-byte cluster). Each sequence is a match
+/// of at least 3 bytes, so the block announces more than a block of its
+/// frame may hold (1 KiB here), as libzstd would find, and is refused before
+/// the decoder sizes anything from it.
 #[test]
 fn zstd_block_announcing_the_most_sequences() {
-    // Raw literals (none); 98047 sequences; LL, OF and ML codes in RLE mode
-    // (0, 0, 0: no extra bits, 3-byte matches at repeat offset 4); an empty
-    // bit stream but for its end marker.
-    let body = vec![0x00, 0xff, 0xff, 0xff, 0x54, 0, 0, 0, 0x01];
     let stream = builder::zstd_single_segment(
         512,
-        &[ZstdBlock::Raw(pattern(8, 1)), ZstdBlock::Compressed(body)],
+        &[
+            ZstdBlock::Raw(pattern(8, 1)),
+            ZstdBlock::Compressed(builder::zstd_short_matches_block(98047)),
+        ],
     );
     let bytes = zstd_image(9, &stream);
     let image = Image::builder(&bytes[..])
@@ -788,7 +788,10 @@ fn zstd_block_announcing_the_most_sequences() {
         matches!(
             result,
             Err(Error::Decode {
-                error: DecodeError::ZstdInvalid | DecodeError::ZstdLength { .. },
+                error: DecodeError::ZstdBlockTooLarge {
+                    announced: 294141,
+                    limit: 512
+                },
                 ..
             })
         ),
@@ -799,6 +802,47 @@ fn zstd_block_announcing_the_most_sequences() {
         "heap grew by {growth} bytes"
     );
     assert_qemu_read_fails(&bytes, 0, 512);
+}
+
+/// Found by the `decode` fuzzer in CI: a decoder kept from one cluster to the
+/// next grows its sequence buffer by doubling, so a block of 49024 sequences
+/// and then one of 98047 made a 1,290,408-byte buffer for 4 KiB clusters.
+/// Refusing blocks that announce more than they may hold bounds the buffer
+/// by the block size, whatever came before.
+#[test]
+fn zstd_sequence_buffer_of_a_reused_decoder_stays_bounded() {
+    let cluster = 4096;
+    let mut image = Qcow2::with_features(3, 12, 64 << 10, 1 << 3);
+    for (index, count) in [49024, 98047].into_iter().enumerate() {
+        let block = builder::zstd_short_matches_block(count);
+        let stream = builder::zstd_single_segment(4096, &[ZstdBlock::Compressed(block)]);
+        image.write_compressed(index as u64, &stream);
+    }
+    let bytes = image.finish();
+    let image = Image::builder(&bytes[..])
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
+    let mut buf = vec![0u8; cluster];
+    for index in 0..2u64 {
+        let mut result = Ok(());
+        let (growth, _) = heap_use(|| result = image.read_at(index * cluster as u64, &mut buf));
+        assert!(
+            matches!(
+                result,
+                Err(Error::Decode {
+                    error: DecodeError::ZstdBlockTooLarge { limit: 4096, .. },
+                    ..
+                })
+            ),
+            "cluster {index}: {result:?}"
+        );
+        assert!(
+            growth <= max_read_growth(cluster),
+            "cluster {index}: heap grew by {growth} bytes"
+        );
+    }
+    assert_qemu_read_fails(&bytes, cluster as u64, cluster as u64);
 }
 
 /// ruzstd 0.8.3 executes a compressed block's sequences without bounding the
@@ -1049,12 +1093,24 @@ fn heap_use(f: impl FnOnce()) -> (u64, u64) {
 
 /// A zstd block's decoded size at most (the format's Block_Maximum_Size).
 const ZSTD_BLOCK_MAX: usize = 128 << 10;
-/// The most sequences a zstd block header can announce, 12 bytes each in ruzstd.
-const ZSTD_SEQUENCES_BYTES: usize = (0x7f00 + 0xffff) * 12;
+
+/// The largest block a frame the crate decodes into one cluster may hold:
+/// its window is at most the cluster (1 KiB for 512-byte clusters).
+fn zstd_block_limit(cluster_size: usize) -> usize {
+    cluster_size.clamp(1 << 10, ZSTD_BLOCK_MAX)
+}
+
+/// ruzstd's sequence buffer at most: 12 bytes per sequence, at most one
+/// sequence per 3 bytes of the block (the crate refuses headers announcing
+/// more), doubled by `Vec`'s growth when a reused decoder needs more.
+fn zstd_sequence_buffer_max(cluster_size: usize) -> usize {
+    2 * 12 * (zstd_block_limit(cluster_size) / 3)
+}
 
 /// The largest single allocation one `read_at` can cause (fuzz/README.md, "Bounds").
 fn max_read_allocation(cluster_size: usize) -> usize {
-    ((cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1).max(ZSTD_SEQUENCES_BYTES)
+    ((cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1)
+        .max(zstd_sequence_buffer_max(cluster_size))
 }
 
 /// The most the heap grows during one `read_at` (fuzz/README.md, "Bounds").

@@ -11,9 +11,18 @@ use qcow2_reader::{BlockRead, Config, Error, ExtentKind, Image, OutOfBounds};
 /// Bytes of a zstd block's decoded content at most (the format's Block_Maximum_Size).
 pub const ZSTD_BLOCK_MAX: usize = 128 << 10;
 
-/// The zstd decoder's sequence buffer at most: a block header can announce
-/// up to 0x7F00 + 0xFFFF sequences of 12 bytes each, whatever the cluster size.
-pub const ZSTD_SEQUENCES_MAX_BYTES: usize = (0x7f00 + 0xffff) * 12;
+/// The largest block a frame decoded into one cluster may hold: its window
+/// is at most the cluster size (1 KiB for 512-byte clusters).
+pub fn zstd_block_limit(cluster_size: usize) -> usize {
+    cluster_size.clamp(1 << 10, ZSTD_BLOCK_MAX)
+}
+
+/// The zstd decoder's sequence buffer at most: 12 bytes per sequence, at
+/// most one sequence per 3 bytes of the block (the crate refuses block
+/// headers announcing more), doubled by `Vec` growth in a reused decoder.
+pub fn zstd_sequence_buffer_max(cluster_size: usize) -> usize {
+    2 * 12 * (zstd_block_limit(cluster_size) / 3)
+}
 
 /// The largest single allocation a `read_at` may cause: the zstd decoder's
 /// ring buffer, which holds the frame window (refused above the cluster size)
@@ -23,7 +32,7 @@ pub const ZSTD_SEQUENCES_MAX_BYTES: usize = (0x7f00 + 0xffff) * 12;
 /// buffer by gigabytes: README.md, "Findings".)
 pub fn max_read_allocation(cluster_size: usize) -> usize {
     let ring = (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1;
-    ring.max(ZSTD_SEQUENCES_MAX_BYTES)
+    ring.max(zstd_sequence_buffer_max(cluster_size))
 }
 
 /// Most live heap bytes a `read_at` may add (zstd decoder state, kept in the
@@ -32,7 +41,7 @@ pub fn max_read_allocation(cluster_size: usize) -> usize {
 /// literals, and the entropy tables.
 pub fn max_read_heap(cluster_size: usize) -> usize {
     let ring = (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1;
-    ring + ring / 2 + 1 + ZSTD_SEQUENCES_MAX_BYTES + 4 * ZSTD_BLOCK_MAX
+    ring + ring / 2 + 1 + zstd_sequence_buffer_max(cluster_size) + 4 * ZSTD_BLOCK_MAX
 }
 
 /// The geometry that the read bound depends on.

@@ -269,7 +269,28 @@ pub enum ZstdBlock {
 /// 131074 bytes (match length code 52, all 16 extra bits set) at repeat
 /// offset 4, with no literals: a few bytes that claim `count` x 128 KiB.
 pub fn zstd_long_matches_block(count: usize) -> Vec<u8> {
-    let mut body = vec![0x00]; // raw literals, none
+    let mut body = zstd_sequences_header(count);
+    // Literal length, offset and match length codes all in RLE mode: LL 0, OF 0, ML 52.
+    body.extend_from_slice(&[0x54, 0, 0, 52]);
+    body.extend(std::iter::repeat_n(0xff, 2 * count));
+    body.push(0x01); // end-of-stream marker bit
+    body
+}
+
+/// A compressed zstd block body holding `count` sequences, each a 3-byte
+/// match (the shortest) at repeat offset 4, with no literals: nine bytes
+/// that claim `3 x count`.
+pub fn zstd_short_matches_block(count: usize) -> Vec<u8> {
+    let mut body = zstd_sequences_header(count);
+    // LL, OF and ML codes all in RLE mode, all 0: no extra bits, so the bit
+    // stream is only its end marker.
+    body.extend_from_slice(&[0x54, 0, 0, 0, 0x01]);
+    body
+}
+
+/// An empty raw literals section, then the sequence count in its 1, 2 or 3-byte form.
+fn zstd_sequences_header(count: usize) -> Vec<u8> {
+    let mut body = vec![0x00];
     match count {
         0..=127 => body.push(count as u8),
         128..=0x7eff => body.extend_from_slice(&[((count >> 8) + 128) as u8, count as u8]),
@@ -278,10 +299,6 @@ pub fn zstd_long_matches_block(count: usize) -> Vec<u8> {
             body.extend_from_slice(&((count - 0x7f00) as u16).to_le_bytes());
         }
     }
-    // Literal length, offset and match length codes all in RLE mode: LL 0, OF 0, ML 52.
-    body.extend_from_slice(&[0x54, 0, 0, 52]);
-    body.extend(std::iter::repeat_n(0xff, 2 * count));
-    body.push(0x01); // end-of-stream marker bit
     body
 }
 
