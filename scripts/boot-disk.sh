@@ -80,7 +80,7 @@ readonly cmdline="console=$console panic=-1 quiet"
 need_tools() {
     local missing=() pkgs=() tool pkg
     for pair in sfdisk:fdisk mkfs.vfat:dosfstools mcopy:mtools mmd:mtools \
-        mkfs.ext4:e2fsprogs cpio:cpio grub-mkimage:grub-common gzip:gzip \
+        mkfs.ext4:e2fsprogs debugfs:e2fsprogs cpio:cpio grub-mkimage:grub-common gzip:gzip \
         dpkg-deb:dpkg apt-get:apt flock:util-linux; do
         tool=${pair%%:*} pkg=${pair#*:}
         if ! command -v "$tool" >/dev/null; then
@@ -271,6 +271,16 @@ make_root() { # $1 = staging dir, $2 = initrd, $3 = output image; echoes size in
     E2FSPROGS_FAKE_TIME=$epoch mkfs.ext4 -q -F -b 4096 -N 64 -m 0 \
         -L "$root_label" -U "$root_fs_uuid" -E "hash_seed=$root_hash_seed,root_owner=0:0" \
         -d "$dir" "$3" "${mib}M" >&2
+    # mkfs.ext4 -d copies the staged files' ctime and atime (not settable
+    # with touch); pin them so that a rebuild writes the same inodes.
+    local path field cmds=()
+    while IFS= read -r path; do
+        for field in atime ctime mtime crtime; do
+            cmds+=("sif \"$path\" $field @$epoch" "sif \"$path\" ${field}_extra 0")
+        done
+    done < <(cd "$dir" && find . -mindepth 1 | sed 's|^\.||' | LC_ALL=C sort)
+    printf '%s\n' "${cmds[@]}" | debugfs -w -f - "$3" >/dev/null 2>&1 ||
+        die "debugfs could not pin the times in $3"
     echo "$mib"
 }
 
