@@ -113,12 +113,13 @@ fetch_arm64() {
     rm -rf "$arm64_apt" "$arm64_root"
     mkdir -p "$arm64_apt"/{lists/partial,archives/partial,parts,prefs,debs} "$arm64_root"
     : >"$arm64_apt/status"
-    # The host's Debian mirrors (deb.debian.org for bookworm), arm64 only.
-    cat >"$arm64_apt/sources.list" <<'EOF'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
-EOF
+    # The host's own Debian repositories (same mirror and suites), arm64 only.
+    apt-get indextargets --format '$(ORIGIN) $(REPO_URI) $(RELEASE) $(COMPONENT)' \
+        'Identifier: Packages' 2>/dev/null | awk '$1 == "Debian" && $4 == "main" {
+            print "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]", $2, $3, $4 }' |
+        sort -u >"$arm64_apt/sources.list"
+    [[ -s $arm64_apt/sources.list ]] ||
+        die "the host's apt knows no Debian repository; run apt-get update (as root) first"
     local apt_opts=(
         -o APT::Architecture=arm64 -o APT::Architectures::=arm64
         -o Dir::State="$arm64_apt" -o Dir::State::Lists="$arm64_apt/lists"
@@ -152,6 +153,8 @@ EOF
     compgen -G "$arm64_root/boot/vmlinuz-*" >/dev/null || die "no kernel in $kernel_pkg"
     [[ -f $arm64_root/usr/lib/grub/arm64-efi/normal.mod ]] ||
         die "no GRUB modules in grub-efi-arm64-bin"
+    # The package lists served their purpose; the .debs stay as the record.
+    rm -rf "$arm64_apt/lists" "$arm64_apt"/*.bin
     echo "$grub_version" >"$arm64_root/.complete"
 }
 
