@@ -8,7 +8,7 @@
 # or one of its inputs (kernel, busybox, GRUB modules) changed, so a second
 # call returns at once. Concurrent calls are serialised with a lock.
 #
-# What the disk holds (see scripts/boot-disk.md for the why):
+# What the disk holds (scripts/boot-disk.md says why it is made this way):
 #   partition 1  EFI System Partition, FAT16, with GRUB at the removable-media
 #                path \EFI\BOOT\BOOTX64.EFI (BOOTAA64.EFI). GRUB is made with
 #                grub-mkimage; its grub.cfg sits in an embedded memdisk and
@@ -31,6 +31,10 @@
 # target/boot-disk/arm64-apt (no dpkg --add-architecture) and the needed files
 # are unpacked from the .debs into target/boot-disk/arm64-root.
 set -euo pipefail
+# sfdisk, mkfs.* and debugfs live in sbin, which a user's PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
+# File modes on the disk must not depend on the caller's umask.
+umask 022
 
 log() { echo "boot-disk: $*" >&2; }
 die() {
@@ -114,6 +118,7 @@ fetch_arm64() {
     mkdir -p "$arm64_apt"/{lists/partial,archives/partial,parts,prefs,debs} "$arm64_root"
     : >"$arm64_apt/status"
     # The host's own Debian repositories (same mirror and suites), arm64 only.
+    # shellcheck disable=SC2016 # $(...) are apt's format fields, not shell
     apt-get indextargets --format '$(ORIGIN) $(REPO_URI) $(RELEASE) $(COMPONENT)' \
         'Identifier: Packages' 2>/dev/null | awk '$1 == "Debian" && $4 == "main" {
             print "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]", $2, $3, $4 }' |
@@ -274,10 +279,11 @@ make_root() { # $1 = staging dir, $2 = initrd, $3 = output image; echoes size in
     E2FSPROGS_FAKE_TIME=$epoch mkfs.ext4 -q -F -b 4096 -N 64 -m 0 \
         -L "$root_label" -U "$root_fs_uuid" -E "hash_seed=$root_hash_seed,root_owner=0:0" \
         -d "$dir" "$3" "${mib}M" >&2
-    # mkfs.ext4 -d copies the staged files' ctime and atime (not settable
-    # with touch); pin them so that a rebuild writes the same inodes.
+    # mkfs.ext4 -d copies the staged files' owner, ctime and atime (not
+    # settable without root); pin them so that a rebuild writes the same inodes.
     local path field cmds=()
     while IFS= read -r path; do
+        cmds+=("sif \"$path\" uid 0" "sif \"$path\" gid 0")
         for field in atime ctime mtime crtime; do
             cmds+=("sif \"$path\" $field @$epoch" "sif \"$path\" ${field}_extra 0")
         done

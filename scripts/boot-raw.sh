@@ -30,12 +30,12 @@ case $arch in
 x86_64)
     cp /usr/share/OVMF/OVMF_VARS_4M.fd "$tmp/vars.fd"
     qemu=(qemu-system-x86_64 -M q35
-        -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd)
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
     ;;
 aarch64)
     cp /usr/share/AAVMF/AAVMF_VARS.fd "$tmp/vars.fd"
     qemu=(qemu-system-aarch64 -M virt -cpu cortex-a57
-        -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd)
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd")
     ;;
 *) die "unknown architecture '$arch' (expected x86_64 or aarch64)" ;;
 esac
