@@ -235,14 +235,23 @@ make_grub() { # $1 = staging dir, $2 = output EFI file
     # with the same label cannot win.
     cat >"$dir/boot/grub/grub.cfg" <<EOF
 set timeout=0
+# Any failure prints one line and powers off: never a GRUB prompt that waits.
+function fail {
+    echo "QCOW2-BOOT-ERROR: \$1"
+    halt
+}
 regexp --set=1:esp_disk '^\\(([^,]+),' "\$cmdpath"
 if ! search --no-floppy --label --set=root --hint="\$esp_disk,gpt2" $root_label; then
-    echo "QCOW2-BOOT-ERROR: no file system labelled $root_label"
-    halt
+    fail "no file system labelled $root_label"
 fi
-linux /boot/vmlinuz $cmdline
-initrd /boot/initrd.img
+if ! linux /boot/vmlinuz $cmdline; then
+    fail "cannot load /boot/vmlinuz from (\$root)"
+fi
+if ! initrd /boot/initrd.img; then
+    fail "cannot load /boot/initrd.img from (\$root)"
+fi
 boot
+fail "the kernel did not start"
 EOF
     pin_times "$dir"
     tar -C "$dir" --create --format=ustar --sort=name --mtime="@$epoch" \
