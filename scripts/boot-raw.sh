@@ -28,17 +28,22 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 case $arch in
 x86_64)
-    cp /usr/share/OVMF/OVMF_VARS_4M.fd "$tmp/vars.fd"
-    qemu=(qemu-system-x86_64 -M q35
-        -drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
+    emulator=(qemu-system-x86_64 -M q35)
+    code=/usr/share/OVMF/OVMF_CODE_4M.fd vars=/usr/share/OVMF/OVMF_VARS_4M.fd
     ;;
 aarch64)
-    cp /usr/share/AAVMF/AAVMF_VARS.fd "$tmp/vars.fd"
-    qemu=(qemu-system-aarch64 -M virt -cpu cortex-a57
-        -drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd")
+    emulator=(qemu-system-aarch64 -M virt -cpu cortex-a57)
+    code=/usr/share/AAVMF/AAVMF_CODE.fd vars=/usr/share/AAVMF/AAVMF_VARS.fd
     ;;
 *) die "unknown architecture '$arch' (expected x86_64 or aarch64)" ;;
 esac
+if ! command -v "${emulator[0]}" >/dev/null || [[ ! -f $code || ! -f $vars ]]; then
+    die "${emulator[0]}, $code or $vars is missing; run scripts/setup.sh as root (it installs QEMU, ovmf and qemu-efi-aarch64)"
+fi
+# The firmware writes its variables: each boot gets a fresh copy.
+cp "$vars" "$tmp/vars.fd"
+qemu=("${emulator[@]}"
+    -drive "if=pflash,format=raw,unit=0,readonly=on,file=$code")
 qemu+=(-accel tcg -m 512 -nographic -no-reboot -net none
     -drive "if=pflash,format=raw,unit=1,file=$tmp/vars.fd"
     -drive "file=$disk,format=raw,if=virtio,readonly=on")
