@@ -58,11 +58,12 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod bitmap;
 mod block;
 mod cache;
 #[cfg(feature = "std")]
 pub mod chain;
-pub mod codec;
+mod codec;
 mod config;
 mod error;
 pub mod extension;
@@ -73,6 +74,7 @@ mod image;
 mod io;
 mod lookup;
 mod name;
+pub mod refcount;
 pub mod snapshot;
 pub mod table;
 
@@ -85,6 +87,15 @@ pub use header::{is_qcow2, CompressionType, Header};
 pub use image::{Image, ImageBuilder, NoBacking, Raw, READS_PER_UNIT};
 #[cfg(feature = "std")]
 pub use io::Cursor;
-pub use lookup::{Extent, ExtentKind};
+pub use lookup::Extent;
+pub use table::Mapping;
+
+/// Internals for the fuzz targets only: not part of the API, may change in
+/// any release. Enabled by the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::codec::{CodecError, Decompressor};
+}
 pub use name::{FileName, FormatName, Name};
 pub use snapshot::{find_snapshot, Snapshot, Snapshots};

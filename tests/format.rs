@@ -142,7 +142,7 @@ fn plain_writes_over_compressed_clusters() {
 
 #[test]
 fn corrupt_compressed_payloads_are_named_errors() {
-    use qcow2_reader::{Config, Error, ExtentKind, Image};
+    use qcow2_reader::{Config, Error, Image, Mapping};
     for codec in ["zlib", "zstd"] {
         let scratch = Scratch::new();
         let image = scratch.path("image.qcow2");
@@ -155,7 +155,7 @@ fn corrupt_compressed_payloads_are_named_errors() {
                 .open_alloc(&Config::default())
                 .unwrap();
             match opened.extent(0, 65536).unwrap().kind {
-                ExtentKind::Compressed(descriptor) => descriptor.host_offset as usize,
+                Mapping::Compressed(descriptor) => descriptor.host_offset as usize,
                 other => panic!("expected a compressed cluster, found {other:?}"),
             }
         };
