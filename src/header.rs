@@ -334,7 +334,7 @@ impl Header {
             TableKind::L1,
             l1_table_offset,
             u64::from(l1_entries),
-            8,
+            crate::table::L1_ENTRY_BYTES,
             cluster_size,
         )?;
 
@@ -624,7 +624,9 @@ fn extensions_end(backing_file_offset: u64, cluster_size: u64) -> u64 {
 }
 
 /// QEMU's `validate_table_offset`: aligned, and offset + length does not overflow `i64`.
-fn check_table_offset(
+/// QEMU's `validate_table_offset`: the table is cluster-aligned and ends
+/// below 2^63.
+pub(crate) fn check_table_offset(
     table: TableKind,
     offset: u64,
     entries: u64,

@@ -8,7 +8,7 @@ use crate::block::{read_located, read_zero_padded, BlockRead};
 use crate::codec::{codec_enabled, codec_feature};
 use crate::config::{Config, MemoryPlan};
 use crate::error::{Error, HeaderError, Storage, TableKind, Unsupported};
-use crate::header::Header;
+use crate::header::{check_table_offset, Header};
 use crate::lookup::{Extent, Geometry, Memory, State};
 use crate::snapshot::Snapshot;
 use crate::table::{l1_table_fits, Mapping, L1_ENTRY_BYTES};
@@ -124,6 +124,8 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
     /// Reads the disk as it was when `snapshot` was taken. The virtual size
     /// stays the image's current one, as with `qemu-img convert -l`.
     pub fn snapshot(mut self, snapshot: &Snapshot) -> Result<Self, Error<R::Error>> {
+        // The same rules as for the active L1 table (QEMU's
+        // `qcow2_validate_table` in `qcow2_snapshot_load_tmp`).
         let entries = u64::from(snapshot.l1_entries);
         let offset = snapshot.l1_table_offset;
         if !l1_table_fits(snapshot.l1_entries) {
@@ -132,15 +134,13 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
             }
             .into());
         }
-        let len = entries * L1_ENTRY_BYTES;
-        if !offset.is_multiple_of(self.header.cluster_size()) || offset > i64::MAX as u64 - len {
-            return Err(HeaderError::InvalidTableOffset {
-                table: TableKind::L1,
-                offset,
-                len,
-            }
-            .into());
-        }
+        check_table_offset(
+            TableKind::L1,
+            offset,
+            entries,
+            L1_ENTRY_BYTES,
+            self.header.cluster_size(),
+        )?;
         self.snapshot = Some((offset, entries));
         Ok(self)
     }
