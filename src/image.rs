@@ -409,9 +409,8 @@ where
     fn read_backing(&self, guest_offset: u64, part: &mut [u8]) -> Result<(), Error<R::Error>> {
         match &self.backing {
             // A shorter backing image reads as zeros past its end.
-            Some(backing) => {
-                read_zero_padded(backing, self.backing_size, guest_offset, part).map_err(Into::into)
-            }
+            Some(backing) => read_zero_padded(backing, self.backing_size, guest_offset, part)
+                .map_err(|error| error.into().in_backing()),
             None => {
                 part.fill(0);
                 Ok(())
