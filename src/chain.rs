@@ -18,7 +18,7 @@ use std::vec::Vec;
 use crate::block::BlockRead;
 use crate::config::Config;
 use crate::error::Error;
-use crate::header::{Header, MAGIC};
+use crate::header::{is_qcow2, Header};
 use crate::image::{Image, ImageBuilder, NoBacking, Raw};
 use crate::snapshot::find_snapshot;
 
@@ -205,24 +205,15 @@ fn open_file(path: &Path, named_by: Option<&Path>) -> Result<File, ChainError> {
     })
 }
 
-/// Whether the file starts with the QCOW2 magic.
+/// The file's format by its magic, as QEMU probes a backing file whose
+/// format the image does not record.
 fn probe(file: &File, path: &Path) -> Result<LayerFormat, ChainError> {
-    let mut magic = [0u8; 4];
-    let size = file.size().map_err(|source| ChainError::Open {
+    let qcow2 = is_qcow2(file).map_err(|source| ChainError::Open {
         path: path.to_path_buf(),
         named_by: None,
         source,
     })?;
-    if size < 4 {
-        return Ok(LayerFormat::Raw);
-    }
-    file.read_at(0, &mut magic)
-        .map_err(|source| ChainError::Open {
-            path: path.to_path_buf(),
-            named_by: None,
-            source,
-        })?;
-    Ok(if u32::from_be_bytes(magic) == MAGIC {
+    Ok(if qcow2 {
         LayerFormat::Qcow2
     } else {
         LayerFormat::Raw
@@ -331,9 +322,32 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
     Ok(Chain { top, layers })
 }
 
+/// A backing image tagged with its path, so that its errors name it
+/// ([`Error::named`]) when they reach the image above.
+struct Named {
+    path: PathBuf,
+    image: DynImage,
+}
+
+impl BlockRead for Named {
+    type Error = Error<io::Error>;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        self.image
+            .read_at(offset, buf)
+            .map_err(|error| error.named(self.path.display().to_string()))
+    }
+
+    fn size(&self) -> Result<u64, Self::Error> {
+        self.image
+            .size()
+            .map_err(|error| error.named(self.path.display().to_string()))
+    }
+}
+
 /// Opens the layers from the bottom up, each on top of the one below.
 fn stack(opened: Vec<Opened>, layers: &[Layer], config: &Config) -> Result<DynImage, ChainError> {
-    let mut below: Option<DynImage> = None;
+    let mut below: Option<Named> = None;
     for (opened, layer) in opened.into_iter().zip(layers).rev() {
         let image: DynImage = match opened {
             Opened::Raw(file) => Box::new(Raw(file)),
@@ -351,7 +365,11 @@ fn stack(opened: Vec<Opened>, layers: &[Layer], config: &Config) -> Result<DynIm
                 ),
             },
         };
-        below = Some(image);
+        below = Some(Named {
+            path: layer.path.clone(),
+            image,
+        });
     }
-    Ok(below.expect("a chain has at least its top image"))
+    // The top image's own errors are not a backing image's: no tag.
+    Ok(below.expect("a chain has at least its top image").image)
 }

@@ -38,7 +38,8 @@ fn put64(bytes: &mut [u8], at: usize, value: u64) {
 fn refusal(mutate: impl FnOnce(&mut Vec<u8>)) -> HeaderError {
     let mut bytes = valid_image();
     mutate(&mut bytes);
-    match Header::read(bytes.as_slice()) {
+    // Through the builder: it validates the snapshot table too.
+    match Image::builder(bytes.as_slice()).map(|builder| builder.header().clone()) {
         Err(Error::Header(error)) => {
             assert!(!error.to_string().is_empty());
             error

@@ -1046,11 +1046,10 @@ fn storage_reads_per_read_at_are_bounded() {
         let cluster = 1u64 << cluster_bits;
         for slots in [1usize, 2, 64] {
             // The smallest slices and cache: every lookup can miss.
-            let config = Config {
-                table_slice_bytes: 512,
-                table_cache_bytes: 512 * slots,
-                compressed_clusters: 1,
-            };
+            let config = Config::default()
+                .with_table_slice_bytes(512)
+                .with_table_cache_bytes(512 * slots)
+                .with_compressed_clusters(1);
             let storage = Counting {
                 bytes: &bytes,
                 reads: Cell::new(0),

@@ -10,11 +10,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use qcow2_reader::chain::{open_chain, resolve_name, Chain, ChainOptions, Layer, LayerFormat};
-use qcow2_reader::{find_snapshot, Config, ExtentKind, Image, NoBacking};
+use qcow2_reader::{find_snapshot, Config, Image, Mapping, NoBacking};
 use rustix::fs::SeekFrom;
 
 use crate::failure::{Failure, Result};
-use crate::kept::KeptOffsets;
 
 /// One layer of the chain, readable on its own.
 pub struct LayerView {
@@ -25,9 +24,6 @@ pub struct LayerView {
     /// Its virtual size (the file size for a raw layer).
     pub size: u64,
     source: Source,
-    /// The active L1 table and the offsets kept by zero and unallocated
-    /// entries; absent for a snapshot (whose L1 table differs).
-    kept: Option<KeptOffsets>,
 }
 
 enum Source {
@@ -85,15 +81,14 @@ pub fn open_reader(path: &Path, snapshot: Option<&str>, config: Config) -> Resul
 impl Stack {
     /// Opens every layer of `chain` alone; the top one as of `snapshot`, if
     /// given. Runs that read as zeros or fall through report the host
-    /// offsets their entries keep, as `qemu-img map` does (not under a snapshot).
+    /// offsets their entries keep, as `qemu-img map` does.
     pub fn open(chain: &Chain, snapshot: Option<&str>, config: &Config) -> Result<Self> {
         let top = chain.layers.first().map(|layer| layer.path.clone());
         let top = top.unwrap_or_default();
         let mut views = Vec::with_capacity(chain.layers.len());
         for (depth, layer) in chain.layers.iter().enumerate() {
             let snapshot = if depth == 0 { snapshot } else { None };
-            let kept = snapshot.is_none();
-            let view = open_view(layer, snapshot, config, kept).map_err(|message| {
+            let view = open_view(layer, snapshot, config).map_err(|message| {
                 let message = if depth == 0 {
                     message
                 } else {
@@ -135,53 +130,26 @@ impl Stack {
                 Source::Raw(file) => return raw_status(file, view.size, start, len, depth),
                 Source::Qcow2(image) => image,
             };
-            let kind = match view
-                .kept
-                .as_ref()
-                .and_then(|kept| kept.unmapped_l1_span(start))
-            {
-                Some(span) => {
-                    len = len.min(span);
-                    ExtentKind::Unallocated
-                }
-                None => {
-                    let extent = image.extent(start, len).map_err(io::Error::from)?;
-                    len = extent.len;
-                    extent.kind
-                }
-            };
-            match kind {
-                ExtentKind::Data { host_offset } => {
+            let extent = image.extent(start, len).map_err(io::Error::from)?;
+            len = extent.len;
+            let kept_offset = match extent.kind {
+                Mapping::Data { host_offset } => {
                     return Ok(status(len, true, false, true, Some(host_offset)))
                 }
-                ExtentKind::Compressed(_) => return Ok(status(len, true, false, true, None)),
-                ExtentKind::Zero => {
-                    let (offset, len) = view.kept_run(start, len)?;
-                    return Ok(status(len, true, true, false, offset));
+                Mapping::Compressed(_) => return Ok(status(len, true, false, true, None)),
+                Mapping::Zero { kept_offset } => {
+                    return Ok(status(len, true, true, false, kept_offset));
                 }
-                ExtentKind::Unallocated => {}
-            }
+                Mapping::Unallocated { kept_offset } => kept_offset,
+            };
             // QEMU: unallocated over no backing, or past the end of a shorter
             // backing image, reads as zeros decided by this layer.
             match self.views.get(depth + 1) {
                 Some(below) if start < below.size => len = len.min(below.size - start),
-                _ => {
-                    let (offset, len) = view.kept_run(start, len)?;
-                    return Ok(status(len, false, true, false, offset));
-                }
+                _ => return Ok(status(len, false, true, false, kept_offset)),
             }
         }
         Err(io::Error::other("empty backing chain"))
-    }
-}
-
-impl LayerView {
-    /// The host offset kept for the run at `start` and how far it goes, if offsets are tracked.
-    fn kept_run(&self, start: u64, len: u64) -> io::Result<(Option<u64>, u64)> {
-        match &self.kept {
-            Some(kept) => kept.run(start, len),
-            None => Ok((None, len)),
-        }
     }
 }
 
@@ -190,7 +158,6 @@ fn open_view(
     layer: &Layer,
     snapshot: Option<&str>,
     config: &Config,
-    kept: bool,
 ) -> std::result::Result<LayerView, String> {
     let file = File::open(&layer.path).map_err(|error| error.to_string())?;
     if layer.format == LayerFormat::Raw {
@@ -200,7 +167,6 @@ fn open_view(
             data_path: layer.path.clone(),
             size,
             source: Source::Raw(file),
-            kept: None,
         });
     }
     let text = |error: qcow2_reader::Error<io::Error>| error.to_string();
@@ -217,24 +183,12 @@ fn open_view(
             .map_err(text)?;
         builder = builder.snapshot(&found).map_err(text)?;
     }
-    let kept = if kept {
-        let file = builder
-            .storage()
-            .try_clone()
-            .map_err(|error| error.to_string())?;
-        let offsets =
-            KeptOffsets::open(file, builder.header()).map_err(|error| error.to_string())?;
-        Some(offsets)
-    } else {
-        None
-    };
     let image = builder.ignore_backing().open_alloc(config).map_err(text)?;
     Ok(LayerView {
         path: layer.path.clone(),
         data_path,
         size: image.virtual_size(),
         source: Source::Qcow2(Box::new(image)),
-        kept,
     })
 }
 

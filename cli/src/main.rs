@@ -10,7 +10,6 @@ mod check;
 mod convert;
 mod failure;
 mod info;
-mod kept;
 mod layers;
 mod map;
 mod output;
