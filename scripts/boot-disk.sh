@@ -195,7 +195,10 @@ select_inputs() {
 # A digest of everything the disk is made from: rebuild when it changes.
 input_key() {
     {
-        sha256sum "$script" "$kernel" "$busybox"
+        local file
+        for file in "$script" "$kernel" "$busybox"; do
+            sha256sum <"$file" # the content, not where the repository lies
+        done
         dpkg-query -W -f='${Package} ${Version}\n' grub-common mtools dosfstools e2fsprogs fdisk cpio
         (cd "$grub_modules" && sha256sum ./*.mod)
     } | sha256sum | cut -d' ' -f1
