@@ -31,6 +31,7 @@
 # target/boot-disk/arm64-apt (no dpkg --add-architecture) and the needed files
 # are unpacked from the .debs into target/boot-disk/arm64-root.
 set -euo pipefail
+shopt -s inherit_errexit # a failure inside $(...) stops the script too
 # sfdisk, mkfs.* and debugfs live in sbin, which a user's PATH may lack.
 PATH=$PATH:/usr/sbin:/sbin
 # File modes on the disk must not depend on the caller's umask.
