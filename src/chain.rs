@@ -335,7 +335,7 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
                 .resolve(&path, NamedFile::Backing, &name)
                 .map_err(ChainError::Refused)?;
             let backing_format = match header.backing_format().map(|f| f.as_bytes()) {
-                None => None,
+                None | Some(b"") => None,
                 Some(b"qcow2") => Some(LayerFormat::Qcow2),
                 Some(b"raw") => Some(LayerFormat::Raw),
                 Some(other) => {
