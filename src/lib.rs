@@ -131,6 +131,8 @@ mod config;
 mod error;
 pub mod extension;
 pub mod feature;
+#[cfg(feature = "std")]
+pub mod follow;
 pub mod header;
 mod image;
 #[cfg(feature = "std")]

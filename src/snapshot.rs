@@ -113,7 +113,9 @@ impl<'s, R: BlockRead + ?Sized> Snapshots<'s, R> {
         let mut bytes = [0u8; MAX_NAME_BYTES];
         let kept = usize::from(len).min(MAX_NAME_BYTES);
         self.read(offset, &mut bytes[..kept])?;
-        Ok(SnapshotName::new(&bytes[..kept]).unwrap_or_default())
+        // QEMU keeps ids and names as C strings: they end at the first NUL.
+        let text_len = bytes[..kept].iter().position(|&b| b == 0).unwrap_or(kept);
+        Ok(SnapshotName::new(&bytes[..text_len]).unwrap_or_default())
     }
 
     fn read_entry(&mut self, table_start: u64) -> Result<Snapshot, Error<R::Error>> {

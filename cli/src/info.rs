@@ -12,7 +12,7 @@ use qcow2_reader::{Config, Header, Image, Snapshot, Snapshots};
 use serde_json::{json, Map, Value};
 
 use crate::failure::{Failure, Result};
-use crate::layers::open_reader;
+use crate::layers::{open_reader, Follow};
 use crate::output::{pretty_json, print};
 use crate::size::human_size;
 
@@ -40,11 +40,13 @@ struct Described {
 }
 
 /// Runs `qcow info`.
-pub fn run(args: &Args) -> Result<ExitCode> {
-    let layers = if args.no_backing_chain {
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    // Under `--follow none` no other file is opened, not even to list it:
+    // the header alone names the backing file, as without `--backing-chain`.
+    let layers = if args.no_backing_chain || follow == Follow::None {
         vec![lone_layer(&args.image)?]
     } else {
-        open_reader(&args.image, None, Config::default())?.layers
+        open_reader(&args.image, None, Config::default(), follow)?.layers
     };
     let described = layers
         .into_iter()

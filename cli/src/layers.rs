@@ -9,11 +9,35 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use qcow2_reader::chain::{open_chain, resolve_name, Chain, ChainOptions, Layer, LayerFormat};
+use qcow2_reader::chain::{open_chain, Chain, ChainOptions, Layer, LayerFormat};
+use qcow2_reader::follow::{FollowPolicy, NamedFile};
 use qcow2_reader::{find_snapshot, Config, Image, Mapping, NoBacking};
 use rustix::fs::SeekFrom;
 
 use crate::failure::{Failure, Result};
+
+/// Which files named by an image the tool may open (`--follow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Follow {
+    /// Any path the image names, absolute or relative (QEMU's behaviour): only for images you trust.
+    #[default]
+    Any,
+    /// Only files in the image's own directory or below: no absolute paths, no `..`, no symlink leading out.
+    SameDir,
+    /// None: the image alone, its backing file ignored (reads as zeros), an external data file refused.
+    None,
+}
+
+impl Follow {
+    /// The crate's policy of the same name.
+    pub fn policy(self) -> FollowPolicy {
+        match self {
+            Follow::Any => FollowPolicy::Any,
+            Follow::SameDir => FollowPolicy::SameDir,
+            Follow::None => FollowPolicy::None,
+        }
+    }
+}
 
 /// One layer of the chain, readable on its own.
 pub struct LayerView {
@@ -63,16 +87,23 @@ pub struct Stack {
     pub views: Vec<LayerView>,
 }
 
-/// Opens the whole chain of `path` for reading, with `snapshot` applied to the top image.
+/// Opens the chain of `path` for reading, with `snapshot` applied to the top
+/// image, opening only the named files `follow` allows.
 ///
 /// The top image must be QCOW2 (the chain helper would take any other file
 /// as raw); raw images are read only as backing files.
-pub fn open_reader(path: &Path, snapshot: Option<&str>, config: Config) -> Result<Chain> {
+pub fn open_reader(
+    path: &Path,
+    snapshot: Option<&str>,
+    config: Config,
+    follow: Follow,
+) -> Result<Chain> {
     let file = File::open(path).map_err(|error| Failure::new(path, error))?;
     Image::builder(file).map_err(|error| Failure::new(path, error))?;
     let options = ChainOptions {
         config,
         snapshot: snapshot.map(str::to_string),
+        follow: follow.policy(),
         ..ChainOptions::default()
     };
     open_chain(path, &options).map_err(|error| Failure::chain(path, error))
@@ -80,15 +111,21 @@ pub fn open_reader(path: &Path, snapshot: Option<&str>, config: Config) -> Resul
 
 impl Stack {
     /// Opens every layer of `chain` alone; the top one as of `snapshot`, if
-    /// given. Runs that read as zeros or fall through report the host
-    /// offsets their entries keep, as `qemu-img map` does.
-    pub fn open(chain: &Chain, snapshot: Option<&str>, config: &Config) -> Result<Self> {
+    /// given; data files as `follow` allows. Runs that read as zeros or fall
+    /// through report the host offsets their entries keep, as `qemu-img map`
+    /// does.
+    pub fn open(
+        chain: &Chain,
+        snapshot: Option<&str>,
+        config: &Config,
+        follow: Follow,
+    ) -> Result<Self> {
         let top = chain.layers.first().map(|layer| layer.path.clone());
         let top = top.unwrap_or_default();
         let mut views = Vec::with_capacity(chain.layers.len());
         for (depth, layer) in chain.layers.iter().enumerate() {
             let snapshot = if depth == 0 { snapshot } else { None };
-            let view = open_view(layer, snapshot, config).map_err(|message| {
+            let view = open_view(layer, snapshot, config, follow).map_err(|message| {
                 let message = if depth == 0 {
                     message
                 } else {
@@ -158,6 +195,7 @@ fn open_view(
     layer: &Layer,
     snapshot: Option<&str>,
     config: &Config,
+    follow: Follow,
 ) -> std::result::Result<LayerView, String> {
     let file = File::open(&layer.path).map_err(|error| error.to_string())?;
     if layer.format == LayerFormat::Raw {
@@ -173,7 +211,11 @@ fn open_view(
     let mut builder = Image::builder(file).map_err(text)?;
     let mut data_path = layer.path.clone();
     if let Some(name) = builder.header().data_file() {
-        data_path = resolve_name(&layer.path, &String::from_utf8_lossy(name.as_bytes()));
+        let name = String::from_utf8_lossy(name.as_bytes());
+        data_path = follow
+            .policy()
+            .resolve(&layer.path, NamedFile::DataFile, &name)
+            .map_err(|refusal| refusal.to_string())?;
         let data_file = File::open(&data_path)
             .map_err(|error| format!("cannot open {}: {error}", data_path.display()))?;
         builder = builder.data_file(data_file);
@@ -183,6 +225,7 @@ fn open_view(
             .map_err(text)?;
         builder = builder.snapshot(&found).map_err(text)?;
     }
+    // The chain decided which backing files exist; each view reads its layer alone.
     let image = builder.ignore_backing().open_alloc(config).map_err(text)?;
     Ok(LayerView {
         path: layer.path.clone(),
