@@ -66,6 +66,9 @@ fn small() -> Qcow2 {
 
 // ---- images refused at open: one table ----------------------------------
 
+/// Whether an open-time error is the expected one.
+type Expect = Box<dyn Fn(&HeaderError) -> bool>;
+
 /// One way to break an image that QEMU refuses at open.
 struct Refusal {
     /// The rule the image breaks.
@@ -73,7 +76,7 @@ struct Refusal {
     /// The image breaking it.
     bytes: Vec<u8>,
     /// Whether the crate's error is the right one.
-    expected: Box<dyn Fn(&HeaderError) -> bool>,
+    expected: Expect,
     /// Words of QEMU's refusal (`qemu-img info`); `None` where QEMU opens
     /// the image for `info` and the crate, which exists to read it, refuses.
     qemu: Option<&'static str>,
@@ -501,7 +504,7 @@ fn images_at_the_limits_open() {
 /// The same rules for a snapshot's L1 table, checked when it is opened.
 #[test]
 fn snapshot_l1_tables_breaking_a_rule_are_refused_like_qemu() {
-    let cases: [(u64, u32, Box<dyn Fn(&HeaderError) -> bool>, &str); 3] = [
+    let cases: [(u64, u32, Expect, &str); 3] = [
         (
             0x1234,
             1,
