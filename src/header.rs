@@ -461,6 +461,33 @@ impl Header {
         Ok(())
     }
 
+    /// The bits set in one feature word, lowest first.
+    pub fn feature_bits(&self, kind: FeatureKind) -> impl Iterator<Item = u8> {
+        let word = match kind {
+            FeatureKind::Incompatible => self.incompatible.bits(),
+            FeatureKind::Compatible => self.compatible.bits(),
+            FeatureKind::Autoclear => self.autoclear.bits(),
+        };
+        (0..64u8).filter(move |bit| word & (1 << bit) != 0)
+    }
+
+    /// What a feature bit is called, as `qemu-img info` names it: QEMU's
+    /// name, else the image's feature name table's (read from `storage`).
+    pub fn feature_label<R: BlockRead + ?Sized>(
+        &self,
+        storage: &R,
+        kind: FeatureKind,
+        bit: u8,
+    ) -> crate::feature::FeatureLabel {
+        use crate::feature::{known_feature_name, FeatureLabel};
+        match known_feature_name(kind, bit) {
+            Some(name) => FeatureLabel::Known(name),
+            None => self
+                .feature_name(storage, kind, bit)
+                .map_or(FeatureLabel::Unnamed(bit), FeatureLabel::Table),
+        }
+    }
+
     /// Finds the feature name table's name for a bit, reading the table from `storage`.
     pub fn feature_name<R: BlockRead + ?Sized>(
         &self,
