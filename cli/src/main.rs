@@ -9,11 +9,15 @@ mod cat;
 mod check;
 mod convert;
 mod failure;
+mod get;
 mod info;
 mod kept;
 mod layers;
+mod location;
+mod ls;
 mod map;
 mod output;
+mod parts;
 mod size;
 
 use std::process::ExitCode;
@@ -42,6 +46,12 @@ enum Command {
     Check(check::Args),
     /// Time read requests, like `qemu-img bench`.
     Bench(bench::Args),
+    /// List the partitions and the file system in each.
+    Parts(parts::Args),
+    /// List a directory inside a partition's file system.
+    Ls(ls::Args),
+    /// Write a file from inside a partition's file system to standard output.
+    Get(get::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +63,9 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Parts(args) => parts::run(&args),
+        Command::Ls(args) => ls::run(&args),
+        Command::Get(args) => get::run(&args),
     };
     match result {
         Ok(code) => code,
