@@ -108,7 +108,11 @@ pub fn detect<D: BlockRead>(disk: &D) -> Result<Option<FsKind>, FsError> {
     if size >= 512 {
         let mut sector = [0u8; 512];
         read_fs(disk, 0, &mut sector)?;
-        if crate::fat::boot::Geometry::parse(&sector, size).is_ok() {
+        // A valid boot sector, or one that says it is FAT (whose open then
+        // names the bad field instead of "no file system").
+        if crate::fat::boot::Geometry::parse(&sector, size).is_ok()
+            || crate::fat::boot::names_fat(&sector)
+        {
             return Ok(Some(FsKind::Fat));
         }
     }

@@ -50,6 +50,12 @@ pub struct Geometry {
     pub boot_label: [u8; 11],
 }
 
+/// Whether the boot sector's file system type text says FAT (at the
+/// FAT12/16 or the FAT32 position); informative only, never trusted for the width.
+pub fn names_fat(sector: &[u8; 512]) -> bool {
+    sector[0x36..0x39] == *b"FAT" || sector[0x52..0x57] == *b"FAT32"
+}
+
 fn u16_at(sector: &[u8; 512], at: usize) -> u16 {
     u16::from_le_bytes([sector[at], sector[at + 1]])
 }
