@@ -87,8 +87,12 @@ fn row(disk: &OpenDisk, part: &Partition) -> Row {
             return row;
         }
     }
-    match FileSystem::open(slice).and_then(|fs| fs.label()) {
-        Ok(label) => row.label = Some(label),
+    let opened = FileSystem::open(slice).and_then(|fs| Ok((fs.name(), fs.label()?)));
+    match opened {
+        Ok((name, label)) => {
+            row.filesystem = Some(name);
+            row.label = Some(label);
+        }
         Err(error) => row.problem = Some(error.to_string()),
     }
     row

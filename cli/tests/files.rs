@@ -90,6 +90,7 @@ fn parts_lists_partitions_file_systems_and_labels() {
     assert_eq!(whole["table"], "none");
     assert_eq!(whole["partitions"][0]["number"], 0);
     assert_eq!(whole["partitions"][0]["label"], "whole");
+    assert_eq!(whole["partitions"][0]["filesystem"], "ext2");
 }
 
 /// Every path under `dir` in the tree, with its type and (for files) size.

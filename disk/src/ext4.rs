@@ -64,6 +64,27 @@ impl<D: BlockRead> Ext4Read for Source<D> {
 /// An open ext2/3/4 volume.
 pub struct Ext4Volume {
     fs: Ext4,
+    name: &'static str,
+}
+
+/// `ext2`, `ext3` or `ext4`, by `blkid`'s rule: any feature ext3 lacks
+/// makes it ext4, else a journal makes it ext3.
+fn version_name(superblock: &[u8]) -> &'static str {
+    const COMPAT_HAS_JOURNAL: u32 = 0x4;
+    // filetype, recover, journal_dev, meta_bg
+    const EXT3_INCOMPAT: u32 = 0x2 | 0x4 | 0x8 | 0x10;
+    // sparse_super, large_file, btree_dir
+    const EXT3_RO_COMPAT: u32 = 0x1 | 0x2 | 0x4;
+    let compat = u32_at(superblock, 0x5c);
+    let incompat = u32_at(superblock, 0x60);
+    let ro_compat = u32_at(superblock, 0x64);
+    if incompat & !EXT3_INCOMPAT != 0 || ro_compat & !EXT3_RO_COMPAT != 0 {
+        "ext4"
+    } else if compat & COMPAT_HAS_JOURNAL != 0 {
+        "ext3"
+    } else {
+        "ext2"
+    }
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -95,8 +116,14 @@ impl Ext4Volume {
                 });
             }
         }
+        let name = version_name(&superblock);
         let fs = Ext4::load(Box::new(Source(disk))).map_err(FsError::from_ext4)?;
-        Ok(Self { fs })
+        Ok(Self { fs, name })
+    }
+
+    /// `ext2`, `ext3` or `ext4`, as `blkid` names it.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The label, lossily decoded.

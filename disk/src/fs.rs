@@ -27,10 +27,11 @@ pub enum FsKind {
 }
 
 impl FsKind {
-    /// The name `blkid` prints for a volume of this kind, or the nearest.
+    /// The family's name (`ext` or `vfat`); an open file system names its
+    /// version ([`FileSystem::name`]).
     pub fn name(self) -> &'static str {
         match self {
-            Self::Ext => "ext4",
+            Self::Ext => "ext",
             Self::Fat => "vfat",
         }
     }
@@ -142,6 +143,14 @@ impl<D: BlockRead> FileSystem<D> {
         match self.volume {
             Volume::Ext(_) => FsKind::Ext,
             Volume::Fat(_) => FsKind::Fat,
+        }
+    }
+
+    /// The name `blkid` gives the file system: `ext2`, `ext3`, `ext4` or `vfat`.
+    pub fn name(&self) -> &'static str {
+        match &self.volume {
+            Volume::Ext(volume) => volume.name(),
+            Volume::Fat(_) => "vfat",
         }
     }
 
