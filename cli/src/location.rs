@@ -72,7 +72,14 @@ pub struct OpenDisk {
 
 /// Opens `image` (with its backing chain, as of `snapshot`) and reads its partition table.
 pub fn open_disk(image: &Path, snapshot: Option<&str>) -> Result<OpenDisk> {
-    let chain = open_reader(image, snapshot, Config::default())?;
+    // Metadata reads between data blocks must not evict the data cluster being
+    // read: a few decompressed clusters keep sequential file reads at one
+    // decompression per cluster.
+    let config = Config {
+        compressed_clusters: 4,
+        ..Config::default()
+    };
+    let chain = open_reader(image, snapshot, config)?;
     let disk: Disk = Arc::new(chain.top);
     let table = Table::read(&disk).map_err(|error| Failure::new(image, error))?;
     if let Some(warning) = &table.warning {
