@@ -27,6 +27,18 @@ pub const MAX_SNAPSHOTS: u32 = 65536;
 /// QEMU's limit on a backing file name.
 pub const MAX_BACKING_NAME_BYTES: u32 = 1023;
 
+/// Whether `storage` starts with the QCOW2 magic: the probe QEMU makes
+/// when an image names its backing file but not the file's format. A store
+/// shorter than the magic is not QCOW2 (QEMU then takes it as raw).
+pub fn is_qcow2<S: BlockRead + ?Sized>(storage: &S) -> Result<bool, S::Error> {
+    let mut magic = [0u8; 4];
+    if storage.size()? < magic.len() as u64 {
+        return Ok(false);
+    }
+    storage.read_at(0, &mut magic)?;
+    Ok(u32::from_be_bytes(magic) == MAGIC)
+}
+
 const V2_HEADER_BYTES: usize = 72;
 const V3_MIN_HEADER_BYTES: u32 = 104;
 /// Size of one snapshot table entry's fixed part, used by QEMU's offset check.

@@ -81,7 +81,7 @@ pub use config::Config;
 pub use error::{
     CorruptError, DecodeError, Error, FeatureName, HeaderError, Storage, TableKind, Unsupported,
 };
-pub use header::{CompressionType, Header};
+pub use header::{is_qcow2, CompressionType, Header};
 pub use image::{Image, ImageBuilder, NoBacking, Raw, READS_PER_UNIT};
 #[cfg(feature = "std")]
 pub use io::Cursor;

@@ -14,12 +14,16 @@ extern crate alloc;
 #[cfg_attr(target_arch = "x86_64", path = "arch/x86_64/mod.rs")]
 #[cfg_attr(target_arch = "aarch64", path = "arch/aarch64/mod.rs")]
 mod arch;
+mod backing;
 mod boot_info;
 mod console;
 mod demo;
 mod disk;
+mod disks;
 mod hal;
 mod heap;
+mod measure;
+mod report;
 mod virtio;
 
 use core::panic::PanicInfo;

@@ -30,7 +30,6 @@ pub fn exit(status: u64) -> ! {
         );
     }
     loop {
-        // SAFETY: waiting for an event has no effect on memory.
-        unsafe { core::arch::asm!("wfe", options(nomem, nostack)) };
+        aarch64_cpu::asm::wfe();
     }
 }

@@ -6,9 +6,12 @@
 mod boot;
 pub mod console;
 mod exit;
+mod mmu;
 
 use crate::boot_info::BootInfo;
 use crate::virtio::MmioWindow;
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTVCT_EL0};
 
 /// Short name for the banner.
 pub const NAME: &str = "aarch64 (QEMU virt, -kernel ELF, EL1, MMU on)";
@@ -22,20 +25,15 @@ pub const VIRTIO_MMIO: MmioWindow = MmioWindow {
 
 /// Reads the virtual counter (CNTVCT_EL0).
 pub fn counter() -> u64 {
-    let ticks: u64;
-    // SAFETY: reading the counter has no side effects; the `isb` keeps
-    // the read from being hoisted above earlier instructions.
-    unsafe {
-        core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) ticks, options(nomem, nostack))
-    };
-    ticks
+    // The `isb` keeps the read from being hoisted above earlier
+    // instructions.
+    barrier::isb(barrier::SY);
+    CNTVCT_EL0.get()
 }
 
 /// The frequency of [`counter`] (CNTFRQ_EL0, set by QEMU) and its source.
 pub fn counter_frequency() -> Option<(u64, &'static str)> {
-    let hz: u64;
-    // SAFETY: reading CNTFRQ_EL0 has no side effects.
-    unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) hz, options(nomem, nostack)) };
+    let hz = CNTFRQ_EL0.get();
     (hz != 0).then_some((hz, "CNTFRQ_EL0"))
 }
 
@@ -68,9 +66,12 @@ fn boot_info() -> BootInfo {
     }
 }
 
-/// Called by the boot code with a stack, a zeroed `.bss`, and the MMU on.
+/// Called by the boot code with a stack and a zeroed `.bss`, MMU still off.
 #[no_mangle]
 extern "C" fn aarch64_rust_entry() -> ! {
+    // SAFETY: this is the first code after the boot assembly, on the only
+    // CPU, with the MMU off: what `mmu::enable` requires.
+    unsafe { mmu::enable() };
     console::init();
     crate::main(boot_info())
 }

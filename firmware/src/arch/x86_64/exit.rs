@@ -4,7 +4,7 @@
 //! guest can never produce status 0: the runner maps [`SUCCESS`]'s status
 //! (33) to 0 and every other status to a failure.
 
-use super::port::outl;
+use x86_64::instructions::port::Port;
 
 const DEBUG_EXIT_PORT: u16 = 0xf4;
 
@@ -18,9 +18,10 @@ pub const FAILURE: u32 = 0x11;
 pub fn exit(value: u32) -> ! {
     // SAFETY: writing to the isa-debug-exit port ends the QEMU process; on a
     // machine without the device the write is ignored.
-    unsafe { outl(DEBUG_EXIT_PORT, value) };
+    unsafe { Port::<u32>::new(DEBUG_EXIT_PORT).write(value) };
+    x86_64::instructions::interrupts::disable();
     loop {
-        // SAFETY: with interrupts off this parks the CPU; nothing else runs.
-        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+        // With interrupts off this parks the CPU; nothing else runs.
+        x86_64::instructions::hlt();
     }
 }

@@ -9,7 +9,6 @@
 mod boot;
 pub mod console;
 mod exit;
-mod port;
 mod timer;
 
 use crate::boot_info::BootInfo;
@@ -28,12 +27,13 @@ pub const VIRTIO_MMIO: MmioWindow = MmioWindow {
 
 pub use timer::counter;
 
-/// The TSC frequency found at boot, and its source.
-static COUNTER_FREQUENCY: spin::Mutex<Option<(u64, &'static str)>> = spin::Mutex::new(None);
+/// The TSC frequency found at boot, and its source: set once, before
+/// anything reads it.
+static COUNTER_FREQUENCY: spin::Once<Option<(u64, &'static str)>> = spin::Once::new();
 
 /// The frequency of [`counter`] in Hz and how it was found, if known.
 pub fn counter_frequency() -> Option<(u64, &'static str)> {
-    *COUNTER_FREQUENCY.lock()
+    COUNTER_FREQUENCY.get().copied().flatten()
 }
 
 /// Exits QEMU with the status the runner reads as success.
@@ -126,6 +126,6 @@ fn boot_info(start_info: usize) -> BootInfo {
 extern "C" fn x86_64_rust_entry(start_info: u32) -> ! {
     console::init();
     let info = boot_info(start_info as usize);
-    *COUNTER_FREQUENCY.lock() = timer::calibrate();
+    COUNTER_FREQUENCY.call_once(timer::calibrate);
     crate::main(info)
 }

@@ -3,20 +3,16 @@
 //! Sources, in order: the hypervisor's TSC leaf (0x40000010, in kHz), CPUID
 //! leaf 0x15 (crystal clock times TSC ratio), a measurement against PIT
 //! channel 0 (1.193182 MHz, present on microvm), and CPUID leaf 0x16 (base
-//! frequency in MHz).
+//! frequency in MHz). The CPUID leaves are decoded by `raw-cpuid`; the
+//! PIT measurement is this file's own (no crate measures a TSC against it).
 
-use super::port::{inb, outb};
-use core::arch::x86_64::{__cpuid, __cpuid_count};
+use raw_cpuid::CpuId;
+use x86_64::instructions::port::Port;
 
 /// Reads the time stamp counter.
 pub fn counter() -> u64 {
-    let low: u32;
-    let high: u32;
-    // SAFETY: `rdtsc` only reads the counter into edx:eax.
-    unsafe {
-        core::arch::asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
-    };
-    (u64::from(high) << 32) | u64::from(low)
+    // SAFETY: `rdtsc` only reads the counter; every x86_64 CPU has it.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// A way to find the frequency, and its name for the banner.
@@ -39,46 +35,20 @@ pub fn calibrate() -> Option<(u64, &'static str)> {
         .find_map(|(source, name)| source().filter(plausible).map(|hz| (hz, name)))
 }
 
-fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
-    let r = __cpuid_count(leaf, 0);
-    (r.eax, r.ebx, r.ecx, r.edx)
-}
-
-fn max_basic_leaf() -> u32 {
-    __cpuid(0).eax
-}
-
 fn hypervisor_leaf() -> Option<u64> {
-    // CPUID.1:ECX bit 31: running under a hypervisor.
-    if cpuid(1).2 & (1 << 31) == 0 {
-        return None;
-    }
-    let (max, ..) = cpuid(0x4000_0000);
-    if !(0x4000_0010..0x4000_0100).contains(&max) {
-        return None;
-    }
-    match cpuid(0x4000_0010).0 {
-        0 => None,
-        khz => Some(u64::from(khz) * 1000),
-    }
+    // The crate checks CPUID.1:ECX bit 31 (running under a hypervisor)
+    // and that leaf 0x40000010 exists before reading it.
+    let khz = CpuId::new().get_hypervisor_info()?.tsc_frequency()?;
+    (khz != 0).then(|| u64::from(khz) * 1000)
 }
 
 fn leaf_15() -> Option<u64> {
-    if max_basic_leaf() < 0x15 {
-        return None;
-    }
-    let (denominator, numerator, crystal_hz, _) = cpuid(0x15);
-    if denominator == 0 || numerator == 0 || crystal_hz == 0 {
-        return None;
-    }
-    Some(u64::from(crystal_hz) * u64::from(numerator) / u64::from(denominator))
+    CpuId::new().get_tsc_info()?.tsc_frequency()
 }
 
 fn leaf_16() -> Option<u64> {
-    if max_basic_leaf() < 0x16 {
-        return None;
-    }
-    match cpuid(0x16).0 & 0xffff {
+    let info = CpuId::new().get_processor_frequency_info()?;
+    match info.processor_base_frequency() {
         0 => None,
         mhz => Some(u64::from(mhz) * 1_000_000),
     }
@@ -89,12 +59,14 @@ const PIT_CHANNEL0: u16 = 0x40;
 const PIT_COMMAND: u16 = 0x43;
 
 fn pit_read() -> u16 {
+    let mut command = Port::<u8>::new(PIT_COMMAND);
+    let mut channel0 = Port::<u8>::new(PIT_CHANNEL0);
     // SAFETY: latching and reading channel 0's count has no side effects
     // beyond the PIT's own read state machine, which `pit` owns here.
     unsafe {
-        outb(PIT_COMMAND, 0x00); // latch channel 0
-        let low = inb(PIT_CHANNEL0);
-        let high = inb(PIT_CHANNEL0);
+        command.write(0x00); // latch channel 0
+        let low = channel0.read();
+        let high = channel0.read();
         u16::from_le_bytes([low, high])
     }
 }
@@ -104,9 +76,10 @@ fn pit() -> Option<u64> {
     // SAFETY: channel 0 drives IRQ 0 only; interrupts are off for the whole
     // run of the firmware, so reprogramming it affects nothing else.
     unsafe {
-        outb(PIT_COMMAND, 0x34); // channel 0, low then high byte, mode 2, binary
-        outb(PIT_CHANNEL0, 0x00); // reload value 0 = 65536
-        outb(PIT_CHANNEL0, 0x00);
+        Port::<u8>::new(PIT_COMMAND).write(0x34); // channel 0, low then high byte, mode 2, binary
+        let mut channel0 = Port::<u8>::new(PIT_CHANNEL0);
+        channel0.write(0x00); // reload value 0 = 65536
+        channel0.write(0x00);
     }
     let target = PIT_HZ / 20;
     let mut last = pit_read();

@@ -1,0 +1,244 @@
+//! What the demo prints: the boot banner, an image's header, the
+//! measurements, and the small formatters they use.
+
+use crate::measure::{Hashed, Pass};
+use crate::{arch, print, println};
+use core::fmt;
+use qcow2_reader::feature::{known_feature_name, FeatureKind};
+use qcow2_reader::{BlockRead, Header};
+
+/// Prints what the loader said about the machine and the counter.
+pub fn print_boot(info: &crate::boot_info::BootInfo) {
+    let (first, last) = crate::footprint();
+    match info.ram_bytes {
+        Some(ram) => println!("boot: {}, {} MiB RAM", info.loader, ram >> 20),
+        None => println!("boot: {}", info.loader),
+    }
+    let placement = match info.footprint_in_ram {
+        Some(true) => "inside RAM",
+        Some(false) => "NOT inside RAM of the loader's map",
+        None => "RAM map unknown",
+    };
+    println!("firmware: {first:#x}..{last:#x} ({placement})");
+    match arch::counter_frequency() {
+        Some((hz, source)) => println!("counter: {} kHz ({source})", hz / 1000),
+        None => println!("counter: frequency unknown, throughput in ticks"),
+    }
+}
+
+/// Prints the header of the image on disk `disk`; `storage` is read
+/// only for the image's own feature names.
+pub fn print_header<S: BlockRead>(disk: usize, header: &Header, storage: &S) {
+    println!("disk {disk}: qcow2 image");
+    println!("  version: {}", header.version());
+    println!(
+        "  virtual size: {} bytes ({})",
+        header.virtual_size(),
+        Size(header.virtual_size())
+    );
+    println!("  cluster size: {} bytes", header.cluster_size());
+    println!("  compression type: {}", header.compression_type().name());
+    let words = [
+        (
+            FeatureKind::Incompatible,
+            "incompatible",
+            header.incompatible_features().bits(),
+        ),
+        (
+            FeatureKind::Compatible,
+            "compatible",
+            header.compatible_features().bits(),
+        ),
+        (
+            FeatureKind::Autoclear,
+            "autoclear",
+            header.autoclear_features().bits(),
+        ),
+    ];
+    for (kind, label, bits) in words {
+        print!("  {label} features:");
+        if bits == 0 {
+            print!(" none");
+        }
+        for bit in (0..64u8).filter(|&bit| bits & (1 << bit) != 0) {
+            // QEMU's names for the bits it knows; the image's own feature
+            // name table for the others.
+            match known_feature_name(kind, bit) {
+                Some(name) => print!(" [{name}]"),
+                None => match header.feature_name(storage, kind, bit) {
+                    Some(name) => print!(" [{}]", name.as_str()),
+                    None => print!(" [bit {bit}]"),
+                },
+            }
+        }
+        println!();
+    }
+    match header.backing_file() {
+        Some(name) => {
+            println!("  backing file: {name}");
+            match header.backing_format() {
+                Some(format) => println!("  backing format: {format}"),
+                None => println!("  backing format: not recorded (probed)"),
+            }
+        }
+        None => println!("  backing file: none"),
+    }
+}
+
+/// What [`print_measurements`] reports.
+pub struct Measurements {
+    /// Virtual disk size.
+    pub size: u64,
+    /// Bytes per read.
+    pub chunk: usize,
+    /// Timed passes of each kind.
+    pub passes: usize,
+    /// The hashing pass.
+    pub hashed: Hashed,
+    /// The best pass through the crate.
+    pub qcow2: Pass,
+    /// The best pass of raw sectors.
+    pub raw: Pass,
+}
+
+/// Prints memory use, the hashing pass and the throughput comparison.
+pub fn print_measurements(m: &Measurements) {
+    let hz = arch::counter_frequency().map(|(hz, _)| hz);
+    let size = m.size;
+    let (heap_used, heap_size) = crate::heap::usage();
+    let (dma_used, dma_pages) = crate::hal::pages_used();
+    println!(
+        "memory: heap {} KiB of {} KiB in use, DMA pool {dma_used} of {dma_pages} pages",
+        heap_used / 1024,
+        heap_size / 1024
+    );
+    println!(
+        "hashing pass: read {}, SHA-256 {}",
+        Rate {
+            bytes: size,
+            ticks: m.hashed.read_ticks,
+            hz
+        },
+        Duration {
+            ticks: m.hashed.hash_ticks,
+            hz
+        }
+    );
+    println!(
+        "throughput of {size} bytes from disk 0 in {} KiB reads (best of {} passes):",
+        m.chunk / 1024,
+        m.passes
+    );
+    println!(
+        "  qcow2 read: {} ({} device requests)",
+        Rate {
+            bytes: size,
+            ticks: m.qcow2.ticks,
+            hz
+        },
+        m.qcow2.requests
+    );
+    println!(
+        "  raw read:   {} ({} device requests)",
+        Rate {
+            bytes: size,
+            ticks: m.raw.ticks,
+            hz
+        },
+        m.raw.requests
+    );
+    // qcow2 speed / raw speed = raw time / qcow2 time.
+    let hundredths = u128::from(m.raw.ticks) * 100 / u128::from(m.qcow2.ticks.max(1));
+    println!(
+        "  qcow2/raw throughput ratio: {}.{:02}",
+        hundredths / 100,
+        hundredths % 100
+    );
+}
+
+/// Prints the digest line the tests compare with `qemu-img convert`.
+pub fn print_digest(hashed: &Hashed) {
+    println!("virtual-disk-sha256: {}", Hex(&hashed.digest));
+}
+
+/// Lowercase hex.
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+/// Bytes as text, with invalid UTF-8 replaced.
+pub struct Utf8Lossy<'a>(pub &'a [u8]);
+
+impl fmt::Display for Utf8Lossy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            if !chunk.invalid().is_empty() {
+                f.write_str("\u{fffd}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A byte count in binary units.
+struct Size(u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+        let mut unit = 0;
+        let mut value = self.0;
+        while value >= 1024 && value.is_multiple_of(1024) && unit + 1 < UNITS.len() {
+            value /= 1024;
+            unit += 1;
+        }
+        write!(f, "{value} {}", UNITS[unit])
+    }
+}
+
+/// Counter ticks as milliseconds, or raw ticks without a frequency.
+struct Duration {
+    ticks: u64,
+    hz: Option<u64>,
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.hz {
+            Some(hz) => {
+                let micros = u128::from(self.ticks) * 1_000_000 / u128::from(hz);
+                write!(f, "{}.{:03} ms", micros / 1000, micros % 1000)
+            }
+            None => write!(f, "{} ticks", self.ticks),
+        }
+    }
+}
+
+/// Bytes over ticks as MB/s (10^6 bytes per second), with the duration.
+struct Rate {
+    bytes: u64,
+    ticks: u64,
+    hz: Option<u64>,
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let duration = Duration {
+            ticks: self.ticks,
+            hz: self.hz,
+        };
+        match self.hz {
+            Some(hz) if self.ticks > 0 => {
+                let rate =
+                    u128::from(self.bytes) * u128::from(hz) / u128::from(self.ticks) / 1_000_000;
+                write!(f, "{rate} MB/s in {duration}")
+            }
+            _ => write!(f, "{} bytes in {duration}", self.bytes),
+        }
+    }
+}

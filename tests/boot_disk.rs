@@ -1,0 +1,131 @@
+//! The boot disks of the UEFI boot tests (`scripts/boot-disk.sh`), booted
+//! raw under the stock firmware (`scripts/boot-raw.sh`: OVMF on x86_64, AAVMF
+//! on aarch64, TCG). A disk that does not boot raw cannot prove anything when
+//! booted through the QCOW2 driver, so this is the baseline.
+//!
+//! Needs the packages that `scripts/setup.sh` installs; without them the
+//! scripts fail naming the install command, and so do these tests (they never
+//! pass silently). The first aarch64 build downloads the arm64 packages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a script and returns its output, failing with its stderr.
+fn run(script: &Path, args: &[&str]) -> Output {
+    let output = Command::new(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed ({}); run scripts/setup.sh (as root) if a package is missing:\n{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Builds (or finds cached) the disk for `arch`, checking the interface:
+/// one line on stdout, the absolute path of target/boot-disk/ARCH/disk.raw.
+fn boot_disk(arch: &str) -> PathBuf {
+    let output = run(&repo().join("scripts/boot-disk.sh"), &[arch]);
+    let stdout = String::from_utf8(output.stdout).expect("the path is UTF-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must be the path alone: {stdout:?}");
+    let path = PathBuf::from(lines[0]);
+    assert_eq!(
+        path,
+        repo().join("target/boot-disk").join(arch).join("disk.raw")
+    );
+    let size = std::fs::metadata(&path).expect("the disk exists").len();
+    // Kernel + initramfs + GRUB: tens of MiB, not hundreds.
+    assert!(
+        (8 << 20..64 << 20).contains(&size),
+        "{}: {size} bytes",
+        path.display()
+    );
+    path
+}
+
+/// Boots the disk raw and requires the marker of its /init and QEMU's exit 0.
+fn boots_raw(arch: &str) {
+    let disk = boot_disk(arch);
+    let disk = disk.to_str().expect("UTF-8 path");
+    let output = run(&repo().join("scripts/boot-raw.sh"), &[arch, disk]);
+    let console = String::from_utf8_lossy(&output.stdout);
+    let marker = format!("QCOW2-BOOT-MARKER: reached init on {arch}");
+    assert!(
+        console
+            .lines()
+            .any(|line| without_escapes(line).trim() == marker),
+        "no line '{marker}' on the console:\n{console}"
+    );
+    assert!(!console.contains("QCOW2-BOOT-ERROR"), "{console}");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr).trim_end());
+}
+
+/// The line without terminal control sequences (`ESC [ ... final byte`): the
+/// firmware's console leaves GRUB's colour codes in front of the kernel's
+/// first output on the same line.
+fn without_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                // Parameters and intermediates, then one final byte @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn escapes_are_removed_from_console_lines() {
+    let line = "\r\u{1b}[0m\u{1b}[37m\u{1b}[40mQCOW2-BOOT-MARKER: reached init on x86_64\r";
+    assert_eq!(
+        without_escapes(line),
+        "\rQCOW2-BOOT-MARKER: reached init on x86_64\r"
+    );
+    assert_eq!(without_escapes("\u{1b}[=3hplain"), "plain");
+}
+
+#[test]
+fn x86_64_disk_boots_raw_under_ovmf() {
+    boots_raw("x86_64");
+}
+
+#[test]
+fn aarch64_disk_boots_raw_under_aavmf() {
+    boots_raw("aarch64");
+}
+
+/// A second build from the same inputs, in another directory, gives the same
+/// bytes (fixed UUIDs, volume ids and timestamps).
+#[test]
+fn x86_64_disk_rebuilds_to_the_same_bytes() {
+    let cached = std::fs::read(boot_disk("x86_64")).expect("the cached disk");
+    let other = tempfile::tempdir().expect("a temporary directory");
+    std::fs::create_dir(other.path().join("scripts")).expect("mkdir");
+    let script = other.path().join("scripts/boot-disk.sh");
+    std::fs::copy(repo().join("scripts/boot-disk.sh"), &script).expect("copy the script");
+    let output = run(&script, &["x86_64"]);
+    let rebuilt_path = String::from_utf8(output.stdout).expect("UTF-8");
+    let rebuilt = std::fs::read(rebuilt_path.trim_end()).expect("the rebuilt disk");
+    assert!(
+        rebuilt.len() == cached.len() && rebuilt == cached,
+        "the rebuilt disk differs from the cached one"
+    );
+}
