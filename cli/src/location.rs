@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use qcow2_disk::{FileSystem, Partition, Scheme, Slice, Table};
+use qcow2_disk::{FileSystem, Partition, Slice, Table};
 use qcow2_reader::chain::DynImage;
 use qcow2_reader::Config;
 
@@ -20,8 +20,7 @@ pub type Disk = Arc<DynImage>;
 /// A file system opened inside an image.
 pub type Volume = FileSystem<Slice<Disk>>;
 
-/// A place in an image: a partition number (none: the disk's only file
-/// system) and an absolute path inside its file system.
+/// A place in an image (owned, for the command line): see [`qcow2_disk::Location`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     /// The partition number, as Linux numbers it.
@@ -34,31 +33,22 @@ impl FromStr for Location {
     type Err = String;
 
     fn from_str(text: &str) -> std::result::Result<Self, String> {
-        let (partition, path) = match text.split_once(':') {
-            Some((number, path)) if !number.starts_with('/') => {
-                let number = number
-                    .parse()
-                    .map_err(|_| format!("{text:?}: partition {number:?} is not a number"))?;
-                (Some(number), path)
-            }
-            _ => (None, text),
-        };
-        if !path.starts_with('/') {
-            return Err(format!("{text:?}: expected N:/PATH or /PATH"));
-        }
+        let parsed =
+            qcow2_disk::Location::parse(text).map_err(|error| format!("{text:?}: {error}"))?;
         Ok(Self {
-            partition,
-            path: path.to_string(),
+            partition: parsed.partition,
+            path: parsed.path.to_string(),
         })
     }
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.partition {
-            Some(number) => write!(f, "{number}:{}", self.path),
-            None => f.write_str(&self.path),
-        }
+        let location = qcow2_disk::Location {
+            partition: self.partition,
+            path: &self.path,
+        };
+        location.fmt(f)
     }
 }
 
@@ -94,42 +84,9 @@ pub fn open_disk(image: &Path, snapshot: Option<&str>) -> Result<OpenDisk> {
 impl OpenDisk {
     /// The partition `number`; without one, the disk's only file system.
     pub fn partition(&self, image: &Path, number: Option<u32>) -> Result<&Partition> {
-        let fail = |message: String| Failure::new(image, message);
-        if let Some(number) = number {
-            return self
-                .table
-                .get::<std::io::Error>(number)
-                .map_err(|error| fail(error.to_string()));
-        }
-        if self.table.scheme == Scheme::None {
-            return Ok(&self.table.partitions[0]);
-        }
-        let mut candidates = self
-            .table
-            .partitions
-            .iter()
-            .filter(|part| !part.is_container());
-        match (candidates.next(), candidates.next()) {
-            (Some(only), None) => Ok(only),
-            (None, _) => Err(fail(format!(
-                "the disk's {} partition table has no partitions",
-                self.table.scheme.name()
-            ))),
-            (Some(_), Some(_)) => Err(fail(format!(
-                "the disk has several partitions ({}); name one as N:/PATH",
-                self.numbers()
-            ))),
-        }
-    }
-
-    fn numbers(&self) -> String {
-        let numbers: Vec<String> = self
-            .table
-            .partitions
-            .iter()
-            .map(|part| part.number.to_string())
-            .collect();
-        numbers.join(", ")
+        self.table
+            .select::<std::io::Error>(number)
+            .map_err(|error| Failure::new(image, error))
     }
 
     /// Opens the file system of `partition`.
@@ -145,21 +102,4 @@ pub fn open_volume(image: &Path, snapshot: Option<&str>, location: &Location) ->
     let disk = open_disk(image, snapshot)?;
     let partition = disk.partition(image, location.partition)?;
     disk.volume(image, partition)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locations_name_a_partition_or_the_only_file_system() {
-        let parsed: Location = "2:/boot/vmlinuz".parse().unwrap();
-        assert_eq!(parsed.partition, Some(2));
-        assert_eq!(parsed.path, "/boot/vmlinuz");
-        let parsed: Location = "/etc/a:b".parse().unwrap();
-        assert_eq!(parsed.partition, None);
-        assert_eq!(parsed.path, "/etc/a:b");
-        assert!("x:/etc".parse::<Location>().is_err());
-        assert!("1:etc".parse::<Location>().is_err());
-    }
 }

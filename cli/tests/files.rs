@@ -250,7 +250,7 @@ fn errors_are_one_line_naming_the_location() {
         ),
         (
             vec!["get", &gpt, "/x"],
-            "the disk has several partitions (1, 2)",
+            "the disk has 2 partitions; name one as N:/PATH",
         ),
     ];
     for (args, message) in cases {

@@ -53,10 +53,12 @@ pub mod ext4;
 pub mod fat;
 pub mod fs;
 pub mod gpt;
+pub mod location;
 pub mod mbr;
 pub mod slice;
 pub mod table;
 
 pub use fs::{Entry, EntryKind, File, FileSystem, FsError, FsKind};
+pub use location::{Location, LocationError};
 pub use slice::{Slice, SliceError};
 pub use table::{Partition, PartitionKind, Scheme, Table, TableError};

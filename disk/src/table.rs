@@ -150,6 +150,13 @@ pub enum TableError<E> {
         /// What is wrong with the backup GPT.
         backup: GptProblem,
     },
+    /// No partition was named and the disk has more than one (or none).
+    NotOneFileSystem {
+        /// Partitions that may hold a file system (not extended containers).
+        candidates: usize,
+        /// The kind of table the disk has.
+        scheme: Scheme,
+    },
     /// No partition has this number.
     NoSuchPartition {
         /// The number asked for.
@@ -168,6 +175,15 @@ impl<E: fmt::Display> fmt::Display for TableError<E> {
             Self::Gpt { primary, backup } => write!(
                 f,
                 "no valid GPT: primary {primary}; backup {backup}"
+            ),
+            Self::NotOneFileSystem { candidates: 0, scheme } => write!(
+                f,
+                "the disk's {} partition table has no partitions",
+                scheme.name()
+            ),
+            Self::NotOneFileSystem { candidates, .. } => write!(
+                f,
+                "the disk has {candidates} partitions; name one as N:/PATH (see qcow parts)"
             ),
             Self::NoSuchPartition { number, scheme: Scheme::None } => write!(
                 f,
@@ -252,6 +268,27 @@ impl Table {
             partitions,
             warning: None,
         })
+    }
+
+    /// The partition `number`, or without one the disk's only file system:
+    /// the whole disk when it has no table, else the one partition that is
+    /// not an extended container.
+    pub fn select<E>(&self, number: Option<u32>) -> Result<&Partition, TableError<E>> {
+        if let Some(number) = number {
+            return self.get(number);
+        }
+        let mut candidates = self.partitions.iter().filter(|part| !part.is_container());
+        match (candidates.next(), candidates.next()) {
+            (Some(only), None) => Ok(only),
+            _ => Err(TableError::NotOneFileSystem {
+                candidates: self
+                    .partitions
+                    .iter()
+                    .filter(|part| !part.is_container())
+                    .count(),
+                scheme: self.scheme,
+            }),
+        }
     }
 
     /// The partition numbered `number` (0 for a disk without a table).
