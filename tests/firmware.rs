@@ -454,6 +454,14 @@ fn file_digest(path: &Path) -> String {
         .collect()
 }
 
+/// One boot with `--file` requests: the image, (location, tree file) pairs
+/// that must print their digest, and a location that must not exist.
+type FileRun = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+);
+
 /// `--file` requests: each file inside an image (an overlay over a
 /// compressed base; a zstd-compressed MBR disk with logical partitions)
 /// must print the SHA-256 of the file the tools wrote; a missing file
@@ -463,7 +471,7 @@ fn files_on(target: &str, emulator: &str) {
     let disks = made_disks();
     let elf = build_firmware(target);
     let runner = manifest_dir().join("firmware/run.sh");
-    let runs: [(&str, &[(&str, &str)], Option<&str>); 2] = [
+    let runs: [FileRun; 2] = [
         (
             "gpt-overlay.qcow2",
             &[
