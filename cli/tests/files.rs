@@ -302,3 +302,39 @@ fn snapshots_and_corrupt_file_systems() {
     let error = qcow_error(&["ls", text(&broken), "5:/"]);
     assert!(error.contains("partition 5: ext2/3/4: corrupt"), "{error}");
 }
+
+#[test]
+fn damaged_gpt_falls_back_with_a_warning_or_fails_naming_both_copies() {
+    let scratch = Scratch::new();
+    let raw = scratch.path("gpt.raw");
+    qemu_img(&["convert", "-O", "raw", &image("gpt-base.qcow2"), text(&raw)]);
+    let mut bytes = std::fs::read(&raw).unwrap();
+    bytes[512 + 0x38] ^= 1; // primary header: disk GUID, under the header CRC
+    std::fs::write(&raw, &bytes).unwrap();
+    let primary_damaged = scratch.path("primary.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", text(&raw), text(&primary_damaged)]);
+    let output = qcow(&["get", text(&primary_damaged), "2:/hello.txt"]);
+    assert!(output.status.success());
+    assert_eq!(
+        output.stdout,
+        std::fs::read(disks().join("tree-ext-v1/hello.txt")).unwrap()
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("warning: primary GPT header at LBA 1: header CRC32")
+            && stderr.contains("using the backup GPT"),
+        "{stderr}"
+    );
+
+    let last = bytes.len() - 512;
+    bytes[last + 0x38] ^= 1; // and the backup header
+    std::fs::write(&raw, &bytes).unwrap();
+    let both_damaged = scratch.path("both.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", text(&raw), text(&both_damaged)]);
+    let error = qcow_error(&["parts", text(&both_damaged)]);
+    assert!(
+        error.contains("no valid GPT: primary GPT header at LBA 1: header CRC32")
+            && error.contains("backup GPT header at LBA 204799: header CRC32"),
+        "{error}"
+    );
+}
