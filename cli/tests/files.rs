@@ -224,6 +224,37 @@ fn get_writes_files_byte_for_byte() {
 }
 
 #[test]
+fn get_in_parallel_chunks_gives_the_same_bytes() {
+    // Small and odd chunk sizes put chunk edges inside clusters and blocks,
+    // so every reader thread seeks (FAT: along the chain; ext4: from the start).
+    for (name, location, tree_file) in [
+        ("gpt-overlay.qcow2", "2:/big.bin", "tree-ext-v2/big.bin"),
+        ("gpt-base.qcow2", "1:/big.bin", "tree-fat-v1/big.bin"),
+        ("mbr-base.qcow2", "5:/big.bin", "tree-ext-v1/big.bin"),
+        ("mbr-overlay.qcow2", "6:/big.bin", "tree-fat-v2/big.bin"),
+        ("gpt-base.qcow2", "2:/sparse.bin", "tree-ext-v1/sparse.bin"),
+    ] {
+        let expected = std::fs::read(disks().join(tree_file)).unwrap();
+        for (threads, chunk) in [("2", "65536"), ("3", "70001")] {
+            let args = [
+                "get",
+                "--threads",
+                threads,
+                "--chunk-size",
+                chunk,
+                &image(name),
+                location,
+            ];
+            let out = qcow_ok(&args);
+            assert!(
+                out == expected,
+                "{name} {location} threads {threads} chunk {chunk}: bytes differ"
+            );
+        }
+    }
+}
+
+#[test]
 fn errors_are_one_line_naming_the_location() {
     let gpt = image("gpt-base.qcow2");
     let cases = [

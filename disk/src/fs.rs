@@ -216,6 +216,18 @@ impl<D: BlockRead> File<'_, D> {
         self.len() == 0
     }
 
+    /// Moves to byte `position` of the file (past the end is allowed).
+    ///
+    /// Work: ext2/3/4 walks the file's block map from the start
+    /// (`ext4-view`'s rule); FAT follows the chain forward from the
+    /// current cluster, or from the first one when moving back.
+    pub fn seek_to(&mut self, position: u64) -> Result<(), FsError> {
+        match &mut self.inner {
+            FileInner::Ext(file) => file.seek_to(position).map_err(FsError::from_ext4),
+            FileInner::Fat(file) => file.seek_to(position),
+        }
+    }
+
     /// Reads the next bytes into `buf`; 0 means the end of the file.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
         match &mut self.inner {

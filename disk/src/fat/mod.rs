@@ -197,6 +197,42 @@ impl<D: BlockRead> FatFile<'_, D> {
         self.size == 0
     }
 
+    /// Moves to byte `position` (past the end is allowed: reads then give 0).
+    /// Forward moves follow the chain from the current cluster, backward
+    /// ones from the first.
+    pub fn seek_to(&mut self, position: u64) -> Result<(), FsError> {
+        let Some(first) = self.first else {
+            self.position = position;
+            return Ok(());
+        };
+        let cluster_bytes = u64::from(self.fat.geometry.cluster_bytes);
+        // The last cluster that holds file bytes: seeking past it walks no further.
+        let last_index = (self.size - 1) / cluster_bytes;
+        let target = (position / cluster_bytes).min(last_index);
+        let (mut index, mut cluster) = match self.cursor {
+            Some((index, cluster)) if u64::from(index) <= target => (index, cluster),
+            _ => (0, first),
+        };
+        while u64::from(index) < target {
+            match self.next_cluster(index, cluster)? {
+                Some(next) => {
+                    index += 1;
+                    cluster = next;
+                }
+                None => {
+                    return Err(FsError::Fat(FatCorrupt::ChainTooShort {
+                        first_cluster: first,
+                        clusters: index + 1,
+                        size: self.size,
+                    }))
+                }
+            }
+        }
+        self.cursor = Some((index, cluster));
+        self.position = position;
+        Ok(())
+    }
+
     /// Reads from the current position into `buf`, returning the bytes read
     /// (0 at the end). Physically contiguous clusters are read with one request.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
