@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks getting one large file out of ext4 inside a compressed QCOW2
 # image, side by side in one run:
-#   qcow get     IMAGE 1:/big.bin -o OUT                (this project)
+#   qcow get     IMAGE 1:/big.bin -o OUT                (this project; and with --threads 1)
 #   qemu-img convert -O raw IMAGE RAW; debugfs -R "dump /big.bin OUT" RAW?offset=START
 #                                                        (without libguestfs)
 #   qcow cat --offset START --length SIZE IMAGE > OUT   (the same number of bytes, raw)
@@ -65,6 +65,7 @@ run() { # NAME FUNCTION
 }
 timed() { /usr/bin/time -a -o cpu.log -f "%U %S" "$@"; }
 get() { timed "$QCOW" get image.qcow2 1:/big.bin -o out.get; }
+get_one_thread() { timed "$QCOW" get --threads 1 image.qcow2 1:/big.bin -o out.get; }
 pipeline() {
     timed qemu-img convert -O raw image.qcow2 out.raw
     timed debugfs -R "dump /big.bin out.dump" "out.raw?offset=$start" 2>/dev/null
@@ -80,6 +81,7 @@ rm -f cpu.log
 for ((rep = 1; rep <= REPS; rep++)); do
     log "round $rep of $REPS"
     run "qcow get" get
+    run "qcow get --threads 1" get_one_thread
     run "qemu-img convert + debugfs dump" pipeline
     run "qcow cat, same bytes" same_bytes
     run "qcow convert, whole disk" convert
@@ -91,7 +93,7 @@ get_wall=$(median <<<"${times["qcow get"]}")
 get_cpu=$(median <<<"${cpu["qcow get"]}")
 echo "| workload (${FILE_MIB} MiB file, image $(du -m image.qcow2 | cut -f1) MiB) | wall s | qcow get / this | CPU s | qcow get / this |"
 echo "|---|---|---|---|---|"
-for name in "qcow get" "qemu-img convert + debugfs dump" "qcow cat, same bytes" "qcow convert, whole disk"; do
+for name in "qcow get" "qcow get --threads 1" "qemu-img convert + debugfs dump" "qcow cat, same bytes" "qcow convert, whole disk"; do
     wall=$(median <<<"${times[$name]}")
     used=$(median <<<"${cpu[$name]}")
     echo "| $name | $wall | $(ratio "$get_wall" "$wall") | $used | $(ratio "$get_cpu" "$used") |"
