@@ -31,6 +31,7 @@
 # target/boot-disk/arm64-apt (no dpkg --add-architecture) and the needed files
 # are unpacked from the .debs into target/boot-disk/arm64-root.
 set -euo pipefail
+shopt -s inherit_errexit # a failure inside $(...) stops the script too
 # sfdisk, mkfs.* and debugfs live in sbin, which a user's PATH may lack.
 PATH=$PATH:/usr/sbin:/sbin
 # File modes on the disk must not depend on the caller's umask.
@@ -195,7 +196,10 @@ select_inputs() {
 # A digest of everything the disk is made from: rebuild when it changes.
 input_key() {
     {
-        sha256sum "$script" "$kernel" "$busybox"
+        local file
+        for file in "$script" "$kernel" "$busybox"; do
+            sha256sum <"$file" # the content, not where the repository lies
+        done
         dpkg-query -W -f='${Package} ${Version}\n' grub-common mtools dosfstools e2fsprogs fdisk cpio
         (cd "$grub_modules" && sha256sum ./*.mod)
     } | sha256sum | cut -d' ' -f1

@@ -11,6 +11,7 @@
 # marker appeared and QEMU then exited 0 by itself (the guest powered off);
 # a timeout (BOOT_TIMEOUT seconds, default 120) is a failure.
 set -euo pipefail
+shopt -s inherit_errexit # a failure inside $(...) stops the script too
 
 die() {
     echo "boot-raw: error: $*" >&2

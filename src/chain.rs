@@ -4,7 +4,8 @@
 //! resolves each backing file name relative to the directory of the image
 //! that names it (as QEMU does), takes the format from the backing format
 //! extension or probes the magic, refuses loops and chains deeper than a
-//! limit, and says which image names a file that cannot be opened.
+//! limit, and says which image names a file that cannot be opened. Which
+//! named files it may open at all is the caller's [`FollowPolicy`].
 
 use std::boxed::Box;
 use std::collections::HashSet;
@@ -18,7 +19,8 @@ use std::vec::Vec;
 use crate::block::BlockRead;
 use crate::config::Config;
 use crate::error::Error;
-use crate::header::{Header, MAGIC};
+use crate::follow::{FollowPolicy, NamedFile, Refusal};
+use crate::header::{is_qcow2, Header};
 use crate::image::{Image, ImageBuilder, NoBacking, Raw};
 use crate::snapshot::find_snapshot;
 
@@ -64,6 +66,10 @@ pub struct ChainOptions {
     pub config: Config,
     /// Read the top image as of this snapshot (id or name).
     pub snapshot: Option<String>,
+    /// Which backing and data files the images may name ([`FollowPolicy::Any`]
+    /// by default, as QEMU; choose [`FollowPolicy::SameDir`] or
+    /// [`FollowPolicy::None`] for untrusted images).
+    pub follow: FollowPolicy,
 }
 
 impl Default for ChainOptions {
@@ -72,6 +78,7 @@ impl Default for ChainOptions {
             max_depth: DEFAULT_MAX_DEPTH,
             config: Config::default(),
             snapshot: None,
+            follow: FollowPolicy::Any,
         }
     }
 }
@@ -134,6 +141,8 @@ pub enum ChainError {
         /// The format name.
         format: String,
     },
+    /// The follow policy refuses a file an image names.
+    Refused(Refusal),
 }
 
 impl fmt::Display for ChainError {
@@ -168,6 +177,7 @@ impl fmt::Display for ChainError {
                 "{} names a backing file of format {format:?}, which is not supported",
                 path.display()
             ),
+            ChainError::Refused(refusal) => refusal.fmt(f),
         }
     }
 }
@@ -177,6 +187,7 @@ impl std::error::Error for ChainError {
         match self {
             ChainError::Open { source, .. } => Some(source),
             ChainError::Image { error, .. } => Some(error),
+            ChainError::Refused(refusal) => Some(refusal),
             _ => None,
         }
     }
@@ -205,24 +216,15 @@ fn open_file(path: &Path, named_by: Option<&Path>) -> Result<File, ChainError> {
     })
 }
 
-/// Whether the file starts with the QCOW2 magic.
+/// The file's format by its magic, as QEMU probes a backing file whose
+/// format the image does not record.
 fn probe(file: &File, path: &Path) -> Result<LayerFormat, ChainError> {
-    let mut magic = [0u8; 4];
-    let size = file.size().map_err(|source| ChainError::Open {
+    let qcow2 = is_qcow2(file).map_err(|source| ChainError::Open {
         path: path.to_path_buf(),
         named_by: None,
         source,
     })?;
-    if size < 4 {
-        return Ok(LayerFormat::Raw);
-    }
-    file.read_at(0, &mut magic)
-        .map_err(|source| ChainError::Open {
-            path: path.to_path_buf(),
-            named_by: None,
-            source,
-        })?;
-    Ok(if u32::from_be_bytes(magic) == MAGIC {
+    Ok(if qcow2 {
         LayerFormat::Qcow2
     } else {
         LayerFormat::Raw
@@ -236,25 +238,34 @@ fn image_error(path: &Path) -> impl FnOnce(Error<io::Error>) -> ChainError + '_ 
     }
 }
 
-/// Reads the header of a QCOW2 file and attaches its external data file.
-fn qcow2_builder(file: File, path: &Path) -> Result<ImageBuilder<File>, ChainError> {
+/// Reads the header of a QCOW2 file and attaches its external data file, if `follow` allows.
+fn qcow2_builder(
+    file: File,
+    path: &Path,
+    follow: FollowPolicy,
+) -> Result<ImageBuilder<File>, ChainError> {
     let builder = Image::builder(file).map_err(image_error(path))?;
     let Some(name) = builder.header().data_file() else {
         return Ok(builder);
     };
-    let data_path = resolve_name(path, &String::from_utf8_lossy(name.as_bytes()));
+    let name = String::from_utf8_lossy(name.as_bytes());
+    let data_path = follow
+        .resolve(path, NamedFile::DataFile, &name)
+        .map_err(ChainError::Refused)?;
     let data_file = open_file(&data_path, Some(path))?;
     Ok(builder.data_file(data_file))
 }
 
 /// Opens one QCOW2 image alone: its backing file is not opened and its
-/// unallocated clusters read as zeros; its external data file is opened.
+/// unallocated clusters read as zeros; its external data file is opened if
+/// `follow` allows.
 pub fn open_layer(
     path: &Path,
     config: &Config,
+    follow: FollowPolicy,
 ) -> Result<Image<'static, File, NoBacking>, ChainError> {
     let file = open_file(path, None)?;
-    qcow2_builder(file, path)?
+    qcow2_builder(file, path, follow)?
         .ignore_backing()
         .open_alloc(config)
         .map_err(image_error(path))
@@ -265,7 +276,8 @@ enum Opened {
     Raw(File),
 }
 
-/// Opens `path` (QCOW2 or raw, probed) with all of its backing chain.
+/// Opens `path` (QCOW2 or raw, probed) with its backing chain and data
+/// files, as far as `options.follow` allows.
 pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainError> {
     let mut layers = Vec::new();
     let mut opened = Vec::new();
@@ -296,7 +308,7 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
             opened.push(Opened::Raw(file));
             continue;
         }
-        let mut builder = qcow2_builder(file, &path)?;
+        let mut builder = qcow2_builder(file, &path, options.follow)?;
         if layers.is_empty() {
             if let Some(snapshot) = &options.snapshot {
                 let found = find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes())
@@ -305,10 +317,16 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
             }
         }
         let header = builder.header().clone();
-        if let Some(name) = header.backing_file() {
-            let backing_path = resolve_name(&path, &String::from_utf8_lossy(name.as_bytes()));
+        if !options.follow.follows_backing() {
+            builder = builder.ignore_backing();
+        } else if let Some(name) = header.backing_file() {
+            let name = String::from_utf8_lossy(name.as_bytes());
+            let backing_path = options
+                .follow
+                .resolve(&path, NamedFile::Backing, &name)
+                .map_err(ChainError::Refused)?;
             let backing_format = match header.backing_format().map(|f| f.as_bytes()) {
-                None => None,
+                None | Some(b"") => None,
                 Some(b"qcow2") => Some(LayerFormat::Qcow2),
                 Some(b"raw") => Some(LayerFormat::Raw),
                 Some(other) => {
@@ -331,9 +349,32 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
     Ok(Chain { top, layers })
 }
 
+/// A backing image tagged with its path, so that its errors name it
+/// ([`Error::named`]) when they reach the image above.
+struct Named {
+    path: PathBuf,
+    image: DynImage,
+}
+
+impl BlockRead for Named {
+    type Error = Error<io::Error>;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        self.image
+            .read_at(offset, buf)
+            .map_err(|error| error.named(self.path.display().to_string()))
+    }
+
+    fn size(&self) -> Result<u64, Self::Error> {
+        self.image
+            .size()
+            .map_err(|error| error.named(self.path.display().to_string()))
+    }
+}
+
 /// Opens the layers from the bottom up, each on top of the one below.
 fn stack(opened: Vec<Opened>, layers: &[Layer], config: &Config) -> Result<DynImage, ChainError> {
-    let mut below: Option<DynImage> = None;
+    let mut below: Option<Named> = None;
     for (opened, layer) in opened.into_iter().zip(layers).rev() {
         let image: DynImage = match opened {
             Opened::Raw(file) => Box::new(Raw(file)),
@@ -351,7 +392,11 @@ fn stack(opened: Vec<Opened>, layers: &[Layer], config: &Config) -> Result<DynIm
                 ),
             },
         };
-        below = Some(image);
+        below = Some(Named {
+            path: layer.path.clone(),
+            image,
+        });
     }
-    Ok(below.expect("a chain has at least its top image"))
+    // The top image's own errors are not a backing image's: no tag.
+    Ok(below.expect("a chain has at least its top image").image)
 }

@@ -6,7 +6,18 @@ use crate::header::Header;
 
 /// Sizes of the caches an opened image keeps. All of them together are the
 /// image's whole memory: it does not grow with the virtual disk size.
+///
+/// Start from [`Config::default`] and change what you need with the
+/// `with_` methods (the struct may grow fields, so it is not built literally):
+///
+/// ```
+/// let config = qcow2_reader::Config::default()
+///     .with_table_cache_bytes(64 << 10)
+///     .with_compressed_clusters(0);
+/// assert_eq!(config.table_cache_bytes, 64 << 10);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Bytes per cached table slice (L1 and L2 tables are cached in slices of
     /// this size): a power of two from 512 up to the cluster size; larger
@@ -29,6 +40,26 @@ impl Default for Config {
             table_cache_bytes: 1 << 20,
             compressed_clusters: 1,
         }
+    }
+}
+
+impl Config {
+    /// This configuration with table slices of `bytes` each.
+    pub const fn with_table_slice_bytes(mut self, bytes: usize) -> Self {
+        self.table_slice_bytes = bytes;
+        self
+    }
+
+    /// This configuration with `bytes` of table cache.
+    pub const fn with_table_cache_bytes(mut self, bytes: usize) -> Self {
+        self.table_cache_bytes = bytes;
+        self
+    }
+
+    /// This configuration keeping `clusters` decompressed clusters.
+    pub const fn with_compressed_clusters(mut self, clusters: usize) -> Self {
+        self.compressed_clusters = clusters;
+        self
     }
 }
 

@@ -570,6 +570,66 @@ pub enum Error<E> {
     },
     /// A snapshot id or name that the snapshot table does not have.
     NoSuchSnapshot,
+    /// A read through a backing image failed in that image: which image of
+    /// the chain it is, and its own error. (Needs `alloc`; without it the
+    /// backing's error is passed on as it is.)
+    #[cfg(feature = "alloc")]
+    Backing {
+        /// How far down the chain, from the image that reports the error:
+        /// 1 is its backing file, 2 that file's backing, and so on.
+        depth: u32,
+        /// The image's file name, where the opener knows it
+        /// ([`chain::open_chain`](crate::chain) names every backing file).
+        name: Option<alloc::string::String>,
+        /// The error as that image reported it.
+        error: alloc::boxed::Box<Error<E>>,
+    },
+}
+
+impl<E> Error<E> {
+    /// This error, met in the backing image of the image that reports it:
+    /// one level deeper.
+    pub(crate) fn in_backing(self) -> Self {
+        #[cfg(feature = "alloc")]
+        return match self {
+            Error::Backing { depth, name, error } => Error::Backing {
+                depth: depth.saturating_add(1),
+                name,
+                error,
+            },
+            error => Error::Backing {
+                depth: 1,
+                name: None,
+                error: alloc::boxed::Box::new(error),
+            },
+        };
+        #[cfg(not(feature = "alloc"))]
+        self
+    }
+
+    /// This error, met in the image whose file is `name`: names it for the
+    /// image above, which makes it [`Error::Backing`] one level down.
+    /// Errors of images further down keep their own names.
+    #[cfg(feature = "alloc")]
+    pub fn named(self, name: alloc::string::String) -> Self {
+        match self {
+            backing @ Error::Backing { .. } => backing,
+            error => Error::Backing {
+                depth: 0,
+                name: Some(name),
+                error: alloc::boxed::Box::new(error),
+            },
+        }
+    }
+
+    /// The error where it happened, under any [`Error::Backing`] wrapping.
+    pub fn innermost(&self) -> &Self {
+        match self {
+            #[cfg(feature = "alloc")]
+            Error::Backing { error, .. } => error.innermost(),
+            error => error,
+        }
+    }
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -617,6 +677,14 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 write!(f, "the configuration needs {needed} bytes of memory, {given} given")
             }
             Error::NoSuchSnapshot => f.write_str("no snapshot with that id or name"),
+            #[cfg(feature = "alloc")]
+            Error::Backing { depth, name, error } => {
+                write!(f, "backing image {depth} of the chain")?;
+                if let Some(name) = name {
+                    write!(f, " (\"{name}\")")?;
+                }
+                write!(f, ": {error}")
+            }
         }
     }
 }
@@ -626,6 +694,7 @@ impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Backing { error, .. } => Some(&**error),
             _ => None,
         }
     }
@@ -634,7 +703,7 @@ impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
 #[cfg(feature = "std")]
 impl<E: std::error::Error + Send + Sync + 'static> From<Error<E>> for std::io::Error {
     fn from(error: Error<E>) -> Self {
-        let kind = match &error {
+        let kind = match error.innermost() {
             Error::OutOfRange { .. } => std::io::ErrorKind::UnexpectedEof,
             Error::Unsupported(_) => std::io::ErrorKind::Unsupported,
             _ => std::io::ErrorKind::InvalidData,

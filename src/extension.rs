@@ -144,7 +144,12 @@ impl<'s, R: BlockRead + ?Sized> Extensions<'s, R> {
                     .get_mut(..len as usize)
                     .ok_or(HeaderError::BackingFormatTooLong { len })?;
                 self.read(data_offset, bytes)?;
-                Extension::BackingFormat(FormatName::new(bytes).expect("length checked"))
+                // A C string in QEMU too: it ends at the first NUL, and an
+                // empty one names no format (the backing file is probed).
+                let text_len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                Extension::BackingFormat(
+                    FormatName::new(&bytes[..text_len]).expect("length checked"),
+                )
             }
             FEATURE_NAME_TABLE => Extension::FeatureNameTable {
                 offset: data_offset,

@@ -2,6 +2,8 @@
 
 use bitflags::bitflags;
 
+use crate::error::FeatureName;
+
 bitflags! {
     /// Incompatible features: a reader that does not know a set bit must refuse the image.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +53,18 @@ pub enum FeatureKind {
 }
 
 impl FeatureKind {
+    /// The three words, in header order.
+    pub const ALL: [FeatureKind; 3] = [Self::Incompatible, Self::Compatible, Self::Autoclear];
+
+    /// The word's name as `qemu-img info` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Incompatible => "incompatible",
+            Self::Compatible => "compatible",
+            Self::Autoclear => "autoclear",
+        }
+    }
+
     /// Decodes the kind byte of a feature name table row.
     pub fn from_table_byte(kind: u8) -> Option<Self> {
         match kind {
@@ -58,6 +72,28 @@ impl FeatureKind {
             1 => Some(Self::Compatible),
             2 => Some(Self::Autoclear),
             _ => None,
+        }
+    }
+}
+
+/// What a set feature bit is called: QEMU's name for the bits it knows,
+/// else the name in the image's own feature name table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureLabel {
+    /// QEMU's name ([`known_feature_name`]).
+    Known(&'static str),
+    /// The image's feature name table's name.
+    Table(FeatureName),
+    /// Named nowhere: the bit number.
+    Unnamed(u8),
+}
+
+impl core::fmt::Display for FeatureLabel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Known(name) => f.write_str(name),
+            Self::Table(name) => f.write_str(name.as_str()),
+            Self::Unnamed(bit) => write!(f, "unknown bit {bit}"),
         }
     }
 }

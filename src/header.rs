@@ -18,8 +18,6 @@ pub const MAGIC: u32 = 0x5146_49fb;
 pub const MIN_CLUSTER_BITS: u32 = 9;
 /// Largest cluster_bits QEMU accepts (2 MiB clusters).
 pub const MAX_CLUSTER_BITS: u32 = 21;
-/// QEMU's limit on the active L1 table (`QCOW_MAX_L1_SIZE`).
-pub const MAX_L1_BYTES: u64 = 32 << 20;
 /// QEMU's limit on the refcount table (`QCOW_MAX_REFTABLE_SIZE`).
 pub const MAX_REFCOUNT_TABLE_BYTES: u64 = 8 << 20;
 /// QEMU's limit on the number of snapshots.
@@ -47,7 +45,7 @@ const SNAPSHOT_ENTRY_FIXED_BYTES: u64 = 40;
 /// The fields common to v2 and v3 (bytes 0..72).
 #[derive(Debug, FromBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
-pub struct RawHeaderV2 {
+pub(crate) struct RawHeaderV2 {
     /// `QFI\xfb`.
     pub magic: U32,
     /// 2 or 3.
@@ -79,7 +77,7 @@ pub struct RawHeaderV2 {
 /// The v3 additions (bytes 72..112); absent in v2.
 #[derive(Debug, FromBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
-pub struct RawHeaderV3 {
+pub(crate) struct RawHeaderV3 {
     /// Incompatible feature bits.
     pub incompatible_features: U64,
     /// Compatible feature bits.
@@ -144,7 +142,9 @@ pub struct Header {
 }
 
 impl Header {
-    /// Reads and validates the header and its extensions from `storage`.
+    /// Reads and validates the header, its extensions and the backing file
+    /// name from `storage`. The snapshot table is validated by
+    /// [`Image::builder`](crate::Image::builder), which is the door to use.
     pub fn read<R: BlockRead + ?Sized>(storage: &R) -> Result<Self, Error<R::Error>> {
         let file_size = storage.size().map_err(|source| Error::Io {
             source,
@@ -171,7 +171,6 @@ impl Header {
         header.read_extensions(storage)?;
         header.check_after_extensions()?;
         header.read_backing_name(storage)?;
-        crate::snapshot::validate_table(storage, &header)?;
         Ok(header)
     }
 
@@ -307,7 +306,7 @@ impl Header {
         )?;
 
         let l1_entries = v2.l1_size.get();
-        if u64::from(l1_entries) > MAX_L1_BYTES / 8 {
+        if !crate::table::l1_table_fits(l1_entries) {
             return Err(HeaderError::L1TooLarge {
                 entries: l1_entries,
             });
@@ -335,7 +334,7 @@ impl Header {
             TableKind::L1,
             l1_table_offset,
             u64::from(l1_entries),
-            8,
+            crate::table::L1_ENTRY_BYTES,
             cluster_size,
         )?;
 
@@ -462,6 +461,33 @@ impl Header {
         Ok(())
     }
 
+    /// The bits set in one feature word, lowest first.
+    pub fn feature_bits(&self, kind: FeatureKind) -> impl Iterator<Item = u8> {
+        let word = match kind {
+            FeatureKind::Incompatible => self.incompatible.bits(),
+            FeatureKind::Compatible => self.compatible.bits(),
+            FeatureKind::Autoclear => self.autoclear.bits(),
+        };
+        (0..64u8).filter(move |bit| word & (1 << bit) != 0)
+    }
+
+    /// What a feature bit is called, as `qemu-img info` names it: QEMU's
+    /// name, else the image's feature name table's (read from `storage`).
+    pub fn feature_label<R: BlockRead + ?Sized>(
+        &self,
+        storage: &R,
+        kind: FeatureKind,
+        bit: u8,
+    ) -> crate::feature::FeatureLabel {
+        use crate::feature::{known_feature_name, FeatureLabel};
+        match known_feature_name(kind, bit) {
+            Some(name) => FeatureLabel::Known(name),
+            None => self
+                .feature_name(storage, kind, bit)
+                .map_or(FeatureLabel::Unnamed(bit), FeatureLabel::Table),
+        }
+    }
+
     /// Finds the feature name table's name for a bit, reading the table from `storage`.
     pub fn feature_name<R: BlockRead + ?Sized>(
         &self,
@@ -476,6 +502,23 @@ impl Header {
     /// Where the extension area ends: at the backing file name, else at the end of the first cluster.
     fn extensions_end(&self) -> u64 {
         extensions_end(self.backing_file_offset, self.cluster_size())
+    }
+
+    /// What the meaning of table entries depends on.
+    pub fn layout(&self) -> crate::table::Layout {
+        crate::table::Layout {
+            cluster_bits: self.cluster_bits,
+            version: self.version,
+            extended_l2: self.has_extended_l2(),
+            data_file: self.has_data_file(),
+        }
+    }
+
+    /// The byte range of the header extensions: from the end of the header
+    /// to the backing file name, else to the end of the first cluster
+    /// (read it with [`Extensions`]).
+    pub fn extension_area(&self) -> core::ops::Range<u64> {
+        u64::from(self.header_length)..self.extensions_end()
     }
 
     /// Format version, 2 or 3.
@@ -608,7 +651,9 @@ fn extensions_end(backing_file_offset: u64, cluster_size: u64) -> u64 {
 }
 
 /// QEMU's `validate_table_offset`: aligned, and offset + length does not overflow `i64`.
-fn check_table_offset(
+/// QEMU's `validate_table_offset`: the table is cluster-aligned and ends
+/// below 2^63.
+pub(crate) fn check_table_offset(
     table: TableKind,
     offset: u64,
     entries: u64,

@@ -8,10 +8,10 @@ use crate::block::{read_located, read_zero_padded, BlockRead};
 use crate::codec::{codec_enabled, codec_feature};
 use crate::config::{Config, MemoryPlan};
 use crate::error::{Error, HeaderError, Storage, TableKind, Unsupported};
-use crate::header::{Header, MAX_L1_BYTES};
-use crate::lookup::{Extent, ExtentKind, Geometry, Memory, State};
+use crate::header::{check_table_offset, Header};
+use crate::lookup::{Extent, Geometry, Memory, State};
 use crate::snapshot::Snapshot;
-use crate::table::Layout;
+use crate::table::{l1_table_fits, Mapping, L1_ENTRY_BYTES};
 
 /// The bound behind [`Image::max_storage_reads`]: storage reads per unit touched.
 pub const READS_PER_UNIT: u64 = 5;
@@ -124,23 +124,23 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
     /// Reads the disk as it was when `snapshot` was taken. The virtual size
     /// stays the image's current one, as with `qemu-img convert -l`.
     pub fn snapshot(mut self, snapshot: &Snapshot) -> Result<Self, Error<R::Error>> {
+        // The same rules as for the active L1 table (QEMU's
+        // `qcow2_validate_table` in `qcow2_snapshot_load_tmp`).
         let entries = u64::from(snapshot.l1_entries);
         let offset = snapshot.l1_table_offset;
-        if entries > MAX_L1_BYTES / 8 {
+        if !l1_table_fits(snapshot.l1_entries) {
             return Err(HeaderError::L1TooLarge {
                 entries: snapshot.l1_entries,
             }
             .into());
         }
-        let len = entries * 8;
-        if !offset.is_multiple_of(self.header.cluster_size()) || offset > i64::MAX as u64 - len {
-            return Err(HeaderError::InvalidTableOffset {
-                table: TableKind::L1,
-                offset,
-                len,
-            }
-            .into());
-        }
+        check_table_offset(
+            TableKind::L1,
+            offset,
+            entries,
+            L1_ENTRY_BYTES,
+            self.header.cluster_size(),
+        )?;
         self.snapshot = Some((offset, entries));
         Ok(self)
     }
@@ -227,12 +227,7 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
             .snapshot
             .unwrap_or((header.l1_table_offset(), u64::from(header.l1_entries())));
         let geometry = Geometry {
-            layout: Layout {
-                cluster_bits: header.cluster_bits(),
-                version: header.version(),
-                extended_l2: header.has_extended_l2(),
-                data_file: header.has_data_file(),
-            },
+            layout: header.layout(),
             l1_offset,
             l1_entries,
             file_size: header.file_size(),
@@ -279,6 +274,9 @@ impl<R: BlockRead> Image<'static, R, NoBacking> {
     /// Reads and validates the header of the image in `storage`.
     pub fn builder(storage: R) -> Result<ImageBuilder<R, NoBacking>, Error<R::Error>> {
         let header = Header::read(&storage)?;
+        // QEMU walks the whole snapshot table at open and refuses the image
+        // if an entry is invalid, even when no snapshot is used.
+        crate::snapshot::validate_table(&storage, &header)?;
         Ok(ImageBuilder {
             storage,
             header,
@@ -342,15 +340,18 @@ where
 
     /// How the run of the virtual disk starting at `guest_offset` reads, up to `max_len` bytes.
     ///
-    /// Neighbouring clusters that read the same way (contiguous data, zeros,
-    /// unallocated) are merged, as `qemu-img map` does.
+    /// Neighbouring clusters that read the same way are merged, as `qemu-img
+    /// map` does: data, zeros or unallocated, with contiguous host offsets
+    /// where there are any (zero and unallocated entries may keep one, see
+    /// [`Mapping`]).
     /// `max_len` is clamped to the end of the disk; `guest_offset` must be inside it.
     pub fn extent(&self, guest_offset: u64, max_len: u64) -> Result<Extent, Error<R::Error>> {
         self.check_range(guest_offset, 1)?;
         let max_len = max_len.max(1).min(self.virtual_size() - guest_offset);
         self.state
             .lock()
-            .extent(&self.storage, &self.geometry, guest_offset, max_len)
+            .walk(&self.storage, &self.geometry)
+            .extent(guest_offset, max_len)
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<(), Error<R::Error>> {
@@ -368,10 +369,11 @@ where
         while done < buf.len() {
             let guest_offset = offset + done as u64;
             let remaining = (buf.len() - done) as u64;
-            let extent =
-                self.state
-                    .lock()
-                    .extent(&self.storage, &self.geometry, guest_offset, remaining)?;
+            let extent = self
+                .state
+                .lock()
+                .walk(&self.storage, &self.geometry)
+                .extent(guest_offset, remaining)?;
             let part = &mut buf[done..done + extent.len as usize];
             self.read_extent(&extent, part)?;
             done += part.len();
@@ -381,19 +383,17 @@ where
 
     fn read_extent(&self, extent: &Extent, part: &mut [u8]) -> Result<(), Error<R::Error>> {
         match extent.kind {
-            ExtentKind::Data { host_offset } => self.read_data(host_offset, part),
-            ExtentKind::Zero => {
+            Mapping::Data { host_offset } => self.read_data(host_offset, part),
+            Mapping::Zero { .. } => {
                 part.fill(0);
                 Ok(())
             }
-            ExtentKind::Unallocated => self.read_backing(extent.guest_offset, part),
-            ExtentKind::Compressed(descriptor) => self.state.lock().read_compressed(
-                &self.storage,
-                &self.geometry,
-                descriptor,
-                extent.guest_offset,
-                part,
-            ),
+            Mapping::Unallocated { .. } => self.read_backing(extent.guest_offset, part),
+            Mapping::Compressed(descriptor) => self
+                .state
+                .lock()
+                .walk(&self.storage, &self.geometry)
+                .read_compressed(descriptor, extent.guest_offset, part),
         }
     }
 
@@ -409,9 +409,8 @@ where
     fn read_backing(&self, guest_offset: u64, part: &mut [u8]) -> Result<(), Error<R::Error>> {
         match &self.backing {
             // A shorter backing image reads as zeros past its end.
-            Some(backing) => {
-                read_zero_padded(backing, self.backing_size, guest_offset, part).map_err(Into::into)
-            }
+            Some(backing) => read_zero_padded(backing, self.backing_size, guest_offset, part)
+                .map_err(|error| error.into().in_backing()),
             None => {
                 part.fill(0);
                 Ok(())

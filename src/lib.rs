@@ -6,29 +6,92 @@
 //! memory the caller chooses once at open. Reading a 2 TiB image costs the
 //! same memory as a 2 MiB one.
 //!
-//! ```no_run
-//! # fn demo(disk: &[u8]) -> Result<(), qcow2_reader::Error<qcow2_reader::OutOfBounds>> {
-//! use qcow2_reader::{Config, Image};
-//!
-//! let config = Config::default();
-//! let builder = Image::builder(disk)?;
-//! let mut memory = [0u8; 2 << 20];
-//! let image = builder.open(&mut memory, &config)?;
-//! let mut sector = [0u8; 512];
-//! image.read_at(0, &mut sector)?;
-//! # Ok(()) }
-//! ```
-//!
-//! Features: `std` (files, `std::io` adapters, the backing-chain opener),
-//! `alloc` (allocate the cache memory at open), `deflate` and `zstd` (the
-//! two codecs of compressed clusters). With none of them the crate still
-//! reads uncompressed images.
-//!
 //! Images QEMU refuses are refused here with the reason, at open
 //! ([`HeaderError`]); invalid table entries fail the reads through them
 //! ([`CorruptError`]), as in QEMU; nothing in an image can make the crate
 //! panic, loop, or allocate beyond the caller's configuration.
-
+//!
+//! # In a bootloader: caller memory, a backing disk
+//!
+//! The crate never opens files and needs no allocator for uncompressed and
+//! deflate images. The caller implements [`BlockRead`] for its disks, asks
+//! how much memory the image needs ([`ImageBuilder::memory_bytes`]) and
+//! hands that over, for example a static buffer. An image that names a
+//! backing file gets it as another store: here a second disk holding a
+//! qcow2 image, itself opened the same way ([`Raw`] wraps a raw one).
+//!
+//! ```no_run
+//! use qcow2_reader::{BlockRead, Config, Error, Image, OutOfBounds};
+//!
+//! fn boot(disk0: &[u8], disk1: &[u8]) -> Result<(), Error<OutOfBounds>> {
+//!     let config = Config::default(); // 1 MiB of table cache, one decompressed cluster
+//!     let mut base_memory = [0u8; 2 << 20];
+//!     let mut top_memory = [0u8; 2 << 20];
+//!
+//!     let top = Image::builder(disk0)?; // the header is validated here
+//!     let image = if top.header().backing_file().is_some() {
+//!         let base = Image::builder(disk1)?.open(&mut base_memory, &config)?;
+//!         top.backing(base).open(&mut top_memory, &config)?
+//!     } else {
+//!         // Only when the image names none: a missing backing is refused
+//!         // (`Unsupported::MissingBacking`) unless ignored on purpose.
+//!         return Ok(());
+//!     };
+//!     let mut sector = [0u8; 512];
+//!     image.read_at(0, &mut sector)?; // any offset and length inside the disk
+//!     assert_eq!(image.size()?, image.virtual_size()); // an Image is a BlockRead too
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `open` fails with [`Error::MemoryTooSmall`] when the buffer is short;
+//! [`Image`] reads through `&self` (its caches sit behind a spin lock) and is
+//! itself a [`BlockRead`], so it stacks under a file system crate or as the
+//! backing of another image. External data files work the same way
+//! ([`ImageBuilder::data_file`]).
+//!
+//! # On a host: files, the whole chain, `std::io`
+//!
+//! With the `std` feature (on by default), [`chain::open_chain`] opens an
+//! image with its backing chain and data file from the file system, the way
+//! QEMU resolves their names, and [`Cursor`] turns any image into
+//! `std::io::Read + Seek`:
+//!
+//! ```no_run
+//! # #[cfg(feature = "std")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::io::Read;
+//! use qcow2_reader::chain::{open_chain, ChainOptions};
+//! use qcow2_reader::{Cursor, Image};
+//!
+//! // One image: its header, and one allocation sized at open.
+//! let builder = Image::builder(std::fs::File::open("disk.qcow2")?)?;
+//! println!("{} bytes", builder.header().virtual_size());
+//!
+//! // The whole chain, read as a stream.
+//! let chain = open_chain("overlay.qcow2".as_ref(), &ChainOptions::default())?;
+//! let mut first_mib = vec![0u8; 1 << 20];
+//! Cursor::new(chain.top).read_exact(&mut first_mib)?;
+//! # Ok(()) }
+//! # #[cfg(not(feature = "std"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Features
+//!
+//! `std` (files, `std::io` adapters, the backing-chain opener; implies
+//! `alloc`), `alloc` (`ImageBuilder::open_alloc`), `deflate` and `zstd` (the
+//! two codecs of compressed clusters; zstd needs `alloc` for its window).
+//! With none of them the crate builds for `x86_64-unknown-none` and
+//! `aarch64-unknown-none` and reads uncompressed images.
+//!
+//! # For tools
+//!
+//! The format's rules each live in one module, with typed views a checker
+//! or mapper can walk without decoding bits itself: [`table`] (L1/L2
+//! entries, QEMU's cluster types), [`refcount`], [`bitmap`], [`extension`],
+//! [`feature`], [`snapshot`]; [`Image::extent`] says how a run reads, as
+//! `qemu-img map` does.
 //!
 //! # Bounds
 //!
@@ -58,21 +121,25 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod bitmap;
 mod block;
 mod cache;
 #[cfg(feature = "std")]
 pub mod chain;
-pub mod codec;
+mod codec;
 mod config;
 mod error;
 pub mod extension;
 pub mod feature;
+#[cfg(feature = "std")]
+pub mod follow;
 pub mod header;
 mod image;
 #[cfg(feature = "std")]
 mod io;
 mod lookup;
 mod name;
+pub mod refcount;
 pub mod snapshot;
 pub mod table;
 
@@ -85,6 +152,15 @@ pub use header::{is_qcow2, CompressionType, Header};
 pub use image::{Image, ImageBuilder, NoBacking, Raw, READS_PER_UNIT};
 #[cfg(feature = "std")]
 pub use io::Cursor;
-pub use lookup::{Extent, ExtentKind};
+pub use lookup::Extent;
+pub use table::Mapping;
+
+/// Internals for the fuzz targets only: not part of the API, may change in
+/// any release. Enabled by the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::codec::{CodecError, Decompressor};
+}
 pub use name::{FileName, FormatName, Name};
 pub use snapshot::{find_snapshot, Snapshot, Snapshots};

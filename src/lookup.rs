@@ -1,10 +1,12 @@
 //! The mutable half of an opened image: its caches, and the walk from a guest
 //! offset to an extent of the virtual disk.
 //!
-//! Everything here runs under the image's lock. The walk takes units
-//! (clusters, or subclusters with extended L2 entries) one by one and merges
-//! neighbours that read the same way, so that physically contiguous data is
-//! fetched with one underlying read.
+//! Everything here runs under the image's lock, as a [`Walk`]: the state
+//! borrowed with the storage and geometry of one request. The walk takes
+//! units (clusters, or subclusters with extended L2 entries) one by one and
+//! merges neighbours that read the same way, so that physically contiguous
+//! data is fetched with one underlying read. What an entry means is
+//! [`crate::table`]'s.
 
 use crate::block::{read_located, BlockRead};
 use crate::cache::SlotCache;
@@ -12,7 +14,9 @@ use crate::codec::{CodecError, Decompressor};
 use crate::config::MemoryPlan;
 use crate::error::{Error, Storage, Unsupported};
 use crate::header::CompressionType;
-use crate::table::{classify, l2_table_offset, CompressedDescriptor, EntryPlace, Layout, Mapping};
+use crate::table::{
+    CompressedDescriptor, EntryPlace, L1Entry, L2Entry, Layout, Mapping, L1_ENTRY_BYTES,
+};
 
 /// The memory an image works in: the caller's, or allocated once at open.
 pub(crate) enum Memory<'m> {
@@ -41,10 +45,6 @@ pub(crate) struct Geometry {
     pub compression: CompressionType,
 }
 
-/// What a run of the virtual disk reads as: the same states as one unit's
-/// [`Mapping`], with a data offset that points at the run's first byte.
-pub use crate::table::Mapping as ExtentKind;
-
 /// A run of the virtual disk that reads one way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
@@ -52,8 +52,19 @@ pub struct Extent {
     pub guest_offset: u64,
     /// Its length in bytes.
     pub len: u64,
-    /// How it reads.
-    pub kind: ExtentKind,
+    /// How it reads; host offsets are those of its first byte.
+    pub kind: Mapping,
+}
+
+/// What one unit (cluster, or subcluster with extended L2) maps to, and
+/// the guest range the answer holds for: `start..end` is the unit, or for a
+/// hole in the L1 table all that the L1 entry covers.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    start: u64,
+    end: u64,
+    /// Host offsets of the unit's first byte.
+    mapping: Mapping,
 }
 
 pub(crate) struct State<'m> {
@@ -62,7 +73,9 @@ pub(crate) struct State<'m> {
     tables: SlotCache,
     clusters: SlotCache,
     /// The last L1 entry read: sequential reads stay in one L1 entry for a long time.
-    l1_memo: Option<(u64, u64)>,
+    l1_memo: Option<(u64, L1Entry)>,
+    /// The last unit looked up: the one that ended a run starts the next.
+    unit_memo: Option<Unit>,
     decompressor: Decompressor,
 }
 
@@ -82,148 +95,151 @@ impl<'m> State<'m> {
             tables,
             clusters,
             l1_memo: None,
+            unit_memo: None,
             decompressor: Decompressor::new(),
         }
     }
 
-    fn table_slice<R: BlockRead + ?Sized>(
-        &mut self,
-        storage: &R,
-        geometry: &Geometry,
-        slice_offset: u64,
-    ) -> Result<&[u8], Error<R::Error>> {
-        let region = &mut self.memory.bytes()[..self.plan.table_region];
+    /// The state with what one request needs: the storage and the geometry.
+    pub(crate) fn walk<'w, R: BlockRead + ?Sized>(
+        &'w mut self,
+        storage: &'w R,
+        geometry: &'w Geometry,
+    ) -> Walk<'w, 'm, R> {
+        Walk {
+            state: self,
+            storage,
+            geometry,
+        }
+    }
+}
+
+/// One request's walk over the tables: the image's state, its storage and
+/// its geometry, borrowed together for the request.
+pub(crate) struct Walk<'w, 'm, R: ?Sized> {
+    state: &'w mut State<'m>,
+    storage: &'w R,
+    geometry: &'w Geometry,
+}
+
+impl<R: BlockRead + ?Sized> Walk<'_, '_, R> {
+    fn table_slice(&mut self, slice_offset: u64) -> Result<&[u8], Error<R::Error>> {
+        let (storage, file_size) = (self.storage, self.geometry.file_size);
+        let state = &mut *self.state;
+        let region = &mut state.memory.bytes()[..state.plan.table_region];
         // Tables past the end of the file read as zeros (all unallocated), as in QEMU.
-        let slice = self.tables.get_or_load(region, slice_offset, |buf| {
-            read_located(
-                storage,
-                Storage::Image,
-                geometry.file_size,
-                slice_offset,
-                buf,
-            )
+        let slice = state.tables.get_or_load(region, slice_offset, |buf| {
+            read_located(storage, Storage::Image, file_size, slice_offset, buf)
         })?;
         Ok(slice)
     }
 
-    fn table_entry<R: BlockRead + ?Sized>(
-        &mut self,
-        storage: &R,
-        geometry: &Geometry,
-        entry_offset: u64,
-        words: usize,
-    ) -> Result<[u64; 2], Error<R::Error>> {
-        let slice_mask = self.plan.slice_bytes as u64 - 1;
-        let slice = self.table_slice(storage, geometry, entry_offset & !slice_mask)?;
+    /// The `len` bytes of a table entry at `entry_offset` (entries never
+    /// straddle a slice: slices and entry sizes are powers of two).
+    fn table_entry(&mut self, entry_offset: u64, len: u64) -> Result<&[u8], Error<R::Error>> {
+        let slice_mask = self.state.plan.slice_bytes as u64 - 1;
+        let slice = self.table_slice(entry_offset & !slice_mask)?;
         let at = (entry_offset & slice_mask) as usize;
-        let word = |i: usize| {
-            u64::from_be_bytes(
-                slice[at + 8 * i..at + 8 * i + 8]
-                    .try_into()
-                    .expect("8 bytes"),
-            )
-        };
-        Ok([word(0), if words == 2 { word(1) } else { 0 }])
+        Ok(&slice[at..at + len as usize])
     }
 
-    fn l1_entry<R: BlockRead + ?Sized>(
-        &mut self,
-        storage: &R,
-        geometry: &Geometry,
-        l1_index: u64,
-    ) -> Result<u64, Error<R::Error>> {
-        if let Some((index, entry)) = self.l1_memo {
+    fn l1_entry(&mut self, l1_index: u64) -> Result<L1Entry, Error<R::Error>> {
+        if let Some((index, entry)) = self.state.l1_memo {
             if index == l1_index {
                 return Ok(entry);
             }
         }
-        let [entry, _] =
-            self.table_entry(storage, geometry, geometry.l1_offset + 8 * l1_index, 1)?;
-        self.l1_memo = Some((l1_index, entry));
+        let entry_offset = self.geometry.l1_offset + L1_ENTRY_BYTES * l1_index;
+        let entry = L1Entry::table(self.table_entry(entry_offset, L1_ENTRY_BYTES)?)
+            .next()
+            .expect("one whole entry");
+        self.state.l1_memo = Some((l1_index, entry));
         Ok(entry)
     }
 
-    /// What the unit holding `guest_offset` maps to, and where that mapping
-    /// surely ends: the unit's end, or for a hole in the L1 table the end of
-    /// all that the L1 entry covers, so that walking a sparse disk costs one
-    /// lookup per L1 entry rather than one per cluster.
-    pub(crate) fn mapping<R: BlockRead + ?Sized>(
-        &mut self,
-        storage: &R,
-        geometry: &Geometry,
-        guest_offset: u64,
-    ) -> Result<(Mapping, u64), Error<R::Error>> {
-        let layout = &geometry.layout;
+    /// The unit holding `guest_offset`, from the memo when it was the last
+    /// one looked up.
+    fn unit(&mut self, guest_offset: u64) -> Result<Unit, Error<R::Error>> {
+        match self.state.unit_memo {
+            Some(unit) if (unit.start..unit.end).contains(&guest_offset) => Ok(unit),
+            _ => {
+                let unit = self.look_up(guest_offset)?;
+                self.state.unit_memo = Some(unit);
+                Ok(unit)
+            }
+        }
+    }
+
+    /// Reads the tables for the unit holding `guest_offset`. A hole in the
+    /// L1 table answers for all that the L1 entry covers, so that walking a
+    /// sparse disk costs one lookup per L1 entry rather than one per cluster.
+    fn look_up(&mut self, guest_offset: u64) -> Result<Unit, Error<R::Error>> {
+        let layout = self.geometry.layout;
         let (l1_index, l2_index) = layout.indexes(guest_offset);
         let unit_mask = (1u64 << layout.unit_bits()) - 1;
+        let unit_start = guest_offset & !unit_mask;
         let unit_end = (guest_offset | unit_mask).saturating_add(1);
+        let unallocated = Mapping::Unallocated { kept_offset: None };
         // A snapshot's L1 table may be shorter than the current disk.
-        if l1_index >= geometry.l1_entries {
-            return Ok((Mapping::Unallocated, u64::MAX));
+        if l1_index >= self.geometry.l1_entries {
+            return Ok(Unit {
+                start: unit_start,
+                end: u64::MAX,
+                mapping: unallocated,
+            });
         }
-        let l1_entry = self.l1_entry(storage, geometry, l1_index)?;
-        let Some(l2_offset) = l2_table_offset(l1_entry, l1_index, layout)? else {
-            let l1_span = layout.cluster_size() * layout.l2_entries();
-            let l1_end = (l1_index + 1).saturating_mul(l1_span);
-            return Ok((Mapping::Unallocated, l1_end));
+        let Some(l2_offset) = self
+            .l1_entry(l1_index)?
+            .l2_table_offset(l1_index, &layout)?
+        else {
+            let span = layout.l1_entry_span();
+            return Ok(Unit {
+                start: l1_index.saturating_mul(span),
+                end: (l1_index + 1).saturating_mul(span),
+                mapping: unallocated,
+            });
         };
         let entry_bytes = layout.l2_entry_bytes();
-        let words = (entry_bytes / 8) as usize;
-        let [entry, bitmap] =
-            self.table_entry(storage, geometry, l2_offset + l2_index * entry_bytes, words)?;
+        let bytes = self.table_entry(l2_offset + l2_index * entry_bytes, entry_bytes)?;
+        let entry = L2Entry::from_bytes(bytes, layout.extended_l2);
         let place = EntryPlace {
             l2_offset,
             l2_index,
         };
-        Ok((
-            classify(entry, bitmap, guest_offset, place, layout)?,
-            unit_end,
-        ))
+        Ok(Unit {
+            start: unit_start,
+            end: unit_end,
+            mapping: entry.mapping(guest_offset, place, &layout)?,
+        })
     }
 
-    /// The longest run from `guest_offset`, at most `max_len` bytes, that reads one way.
-    pub(crate) fn extent<R: BlockRead + ?Sized>(
+    /// The longest run from `guest_offset`, at most `max_len` bytes, that
+    /// reads one way; neighbours merge by [`Mapping::continued_by`].
+    pub(crate) fn extent(
         &mut self,
-        storage: &R,
-        geometry: &Geometry,
         guest_offset: u64,
         max_len: u64,
     ) -> Result<Extent, Error<R::Error>> {
-        let unit = 1u64 << geometry.layout.unit_bits();
-        let (first, first_end) = self.mapping(storage, geometry, guest_offset)?;
-        let mut len = (first_end - guest_offset).min(max_len);
-        let kind = match first {
-            Mapping::Data { host_offset } => ExtentKind::Data {
-                host_offset: host_offset + (guest_offset & (unit - 1)),
-            },
-            Mapping::Compressed(descriptor) => {
-                let cluster = geometry.layout.cluster_size();
-                let len = (cluster - (guest_offset & (cluster - 1))).min(max_len);
-                return Ok(Extent {
-                    guest_offset,
-                    len,
-                    kind: ExtentKind::Compressed(descriptor),
-                });
-            }
-            other => other,
-        };
+        let first = self.unit(guest_offset)?;
+        if let Mapping::Compressed(descriptor) = first.mapping {
+            let cluster = self.geometry.layout.cluster_size();
+            let len = (cluster - (guest_offset & (cluster - 1))).min(max_len);
+            return Ok(Extent {
+                guest_offset,
+                len,
+                kind: Mapping::Compressed(descriptor),
+            });
+        }
+        let kind = first.mapping.advanced(guest_offset - first.start);
+        let mut len = (first.end - guest_offset).min(max_len);
         while len < max_len {
-            let (next, next_end) = self.mapping(storage, geometry, guest_offset + len)?;
-            let continues = match (kind, next) {
-                (
-                    ExtentKind::Data { host_offset },
-                    Mapping::Data {
-                        host_offset: next_host,
-                    },
-                ) => next_host == host_offset + len,
-                (ExtentKind::Zero, Mapping::Zero)
-                | (ExtentKind::Unallocated, Mapping::Unallocated) => true,
-                _ => false,
-            };
-            if !continues {
+            let next = self.unit(guest_offset + len)?;
+            // A unit's mapping is of its first byte, where this run goes on.
+            let next_mapping = next.mapping.advanced(guest_offset + len - next.start);
+            if !kind.continued_by(len, next_mapping) {
                 break;
             }
-            len = (next_end - guest_offset).min(max_len);
+            len = (next.end - guest_offset).min(max_len);
         }
         Ok(Extent {
             guest_offset,
@@ -233,27 +249,27 @@ impl<'m> State<'m> {
     }
 
     /// Copies `buf.len()` bytes of a compressed cluster, starting `offset_in_cluster` bytes in.
-    pub(crate) fn read_compressed<R: BlockRead + ?Sized>(
+    pub(crate) fn read_compressed(
         &mut self,
-        storage: &R,
-        geometry: &Geometry,
         descriptor: CompressedDescriptor,
         guest_offset: u64,
         buf: &mut [u8],
     ) -> Result<(), Error<R::Error>> {
-        if self.plan.cluster_slots == 0 {
+        let (storage, geometry) = (self.storage, self.geometry);
+        let state = &mut *self.state;
+        if state.plan.cluster_slots == 0 {
             return Err(Unsupported::NoDecompressionMemory.into());
         }
-        let plan = self.plan;
+        let plan = state.plan;
         let cluster_size = geometry.layout.cluster_size() as usize;
-        let bytes = self.memory.bytes();
+        let bytes = state.memory.bytes();
         let (_, rest) = bytes.split_at_mut(plan.table_region);
         let (cluster_region, input_region) = rest.split_at_mut(plan.cluster_region);
-        let decompressor = &mut self.decompressor;
+        let decompressor = &mut state.decompressor;
         let CompressedDescriptor {
             host_offset, len, ..
         } = descriptor;
-        let cluster = self
+        let cluster = state
             .clusters
             .get_or_load(cluster_region, descriptor.key, |out| {
                 // The length is at most two clusters by construction of the descriptor.

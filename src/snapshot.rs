@@ -52,6 +52,7 @@ const EXTRA_BYTES: usize = core::mem::size_of::<RawSnapshotExtra>();
 
 /// One internal snapshot, as plain values.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// Position in the snapshot table, from 0.
     pub index: u32,
@@ -75,6 +76,9 @@ pub struct Snapshot {
     pub disk_size: Option<u64>,
     /// Guest instruction count when taken, if recorded (`u64::MAX` = not recorded by QEMU).
     pub icount: Option<u64>,
+    /// Offset just past its table entry (fixed part, extra data, id and
+    /// name; the next entry starts at the next multiple of 8).
+    pub entry_end: u64,
 }
 
 /// Iterator over the snapshot table, reading one entry per step.
@@ -109,7 +113,9 @@ impl<'s, R: BlockRead + ?Sized> Snapshots<'s, R> {
         let mut bytes = [0u8; MAX_NAME_BYTES];
         let kept = usize::from(len).min(MAX_NAME_BYTES);
         self.read(offset, &mut bytes[..kept])?;
-        Ok(SnapshotName::new(&bytes[..kept]).unwrap_or_default())
+        // QEMU keeps ids and names as C strings: they end at the first NUL.
+        let text_len = bytes[..kept].iter().position(|&b| b == 0).unwrap_or(kept);
+        Ok(SnapshotName::new(&bytes[..text_len]).unwrap_or_default())
     }
 
     fn read_entry(&mut self, table_start: u64) -> Result<Snapshot, Error<R::Error>> {
@@ -155,6 +161,7 @@ impl<'s, R: BlockRead + ?Sized> Snapshots<'s, R> {
                 .unwrap_or(u64::from(entry.vm_state_size.get())),
             disk_size: field(16, &extra_fields.disk_size),
             icount: field(24, &extra_fields.icount),
+            entry_end: end,
         };
         self.offset = end.next_multiple_of(8);
         self.index += 1;

@@ -114,18 +114,41 @@ fn aarch64_disk_boots_raw_under_aavmf() {
 
 /// A second build from the same inputs, in another directory, gives the same
 /// bytes (fixed UUIDs, volume ids and timestamps).
-#[test]
-fn x86_64_disk_rebuilds_to_the_same_bytes() {
-    let cached = std::fs::read(boot_disk("x86_64")).expect("the cached disk");
+fn rebuilds_to_the_same_bytes(arch: &str) {
+    let cached = std::fs::read(boot_disk(arch)).expect("the cached disk");
     let other = tempfile::tempdir().expect("a temporary directory");
     std::fs::create_dir(other.path().join("scripts")).expect("mkdir");
     let script = other.path().join("scripts/boot-disk.sh");
     std::fs::copy(repo().join("scripts/boot-disk.sh"), &script).expect("copy the script");
-    let output = run(&script, &["x86_64"]);
+    // The arm64 packages that boot_disk fetched, not a second download.
+    let cache = other.path().join("target/boot-disk");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    for fetched in ["arm64-apt", "arm64-root"] {
+        std::os::unix::fs::symlink(
+            repo().join("target/boot-disk").join(fetched),
+            cache.join(fetched),
+        )
+        .expect("symlink");
+    }
+    let output = run(&script, &[arch]);
     let rebuilt_path = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("built "),
+        "the copy did not build a disk of its own"
+    );
     let rebuilt = std::fs::read(rebuilt_path.trim_end()).expect("the rebuilt disk");
     assert!(
         rebuilt.len() == cached.len() && rebuilt == cached,
-        "the rebuilt disk differs from the cached one"
+        "the rebuilt {arch} disk differs from the cached one"
     );
+}
+
+#[test]
+fn x86_64_disk_rebuilds_to_the_same_bytes() {
+    rebuilds_to_the_same_bytes("x86_64");
+}
+
+#[test]
+fn aarch64_disk_rebuilds_to_the_same_bytes() {
+    rebuilds_to_the_same_bytes("aarch64");
 }

@@ -56,11 +56,10 @@ fn storage_reads_per_request_stay_within_the_documented_bound() {
             reads: AtomicU64::new(0),
         };
         // The smallest caches: one table slice, one decompressed cluster.
-        let config = Config {
-            table_slice_bytes: 512,
-            table_cache_bytes: 512,
-            compressed_clusters: 1,
-        };
+        let config = Config::default()
+            .with_table_slice_bytes(512)
+            .with_table_cache_bytes(512)
+            .with_compressed_clusters(1);
         let opened = Image::builder(&storage)
             .unwrap()
             .open_alloc(&config)

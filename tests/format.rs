@@ -142,7 +142,7 @@ fn plain_writes_over_compressed_clusters() {
 
 #[test]
 fn corrupt_compressed_payloads_are_named_errors() {
-    use qcow2_reader::{Config, Error, ExtentKind, Image};
+    use qcow2_reader::{Config, Error, Image, Mapping};
     for codec in ["zlib", "zstd"] {
         let scratch = Scratch::new();
         let image = scratch.path("image.qcow2");
@@ -155,7 +155,7 @@ fn corrupt_compressed_payloads_are_named_errors() {
                 .open_alloc(&Config::default())
                 .unwrap();
             match opened.extent(0, 65536).unwrap().kind {
-                ExtentKind::Compressed(descriptor) => descriptor.host_offset as usize,
+                Mapping::Compressed(descriptor) => descriptor.host_offset as usize,
                 other => panic!("expected a compressed cluster, found {other:?}"),
             }
         };
@@ -443,4 +443,87 @@ fn chain_errors_name_the_culprit() {
             .len(),
         6
     );
+}
+
+/// Makes the L2 entry of guest cluster 0 of `image` (64 KiB clusters)
+/// point at an unaligned data offset, which QEMU reports as corruption.
+fn misalign_first_data_cluster(image: &Path) {
+    let mut bytes = std::fs::read(image).unwrap();
+    let be64 = |bytes: &[u8], at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+    let l1_offset = be64(&bytes, 40) as usize;
+    let l2_offset = (be64(&bytes, l1_offset) & 0x00ff_ffff_ffff_fe00) as usize;
+    let entry = be64(&bytes, l2_offset);
+    bytes[l2_offset..l2_offset + 8].copy_from_slice(&(entry | 0x200).to_be_bytes());
+    std::fs::write(image, &bytes).unwrap();
+}
+
+#[test]
+fn errors_in_backing_images_name_the_image() {
+    use qcow2_reader::{Config, CorruptError, Error, Image};
+    let scratch = Scratch::new();
+    let base = scratch.path("base.qcow2");
+    let middle = scratch.path("middle.qcow2");
+    let top = scratch.path("top.qcow2");
+    create(&base, "", "1M");
+    qemu_io(&base, &["write -P 0x51 0 64k"]);
+    create(&middle, &backing_options(&base, "qcow2"), "1M");
+    qemu_io(&middle, &["write -P 0x52 128k 64k"]);
+    create(&top, &backing_options(&middle, "qcow2"), "1M");
+    qemu_io(&top, &["write -P 0x53 256k 64k"]);
+    misalign_first_data_cluster(&base);
+
+    // Through the chain opener: depth and file name of the broken image.
+    let chain = open_chain(&top, &ChainOptions::default()).unwrap();
+    let mut buf = [0u8; 512];
+    let error = chain.top.read_at(0, &mut buf).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("backing image 2") && message.contains("base.qcow2"),
+        "{message}"
+    );
+    match &error {
+        Error::Backing { depth: 2, name, .. } => {
+            assert!(name.as_deref().is_some_and(|n| n.ends_with("base.qcow2")))
+        }
+        other => panic!("expected an error of backing image 2, got {other:?}"),
+    }
+    assert!(matches!(
+        error.innermost(),
+        Error::Corrupt(CorruptError::DataOffsetUnaligned { .. })
+    ));
+    // Reads that the broken image does not serve still work.
+    chain.top.read_at(128 << 10, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x52));
+
+    // Stacked by hand, without file names: the depth alone.
+    let config = Config::default();
+    let file = |path: &Path| std::fs::File::open(path).unwrap();
+    let base_image = Image::builder(file(&base))
+        .unwrap()
+        .open_alloc(&config)
+        .unwrap();
+    let middle_image = Image::builder(file(&middle))
+        .unwrap()
+        .backing(base_image)
+        .open_alloc(&config)
+        .unwrap();
+    let error = middle_image.read_at(0, &mut buf).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Backing {
+                depth: 1,
+                name: None,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+
+    // The top image's own corruption (its entry of cluster 0, which now
+    // holds an unaligned offset) is its own error, not a backing one.
+    misalign_first_data_cluster(&top);
+    let chain = open_chain(&top, &ChainOptions::default()).unwrap();
+    let error = chain.top.read_at(0, &mut buf).unwrap_err();
+    assert!(matches!(error, Error::Corrupt(_)), "{error:?}");
 }

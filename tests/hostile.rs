@@ -23,14 +23,6 @@ const TOP_SECTOR: u64 = u64::MAX - 511;
 
 type Result<T> = std::result::Result<T, Error<OutOfBounds>>;
 
-fn open_error(bytes: &[u8]) -> HeaderError {
-    match Image::builder(bytes) {
-        Err(Error::Header(error)) => error,
-        Err(other) => panic!("expected a header error, got {other:?}"),
-        Ok(_) => panic!("the image opened"),
-    }
-}
-
 fn read(bytes: &[u8], offset: u64, len: usize) -> Result<Vec<u8>> {
     let image = Image::builder(bytes)?.open_alloc(&Config::default())?;
     let mut buf = vec![0u8; len];
@@ -72,216 +64,486 @@ fn small() -> Qcow2 {
     Qcow2::new(3, 9, 64 << 10)
 }
 
-// ---- header ---------------------------------------------------------------
+// ---- images refused at open: one table ----------------------------------
 
-#[test]
-fn header_length_beyond_the_cluster() {
-    let mut image = small();
-    image.put_u32(field::HEADER_LENGTH, u32::MAX);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::HeaderLengthTooLarge {
-            header_length: u32::MAX,
-            cluster_size: 512
-        }
-    );
-    qemu::assert_refuses(&bytes, "qcow2 header exceeds cluster size");
+/// Whether an open-time error is the expected one.
+type Expect = Box<dyn Fn(&HeaderError) -> bool>;
+
+/// One way to break an image that QEMU refuses at open.
+struct Refusal {
+    /// The rule the image breaks.
+    rule: String,
+    /// The image breaking it.
+    bytes: Vec<u8>,
+    /// Whether the crate's error is the right one.
+    expected: Expect,
+    /// Words of QEMU's refusal (`qemu-img info`); `None` where QEMU opens
+    /// the image for `info` and the crate, which exists to read it, refuses.
+    qemu: Option<&'static str>,
 }
 
-#[test]
-fn header_length_below_104() {
+/// A row: `small()` changed by `mutate`, the crate's exact error, QEMU's words.
+fn row(
+    rule: impl Into<String>,
+    mutate: impl FnOnce(&mut Qcow2),
+    error: HeaderError,
+    qemu: impl Into<Option<&'static str>>,
+) -> Refusal {
     let mut image = small();
-    image.put_u32(field::HEADER_LENGTH, 100);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::HeaderLengthTooSmall { header_length: 100 }
-    );
-    qemu::assert_refuses(&bytes, "qcow2 header too short");
+    mutate(&mut image);
+    like(rule, image.finish(), move |found| *found == error, qemu)
 }
 
-#[test]
-fn cluster_bits_outside_9_to_21() {
+/// A row with its own bytes and a pattern for the error.
+fn like(
+    rule: impl Into<String>,
+    bytes: Vec<u8>,
+    expected: impl Fn(&HeaderError) -> bool + 'static,
+    qemu: impl Into<Option<&'static str>>,
+) -> Refusal {
+    Refusal {
+        rule: rule.into(),
+        bytes,
+        expected: Box::new(expected),
+        qemu: qemu.into(),
+    }
+}
+
+fn set_u32(at: usize, value: u32) -> impl FnOnce(&mut Qcow2) {
+    move |image| image.put_u32(at, value)
+}
+
+fn set_u64(at: usize, value: u64) -> impl FnOnce(&mut Qcow2) {
+    move |image| image.put_u64(at, value)
+}
+
+/// `small()` with a table offset moved, for the table-offset rows.
+fn table_at(at: usize, offset: u64, count: Option<u32>) -> Vec<u8> {
+    let mut image = small();
+    if let Some(count) = count {
+        image.put_u32(field::NB_SNAPSHOTS, count);
+    }
+    image.put_u64(at, offset);
+    image.finish()
+}
+
+fn invalid_offset(table: TableKind, offset: u64) -> impl Fn(&HeaderError) -> bool {
+    move |error| {
+        matches!(error, HeaderError::InvalidTableOffset { table: found_table, offset: found, .. }
+            if *found_table == table && *found == offset)
+    }
+}
+
+/// A feature name table naming incompatible bit 9 "future-magic".
+fn future_feature(image: &mut Qcow2) {
+    image.put_u64(field::INCOMPATIBLE_FEATURES, 1 << 9);
+    let mut row = [0u8; 48];
+    row[1] = 9;
+    row[2..2 + 12].copy_from_slice(b"future-magic");
+    image.put_extension(112, 0x6803_f857, 48, &row);
+}
+
+/// Every rule QEMU applies at open, broken once each.
+fn refusals() -> Vec<Refusal> {
+    let mut rows = vec![
+        row(
+            "magic",
+            set_u32(0, 0x5146_49fc),
+            HeaderError::BadMagic { found: 0x5146_49fc },
+            "Image is not in qcow2 format",
+        ),
+        row(
+            "version 2 or 3",
+            set_u32(field::VERSION, 4),
+            HeaderError::UnsupportedVersion { version: 4 },
+            "Unsupported qcow2 version 4",
+        ),
+        row(
+            "header length within the cluster",
+            set_u32(field::HEADER_LENGTH, u32::MAX),
+            HeaderError::HeaderLengthTooLarge {
+                header_length: u32::MAX,
+                cluster_size: 512,
+            },
+            "qcow2 header exceeds cluster size",
+        ),
+        row(
+            "header length at least 104",
+            set_u32(field::HEADER_LENGTH, 100),
+            HeaderError::HeaderLengthTooSmall { header_length: 100 },
+            "qcow2 header too short",
+        ),
+        row(
+            "compression type 0 or 1",
+            |image| image.bytes[field::COMPRESSION_TYPE] = 2,
+            HeaderError::UnknownCompressionType {
+                compression_type: 2,
+            },
+            "unknown compression type: 2",
+        ),
+        row(
+            "compression type with its feature bit",
+            |image| image.bytes[field::COMPRESSION_TYPE] = 1,
+            HeaderError::CompressionTypeBitMismatch {
+                compression_type: 1,
+            },
+            "Compression type incompatible feature bit must be set",
+        ),
+        row(
+            "known incompatible features",
+            set_u64(field::INCOMPATIBLE_FEATURES, 1 << 5),
+            HeaderError::UnknownIncompatibleFeatures {
+                bits: 1 << 5,
+                name: None,
+            },
+            "Unknown incompatible feature: 20",
+        ),
+        like(
+            "unknown incompatible feature named from the table",
+            {
+                let mut image = small();
+                future_feature(&mut image);
+                image.finish()
+            },
+            |error| {
+                matches!(error, HeaderError::UnknownIncompatibleFeatures { bits: 512, name: Some(name) }
+                    if name.as_str() == "future-magic")
+                    && error.to_string().contains("future-magic")
+            },
+            "future-magic",
+        ),
+        like(
+            "subclusters of at least 512 bytes",
+            {
+                let mut image = Qcow2::with_features(3, 13, 64 << 10, 1 << 4);
+                image.put_u32(field::CLUSTER_BITS, 13);
+                image.finish()
+            },
+            |error| *error == HeaderError::SubclusterTooSmall { cluster_bits: 13 },
+            "Unsupported subcluster size: 256",
+        ),
+        row(
+            "refcount order at most 6",
+            set_u32(96, 7),
+            HeaderError::RefcountOrder { refcount_order: 7 },
+            "Reference count entry width too large",
+        ),
+        row(
+            "a refcount table",
+            set_u32(field::REFCOUNT_TABLE_CLUSTERS, 0),
+            HeaderError::RefcountTableEmpty,
+            "Image does not contain a reference count table",
+        ),
+        row(
+            "refcount table at most 8 MiB",
+            set_u32(field::REFCOUNT_TABLE_CLUSTERS, u32::MAX),
+            HeaderError::RefcountTableTooLarge { clusters: u32::MAX },
+            "Reference count table too large",
+        ),
+        row(
+            "refcount table at most 8 MiB, one cluster over",
+            set_u32(field::REFCOUNT_TABLE_CLUSTERS, 16385),
+            HeaderError::RefcountTableTooLarge { clusters: 16385 },
+            "Reference count table too large",
+        ),
+        row(
+            "at most 65536 snapshots",
+            set_u32(field::NB_SNAPSHOTS, 65537),
+            HeaderError::TooManySnapshots { count: 65537 },
+            "Snapshot table too large",
+        ),
+        row(
+            "active L1 table at most 32 MiB",
+            set_u32(field::L1_SIZE, 0x0400_0001),
+            HeaderError::L1TooLarge {
+                entries: 0x0400_0001,
+            },
+            "Active L1 table too large",
+        ),
+        // One L2 table maps 32 KiB with 512-byte clusters: 64 KiB needs two entries.
+        row(
+            "L1 table covering the disk",
+            set_u32(field::L1_SIZE, 1),
+            HeaderError::L1TooSmall {
+                entries: 1,
+                needed: 2,
+            },
+            "L1 table is too small",
+        ),
+        row(
+            "disk size within QEMU's limit",
+            set_u64(field::SIZE, 1 << 62),
+            HeaderError::ImageTooBig { size: 1 << 62 },
+            "Image is too big",
+        ),
+        // Encrypted images: QEMU 7.2's `qemu-img info` opens the AES one
+        // and fails the LUKS one without a message (it wants a secret); the
+        // crate has no key handling and refuses both.
+        row(
+            "not AES-encrypted",
+            set_u32(32, 1),
+            HeaderError::Encrypted { method: 1 },
+            None,
+        ),
+        row(
+            "not LUKS-encrypted",
+            set_u32(32, 2),
+            HeaderError::Encrypted { method: 2 },
+            None,
+        ),
+        row(
+            "a known encryption method",
+            set_u32(32, 3),
+            HeaderError::UnknownEncryptionMethod { method: 3 },
+            "Unsupported encryption method 3",
+        ),
+        row(
+            "extension within the space left",
+            |image| {
+                image.put_extension(112, 0x1234_5678, 0xffff_fff0, &[]);
+            },
+            HeaderError::ExtensionTooLarge {
+                kind: 0x1234_5678,
+                offset: 120,
+                len: 0xffff_fff0,
+            },
+            "Header extension too large",
+        ),
+        // QEMU checks the length before it looks at the type, so even END fails.
+        row(
+            "end extension within the space left",
+            |image| {
+                image.put_extension(112, 0, 0x8000_0000, &[]);
+            },
+            HeaderError::ExtensionTooLarge {
+                kind: 0,
+                offset: 120,
+                len: 0x8000_0000,
+            },
+            "Header extension too large",
+        ),
+        // 512 - 120 bytes are left after the extension header at 112.
+        row(
+            "extension one byte past the cluster",
+            |image| {
+                image.put_extension(112, 0x1234_5678, 393, &[]);
+            },
+            HeaderError::ExtensionTooLarge {
+                kind: 0x1234_5678,
+                offset: 120,
+                len: 393,
+            },
+            "Header extension too large",
+        ),
+        row(
+            "backing format name within 15 bytes",
+            |image| {
+                image.put_extension(112, 0xe279_2aca, 22, b"a-format-name-too-long");
+            },
+            HeaderError::BackingFormatTooLong { len: 22 },
+            "ext_backing_format: len=22 too large",
+        ),
+        // QEMU 7.2's `qemu-img info` opens these two (checked here); the
+        // crate refuses them at open as it did before this suite, since it
+        // could not read their data. A difference to look into.
+        row(
+            "a data file name with the data file bit",
+            set_u64(field::INCOMPATIBLE_FEATURES, 1 << 2),
+            HeaderError::MissingDataFileName,
+            None,
+        ),
+        row(
+            "data-file-raw only with a data file",
+            set_u64(88, 1 << 1),
+            HeaderError::DataFileRawWithoutDataFile,
+            None,
+        ),
+        like(
+            "backing file name at most 1023 bytes",
+            {
+                let mut image = Qcow2::new(3, 16, 64 << 10);
+                image.put_u64(field::BACKING_FILE_OFFSET, 512);
+                image.put_u32(field::BACKING_FILE_SIZE, 1024);
+                image.put_bytes(512, &[b'a'; 1024]);
+                image.finish()
+            },
+            |error| *error == HeaderError::BackingFileNameTooLong { len: 1024 },
+            "Backing file name too long",
+        ),
+        row(
+            "backing file name within the first cluster",
+            |image| {
+                image.put_u64(field::BACKING_FILE_OFFSET, 400);
+                image.put_u32(field::BACKING_FILE_SIZE, 113);
+            },
+            HeaderError::BackingFileNameTooLong { len: 113 },
+            "Backing file name too long",
+        ),
+        row(
+            "backing file offset within the first cluster",
+            |image| {
+                image.put_u64(field::BACKING_FILE_OFFSET, 513);
+                image.put_u32(field::BACKING_FILE_SIZE, 1);
+            },
+            HeaderError::BackingFileOffsetTooLarge {
+                offset: 513,
+                cluster_size: 512,
+            },
+            "Invalid backing file offset",
+        ),
+        like(
+            "snapshot extra data at most 1 KiB",
+            {
+                let mut image = small();
+                let entry = builder::snapshot_entry(image.l1_offset, 1, 1025, b"1", b"big");
+                image.set_snapshots(1, &entry);
+                image.finish()
+            },
+            |error| {
+                *error
+                    == HeaderError::SnapshotExtraDataTooLarge {
+                        index: 0,
+                        size: 1025,
+                    }
+            },
+            "Too much extra metadata in snapshot table entry",
+        ),
+        // 512 entries with 64 KiB ids and names: the table passes 64 MiB at entry 511.
+        like(
+            "snapshot table at most 64 MiB",
+            {
+                let mut image = small();
+                let (id, name) = (vec![b'i'; 65535], vec![b'n'; 65535]);
+                let entry = builder::snapshot_entry(image.l1_offset, 1, 16, &id, &name);
+                image.set_snapshots(512, &entry.repeat(512));
+                image.finish()
+            },
+            |error| *error == HeaderError::SnapshotTableTooLarge { index: 511 },
+            "Snapshot table is too big",
+        ),
+    ];
     for cluster_bits in [0u32, 8, 22, 63, 64, 255] {
-        let mut image = small();
-        image.put_u32(field::CLUSTER_BITS, cluster_bits);
-        let bytes = image.finish();
-        assert_eq!(
-            open_error(&bytes),
+        rows.push(row(
+            format!("cluster bits {cluster_bits} outside 9..=21"),
+            set_u32(field::CLUSTER_BITS, cluster_bits),
             HeaderError::ClusterBits { cluster_bits },
-            "cluster_bits {cluster_bits}"
-        );
-        qemu::assert_refuses(&bytes, "Unsupported cluster size");
+            "Unsupported cluster size",
+        ));
     }
-}
-
-#[test]
-fn extension_longer_than_the_space_left() {
-    let mut image = small();
-    image.put_extension(112, 0x1234_5678, 0xffff_fff0, &[]);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::ExtensionTooLarge {
-            kind: 0x1234_5678,
-            offset: 120,
-            len: 0xffff_fff0
-        }
-    );
-    qemu::assert_refuses(&bytes, "Header extension too large");
-}
-
-#[test]
-fn end_extension_with_a_huge_length() {
-    // QEMU checks the length before it looks at the type, so even END fails.
-    let mut image = small();
-    image.put_extension(112, 0, 0x8000_0000, &[]);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::ExtensionTooLarge {
-            kind: 0,
-            offset: 120,
-            len: 0x8000_0000
-        }
-    );
-    qemu::assert_refuses(&bytes, "Header extension too large");
-}
-
-#[test]
-fn extension_length_one_past_the_cluster() {
-    let mut image = small();
-    // 512 - 120 bytes are left after the extension header at 112.
-    image.put_extension(112, 0x1234_5678, 393, &[]);
-    let bytes = image.finish();
-    assert!(matches!(
-        open_error(&bytes),
-        HeaderError::ExtensionTooLarge { len: 393, .. }
-    ));
-    qemu::assert_refuses(&bytes, "Header extension too large");
-    let mut image = small();
-    image.put_extension(112, 0x1234_5678, 392, &[]);
-    assert!(read_all(&image.finish()).is_ok());
-}
-
-// ---- refcount table -------------------------------------------------------
-
-#[test]
-fn refcount_table_with_no_clusters() {
-    let mut image = small();
-    image.put_u32(field::REFCOUNT_TABLE_CLUSTERS, 0);
-    let bytes = image.finish();
-    assert_eq!(open_error(&bytes), HeaderError::RefcountTableEmpty);
-    qemu::assert_refuses(&bytes, "Image does not contain a reference count table");
-}
-
-#[test]
-fn refcount_table_too_large() {
-    let mut image = small();
-    image.put_u32(field::REFCOUNT_TABLE_CLUSTERS, u32::MAX);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::RefcountTableTooLarge { clusters: u32::MAX }
-    );
-    qemu::assert_refuses(&bytes, "Reference count table too large");
-    // 8 MiB is the limit: 16384 clusters of 512 bytes pass, one more does not.
-    let mut image = small();
-    image.put_u32(field::REFCOUNT_TABLE_CLUSTERS, 16385);
-    assert_eq!(
-        open_error(&image.finish()),
-        HeaderError::RefcountTableTooLarge { clusters: 16385 }
-    );
-    image.put_u32(field::REFCOUNT_TABLE_CLUSTERS, 16384);
-    assert!(read_all(&image.finish()).is_ok());
-}
-
-#[test]
-fn refcount_table_unaligned_or_overflowing() {
     for offset in [512 + 8, TOP_SECTOR, i64::MAX as u64 + 1] {
-        let mut image = small();
-        image.put_u64(field::REFCOUNT_TABLE_OFFSET, offset);
-        let bytes = image.finish();
-        assert!(
-            matches!(
-                open_error(&bytes),
-                HeaderError::InvalidTableOffset { table: TableKind::Refcount, offset: found, .. }
-                    if found == offset
-            ),
-            "offset {offset:#x}"
-        );
-        qemu::assert_refuses(&bytes, "Reference count table offset invalid");
+        rows.push(like(
+            format!("refcount table offset {offset:#x} aligned and below 2^63"),
+            table_at(field::REFCOUNT_TABLE_OFFSET, offset, None),
+            invalid_offset(TableKind::Refcount, offset),
+            "Reference count table offset invalid",
+        ));
     }
-}
-
-// ---- snapshot table -------------------------------------------------------
-
-#[test]
-fn too_many_snapshots() {
-    let mut image = small();
-    image.put_u32(field::NB_SNAPSHOTS, 65537);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::TooManySnapshots { count: 65537 }
-    );
-    qemu::assert_refuses(&bytes, "Snapshot table too large");
-}
-
-#[test]
-fn snapshot_table_unaligned_or_overflowing() {
     // QEMU checks the offset even when there are no snapshots.
     for (count, offset) in [(0, 1000), (1, 1000), (1, TOP_SECTOR)] {
-        let mut image = small();
-        image.put_u32(field::NB_SNAPSHOTS, count);
-        image.put_u64(field::SNAPSHOTS_OFFSET, offset);
-        let bytes = image.finish();
-        assert!(
-            matches!(
-                open_error(&bytes),
-                HeaderError::InvalidTableOffset { table: TableKind::Snapshot, offset: found, .. }
-                    if found == offset
-            ),
-            "{count} snapshots at {offset:#x}"
-        );
-        qemu::assert_refuses(&bytes, "Snapshot table offset invalid");
+        rows.push(like(
+            format!("snapshot table offset {offset:#x} aligned ({count} snapshots)"),
+            table_at(field::SNAPSHOTS_OFFSET, offset, Some(count)),
+            invalid_offset(TableKind::Snapshot, offset),
+            "Snapshot table offset invalid",
+        ));
     }
+    for offset in [1024 + 8, TOP_SECTOR] {
+        rows.push(like(
+            format!("active L1 table offset {offset:#x} aligned and below 2^63"),
+            table_at(field::L1_TABLE_OFFSET, offset, None),
+            invalid_offset(TableKind::L1, offset),
+            "Active L1 table offset invalid",
+        ));
+    }
+    rows
 }
 
 #[test]
-fn snapshot_extra_data_too_large() {
-    let mut image = small();
-    let entry = builder::snapshot_entry(image.l1_offset, 1, 1025, b"1", b"big");
-    image.set_snapshots(1, &entry);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::SnapshotExtraDataTooLarge {
-            index: 0,
-            size: 1025
+fn images_breaking_an_open_rule_are_refused_like_qemu() {
+    let mut failures = Vec::new();
+    for Refusal {
+        rule,
+        bytes,
+        expected,
+        qemu,
+    } in refusals()
+    {
+        match Image::builder(bytes.as_slice()) {
+            Err(Error::Header(error)) if expected(&error) => {}
+            Err(other) => failures.push(format!("{rule}: wrong error {other:?}")),
+            Ok(_) => failures.push(format!("{rule}: the image opened")),
         }
-    );
-    qemu::assert_refuses(&bytes, "Too much extra metadata in snapshot table entry");
+        let Some(words) = qemu else { continue };
+        match qemu::info(&bytes) {
+            None => eprintln!("qemu-img not found: QEMU check skipped ({rule})"),
+            Some(Ok(())) => failures.push(format!("{rule}: qemu-img opens it")),
+            Some(Err(message)) if message.contains(words) => {}
+            Some(Err(message)) => {
+                failures.push(format!("{rule}: qemu-img says {message:?}, not {words:?}"))
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The images one step inside each limit open: the rows above test the rule,
+/// not something else about the image.
 #[test]
-fn snapshot_table_larger_than_64_mib() {
-    // 512 entries with 64 KiB ids and names: the table passes 64 MiB at entry 511.
+fn images_at_the_limits_open() {
     let mut image = small();
-    let id = vec![b'i'; 65535];
-    let name = vec![b'n'; 65535];
-    let mut table = Vec::new();
-    for _ in 0..512 {
-        table.extend(builder::snapshot_entry(image.l1_offset, 1, 16, &id, &name));
-    }
-    image.set_snapshots(512, &table);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::SnapshotTableTooLarge { index: 511 }
+    image.put_u32(field::REFCOUNT_TABLE_CLUSTERS, 16384);
+    assert!(read_all(&image.finish()).is_ok(), "8 MiB refcount table");
+    let mut image = small();
+    image.put_extension(112, 0x1234_5678, 392, &[]);
+    assert!(
+        read_all(&image.finish()).is_ok(),
+        "extension up to the cluster end"
     );
-    qemu::assert_refuses(&bytes, "Snapshot table is too big");
+}
+
+/// The same rules for a snapshot's L1 table, checked when it is opened.
+#[test]
+fn snapshot_l1_tables_breaking_a_rule_are_refused_like_qemu() {
+    let cases: [(u64, u32, Expect, &str); 3] = [
+        (
+            0x1234,
+            1,
+            Box::new(|error| {
+                *error
+                    == HeaderError::InvalidTableOffset {
+                        table: TableKind::L1,
+                        offset: 0x1234,
+                        len: 8,
+                    }
+            }),
+            "Snapshot L1 table offset invalid",
+        ),
+        (
+            TOP_SECTOR,
+            1,
+            Box::new(invalid_offset(TableKind::L1, TOP_SECTOR)),
+            "Snapshot L1 table offset invalid",
+        ),
+        (
+            1024,
+            0x0400_0001,
+            Box::new(|error| {
+                *error
+                    == HeaderError::L1TooLarge {
+                        entries: 0x0400_0001,
+                    }
+            }),
+            "Snapshot L1 table too large",
+        ),
+    ];
+    for (l1_offset, l1_size, expected, words) in cases {
+        let bytes = image_with_snapshot(l1_offset, l1_size);
+        let (error, qemu) = open_snapshot(&bytes);
+        assert!(expected(&error), "L1 at {l1_offset:#x}: {error:?}");
+        if let Some(message) = qemu {
+            assert!(message.contains(words), "{message}");
+        }
+    }
 }
 
 fn image_with_snapshot(l1_offset: u64, l1_size: u32) -> Vec<u8> {
@@ -308,164 +570,7 @@ fn open_snapshot(bytes: &[u8]) -> (HeaderError, Option<String>) {
     (error, qemu)
 }
 
-#[test]
-fn snapshot_l1_table_unaligned() {
-    let bytes = image_with_snapshot(0x1234, 1);
-    let (error, qemu) = open_snapshot(&bytes);
-    assert_eq!(
-        error,
-        HeaderError::InvalidTableOffset {
-            table: TableKind::L1,
-            offset: 0x1234,
-            len: 8
-        }
-    );
-    if let Some(message) = qemu {
-        assert!(
-            message.contains("Snapshot L1 table offset invalid"),
-            "{message}"
-        );
-    }
-}
-
-#[test]
-fn snapshot_l1_table_overflowing() {
-    let offset = TOP_SECTOR;
-    let bytes = image_with_snapshot(offset, 1);
-    let (error, qemu) = open_snapshot(&bytes);
-    assert!(matches!(
-        error,
-        HeaderError::InvalidTableOffset { table: TableKind::L1, offset: found, .. } if found == offset
-    ));
-    if let Some(message) = qemu {
-        assert!(
-            message.contains("Snapshot L1 table offset invalid"),
-            "{message}"
-        );
-    }
-}
-
-#[test]
-fn snapshot_l1_table_too_large() {
-    let bytes = image_with_snapshot(1024, 0x0400_0001);
-    let (error, qemu) = open_snapshot(&bytes);
-    assert_eq!(
-        error,
-        HeaderError::L1TooLarge {
-            entries: 0x0400_0001
-        }
-    );
-    if let Some(message) = qemu {
-        assert!(message.contains("Snapshot L1 table too large"), "{message}");
-    }
-}
-
-// ---- L1 table ---------------------------------------------------------------
-
-#[test]
-fn l1_table_too_large() {
-    let mut image = small();
-    image.put_u32(field::L1_SIZE, 0x0400_0001);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::L1TooLarge {
-            entries: 0x0400_0001
-        }
-    );
-    qemu::assert_refuses(&bytes, "Active L1 table too large");
-}
-
-#[test]
-fn l1_table_unaligned_or_overflowing() {
-    for offset in [1024 + 8, TOP_SECTOR] {
-        let mut image = small();
-        image.put_u64(field::L1_TABLE_OFFSET, offset);
-        let bytes = image.finish();
-        assert!(
-            matches!(
-                open_error(&bytes),
-                HeaderError::InvalidTableOffset { table: TableKind::L1, offset: found, .. }
-                    if found == offset
-            ),
-            "offset {offset:#x}"
-        );
-        qemu::assert_refuses(&bytes, "Active L1 table offset invalid");
-    }
-}
-
-#[test]
-fn l1_table_smaller_than_the_disk() {
-    // One L2 table maps 32 KiB with 512-byte clusters: 64 KiB needs two entries.
-    let mut image = small();
-    image.put_u32(field::L1_SIZE, 1);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::L1TooSmall {
-            entries: 1,
-            needed: 2
-        }
-    );
-    qemu::assert_refuses(&bytes, "L1 table is too small");
-}
-
-#[test]
-fn image_too_big() {
-    let mut image = small();
-    image.put_u64(field::SIZE, 1 << 62);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::ImageTooBig { size: 1 << 62 }
-    );
-    qemu::assert_refuses(&bytes, "Image is too big");
-}
-
 // ---- backing file name ------------------------------------------------------
-
-#[test]
-fn backing_file_name_longer_than_1023() {
-    let mut image = Qcow2::new(3, 16, 64 << 10);
-    image.put_u64(field::BACKING_FILE_OFFSET, 512);
-    image.put_u32(field::BACKING_FILE_SIZE, 1024);
-    image.put_bytes(512, &[b'a'; 1024]);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::BackingFileNameTooLong { len: 1024 }
-    );
-    qemu::assert_refuses(&bytes, "Backing file name too long");
-}
-
-#[test]
-fn backing_file_name_beyond_the_first_cluster() {
-    let mut image = small();
-    image.put_u64(field::BACKING_FILE_OFFSET, 400);
-    image.put_u32(field::BACKING_FILE_SIZE, 113);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::BackingFileNameTooLong { len: 113 }
-    );
-    qemu::assert_refuses(&bytes, "Backing file name too long");
-}
-
-#[test]
-fn backing_file_offset_beyond_the_first_cluster() {
-    let mut image = small();
-    image.put_u64(field::BACKING_FILE_OFFSET, 513);
-    image.put_u32(field::BACKING_FILE_SIZE, 1);
-    let bytes = image.finish();
-    assert_eq!(
-        open_error(&bytes),
-        HeaderError::BackingFileOffsetTooLarge {
-            offset: 513,
-            cluster_size: 512
-        }
-    );
-    qemu::assert_refuses(&bytes, "Invalid backing file offset");
-}
 
 /// QEMU reads a backing file name past the end of the file as zeros: an
 /// empty C string, so the image has no backing file and reads as zeros
@@ -477,6 +582,30 @@ fn backing_file_name_past_the_end_of_the_file() {
     let ours = read_all(&bytes).unwrap();
     assert!(ours.iter().all(|&b| b == 0));
     assert_reads_like_qemu(&bytes, &ours);
+    // A name cut by the end of the file keeps what is there (`qemu-img
+    // info` shows backing file "ab").
+    let mut image = Qcow2::new(3, 16, 64 << 10);
+    image.put_u64(field::BACKING_FILE_OFFSET, 0x200);
+    image.put_u32(field::BACKING_FILE_SIZE, 16);
+    image.put_bytes(0x200, b"ab");
+    let mut bytes = image.finish();
+    bytes.truncate(0x202);
+    let builder = Image::builder(bytes.as_slice()).unwrap();
+    let name = builder.header().backing_file().map(|name| name.as_bytes());
+    assert_eq!(name, Some(&b"ab"[..]));
+}
+
+#[test]
+fn version_2_ignores_bytes_after_its_header() {
+    // QEMU reads v2 extensions from byte 72 on, so these stay zero (the end
+    // extension), but the v3-only fields after them are not read as header.
+    let mut image = Qcow2::new(2, 16, 64 << 10);
+    image.put_u32(field::HEADER_LENGTH, 3); // a too-small header length in v3
+    image.bytes[field::COMPRESSION_TYPE] = 5; // an unknown compression type in v3
+    let bytes = image.finish();
+    let builder = Image::builder(bytes.as_slice()).unwrap();
+    let header = builder.header();
+    assert_eq!((header.version(), header.header_length()), (2, 72));
 }
 
 /// A 64 KiB-cluster image cut short: its 8-byte name would lie at 0x1000, past the end.
@@ -1046,11 +1175,10 @@ fn storage_reads_per_read_at_are_bounded() {
         let cluster = 1u64 << cluster_bits;
         for slots in [1usize, 2, 64] {
             // The smallest slices and cache: every lookup can miss.
-            let config = Config {
-                table_slice_bytes: 512,
-                table_cache_bytes: 512 * slots,
-                compressed_clusters: 1,
-            };
+            let config = Config::default()
+                .with_table_slice_bytes(512)
+                .with_table_cache_bytes(512 * slots)
+                .with_compressed_clusters(1);
             let storage = Counting {
                 bytes: &bytes,
                 reads: Cell::new(0),

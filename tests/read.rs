@@ -121,7 +121,10 @@ fn large_sparse_image_in_fixed_memory() {
     let hole = image.extent(0, u64::MAX).unwrap();
     assert_eq!(
         (hole.len, hole.kind),
-        (1 << 40, qcow2_reader::ExtentKind::Unallocated)
+        (
+            1 << 40,
+            qcow2_reader::Mapping::Unallocated { kept_offset: None }
+        )
     );
     let mut past = [0u8; 2];
     assert!(matches!(

@@ -8,7 +8,7 @@ use std::time::Instant;
 use qcow2_reader::{BlockRead, Config};
 
 use crate::failure::{Failure, Result};
-use crate::layers::open_reader;
+use crate::layers::{open_reader, Follow};
 use crate::size::parse_size;
 
 /// Where successive requests go.
@@ -52,10 +52,10 @@ pub struct Args {
 }
 
 /// Runs `qcow bench`.
-pub fn run(args: &Args) -> Result<ExitCode> {
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let fail = |message: &dyn std::fmt::Display| Failure::new(&args.image, message);
     let config = config(args).map_err(|message| fail(&message))?;
-    let chain = open_reader(&args.image, None, config)?;
+    let chain = open_reader(&args.image, None, config, follow)?;
     let image_size = chain.top.size().map_err(|error| fail(&error))?;
     let size = usize::try_from(args.size)
         .ok()

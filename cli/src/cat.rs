@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use qcow2_reader::{BlockRead, Config};
 
 use crate::failure::{is_broken_pipe, Failure, Result};
-use crate::layers::open_reader;
+use crate::layers::{open_reader, Follow};
 use crate::size::parse_size;
 
 /// Arguments of `qcow cat`.
@@ -30,8 +30,13 @@ pub struct Args {
 const CHUNK_BYTES: usize = 4 << 20;
 
 /// Runs `qcow cat`.
-pub fn run(args: &Args) -> Result<ExitCode> {
-    let chain = open_reader(&args.image, args.snapshot.as_deref(), Config::default())?;
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    let chain = open_reader(
+        &args.image,
+        args.snapshot.as_deref(),
+        Config::default(),
+        follow,
+    )?;
     let fail = |error: &dyn std::fmt::Display| Failure::new(&args.image, error);
     let size = chain.top.size().map_err(|error| fail(&error))?;
     let length = args.length.unwrap_or(size.saturating_sub(args.offset));

@@ -20,7 +20,7 @@ use qcow2_reader::chain::Chain;
 use qcow2_reader::Config;
 
 use crate::failure::{Failure, Result};
-use crate::layers::{open_reader, Stack};
+use crate::layers::{open_reader, Follow, Stack};
 use crate::size::parse_size;
 
 /// Arguments of `qcow convert`.
@@ -84,17 +84,17 @@ impl Planner<'_> {
 }
 
 /// Runs `qcow convert`.
-pub fn run(args: &Args) -> Result<ExitCode> {
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let snapshot = args.snapshot.as_deref();
     let config = Config::default();
-    let chain = open_reader(&args.image, snapshot, config)?;
-    let stack = Stack::open(&chain, snapshot, &config)?;
+    let chain = open_reader(&args.image, snapshot, config, follow)?;
+    let stack = Stack::open(&chain, snapshot, &config, follow)?;
     let size = stack.virtual_size();
     let chunk_bytes = args.chunk_size.clamp(64 << 10, 256 << 20);
     let threads = args.threads.unwrap_or_else(default_threads).clamp(1, 64);
     let mut readers = vec![chain];
     for _ in 1..threads {
-        readers.push(open_reader(&args.image, snapshot, config)?);
+        readers.push(open_reader(&args.image, snapshot, config, follow)?);
     }
     refuse_overwriting_inputs(&stack, &args.out)?;
     let out = create_output(&args.out)?;

@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use crate::failure::{is_broken_pipe, Failure, Result};
+use crate::layers::Follow;
 use crate::location::{open_volume, Location, Volume};
 use crate::size::parse_size;
 
@@ -44,8 +45,13 @@ pub struct Args {
 const CHUNKS_AHEAD: usize = 1;
 
 /// Runs `qcow get`.
-pub fn run(args: &Args) -> Result<ExitCode> {
-    let volume = open_volume(&args.image, args.snapshot.as_deref(), &args.location)?;
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    let volume = open_volume(
+        &args.image,
+        args.snapshot.as_deref(),
+        follow,
+        &args.location,
+    )?;
     let file_len = volume
         .open_file(&args.location.path)
         .map_err(|error| in_file(args, &error))?
@@ -70,6 +76,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     } else {
         drop(volume);
         let plan = Plan {
+            follow,
             threads,
             chunks,
             chunk_bytes,
@@ -153,6 +160,7 @@ type Piece = std::result::Result<Vec<u8>, Failure>;
 
 /// How the file is split among the reader threads.
 struct Plan {
+    follow: Follow,
     threads: usize,
     chunks: u64,
     chunk_bytes: u64,
@@ -161,7 +169,12 @@ struct Plan {
 /// Reads chunks `first`, `first + threads`, ... of the file with its own chain and file system.
 fn read_chunks(args: &Args, plan: &Plan, first: u64, sender: &mpsc::SyncSender<Piece>) {
     let result = (|| -> Result<()> {
-        let volume = open_volume(&args.image, args.snapshot.as_deref(), &args.location)?;
+        let volume = open_volume(
+            &args.image,
+            args.snapshot.as_deref(),
+            plan.follow,
+            &args.location,
+        )?;
         let mut file = volume
             .open_file(&args.location.path)
             .map_err(|error| in_file(args, &error))?;

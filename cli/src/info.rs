@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use qcow2_reader::chain::{resolve_name, Layer, LayerFormat};
-use qcow2_reader::feature::{known_feature_name, FeatureKind};
-use qcow2_reader::{Config, Header, Image, Snapshot, Snapshots};
+use qcow2_reader::feature::{Autoclear, Compatible, FeatureKind, Incompatible};
+use qcow2_reader::{is_qcow2, Config, Header, Image, Snapshot, Snapshots};
 use serde_json::{json, Map, Value};
 
 use crate::failure::{Failure, Result};
-use crate::layers::open_reader;
+use crate::layers::{open_reader, Follow};
 use crate::output::{pretty_json, print};
 use crate::size::human_size;
 
@@ -40,11 +40,13 @@ struct Described {
 }
 
 /// Runs `qcow info`.
-pub fn run(args: &Args) -> Result<ExitCode> {
-    let layers = if args.no_backing_chain {
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    // Under `--follow none` no other file is opened, not even to list it:
+    // the header alone names the backing file, as without `--backing-chain`.
+    let layers = if args.no_backing_chain || follow == Follow::None {
         vec![lone_layer(&args.image)?]
     } else {
-        open_reader(&args.image, None, Config::default())?.layers
+        open_reader(&args.image, None, Config::default(), follow)?.layers
     };
     let described = layers
         .into_iter()
@@ -69,19 +71,19 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 /// The top image alone, its header read but its backing file not opened.
 fn lone_layer(path: &Path) -> Result<Layer> {
     let file = File::open(path).map_err(|error| Failure::new(path, error))?;
-    match Image::builder(file) {
-        Ok(builder) => Ok(Layer {
-            path: path.to_path_buf(),
-            format: LayerFormat::Qcow2,
-            header: Some(builder.header().clone()),
-        }),
-        Err(qcow2_reader::Error::Header(qcow2_reader::HeaderError::BadMagic { .. })) => Ok(Layer {
+    if !is_qcow2(&file).map_err(|error| Failure::new(path, error))? {
+        return Ok(Layer {
             path: path.to_path_buf(),
             format: LayerFormat::Raw,
             header: None,
-        }),
-        Err(error) => Err(Failure::new(path, error)),
+        });
     }
+    let builder = Image::builder(file).map_err(|error| Failure::new(path, error))?;
+    Ok(Layer {
+        path: path.to_path_buf(),
+        format: LayerFormat::Qcow2,
+        header: Some(builder.header().clone()),
+    })
 }
 
 /// Reads what `info` shows beyond the header: sizes, snapshots and feature names.
@@ -113,39 +115,16 @@ fn describe(layer: Layer) -> std::result::Result<Described, String> {
 
 /// The names of the feature bits that are set, per kind, as `qemu-img` names them.
 fn feature_names(file: &File, header: &Header) -> Vec<(FeatureKind, Vec<String>)> {
-    let words = [
-        (
-            FeatureKind::Incompatible,
-            header.incompatible_features().bits(),
-        ),
-        (FeatureKind::Compatible, header.compatible_features().bits()),
-        (FeatureKind::Autoclear, header.autoclear_features().bits()),
-    ];
-    words
+    FeatureKind::ALL
         .into_iter()
-        .map(|(kind, bits)| {
-            let names = (0..64u8)
-                .filter(|bit| bits & (1 << bit) != 0)
-                .map(|bit| match known_feature_name(kind, bit) {
-                    Some(name) => name.to_string(),
-                    None => header
-                        .feature_name(file, kind, bit)
-                        .map_or(format!("unknown bit {bit}"), |name| {
-                            name.as_str().to_string()
-                        }),
-                })
+        .map(|kind| {
+            let names = header
+                .feature_bits(kind)
+                .map(|bit| header.feature_label(file, kind, bit).to_string())
                 .collect();
             (kind, names)
         })
         .collect()
-}
-
-fn kind_name(kind: FeatureKind) -> &'static str {
-    match kind {
-        FeatureKind::Incompatible => "incompatible",
-        FeatureKind::Compatible => "compatible",
-        FeatureKind::Autoclear => "autoclear",
-    }
 }
 
 /// The backing file name as stored, and where it resolves.
@@ -188,12 +167,12 @@ fn to_json(described: &Described) -> Value {
         let snapshots = described.snapshots.iter().map(snapshot_json).collect();
         object.insert("snapshots".into(), Value::Array(snapshots));
     }
-    let dirty = header.incompatible_features().bits() & 1 != 0;
+    let dirty = header.incompatible_features().contains(Incompatible::DIRTY);
     object.insert("dirty-flag".into(), json!(dirty));
     let features: Map<String, Value> = described
         .features
         .iter()
-        .map(|(kind, names)| (kind_name(*kind).to_string(), json!(names)))
+        .map(|(kind, names)| (kind.name().to_string(), json!(names)))
         .collect();
     object.insert("features".into(), Value::Object(features));
     Value::Object(object)
@@ -209,7 +188,9 @@ fn format_specific(header: &Header) -> Value {
         json!(header.compression_type().name()),
     );
     if v3 {
-        let lazy = header.compatible_features().bits() & 1 != 0;
+        let lazy = header
+            .compatible_features()
+            .contains(Compatible::LAZY_REFCOUNTS);
         data.insert("lazy-refcounts".into(), json!(lazy));
     }
     data.insert(
@@ -220,11 +201,15 @@ fn format_specific(header: &Header) -> Value {
         data.insert("data-file".into(), json!(name.to_string()));
     }
     if header.has_data_file() {
-        let raw = header.autoclear_features().bits() & 2 != 0;
+        let raw = header
+            .autoclear_features()
+            .contains(Autoclear::DATA_FILE_RAW);
         data.insert("data-file-raw".into(), json!(raw));
     }
     if v3 {
-        let corrupt = header.incompatible_features().bits() & 2 != 0;
+        let corrupt = header
+            .incompatible_features()
+            .contains(Incompatible::CORRUPT);
         data.insert("corrupt".into(), json!(corrupt));
         data.insert("extended-l2".into(), json!(header.has_extended_l2()));
     }
@@ -304,7 +289,7 @@ fn to_human(described: &Described) -> String {
         } else {
             names.join(", ")
         };
-        text += &format!("    {}: {list}\n", kind_name(*kind));
+        text += &format!("    {}: {list}\n", kind.name());
     }
     text
 }

@@ -9,12 +9,35 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use qcow2_reader::chain::{open_chain, resolve_name, Chain, ChainOptions, Layer, LayerFormat};
-use qcow2_reader::{find_snapshot, Config, ExtentKind, Image, NoBacking};
+use qcow2_reader::chain::{open_chain, Chain, ChainOptions, Layer, LayerFormat};
+use qcow2_reader::follow::{FollowPolicy, NamedFile};
+use qcow2_reader::{find_snapshot, Config, Image, Mapping, NoBacking};
 use rustix::fs::SeekFrom;
 
 use crate::failure::{Failure, Result};
-use crate::kept::KeptOffsets;
+
+/// Which files named by an image the tool may open (`--follow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Follow {
+    /// Any path the image names, absolute or relative (QEMU's behaviour): only for images you trust.
+    #[default]
+    Any,
+    /// Only files in the image's own directory or below: no absolute paths, no `..`, no symlink leading out.
+    SameDir,
+    /// None: the image alone, its backing file ignored (reads as zeros), an external data file refused.
+    None,
+}
+
+impl Follow {
+    /// The crate's policy of the same name.
+    pub fn policy(self) -> FollowPolicy {
+        match self {
+            Follow::Any => FollowPolicy::Any,
+            Follow::SameDir => FollowPolicy::SameDir,
+            Follow::None => FollowPolicy::None,
+        }
+    }
+}
 
 /// One layer of the chain, readable on its own.
 pub struct LayerView {
@@ -25,9 +48,6 @@ pub struct LayerView {
     /// Its virtual size (the file size for a raw layer).
     pub size: u64,
     source: Source,
-    /// The active L1 table and the offsets kept by zero and unallocated
-    /// entries; absent for a snapshot (whose L1 table differs).
-    kept: Option<KeptOffsets>,
 }
 
 enum Source {
@@ -67,16 +87,23 @@ pub struct Stack {
     pub views: Vec<LayerView>,
 }
 
-/// Opens the whole chain of `path` for reading, with `snapshot` applied to the top image.
+/// Opens the chain of `path` for reading, with `snapshot` applied to the top
+/// image, opening only the named files `follow` allows.
 ///
 /// The top image must be QCOW2 (the chain helper would take any other file
 /// as raw); raw images are read only as backing files.
-pub fn open_reader(path: &Path, snapshot: Option<&str>, config: Config) -> Result<Chain> {
+pub fn open_reader(
+    path: &Path,
+    snapshot: Option<&str>,
+    config: Config,
+    follow: Follow,
+) -> Result<Chain> {
     let file = File::open(path).map_err(|error| Failure::new(path, error))?;
     Image::builder(file).map_err(|error| Failure::new(path, error))?;
     let options = ChainOptions {
         config,
         snapshot: snapshot.map(str::to_string),
+        follow: follow.policy(),
         ..ChainOptions::default()
     };
     open_chain(path, &options).map_err(|error| Failure::chain(path, error))
@@ -84,16 +111,21 @@ pub fn open_reader(path: &Path, snapshot: Option<&str>, config: Config) -> Resul
 
 impl Stack {
     /// Opens every layer of `chain` alone; the top one as of `snapshot`, if
-    /// given. Runs that read as zeros or fall through report the host
-    /// offsets their entries keep, as `qemu-img map` does (not under a snapshot).
-    pub fn open(chain: &Chain, snapshot: Option<&str>, config: &Config) -> Result<Self> {
+    /// given; data files as `follow` allows. Runs that read as zeros or fall
+    /// through report the host offsets their entries keep, as `qemu-img map`
+    /// does.
+    pub fn open(
+        chain: &Chain,
+        snapshot: Option<&str>,
+        config: &Config,
+        follow: Follow,
+    ) -> Result<Self> {
         let top = chain.layers.first().map(|layer| layer.path.clone());
         let top = top.unwrap_or_default();
         let mut views = Vec::with_capacity(chain.layers.len());
         for (depth, layer) in chain.layers.iter().enumerate() {
             let snapshot = if depth == 0 { snapshot } else { None };
-            let kept = snapshot.is_none();
-            let view = open_view(layer, snapshot, config, kept).map_err(|message| {
+            let view = open_view(layer, snapshot, config, follow).map_err(|message| {
                 let message = if depth == 0 {
                     message
                 } else {
@@ -135,53 +167,26 @@ impl Stack {
                 Source::Raw(file) => return raw_status(file, view.size, start, len, depth),
                 Source::Qcow2(image) => image,
             };
-            let kind = match view
-                .kept
-                .as_ref()
-                .and_then(|kept| kept.unmapped_l1_span(start))
-            {
-                Some(span) => {
-                    len = len.min(span);
-                    ExtentKind::Unallocated
-                }
-                None => {
-                    let extent = image.extent(start, len).map_err(io::Error::from)?;
-                    len = extent.len;
-                    extent.kind
-                }
-            };
-            match kind {
-                ExtentKind::Data { host_offset } => {
+            let extent = image.extent(start, len).map_err(io::Error::from)?;
+            len = extent.len;
+            let kept_offset = match extent.kind {
+                Mapping::Data { host_offset } => {
                     return Ok(status(len, true, false, true, Some(host_offset)))
                 }
-                ExtentKind::Compressed(_) => return Ok(status(len, true, false, true, None)),
-                ExtentKind::Zero => {
-                    let (offset, len) = view.kept_run(start, len)?;
-                    return Ok(status(len, true, true, false, offset));
+                Mapping::Compressed(_) => return Ok(status(len, true, false, true, None)),
+                Mapping::Zero { kept_offset } => {
+                    return Ok(status(len, true, true, false, kept_offset));
                 }
-                ExtentKind::Unallocated => {}
-            }
+                Mapping::Unallocated { kept_offset } => kept_offset,
+            };
             // QEMU: unallocated over no backing, or past the end of a shorter
             // backing image, reads as zeros decided by this layer.
             match self.views.get(depth + 1) {
                 Some(below) if start < below.size => len = len.min(below.size - start),
-                _ => {
-                    let (offset, len) = view.kept_run(start, len)?;
-                    return Ok(status(len, false, true, false, offset));
-                }
+                _ => return Ok(status(len, false, true, false, kept_offset)),
             }
         }
         Err(io::Error::other("empty backing chain"))
-    }
-}
-
-impl LayerView {
-    /// The host offset kept for the run at `start` and how far it goes, if offsets are tracked.
-    fn kept_run(&self, start: u64, len: u64) -> io::Result<(Option<u64>, u64)> {
-        match &self.kept {
-            Some(kept) => kept.run(start, len),
-            None => Ok((None, len)),
-        }
     }
 }
 
@@ -190,7 +195,7 @@ fn open_view(
     layer: &Layer,
     snapshot: Option<&str>,
     config: &Config,
-    kept: bool,
+    follow: Follow,
 ) -> std::result::Result<LayerView, String> {
     let file = File::open(&layer.path).map_err(|error| error.to_string())?;
     if layer.format == LayerFormat::Raw {
@@ -200,14 +205,17 @@ fn open_view(
             data_path: layer.path.clone(),
             size,
             source: Source::Raw(file),
-            kept: None,
         });
     }
     let text = |error: qcow2_reader::Error<io::Error>| error.to_string();
     let mut builder = Image::builder(file).map_err(text)?;
     let mut data_path = layer.path.clone();
     if let Some(name) = builder.header().data_file() {
-        data_path = resolve_name(&layer.path, &String::from_utf8_lossy(name.as_bytes()));
+        let name = String::from_utf8_lossy(name.as_bytes());
+        data_path = follow
+            .policy()
+            .resolve(&layer.path, NamedFile::DataFile, &name)
+            .map_err(|refusal| refusal.to_string())?;
         let data_file = File::open(&data_path)
             .map_err(|error| format!("cannot open {}: {error}", data_path.display()))?;
         builder = builder.data_file(data_file);
@@ -217,24 +225,13 @@ fn open_view(
             .map_err(text)?;
         builder = builder.snapshot(&found).map_err(text)?;
     }
-    let kept = if kept {
-        let file = builder
-            .storage()
-            .try_clone()
-            .map_err(|error| error.to_string())?;
-        let offsets =
-            KeptOffsets::open(file, builder.header()).map_err(|error| error.to_string())?;
-        Some(offsets)
-    } else {
-        None
-    };
+    // The chain decided which backing files exist; each view reads its layer alone.
     let image = builder.ignore_backing().open_alloc(config).map_err(text)?;
     Ok(LayerView {
         path: layer.path.clone(),
         data_path,
         size: image.virtual_size(),
         source: Source::Qcow2(Box::new(image)),
-        kept,
     })
 }
 

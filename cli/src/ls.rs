@@ -8,6 +8,7 @@ use qcow2_disk::{Entry, EntryKind};
 use serde_json::{json, Value};
 
 use crate::failure::{Failure, Result};
+use crate::layers::Follow;
 use crate::location::{open_volume, Location, Volume};
 use crate::output::{pretty_json, print};
 
@@ -43,8 +44,13 @@ struct Listed {
 }
 
 /// Runs `qcow ls`.
-pub fn run(args: &Args) -> Result<ExitCode> {
-    let volume = open_volume(&args.image, args.snapshot.as_deref(), &args.location)?;
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    let volume = open_volume(
+        &args.image,
+        args.snapshot.as_deref(),
+        follow,
+        &args.location,
+    )?;
     let fail = |path: &str, error: &dyn std::fmt::Display| {
         let at = Location {
             partition: args.location.partition,

@@ -11,7 +11,6 @@ mod convert;
 mod failure;
 mod get;
 mod info;
-mod kept;
 mod layers;
 mod location;
 mod ls;
@@ -24,10 +23,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use layers::Follow;
+
 /// Look inside QCOW2 images without QEMU: read-only, byte-identical to QEMU.
 #[derive(Debug, Parser)]
 #[command(name = "qcow", version, about, propagate_version = true)]
 struct Cli {
+    /// Which backing and data files an image may make the tool open: `any`
+    /// (QEMU's behaviour), `same-dir` (only in the image's directory; for
+    /// untrusted images) or `none` (the image alone). `check` opens only the
+    /// image itself whatever the policy.
+    #[arg(long, global = true, value_enum, default_value_t = Follow::Any)]
+    follow: Follow,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,15 +64,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info(args) => info::run(&args),
-        Command::Map(args) => map::run(&args),
-        Command::Cat(args) => cat::run(&args),
-        Command::Convert(args) => convert::run(&args),
+        Command::Info(args) => info::run(&args, cli.follow),
+        Command::Map(args) => map::run(&args, cli.follow),
+        Command::Cat(args) => cat::run(&args, cli.follow),
+        Command::Convert(args) => convert::run(&args, cli.follow),
         Command::Check(args) => check::run(&args),
-        Command::Bench(args) => bench::run(&args),
-        Command::Parts(args) => parts::run(&args),
-        Command::Ls(args) => ls::run(&args),
-        Command::Get(args) => get::run(&args),
+        Command::Bench(args) => bench::run(&args, cli.follow),
+        Command::Parts(args) => parts::run(&args, cli.follow),
+        Command::Ls(args) => ls::run(&args, cli.follow),
+        Command::Get(args) => get::run(&args, cli.follow),
     };
     match result {
         Ok(code) => code,

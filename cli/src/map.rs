@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use qcow2_reader::Config;
 
 use crate::failure::{is_broken_pipe, Failure, Result};
-use crate::layers::{open_reader, Stack, Status};
+use crate::layers::{open_reader, Follow, Stack, Status};
 use crate::size::parse_size;
 
 /// Arguments of `qcow map`.
@@ -31,10 +31,10 @@ pub struct Args {
 const STEP_BYTES: u64 = 1 << 30;
 
 /// Runs `qcow map`.
-pub fn run(args: &Args) -> Result<ExitCode> {
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let config = Config::default();
-    let chain = open_reader(&args.image, None, config)?;
-    let stack = Stack::open(&chain, None, &config)?;
+    let chain = open_reader(&args.image, None, config, follow)?;
+    let stack = Stack::open(&chain, None, &config, follow)?;
     let size = stack.virtual_size();
     let start = args.start_offset.min(size);
     let end = match args.max_length {

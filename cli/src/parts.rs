@@ -8,6 +8,7 @@ use qcow2_disk::{fs::detect, FileSystem, Partition, PartitionKind};
 use serde_json::{json, Value};
 
 use crate::failure::Result;
+use crate::layers::Follow;
 use crate::location::{open_disk, OpenDisk};
 use crate::output::{pretty_json, print};
 
@@ -38,8 +39,8 @@ struct Row {
 }
 
 /// Runs `qcow parts`.
-pub fn run(args: &Args) -> Result<ExitCode> {
-    let disk = open_disk(&args.image, args.snapshot.as_deref())?;
+pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    let disk = open_disk(&args.image, args.snapshot.as_deref(), follow)?;
     let rows: Vec<Row> = disk
         .table
         .partitions

@@ -4,7 +4,7 @@
 use crate::measure::{Hashed, Pass};
 use crate::{arch, print, println};
 use core::fmt;
-use qcow2_reader::feature::{known_feature_name, FeatureKind};
+use qcow2_reader::feature::FeatureKind;
 use qcow2_reader::{BlockRead, Header};
 
 /// Prints what the loader said about the machine and the counter.
@@ -38,38 +38,14 @@ pub fn print_header<S: BlockRead>(disk: usize, header: &Header, storage: &S) {
     );
     println!("  cluster size: {} bytes", header.cluster_size());
     println!("  compression type: {}", header.compression_type().name());
-    let words = [
-        (
-            FeatureKind::Incompatible,
-            "incompatible",
-            header.incompatible_features().bits(),
-        ),
-        (
-            FeatureKind::Compatible,
-            "compatible",
-            header.compatible_features().bits(),
-        ),
-        (
-            FeatureKind::Autoclear,
-            "autoclear",
-            header.autoclear_features().bits(),
-        ),
-    ];
-    for (kind, label, bits) in words {
-        print!("  {label} features:");
-        if bits == 0 {
+    for kind in FeatureKind::ALL {
+        print!("  {} features:", kind.name());
+        let mut bits = header.feature_bits(kind).peekable();
+        if bits.peek().is_none() {
             print!(" none");
         }
-        for bit in (0..64u8).filter(|&bit| bits & (1 << bit) != 0) {
-            // QEMU's names for the bits it knows; the image's own feature
-            // name table for the others.
-            match known_feature_name(kind, bit) {
-                Some(name) => print!(" [{name}]"),
-                None => match header.feature_name(storage, kind, bit) {
-                    Some(name) => print!(" [{}]", name.as_str()),
-                    None => print!(" [bit {bit}]"),
-                },
-            }
+        for bit in bits {
+            print!(" [{}]", header.feature_label(storage, kind, bit));
         }
         println!();
     }

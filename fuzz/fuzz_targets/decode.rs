@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qcow2_reader::codec::Decompressor;
+use qcow2_reader::fuzzing::Decompressor;
 use qcow2_reader::CompressionType;
 use qcow2_reader_fuzz::{max_read_allocation, max_read_heap, HeapWatch};
 

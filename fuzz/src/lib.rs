@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use qcow2_reader::{BlockRead, Config, Error, ExtentKind, Image, OutOfBounds};
+use qcow2_reader::{BlockRead, Config, Error, Image, Mapping, OutOfBounds};
 
 /// Bytes of a zstd block's decoded content at most (the format's Block_Maximum_Size).
 pub const ZSTD_BLOCK_MAX: usize = 128 << 10;
@@ -263,11 +263,10 @@ impl HeapWatch {
 pub fn config_from(byte: u8) -> Config {
     let slice = 512usize << (byte & 3);
     let slots = 1 + usize::from((byte >> 2) & 3);
-    Config {
-        table_slice_bytes: slice,
-        table_cache_bytes: slice * slots,
-        compressed_clusters: usize::from(byte >> 4) % 3,
-    }
+    Config::default()
+        .with_table_slice_bytes(slice)
+        .with_table_cache_bytes(slice * slots)
+        .with_compressed_clusters(usize::from(byte >> 4) % 3)
 }
 
 /// The bound geometry of an image opened with `config`.
@@ -382,7 +381,7 @@ pub fn check_read<R, B>(
         };
         assert_eq!(extent.guest_offset, at);
         assert!(extent.len >= 1 && extent.len <= end - at, "{extent:?}");
-        if whole_result.is_ok() && extent.kind == ExtentKind::Zero {
+        if whole_result.is_ok() && matches!(extent.kind, Mapping::Zero { .. }) {
             let start = (at - offset) as usize;
             let bytes = &whole[start..start + extent.len as usize];
             assert!(bytes.iter().all(|&b| b == 0), "zero extent reads non-zero");

@@ -366,18 +366,6 @@ pub mod qemu {
         })
     }
 
-    /// Asserts that QEMU refuses the image too, with a message containing `words`.
-    pub fn assert_refuses(bytes: &[u8], words: &str) {
-        match info(bytes) {
-            None => eprintln!("qemu-img not found: QEMU check skipped"),
-            Some(Ok(())) => panic!("qemu-img info opens an image this crate refuses"),
-            Some(Err(message)) => assert!(
-                message.contains(words),
-                "qemu-img refuses, but says {message:?}, not {words:?}"
-            ),
-        }
-    }
-
     /// The whole virtual disk as `qemu-img convert -O raw` reads it
     /// (`extra` are more convert arguments, e.g. `-l snapshot`).
     pub fn convert(bytes: &[u8], extra: &[&str]) -> Option<Result<Vec<u8>, String>> {

@@ -14,14 +14,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use qcow2_reader::extension::{Extension, Extensions};
-use qcow2_reader::table::{CompressedDescriptor, COMPRESSED, COPIED, OFFSET_MASK, ZERO};
-use qcow2_reader::{Header, Image};
+use qcow2_reader::feature::Autoclear;
+use qcow2_reader::table::{l1_table_fits, ClusterType, L1Entry, L2Entry, Layout, L1_ENTRY_BYTES};
+use qcow2_reader::{bitmap, Header, Image, Snapshots};
 
 use crate::failure::{Failure, Result};
 use crate::output::print;
 
 use report::{exit_status, human_report, json_report, Report};
-use stored::{be64, read_padded, StoredRefcounts};
+use stored::{read_padded, StoredRefcounts};
 
 mod report;
 mod stored;
@@ -36,35 +37,11 @@ pub struct Args {
     image: PathBuf,
 }
 
-/// Reserved bits of an L1 entry (QEMU's `L1E_RESERVED_MASK`).
-const L1_RESERVED: u64 = 0x7f00_0000_0000_01ff;
-/// Reserved bits of a standard L2 entry (QEMU's `L2E_STD_RESERVED_MASK`).
-const L2_RESERVED: u64 = 0x3f00_0000_0000_01fe;
-/// Offset bits of a refcount table entry.
-pub(crate) const REFTABLE_OFFSET: u64 = 0xffff_ffff_ffff_fe00;
-/// Reserved bits of a refcount table entry.
-const REFTABLE_RESERVED: u64 = 0x1ff;
-/// Subcluster allocation bits of an extended L2 bitmap.
-const ALL_ALLOCATED: u64 = 0xffff_ffff;
-/// Reserved bits of a bitmap table entry.
-const BITMAP_ENTRY_RESERVED: u64 = 0xff00_0000_0000_01fe;
-/// QEMU's limit on an L1 table.
-const MAX_L1_BYTES: u64 = 32 << 20;
-
-/// The cluster type of an L2 entry, as QEMU's `qcow2_get_cluster_type` sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ClusterType {
-    Compressed,
-    ZeroPlain,
-    ZeroAlloc,
-    Normal,
-    Unallocated,
-}
-
 /// The walk's state.
 struct Checker {
     file: File,
     header: Header,
+    layout: Layout,
     file_size: u64,
     expected: Vec<u64>,
     refcount_max: u64,
@@ -97,10 +74,7 @@ impl Checker {
         let file_size = file.metadata()?.len();
         let stored = StoredRefcounts::read(&file, &header, file_size)?;
         let clusters = file_size.div_ceil(header.cluster_size());
-        let refcount_max = match header.refcount_order() {
-            6 => u64::MAX,
-            order => (1u64 << (1 << order)) - 1,
-        };
+        let refcount_max = stored.layout.max_refcount();
         let report = Report {
             total_clusters: header.virtual_size().div_ceil(header.cluster_size()),
             ..Report::default()
@@ -112,6 +86,7 @@ impl Checker {
             refcount_max,
             stored,
             report,
+            layout: header.layout(),
             header,
         })
     }
@@ -176,12 +151,12 @@ impl Checker {
 
     /// Walks an L1 table and its L2 tables; `active` also gathers allocation statistics.
     fn check_l1(&mut self, l1_offset: u64, entries: u32, active: bool) {
-        let bytes = u64::from(entries) * 8;
-        if bytes > MAX_L1_BYTES {
+        if !l1_table_fits(entries) {
             self.report.check_errors += 1;
             eprintln!("ERROR: L1 table of {entries} entries is too large");
             return;
         }
+        let bytes = u64::from(entries) * L1_ENTRY_BYTES;
         self.reference(l1_offset, bytes);
         if entries == 0 {
             return;
@@ -191,17 +166,17 @@ impl Checker {
             self.report.check_errors += 1;
             return;
         };
-        for l1_index in 0..entries as usize {
-            let entry = be64(&table, l1_index * 8);
-            if entry == 0 {
+        for entry in L1Entry::table(&table) {
+            if entry.raw() == 0 {
                 continue;
             }
-            if entry & L1_RESERVED != 0 {
+            if entry.reserved_bits() != 0 {
                 self.error(format!(
-                    "ERROR found L1 entry with reserved bits set: {entry:x}"
+                    "ERROR found L1 entry with reserved bits set: {:x}",
+                    entry.raw()
                 ));
             }
-            let l2_offset = entry & OFFSET_MASK;
+            let l2_offset = entry.l2_offset();
             if l2_offset == 0 {
                 continue;
             }
@@ -215,35 +190,6 @@ impl Checker {
         }
     }
 
-    fn l2_entry_bytes(&self) -> usize {
-        if self.header.has_extended_l2() {
-            16
-        } else {
-            8
-        }
-    }
-
-    fn cluster_type(&self, entry: u64) -> ClusterType {
-        if entry & COMPRESSED != 0 {
-            ClusterType::Compressed
-        } else if entry & ZERO != 0 && !self.header.has_extended_l2() {
-            if entry & OFFSET_MASK != 0 {
-                ClusterType::ZeroAlloc
-            } else {
-                ClusterType::ZeroPlain
-            }
-        } else if entry & OFFSET_MASK == 0 {
-            // Offset 0 is real data in an external data file when COPIED says so.
-            if self.header.has_data_file() && entry & COPIED != 0 {
-                ClusterType::Normal
-            } else {
-                ClusterType::Unallocated
-            }
-        } else {
-            ClusterType::Normal
-        }
-    }
-
     /// Walks one L2 table.
     fn check_l2(&mut self, l2_offset: u64, active: bool) {
         let Ok(table) = self.read(l2_offset, self.cluster_size() as usize) else {
@@ -251,29 +197,23 @@ impl Checker {
             self.report.check_errors += 1;
             return;
         };
-        let entry_bytes = self.l2_entry_bytes();
         let mut next_contiguous = 0u64;
-        for at in (0..table.len()).step_by(entry_bytes) {
-            let entry = be64(&table, at);
-            let bitmap = if entry_bytes == 16 {
-                be64(&table, at + 8)
-            } else {
-                0
-            };
-            let kind = self.cluster_type(entry);
-            if kind != ClusterType::Compressed && entry & L2_RESERVED != 0 {
+        let layout = self.layout;
+        for (index, entry) in layout.l2_entries_of(&table).enumerate() {
+            if entry.reserved_bits() != 0 {
                 self.error(format!(
-                    "ERROR found l2 entry with reserved bits set: {entry:x}"
+                    "ERROR found l2 entry with reserved bits set: {:x}",
+                    entry.raw()
                 ));
             }
-            match kind {
-                ClusterType::Compressed => self.check_compressed(entry, bitmap, at, active),
+            match entry.cluster_type(&layout) {
+                ClusterType::Compressed => self.check_compressed(entry, index, active),
                 ClusterType::Normal | ClusterType::ZeroAlloc => {
-                    self.check_allocated(entry, bitmap, active, &mut next_contiguous)
+                    self.check_allocated(entry, active, &mut next_contiguous)
                 }
                 ClusterType::ZeroPlain => {}
                 ClusterType::Unallocated => {
-                    if bitmap & ALL_ALLOCATED != 0 {
+                    if entry.allocated_subclusters() != 0 {
                         self.error(
                             "ERROR: Unallocated cluster has non-zero subcluster allocation map"
                                 .to_string(),
@@ -284,27 +224,26 @@ impl Checker {
         }
     }
 
-    fn check_compressed(&mut self, entry: u64, bitmap: u64, at: usize, active: bool) {
-        let descriptor = CompressedDescriptor::decode(
-            entry & !(COPIED | COMPRESSED),
-            self.header.cluster_bits(),
-        );
-        if entry & COPIED != 0 {
+    fn check_compressed(&mut self, entry: L2Entry, index: usize, active: bool) {
+        let Some(descriptor) = entry.compressed(self.layout.cluster_bits) else {
+            return;
+        };
+        if entry.copied() {
             self.error(format!(
                 "ERROR: coffset={:#x}: copied flag must never be set for compressed clusters",
                 descriptor.host_offset
             ));
         }
-        let index = at / self.l2_entry_bytes();
-        if self.header.has_data_file() {
+        let raw = entry.raw();
+        if self.layout.data_file {
             self.error(format!(
-                "ERROR compressed cluster {index} with data file, entry={entry:#x}"
+                "ERROR compressed cluster {index} with data file, entry={raw:#x}"
             ));
             return;
         }
-        if bitmap != 0 {
+        if entry.bitmap() != 0 {
             self.error(format!(
-                "ERROR compressed cluster {index} with non-zero subcluster allocation bitmap, entry={entry:#x}"
+                "ERROR compressed cluster {index} with non-zero subcluster allocation bitmap, entry={raw:#x}"
             ));
             return;
         }
@@ -317,24 +256,18 @@ impl Checker {
         }
     }
 
-    fn check_allocated(
-        &mut self,
-        entry: u64,
-        bitmap: u64,
-        active: bool,
-        next_contiguous: &mut u64,
-    ) {
-        let offset = entry & OFFSET_MASK;
-        if (bitmap >> 32) & bitmap != 0 {
+    fn check_allocated(&mut self, entry: L2Entry, active: bool, next_contiguous: &mut u64) {
+        let offset = entry.host_cluster_offset();
+        if entry.zero_subclusters() & entry.allocated_subclusters() != 0 {
             self.error(format!(
                 "ERROR offset={offset:x}: Allocated cluster has corrupted subcluster allocation bitmap"
             ));
         }
         if !offset.is_multiple_of(self.cluster_size()) {
-            let has_data = if self.header.has_extended_l2() {
-                bitmap & ALL_ALLOCATED != 0
+            let has_data = if self.layout.extended_l2 {
+                entry.allocated_subclusters() != 0
             } else {
-                entry & ZERO == 0
+                entry.cluster_type(&self.layout) == ClusterType::Normal
             };
             self.error(if has_data {
                 format!("ERROR offset={offset:x}: Data cluster is not properly aligned; L2 entry corrupted.")
@@ -364,7 +297,9 @@ impl Checker {
         if self.header.has_data_file() {
             self.error(format!("ERROR {count} snapshots in image with data file"));
         }
-        let entries = match self.snapshot_entries() {
+        let entries: std::result::Result<Vec<_>, _> =
+            Snapshots::new(&self.file, &self.header).collect();
+        let entries = match entries {
             Ok(entries) => entries,
             Err(error) => {
                 eprintln!("ERROR: cannot read the snapshot table: {error}");
@@ -374,58 +309,35 @@ impl Checker {
         };
         let mut table_end = self.header.snapshots_offset();
         for entry in &entries {
-            table_end = entry.end;
+            table_end = entry.entry_end;
             let label = format!("snapshot {} ({})", entry.id, entry.name);
-            if entry.l1_offset % self.cluster_size() != 0 {
+            if entry.l1_table_offset % self.cluster_size() != 0 {
                 self.error(format!(
                     "ERROR {label} l1_offset={:#x}: L1 table is not cluster aligned; snapshot table entry corrupted",
-                    entry.l1_offset
+                    entry.l1_table_offset
                 ));
                 continue;
             }
-            if u64::from(entry.l1_entries) * 8 > MAX_L1_BYTES {
+            if !l1_table_fits(entry.l1_entries) {
                 self.error(format!(
                     "ERROR {label} l1_size={:#x}: L1 table is too large; snapshot table entry corrupted",
                     entry.l1_entries
                 ));
                 continue;
             }
-            self.check_l1(entry.l1_offset, entry.l1_entries, false);
+            self.check_l1(entry.l1_table_offset, entry.l1_entries, false);
         }
         let offset = self.header.snapshots_offset();
         self.reference(offset, table_end - offset);
     }
 
-    /// The fixed fields of every snapshot table entry, and where each ends.
-    fn snapshot_entries(&self) -> io::Result<Vec<SnapshotEntry>> {
-        let mut offset = self.header.snapshots_offset();
-        let mut entries = Vec::new();
-        for _ in 0..self.header.snapshot_count() {
-            let fixed = self.read(offset, 40)?;
-            let id_len = u64::from(u16::from_be_bytes([fixed[12], fixed[13]]));
-            let name_len = u64::from(u16::from_be_bytes([fixed[14], fixed[15]]));
-            let extra = u64::from(u32::from_be_bytes([
-                fixed[36], fixed[37], fixed[38], fixed[39],
-            ]));
-            let id_offset = offset + 40 + extra;
-            let id = self.read(id_offset, id_len as usize)?;
-            let name = self.read(id_offset + id_len, name_len as usize)?;
-            let end = id_offset + id_len + name_len;
-            entries.push(SnapshotEntry {
-                l1_offset: be64(&fixed, 0),
-                l1_entries: u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]),
-                id: String::from_utf8_lossy(&id).into_owned(),
-                name: String::from_utf8_lossy(&name).into_owned(),
-                end,
-            });
-            offset = end.next_multiple_of(8);
-        }
-        Ok(entries)
-    }
-
     /// Persistent bitmaps: their directory, tables and data clusters.
     fn check_bitmaps(&mut self) {
-        if self.header.autoclear_features().bits() & 1 == 0 {
+        if !self
+            .header
+            .autoclear_features()
+            .contains(Autoclear::BITMAPS)
+        {
             return;
         }
         let Some((directory_offset, directory_size)) = self.bitmaps_extension() else {
@@ -436,41 +348,28 @@ impl Checker {
             self.error("ERROR: cannot read the bitmap directory".to_string());
             return;
         };
-        let mut at = 0usize;
-        while at + 24 <= directory.len() {
-            let table_offset = be64(&directory, at);
-            let table_entries = u64::from(u32::from_be_bytes(
-                directory[at + 8..at + 12].try_into().unwrap_or([0; 4]),
-            ));
-            let name_len =
-                usize::from(u16::from_be_bytes([directory[at + 18], directory[at + 19]]));
-            let extra = u32::from_be_bytes(directory[at + 20..at + 24].try_into().unwrap_or([0; 4]))
-                as usize;
-            at = (at + 24 + extra + name_len).next_multiple_of(8);
-            self.check_bitmap_table(table_offset, table_entries);
+        for entry in bitmap::directory(&directory) {
+            self.check_bitmap_table(entry.table_offset, u64::from(entry.table_entries));
         }
     }
 
     fn check_bitmap_table(&mut self, table_offset: u64, entries: u64) {
-        self.reference(table_offset, entries * 8);
+        let bytes = entries * bitmap::TABLE_ENTRY_BYTES;
+        self.reference(table_offset, bytes);
         // A table larger than the file cannot be read (and was just reported).
-        if entries * 8 > self.file_size {
+        if bytes > self.file_size {
             return;
         }
-        let Ok(table) = self.read(table_offset, (entries * 8) as usize) else {
+        let Ok(table) = self.read(table_offset, bytes as usize) else {
             self.error("ERROR: cannot read a bitmap table".to_string());
             return;
         };
-        for word in table.chunks_exact(8) {
-            let entry = be64(word, 0);
-            let offset = entry & OFFSET_MASK;
-            let invalid = entry & BITMAP_ENTRY_RESERVED != 0
-                || !offset.is_multiple_of(self.cluster_size())
-                || (offset != 0 && entry & 1 != 0);
-            if invalid {
+        for entry in bitmap::TableEntry::table(&table) {
+            if !entry.is_valid(self.cluster_size()) {
                 self.report.corruptions += 1;
                 continue;
             }
+            let offset = entry.data_offset();
             if offset != 0 {
                 self.reference(offset, self.cluster_size());
             }
@@ -479,15 +378,8 @@ impl Checker {
 
     /// The bitmaps extension's directory offset and size, if the image has one.
     fn bitmaps_extension(&self) -> Option<(u64, u64)> {
-        let fixed = self.read(8, 8).ok()?;
-        let backing_offset = be64(&fixed, 0);
-        let end = if backing_offset == 0 {
-            self.cluster_size()
-        } else {
-            backing_offset
-        };
-        let start = u64::from(self.header.header_length());
-        let mut extensions = Extensions::new(&self.file, self.file_size, start, end);
+        let area = self.header.extension_area();
+        let mut extensions = Extensions::new(&self.file, self.file_size, area.start, area.end);
         while let Ok(Some(extension)) = extensions.next_extension() {
             if let Extension::Bitmaps {
                 count,
@@ -506,8 +398,8 @@ impl Checker {
         let nb_clusters = self.file_size.div_ceil(self.cluster_size());
         for index in 0..self.stored.table.len() {
             let entry = self.stored.table[index];
-            let offset = entry & REFTABLE_OFFSET;
-            if entry & REFTABLE_RESERVED != 0 {
+            let offset = entry.block_offset();
+            if entry.reserved_bits() != 0 {
                 self.error(format!(
                     "ERROR refcount table entry {index} has reserved bits set"
                 ));
@@ -570,14 +462,13 @@ impl Checker {
 
     /// COPIED flags of the active tables must say "refcount is exactly one".
     fn check_copied_flags(&mut self) {
-        let entries = self.header.l1_entries();
-        let Ok(l1) = self.read(self.header.l1_table_offset(), entries as usize * 8) else {
+        let bytes = u64::from(self.header.l1_entries()) * L1_ENTRY_BYTES;
+        let Ok(l1) = self.read(self.header.l1_table_offset(), bytes as usize) else {
             return;
         };
         let cluster_size = self.cluster_size();
-        for l1_index in 0..entries as usize {
-            let l1_entry = be64(&l1, l1_index * 8);
-            let l2_offset = l1_entry & OFFSET_MASK;
+        for (l1_index, l1_entry) in L1Entry::table(&l1).enumerate() {
+            let l2_offset = l1_entry.l2_offset();
             if l2_offset == 0 {
                 continue;
             }
@@ -588,9 +479,10 @@ impl Checker {
             else {
                 continue;
             };
-            if (refcount == 1) != (l1_entry & COPIED != 0) {
+            if (refcount == 1) != l1_entry.copied() {
                 self.error(format!(
-                    "ERROR OFLAG_COPIED L2 cluster: l1_index={l1_index} l1_entry={l1_entry:x} refcount={refcount}"
+                    "ERROR OFLAG_COPIED L2 cluster: l1_index={l1_index} l1_entry={:x} refcount={refcount}",
+                    l1_entry.raw()
                 ));
             }
             self.check_copied_l2(l2_offset);
@@ -604,16 +496,16 @@ impl Checker {
             self.report.check_errors += 1;
             return;
         };
-        for at in (0..table.len()).step_by(self.l2_entry_bytes()) {
-            let entry = be64(&table, at);
-            let kind = self.cluster_type(entry);
+        let layout = self.layout;
+        for entry in layout.l2_entries_of(&table) {
+            let kind = entry.cluster_type(&layout);
             if kind != ClusterType::Normal && kind != ClusterType::ZeroAlloc {
                 continue;
             }
-            let refcount = if self.header.has_data_file() {
+            let refcount = if layout.data_file {
                 1
             } else {
-                let cluster = (entry & OFFSET_MASK) >> self.header.cluster_bits();
+                let cluster = entry.host_cluster_offset() >> layout.cluster_bits;
                 match self
                     .stored
                     .get(&self.file, self.file_size, cluster_size, cluster)
@@ -622,20 +514,12 @@ impl Checker {
                     Err(_) => continue,
                 }
             };
-            if (refcount == 1) != (entry & COPIED != 0) {
+            if (refcount == 1) != entry.copied() {
                 self.error(format!(
-                    "ERROR OFLAG_COPIED data cluster: l2_entry={entry:x} refcount={refcount}"
+                    "ERROR OFLAG_COPIED data cluster: l2_entry={:x} refcount={refcount}",
+                    entry.raw()
                 ));
             }
         }
     }
-}
-
-/// The parts of a snapshot table entry the check needs.
-struct SnapshotEntry {
-    l1_offset: u64,
-    l1_entries: u32,
-    id: String,
-    name: String,
-    end: u64,
 }

@@ -4,16 +4,15 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use qcow2_reader::refcount::{RefcountLayout, RefcountTableEntry};
 use qcow2_reader::Header;
-
-use super::REFTABLE_OFFSET;
 
 /// The refcounts stored in the image.
 pub struct StoredRefcounts {
     /// The refcount table's entries.
-    pub table: Vec<u64>,
-    block_entries_bits: u32,
-    refcount_order: u32,
+    pub table: Vec<RefcountTableEntry>,
+    /// How refcounts are packed.
+    pub layout: RefcountLayout,
     cached: Option<(u64, Vec<u8>)>,
 }
 
@@ -28,13 +27,6 @@ pub fn read_padded(file: &File, file_size: u64, offset: u64, len: usize) -> io::
     Ok(buf)
 }
 
-/// The big-endian u64 at `at`.
-pub fn be64(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_be_bytes(word)
-}
-
 impl StoredRefcounts {
     /// Reads the refcount table.
     pub fn read(file: &File, header: &Header, file_size: u64) -> io::Result<Self> {
@@ -45,13 +37,12 @@ impl StoredRefcounts {
             header.refcount_table_offset(),
             len as usize,
         )?;
-        let table = bytes.chunks_exact(8).map(|word| be64(word, 0)).collect();
-        // A refcount block holds cluster_size * 8 / refcount_bits entries.
-        let block_entries_bits = header.cluster_bits() + 3 - header.refcount_order();
         Ok(Self {
-            table,
-            block_entries_bits,
-            refcount_order: header.refcount_order(),
+            table: RefcountTableEntry::table(&bytes).collect(),
+            layout: RefcountLayout {
+                cluster_bits: header.cluster_bits(),
+                refcount_order: header.refcount_order(),
+            },
             cached: None,
         })
     }
@@ -64,11 +55,11 @@ impl StoredRefcounts {
         cluster_size: u64,
         cluster: u64,
     ) -> io::Result<u64> {
-        let table_index = cluster >> self.block_entries_bits;
+        let (table_index, index) = self.layout.indexes(cluster);
         let Some(&entry) = self.table.get(table_index as usize) else {
             return Ok(0);
         };
-        let block_offset = entry & REFTABLE_OFFSET;
+        let block_offset = entry.block_offset();
         if block_offset == 0 {
             return Ok(0);
         }
@@ -82,46 +73,6 @@ impl StoredRefcounts {
             self.cached = Some((block_offset, block));
         }
         let block = &self.cached.as_ref().expect("just cached").1;
-        let index = (cluster & ((1 << self.block_entries_bits) - 1)) as usize;
-        Ok(refcount_at(block, index, self.refcount_order))
-    }
-}
-
-/// Entry `index` of a refcount block of `1 << order`-bit entries (sub-byte
-/// entries are packed from the least significant bit, as QEMU does).
-fn refcount_at(block: &[u8], index: usize, order: u32) -> u64 {
-    match order {
-        0..=2 => {
-            let bits = 1usize << order;
-            let per_byte = 8 / bits;
-            let byte = block[index / per_byte];
-            u64::from(byte >> (bits * (index % per_byte))) & ((1 << bits) - 1)
-        }
-        _ => {
-            let bytes = 1usize << (order - 3);
-            block[index * bytes..(index + 1) * bytes]
-                .iter()
-                .fold(0, |value, &byte| (value << 8) | u64::from(byte))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refcounts_of_every_width_read_like_qemu() {
-        let block = [0b1011_0001u8, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde];
-        assert_eq!(refcount_at(&block, 0, 0), 1);
-        assert_eq!(refcount_at(&block, 4, 0), 1);
-        assert_eq!(refcount_at(&block, 6, 0), 0);
-        assert_eq!(refcount_at(&block, 0, 1), 0b01);
-        assert_eq!(refcount_at(&block, 3, 1), 0b10);
-        assert_eq!(refcount_at(&block, 1, 2), 0b1011);
-        assert_eq!(refcount_at(&block, 1, 3), 0x12);
-        assert_eq!(refcount_at(&block, 1, 4), 0x3456);
-        assert_eq!(refcount_at(&block, 1, 5), 0x789a_bcde);
-        assert_eq!(refcount_at(&block, 0, 6), 0xb112_3456_789a_bcde);
+        Ok(self.layout.refcount_in_block(block, index))
     }
 }
