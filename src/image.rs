@@ -2,8 +2,6 @@
 
 use core::fmt;
 
-use spin::Mutex;
-
 use crate::block::{read_located, read_zero_padded, BlockRead};
 use crate::codec::{codec_enabled, codec_feature};
 use crate::config::{Config, MemoryPlan};
@@ -12,6 +10,15 @@ use crate::header::{check_table_offset, Header};
 use crate::lookup::{Extent, Geometry, Memory, State};
 use crate::snapshot::Snapshot;
 use crate::table::{l1_table_fits, Mapping, L1_ENTRY_BYTES};
+
+/// The lock around an image's caches. With `std`, a thread waiting for it
+/// yields its time slice instead of spinning: with more readers than cores,
+/// spinning waiters take the CPU from the thread that holds the lock
+/// (`benches/threads.sh`, README).
+#[cfg(feature = "std")]
+type Mutex<T> = spin::mutex::Mutex<T, spin::relax::Yield>;
+#[cfg(not(feature = "std"))]
+use spin::Mutex;
 
 /// The bound behind [`Image::max_storage_reads`]: storage reads per unit touched.
 pub const READS_PER_UNIT: u64 = 5;

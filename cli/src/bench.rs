@@ -1,10 +1,13 @@
 //! `qcow bench`: timed read requests, with `qemu-img bench`'s meaning of
-//! `-c`, `-s`, `-S` and `-o`, plus a random pattern and cache settings.
+//! `-c`, `-s`, `-S` and `-o`, plus a random pattern, cache settings, and
+//! threads reading through one opened image at once.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::thread;
 use std::time::Instant;
 
+use qcow2_reader::chain::DynImage;
 use qcow2_reader::{BlockRead, Config};
 
 use crate::failure::{Failure, Result};
@@ -47,6 +50,10 @@ pub struct Args {
     /// Bytes per cached L2 slice (like QEMU's l2-cache-entry-size).
     #[arg(long, value_parser = parse_size)]
     l2_slice_size: Option<u64>,
+    /// Threads sending the requests, all through the one opened image (and
+    /// its one cache): thread `t` of `T` sends requests `t`, `t + T`, ...
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
     /// The image.
     image: PathBuf,
 }
@@ -63,24 +70,29 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
         .ok_or_else(|| fail(&"request size must be between 1 byte and the disk size"))?;
     let step = args.step.unwrap_or(args.size);
     println!(
-        "Sending {} read requests, {} bytes each, 1 in parallel (starting at offset {}, step size {})",
+        "Sending {} read requests, {} bytes each, {} in parallel (starting at offset {}, step size {})",
         args.count,
         args.size,
+        args.threads,
         args.offset,
         match args.pattern {
             Pattern::Seq => step.to_string(),
             Pattern::Random => "random".to_string(),
         }
     );
-    let mut offsets = Offsets::new(args, image_size, step);
-    let mut buf = vec![0u8; size];
+    let image = &chain.top;
     let started = Instant::now();
-    for _ in 0..args.count {
-        let offset = offsets.next_offset();
-        chain
-            .top
-            .read_at(offset, &mut buf)
-            .map_err(|error| fail(&error))?;
+    let failures = thread::scope(|scope| {
+        let workers: Vec<_> = (0..args.threads)
+            .map(|thread| scope.spawn(move || send(args, image, image_size, step, size, thread)))
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|worker| worker.join().expect("a bench thread panicked").err())
+            .next()
+    });
+    if let Some(error) = failures {
+        return Err(fail(&error));
     }
     let seconds = started.elapsed().as_secs_f64();
     let bytes = args.count as f64 * args.size as f64;
@@ -90,6 +102,26 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
         args.count as f64 / seconds.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends thread `thread`'s share of the requests: every `threads`-th of the sequence.
+fn send(
+    args: &Args,
+    image: &DynImage,
+    image_size: u64,
+    step: u64,
+    size: usize,
+    thread: u64,
+) -> std::result::Result<(), qcow2_reader::Error<std::io::Error>> {
+    let mut offsets = Offsets::new(args, image_size, step);
+    let mut buf = vec![0u8; size];
+    for request in 0..args.count {
+        let offset = offsets.next_offset();
+        if request % args.threads == thread {
+            image.read_at(offset, &mut buf)?;
+        }
+    }
+    Ok(())
 }
 
 /// The image configuration from the cache options.

@@ -7,6 +7,10 @@
 //! caller's own memory, passed through [`PoolHal::share`]. Devices live
 //! until the machine stops, so the allocator is a bump pointer that never
 //! frees.
+//!
+//! Hand-written because the pool is this firmware's own memory layout (a
+//! NOLOAD section, identity-mapped): the `Hal` trait exists precisely so
+//! that each user supplies it, and `virtio-drivers` ships no implementation.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;

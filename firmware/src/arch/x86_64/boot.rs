@@ -21,6 +21,10 @@
 //! The page tables and the stack live in `.noinit` (NOLOAD, not zeroed):
 //! every page-table entry that the MMU can reach is written here, and the
 //! stack needs no initial contents.
+//!
+//! Hand-written because no crate does this job: the `x86_64` crate's
+//! register and page-table types need long mode and a running Rust, and
+//! this code runs before either exists (32-bit, no stack).
 
 use core::arch::global_asm;
 
