@@ -97,6 +97,15 @@ impl Ext4Volume {
         let partition_bytes = disk.size().map_err(|error| FsError::read(0, error))?;
         let mut superblock = [0u8; 1024];
         read_fs(&disk, SUPERBLOCK_OFFSET, &mut superblock)?;
+        // ext4-view 0.9.3 divides by s_blocks_per_group unchecked (found by
+        // the `disk` fuzz target): a zero must be refused here.
+        let blocks_per_group = u32_at(&superblock, 0x20);
+        if blocks_per_group == 0 {
+            return Err(FsError::ExtSuperblock {
+                field: "blocks per group",
+                value: 0,
+            });
+        }
         let log_block_size = u32_at(&superblock, 0x18);
         // ext4-view refuses block sizes above 64 KiB itself, with its own message.
         if log_block_size <= 6 {

@@ -418,6 +418,13 @@ pub enum FsError {
         /// The partition's size.
         partition_bytes: u64,
     },
+    /// An ext2/3/4 superblock field has a value `ext4-view` cannot take.
+    ExtSuperblock {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
     /// `ext4-view` refused the file system (corrupt or unsupported), with its reason.
     Ext(Box<ext4_view::Ext4Error>),
 }
@@ -469,6 +476,9 @@ impl fmt::Display for FsError {
                 f,
                 "corrupt ext2/3/4 superblock: {blocks} blocks of {block_size} bytes do not fit the partition's {partition_bytes} bytes"
             ),
+            Self::ExtSuperblock { field, value } => {
+                write!(f, "corrupt ext2/3/4 superblock: invalid {field} {value}")
+            }
             Self::Ext(error) => write!(f, "ext2/3/4: {error}"),
         }
     }

@@ -336,3 +336,23 @@ fn a_partition_without_a_known_file_system_says_so() {
     let error = open(vec![0u8; 1 << 20]).err().expect("refused");
     assert!(matches!(error, FsError::Unknown));
 }
+
+#[test]
+fn ext_superblock_with_zero_blocks_per_group_is_refused_before_loading() {
+    // ext4-view 0.9.3 would divide by it (found by the `disk` fuzz target).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ext.fs");
+    std::fs::write(&path, vec![0u8; 4 << 20]).unwrap();
+    run(
+        "mkfs.ext4",
+        &["-q", "-F", "-b", "1024", path.to_str().unwrap()],
+        "",
+    );
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1024 + 0x20..1024 + 0x24].fill(0);
+    let error = open(bytes).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "corrupt ext2/3/4 superblock: invalid blocks per group 0"
+    );
+}
