@@ -6,6 +6,13 @@
 #                                                  chain is found with
 #                                                  `qemu-img info` unless
 #                                                  the backing files are given
+#   ... --file N:/PATH [--file ...]                hash these files inside the
+#                                                  image instead of the whole
+#                                                  disk (`N:` the partition)
+#
+# The --file locations reach the firmware on one more read-only disk,
+# attached last, with the serial "qcow2-demo-files": one location per line,
+# padded with zeros to whole sectors.
 #
 # Cargo calls it as `runner` (firmware/.cargo/config.toml) with the ELF
 # first and the arguments after `--` next. The architecture comes from the
@@ -38,10 +45,32 @@ die() {
     exit 2
 }
 
-[[ $# -ge 1 ]] || die "usage: run.sh <firmware.elf> [image [backing...]]"
+[[ $# -ge 1 ]] || die "usage: run.sh <firmware.elf> [image [backing...]] [--file N:/PATH]..."
 elf=$1
 shift
 [[ -f $elf ]] || die "no such firmware ELF: $elf"
+
+# Separate the --file requests from the image and its backing files.
+files=()
+positional=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --file)
+        [[ $# -ge 2 ]] || die "--file needs a location (N:/PATH or /PATH)"
+        files+=("$2")
+        shift 2
+        ;;
+    --file=*)
+        files+=("${1#--file=}")
+        shift
+        ;;
+    *)
+        positional+=("$1")
+        shift
+        ;;
+    esac
+done
+set -- ${positional[@]+"${positional[@]}"}
 
 # e_machine: 62 = EM_X86_64, 183 = EM_AARCH64.
 machine=$(od -An -tu2 -j18 -N2 "$elf" | tr -d ' ')
@@ -107,6 +136,13 @@ if [[ $# -eq 1 ]]; then
     disks[0]=$1
 fi
 
+if [[ ${#files[@]} -gt 0 ]]; then
+    list=$(mktemp "${TMPDIR:-/tmp}/qcow2-demo-files.XXXXXX")
+    trap 'rm -f "$list"' EXIT
+    printf '%s\n' "${files[@]}" >"$list"
+    truncate -s %512 "$list"
+fi
+
 # QEMU's option syntax doubles commas inside values.
 escape() { printf '%s' "${1//,/,,}"; }
 
@@ -122,6 +158,12 @@ for disk in "${disks[@]}"; do
     )
     index=$((index + 1))
 done
+if [[ ${#files[@]} -gt 0 ]]; then
+    drive_args+=(
+        -drive "file=$(escape "$list"),format=raw,if=none,id=disk$index,readonly=on"
+        -device "virtio-blk-device,drive=disk$index,serial=qcow2-demo-files"
+    )
+fi
 
 # Accelerator: KVM when it is hardware-assisted, else TCG. A /dev/kvm on a
 # host CPU without vmx/svm is a paravirtual KVM (PVM, for nested sandboxes):

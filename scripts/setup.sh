@@ -58,3 +58,23 @@ fi
 for arch in x86_64 aarch64; do
     scripts/boot-disk.sh "$arch" >/dev/null
 done
+
+# The disk tools that make the file tests' disks (scripts/make-disks.sh):
+# partition tables, ext2/3/4 and FAT file systems, and their contents (the
+# boot packages above include them; this names them for the file tests).
+disk_tools=(sfdisk mkfs.ext4 mkfs.ext2 debugfs mkfs.vfat mcopy mmd mdel)
+missing=()
+for tool in "${disk_tools[@]}"; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    install="apt-get update && apt-get install -y fdisk e2fsprogs dosfstools mtools"
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "setup: installing disk tools (missing: ${missing[*]})" >&2
+        DEBIAN_FRONTEND=noninteractive bash -c "${install//apt-get /apt-get -o DPkg::Lock::Timeout=600 }" >/dev/null
+    else
+        echo "setup: missing ${missing[*]}; install them with (as root):" >&2
+        echo "    $install" >&2
+        exit 1
+    fi
+fi

@@ -430,3 +430,124 @@ fn firmware_x86_64() {
 fn firmware_aarch64() {
     boot_all("aarch64-unknown-none", "qemu-system-aarch64", CASES);
 }
+
+/// The disks of the file tests (`scripts/make-disks.sh`: sfdisk, mkfs,
+/// mcopy, debugfs, qemu-img), made once and cached in `target/disks`.
+fn made_disks() -> PathBuf {
+    let dir = manifest_dir().join("target/disks");
+    let status = Command::new(manifest_dir().join("scripts/make-disks.sh"))
+        .arg(&dir)
+        .status()
+        .expect("run scripts/make-disks.sh");
+    assert!(
+        status.success(),
+        "scripts/make-disks.sh failed (see its message above)"
+    );
+    dir
+}
+
+fn file_digest(path: &Path) -> String {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// One boot with `--file` requests: the image, (location, tree file) pairs
+/// that must print their digest, and a location that must not exist.
+type FileRun = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+);
+
+/// `--file` requests: each file inside an image (an overlay over a
+/// compressed base; a zstd-compressed MBR disk with logical partitions)
+/// must print the SHA-256 of the file the tools wrote; a missing file
+/// prints an `error:` line and fails the run, after the others are printed.
+fn files_on(target: &str, emulator: &str) {
+    require_tools(emulator);
+    let disks = made_disks();
+    let elf = build_firmware(target);
+    let runner = manifest_dir().join("firmware/run.sh");
+    let runs: [FileRun; 2] = [
+        (
+            "gpt-overlay.qcow2",
+            &[
+                ("2:/big.bin", "tree-ext-v2/big.bin"),
+                ("2:/link-added", "tree-ext-v2/added.bin"),
+                ("1:/NEWDIR/INNER.TXT", "tree-fat-v2/newdir/inner.txt"),
+                (
+                    "1:/dir/A file with a long name.conf",
+                    "tree-fat-v2/dir/A file with a long name.conf",
+                ),
+            ],
+            None,
+        ),
+        (
+            "mbr-base.qcow2",
+            &[
+                (
+                    "5:/dir/sub/deeper/odd-size.bin",
+                    "tree-ext-v1/dir/sub/deeper/odd-size.bin",
+                ),
+                ("6:/hello.txt", "tree-fat-v1/hello.txt"),
+            ],
+            Some("5:/nothing"),
+        ),
+    ];
+    for (image, files, missing) in runs {
+        let mut command = Command::new(&runner);
+        command.arg(&elf).arg(disks.join(image));
+        for (location, _) in files {
+            command.args(["--file", location]);
+        }
+        if let Some(location) = missing {
+            command.args(["--file", location]);
+        }
+        let output = command
+            .env("QCOW2_FW_TIMEOUT", "300")
+            .output()
+            .expect("run.sh starts");
+        let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+        let context = format!(
+            "{target} {image}:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for (location, tree_file) in files {
+            let expected = format!(
+                "file-sha256: {location} {}",
+                file_digest(&disks.join(tree_file))
+            );
+            assert!(
+                stdout.lines().any(|line| line.starts_with(&expected)),
+                "no `{expected}` line; {context}"
+            );
+        }
+        match missing {
+            None => assert!(output.status.success(), "{context}"),
+            Some(location) => {
+                let expected = format!("error: {location}: no such file or directory");
+                assert!(
+                    stdout.lines().any(|line| line == expected),
+                    "no `{expected}`; {context}"
+                );
+                assert!(
+                    !output.status.success(),
+                    "a missing file must fail the run; {context}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn firmware_files_x86_64() {
+    files_on("x86_64-unknown-none", "qemu-system-x86_64");
+}
+
+#[test]
+fn firmware_files_aarch64() {
+    files_on("aarch64-unknown-none", "qemu-system-aarch64");
+}

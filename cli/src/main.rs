@@ -9,10 +9,14 @@ mod cat;
 mod check;
 mod convert;
 mod failure;
+mod get;
 mod info;
 mod layers;
+mod location;
+mod ls;
 mod map;
 mod output;
+mod parts;
 mod size;
 
 use std::process::ExitCode;
@@ -49,6 +53,12 @@ enum Command {
     Check(check::Args),
     /// Time read requests, like `qemu-img bench`.
     Bench(bench::Args),
+    /// List the partitions and the file system in each.
+    Parts(parts::Args),
+    /// List a directory inside a partition's file system.
+    Ls(ls::Args),
+    /// Write a file from inside a partition's file system to standard output.
+    Get(get::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +70,9 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(&args, cli.follow),
         Command::Check(args) => check::run(&args),
         Command::Bench(args) => bench::run(&args, cli.follow),
+        Command::Parts(args) => parts::run(&args, cli.follow),
+        Command::Ls(args) => ls::run(&args, cli.follow),
+        Command::Get(args) => get::run(&args, cli.follow),
     };
     match result {
         Ok(code) => code,

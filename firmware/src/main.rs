@@ -20,6 +20,7 @@ mod console;
 mod demo;
 mod disk;
 mod disks;
+mod files;
 mod hal;
 mod heap;
 mod measure;

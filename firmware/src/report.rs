@@ -132,6 +132,21 @@ pub fn print_measurements(m: &Measurements) {
     );
 }
 
+/// Prints the line of one requested file: `file-sha256: N:/PATH <hex>`, then its size and time.
+pub fn print_file_digest(location: &str, file: &crate::files::FileDigest) {
+    let hz = arch::counter_frequency().map(|(hz, _)| hz);
+    println!(
+        "file-sha256: {location} {} ({} bytes, {})",
+        Hex(&file.digest),
+        file.bytes,
+        Rate {
+            bytes: file.bytes,
+            ticks: file.ticks,
+            hz
+        }
+    );
+}
+
 /// Prints the digest line the tests compare with `qemu-img convert`.
 pub fn print_digest(hashed: &Hashed) {
     println!("virtual-disk-sha256: {}", Hex(&hashed.digest));

@@ -1,0 +1,358 @@
+//! Damaged partition tables and file systems give their named errors (or,
+//! where Linux carries on, the same result Linux gets), never a panic or an
+//! endless loop. Disks start from `sfdisk`/`mkfs` output and are then
+//! broken byte by byte, one rule per test.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use qcow2_disk::fat::dir::MAX_DIR_ENTRIES;
+use qcow2_disk::gpt::GptProblemKind;
+use qcow2_disk::table::MAX_LOGICAL_PARTITIONS;
+use qcow2_disk::{FileSystem, FsError, Scheme, Table, TableError};
+
+type Disk = Arc<Vec<u8>>;
+
+fn run(program: &str, args: &[&str], input: &str) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot run {program} ({error}); install: apt-get install -y fdisk dosfstools mtools e2fsprogs")
+        });
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "{program} {args:?} failed");
+}
+
+/// A disk of `mib` MiB partitioned by `sfdisk` with `script`.
+fn sfdisk_disk(dir: &Path, mib: u64, script: &str) -> Vec<u8> {
+    let path = dir.join("disk.raw");
+    std::fs::write(&path, vec![0u8; (mib << 20) as usize]).unwrap();
+    run("sfdisk", &["-q", path.to_str().unwrap()], script);
+    std::fs::read(&path).unwrap()
+}
+
+/// A FAT file system of `mib` MiB made by `mkfs.vfat` with `args`, holding `files` (name, bytes).
+fn fat_volume(dir: &Path, mib: u64, args: &[&str], files: &[(&str, &[u8])]) -> Vec<u8> {
+    let path = dir.join("fat.fs");
+    std::fs::write(&path, vec![0u8; (mib << 20) as usize]).unwrap();
+    let mut mkfs_args = args.to_vec();
+    mkfs_args.push(path.to_str().unwrap());
+    run("mkfs.vfat", &mkfs_args, "");
+    for (name, bytes) in files {
+        let source = dir.join("source");
+        std::fs::write(&source, bytes).unwrap();
+        let target = format!("::/{name}");
+        run(
+            "mcopy",
+            &[
+                "-i",
+                path.to_str().unwrap(),
+                source.to_str().unwrap(),
+                &target,
+            ],
+            "",
+        );
+    }
+    std::fs::read(&path).unwrap()
+}
+
+fn gpt_disk() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    sfdisk_disk(
+        dir.path(),
+        4,
+        "label: gpt\nsize=1MiB, type=uefi\ntype=linux\n",
+    )
+}
+
+fn table(bytes: Vec<u8>) -> Result<Table, TableError<qcow2_reader::OutOfBounds>> {
+    Table::read(&bytes)
+}
+
+#[test]
+fn gpt_with_a_damaged_primary_header_uses_the_backup() {
+    let mut bytes = gpt_disk();
+    let good = table(bytes.clone()).unwrap();
+    bytes[512 + 0x38] ^= 1; // the disk GUID, covered by the header CRC
+    let read = table(bytes).unwrap();
+    let warning = read.warning.expect("warning about the primary");
+    assert_eq!(warning.lba, 1);
+    assert!(matches!(warning.kind, GptProblemKind::HeaderCrc { .. }));
+    assert_eq!(read.partitions.len(), 2);
+    assert_eq!(read.partitions[1].start, good.partitions[1].start);
+}
+
+#[test]
+fn gpt_with_a_damaged_primary_entry_array_uses_the_backup() {
+    let mut bytes = gpt_disk();
+    let good = table(bytes.clone()).unwrap();
+    bytes[1024 + 0x20] ^= 1; // first entry's starting LBA, covered by the array CRC
+    let read = table(bytes).unwrap();
+    let warning = read.warning.expect("warning about the primary");
+    assert!(
+        matches!(warning.kind, GptProblemKind::ArrayCrc { .. }),
+        "{warning}"
+    );
+    assert_eq!(read.partitions, good.partitions);
+}
+
+#[test]
+fn gpt_with_both_copies_damaged_says_what_is_wrong_with_each() {
+    let mut bytes = gpt_disk();
+    let last = bytes.len() - 512;
+    bytes[512] = b'X'; // primary signature
+    bytes[last + 0x38] ^= 1; // backup header CRC
+    let error = table(bytes).unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, TableError::Gpt { .. }));
+    assert!(
+        text.contains("GPT header at LBA 1: no \"EFI PART\" signature"),
+        "{text}"
+    );
+    assert!(
+        text.contains("GPT header at LBA 8191: header CRC32"),
+        "{text}"
+    );
+}
+
+#[test]
+fn gpt_entry_count_beyond_the_limit_is_refused_before_allocating() {
+    let mut bytes = gpt_disk();
+    // 2^24 entries of 128 bytes = 2 GiB of array; fix the header CRC so only the count is wrong.
+    bytes[512 + 0x50..512 + 0x54].copy_from_slice(&(1u32 << 24).to_le_bytes());
+    bytes[512 + 0x10..512 + 0x14].fill(0);
+    let crc = crc32(&bytes[512..512 + 92]);
+    bytes[512 + 0x10..512 + 0x14].copy_from_slice(&crc.to_le_bytes());
+    let read = table(bytes).unwrap();
+    let warning = read.warning.expect("the backup replaced the primary");
+    assert!(matches!(
+        warning.kind,
+        GptProblemKind::ArrayTooLarge {
+            entries: 16_777_216
+        }
+    ));
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    // Bitwise CRC-32 (IEEE, reflected), independent of the crate's.
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// An MBR with one extended partition at sector 2048 whose EBR lists
+/// `logical` and links to `next` (relative to the extended start).
+fn mbr_with_ebr(next: u32) -> Vec<u8> {
+    let mut bytes = vec![0u8; 4 << 20];
+    let record = |bytes: &mut [u8], at: usize, kind: u8, start: u32, size: u32| {
+        bytes[at + 4] = kind;
+        bytes[at + 8..at + 12].copy_from_slice(&start.to_le_bytes());
+        bytes[at + 12..at + 16].copy_from_slice(&size.to_le_bytes());
+    };
+    record(&mut bytes, 446, 0x05, 2048, 4096);
+    bytes[510..512].copy_from_slice(&[0x55, 0xaa]);
+    let ebr = 2048 * 512;
+    record(&mut bytes, ebr + 446, 0x83, 1, 100);
+    record(&mut bytes, ebr + 462, 0x05, next, 4096);
+    bytes[ebr + 510..ebr + 512].copy_from_slice(&[0x55, 0xaa]);
+    bytes
+}
+
+#[test]
+fn mbr_ebr_chain_that_loops_stops_at_the_limit() {
+    let read = table(mbr_with_ebr(0)).unwrap();
+    assert_eq!(read.scheme, Scheme::Mbr);
+    let logical = read
+        .partitions
+        .iter()
+        .filter(|part| part.number >= 5)
+        .count();
+    // Linux, too, follows a looping chain until its partition limit.
+    assert_eq!(logical as u32, MAX_LOGICAL_PARTITIONS);
+}
+
+#[test]
+fn mbr_logical_partitions_number_from_5_in_chain_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = sfdisk_disk(
+        dir.path(),
+        8,
+        "label: dos\nsize=1MiB, type=83\ntype=5\nsize=1MiB, type=83\nsize=1MiB, type=c\nsize=1MiB, type=82\n",
+    );
+    let read = table(bytes).unwrap();
+    let numbers: Vec<(u32, String)> = read
+        .partitions
+        .iter()
+        .map(|part| (part.number, part.type_name()))
+        .collect();
+    assert_eq!(
+        numbers,
+        [
+            (1, "Linux".into()),
+            (2, "Extended".into()),
+            (5, "Linux".into()),
+            (6, "W95 FAT32 (LBA)".into()),
+            (7, "Linux swap / Solaris".into())
+        ]
+    );
+}
+
+#[test]
+fn a_fat_boot_sector_on_the_whole_disk_is_not_a_partition_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = fat_volume(dir.path(), 2, &["-F", "12"], &[("a.txt", b"whole\n")]);
+    let read = table(volume.clone()).unwrap();
+    assert_eq!(read.scheme, Scheme::None);
+    let fs = FileSystem::open(Arc::new(volume)).unwrap();
+    let mut file = fs.open_file("/A.TXT").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(file.read(&mut buf).unwrap(), 6);
+    assert_eq!(&buf[..6], b"whole\n");
+}
+
+fn open(bytes: Vec<u8>) -> Result<FileSystem<Disk>, FsError> {
+    FileSystem::open(Arc::new(bytes))
+}
+
+fn read_file(fs: &FileSystem<Disk>, path: &str) -> Result<Vec<u8>, FsError> {
+    let mut file = fs.open_file(path)?;
+    let mut bytes = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(bytes),
+            read => bytes.extend_from_slice(&buf[..read]),
+        }
+    }
+}
+
+#[test]
+fn fat_boot_sector_fields_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = fat_volume(dir.path(), 2, &["-F", "12"], &[]);
+    bytes[0x0b..0x0d].copy_from_slice(&1000u16.to_le_bytes());
+    let error = open(bytes).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "corrupt FAT file system: FAT boot sector: invalid bytes per sector 1000"
+    );
+}
+
+#[test]
+fn fat_entries_outside_the_volume_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = vec![7u8; 20000];
+    let mut bytes = fat_volume(
+        dir.path(),
+        16,
+        &["-F", "16", "-s", "1"],
+        &[("big.bin", &content)],
+    );
+    let fs = open(bytes.clone()).unwrap();
+    assert_eq!(read_file(&fs, "/big.bin").unwrap(), content);
+    // Point the file's first FAT entry past the last cluster.
+    let reserved = usize::from(u16::from_le_bytes([bytes[0x0e], bytes[0x0f]]));
+    let fat_sectors = usize::from(u16::from_le_bytes([bytes[0x16], bytes[0x17]]));
+    let fat_start = reserved * 512;
+    let root = (reserved + 2 * fat_sectors) * 512;
+    let short = bytes[root..root + 512]
+        .chunks_exact(32)
+        .find(|entry| entry[..11] == *b"BIG     BIN")
+        .expect("short entry of big.bin");
+    let first = usize::from(u16::from_le_bytes([short[26], short[27]]));
+    let entry = fat_start + 2 * first;
+    bytes[entry..entry + 2].copy_from_slice(&0xfff0u16.to_le_bytes());
+    let error = read_file(&open(bytes).unwrap(), "/big.bin").unwrap_err();
+    assert!(
+        error.to_string().contains("FAT entry of cluster") && error.to_string().contains("0xfff0"),
+        "{error}"
+    );
+}
+
+#[test]
+fn fat_directory_loops_end_at_the_entry_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = fat_volume(dir.path(), 8, &["-F", "16", "-s", "1"], &[]);
+    let path = dir.path().join("fat.fs");
+    std::fs::write(&path, &bytes).unwrap();
+    run("mmd", &["-i", path.to_str().unwrap(), "::/loop"], "");
+    bytes = std::fs::read(&path).unwrap();
+    // The new directory is cluster 2: fill it with used entries and make
+    // its chain point back at itself, so it never ends by itself.
+    let reserved = usize::from(u16::from_le_bytes([bytes[0x0e], bytes[0x0f]]));
+    let fat_sectors = usize::from(u16::from_le_bytes([bytes[0x16], bytes[0x17]]));
+    let root_entries = usize::from(u16::from_le_bytes([bytes[0x11], bytes[0x12]]));
+    let fat_start = reserved * 512;
+    let data_start = (reserved + 2 * fat_sectors) * 512 + root_entries * 32;
+    bytes[fat_start + 4..fat_start + 6].copy_from_slice(&2u16.to_le_bytes());
+    for entry in bytes[data_start..data_start + 512].chunks_exact_mut(32) {
+        entry[..11].copy_from_slice(b"FILE    TXT");
+        entry[11] = 0x20;
+    }
+    let fs = open(bytes).unwrap();
+    let mut seen = 0u32;
+    let error = fs.read_dir("/loop", &mut |_| seen += 1).unwrap_err();
+    assert!(
+        error.to_string().contains("more than 65536 entries"),
+        "{error}"
+    );
+    assert!(seen < MAX_DIR_ENTRIES + 1);
+}
+
+#[test]
+fn ext_superblock_larger_than_its_partition_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ext.fs");
+    std::fs::write(&path, vec![0u8; 4 << 20]).unwrap();
+    run(
+        "mkfs.ext4",
+        &["-q", "-F", "-b", "1024", path.to_str().unwrap()],
+        "",
+    );
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1024 + 4..1024 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let error = open(bytes).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "corrupt ext2/3/4 superblock: 4294967295 blocks of 1024 bytes do not fit the partition's 4194304 bytes"
+    );
+}
+
+#[test]
+fn a_partition_without_a_known_file_system_says_so() {
+    let error = open(vec![0u8; 1 << 20]).err().expect("refused");
+    assert!(matches!(error, FsError::Unknown));
+}
+
+#[test]
+fn ext_superblock_with_zero_blocks_per_group_is_refused_before_loading() {
+    // ext4-view 0.9.3 would divide by it (found by the `disk` fuzz target).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ext.fs");
+    std::fs::write(&path, vec![0u8; 4 << 20]).unwrap();
+    run(
+        "mkfs.ext4",
+        &["-q", "-F", "-b", "1024", path.to_str().unwrap()],
+        "",
+    );
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1024 + 0x20..1024 + 0x24].fill(0);
+    let error = open(bytes).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "corrupt ext2/3/4 superblock: invalid blocks per group 0"
+    );
+}
