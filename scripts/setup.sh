@@ -1,55 +1,58 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need and a fresh machine lacks: the
-# pinned Rust toolchain with its targets, and QEMU 7.2's emulators and tools.
-# Where it cannot install (not root, no apt-get), it stops and names the command.
+# pinned Rust toolchain with its targets, QEMU 7.2's emulators and tools, the
+# stock UEFI firmware and the tools that build the test disks, then builds
+# the UEFI boot disks. Where it cannot install (not root, no apt-get), it
+# stops and names the command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Reads rust-toolchain.toml and installs that toolchain with its targets and components.
 rustup toolchain install >/dev/null
 
-qemu_tools=(qemu-img qemu-io qemu-system-x86_64 qemu-system-aarch64)
+# install WHAT APT_ARGS...: runs `apt-get install APT_ARGS` as root, or stops
+# naming the command. The lock timeout waits for another apt-get (a parallel setup).
+install() {
+    local what=$1
+    shift
+    local command="apt-get update && apt-get install -y $*"
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "setup: installing $what" >&2
+        DEBIAN_FRONTEND=noninteractive bash -c "${command//apt-get /apt-get -o DPkg::Lock::Timeout=600 }" >/dev/null
+    else
+        echo "setup: missing $what; install them with (as root):" >&2
+        echo "    $command" >&2
+        exit 1
+    fi
+}
+
 missing=()
-for tool in "${qemu_tools[@]}"; do
+for tool in qemu-img qemu-io qemu-system-x86_64 qemu-system-aarch64; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     # The emulators of the distribution's own QEMU are not installable here;
     # QEMU 7.2 from bookworm provides all four, and the pin keeps qemu-img.
-    install="apt-get update && apt-get install -y --allow-downgrades qemu-system-x86 qemu-system-arm qemu-utils/bookworm"
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        echo "setup: installing QEMU (missing: ${missing[*]})" >&2
-        DEBIAN_FRONTEND=noninteractive bash -c "$install" >/dev/null
-    else
-        echo "setup: missing ${missing[*]}; install them with (as root):" >&2
-        echo "    $install" >&2
-        exit 1
-    fi
+    install "QEMU (missing: ${missing[*]})" --allow-downgrades \
+        qemu-system-x86 qemu-system-arm qemu-utils/bookworm
 fi
 
 # The UEFI boot tests: stock firmware for both architectures, GRUB's x86_64
-# modules, the tools that build a GPT disk without root, busybox and the
-# x86_64 kernel. scripts/boot-disk.sh fetches the arm64 pieces itself (no
-# arm64 architecture is added to dpkg) and builds the disks into target/.
-boot_packages=(ovmf qemu-efi-aarch64 grub-efi-amd64-bin mtools dosfstools fdisk
+# modules, busybox and the x86_64 kernel; and the tools that build GPT/MBR
+# disks, ext2/3/4 and FAT file systems without root (the boot disks and the
+# file tests' disks of scripts/make-disks.sh). scripts/boot-disk.sh fetches
+# the arm64 pieces itself (no arm64 architecture is added to dpkg).
+packages=(ovmf qemu-efi-aarch64 grub-efi-amd64-bin mtools dosfstools fdisk
     e2fsprogs busybox-static cpio linux-image-cloud-amd64)
-mapfile -t installed < <(dpkg-query -W -f='${Package} ${Status}\n' "${boot_packages[@]}" 2>/dev/null |
+mapfile -t installed < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
     sed -n 's/ install ok installed$//p')
 missing=()
-for pkg in "${boot_packages[@]}"; do
+for pkg in "${packages[@]}"; do
     [[ " ${installed[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
-    install="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        echo "setup: installing the UEFI boot test packages (missing: ${missing[*]})" >&2
-        # The lock timeout waits for another apt-get (a parallel setup).
-        DEBIAN_FRONTEND=noninteractive bash -c "${install//apt-get /apt-get -o DPkg::Lock::Timeout=600 }" >/dev/null
-    else
-        echo "setup: missing ${missing[*]}; install them with (as root):" >&2
-        echo "    $install" >&2
-        exit 1
-    fi
+    install "the boot and disk test packages (missing: ${missing[*]})" \
+        --no-install-recommends "${missing[@]}"
 fi
 
 # Builds (or finds up to date in target/boot-disk/) the boot disks of both
@@ -58,23 +61,3 @@ fi
 for arch in x86_64 aarch64; do
     scripts/boot-disk.sh "$arch" >/dev/null
 done
-
-# The disk tools that make the file tests' disks (scripts/make-disks.sh):
-# partition tables, ext2/3/4 and FAT file systems, and their contents (the
-# boot packages above include them; this names them for the file tests).
-disk_tools=(sfdisk mkfs.ext4 mkfs.ext2 debugfs mkfs.vfat mcopy mmd mdel)
-missing=()
-for tool in "${disk_tools[@]}"; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    install="apt-get update && apt-get install -y fdisk e2fsprogs dosfstools mtools"
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        echo "setup: installing disk tools (missing: ${missing[*]})" >&2
-        DEBIAN_FRONTEND=noninteractive bash -c "${install//apt-get /apt-get -o DPkg::Lock::Timeout=600 }" >/dev/null
-    else
-        echo "setup: missing ${missing[*]}; install them with (as root):" >&2
-        echo "    $install" >&2
-        exit 1
-    fi
-fi
