@@ -413,6 +413,8 @@ mod zstd {
     /// Checks the header of every block of the frame at the start of
     /// `frame` with [`check_block`], before a decoder sees any of them.
     /// Stops quietly where the frame is truncated: the decoder reports that.
+    /// (ruzstd, decoding block by block, checks each just before instead.)
+    #[cfg(any(feature = "zstd-c", test))]
     pub(super) fn check_frame_blocks(frame: &[u8], block_max: usize) -> Result<(), DecodeError> {
         let Some(mut rest) = frame_header_len(frame).and_then(|len| frame.get(len..)) else {
             return Ok(());
@@ -436,6 +438,7 @@ mod zstd {
 
     /// The length of a frame header (RFC 8878, 3.1.1.1), magic included;
     /// `None` when truncated.
+    #[cfg(any(feature = "zstd-c", test))]
     fn frame_header_len(frame: &[u8]) -> Option<usize> {
         let descriptor = *frame.get(4)?;
         let single_segment = descriptor & 0x20 != 0;
@@ -443,6 +446,32 @@ mod zstd {
         let dict_bytes = [0usize, 1, 2, 4][usize::from(descriptor & 3)];
         let size_bytes = [usize::from(single_segment), 2, 4, 8][usize::from(descriptor >> 6)];
         Some(5 + window_bytes + dict_bytes + size_bytes)
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn every_block_of_a_frame_is_checked() {
+        // Window 1 KiB, not single segment; a raw block, an RLE block, then
+        // a compressed block whose RLE literals claim 1 MiB - 1.
+        let mut frame = alloc::vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00];
+        frame.extend_from_slice(&(100u32 << 3).to_le_bytes()[..3]);
+        frame.extend(core::iter::repeat_n(0x11, 100));
+        frame.extend_from_slice(&(2 | (900u32 << 3)).to_le_bytes()[..3]);
+        frame.push(0x22);
+        assert_eq!(check_frame_blocks(&frame, 1024), Ok(()));
+        let bomb = [0x3d, 0x00, 0x00, 0x0d | 0xf0, 0xff, 0xff, 0x5a, 0x00];
+        frame.extend_from_slice(&bomb);
+        assert_eq!(
+            check_frame_blocks(&frame, 1024),
+            Err(DecodeError::ZstdBlockTooLarge {
+                announced: (1 << 20) - 1,
+                limit: 1024
+            })
+        );
+        // Truncated anywhere: left to the decoder.
+        for len in 0..frame.len() - bomb.len() {
+            assert_eq!(check_frame_blocks(&frame[..len], 1024), Ok(()));
+        }
     }
 
     /// Decodes one frame into `output`; the frame must fit.
