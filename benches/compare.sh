@@ -135,7 +135,8 @@ parallel_dd() {
     done
     wait
 }
-limit_copy() { bash -c "$(declare -f parallel_dd); parallel_dd \"\$@\"" parallel_dd "$@"; }
+# As a command GNU time can run.
+LIMIT_COPY=(bash -c "$(declare -f parallel_dd); parallel_dd \"\$@\"" parallel_dd)
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
@@ -161,7 +162,7 @@ bench_convert() {
     for ((i = 0; i < REPS; i++)); do
         qcow+=("$(measure "$QCOW" convert --threads "$THREADS" "$image" out-qcow.raw)"); rm -f out-qcow.raw
         qemu+=("$(measure qemu-img convert -O raw "$image" out-qemu.raw)"); rm -f out-qemu.raw
-        limit+=("$(measure limit_copy "$raw" out-dd.raw "$THREADS")"); rm -f out-dd.raw
+        limit+=("$(measure "${LIMIT_COPY[@]}" "$raw" out-dd.raw "$THREADS")"); rm -f out-dd.raw
         if [[ -n ${QCOW_ALT:-} ]]; then
             alt+=("$(measure "$QCOW_ALT" convert --threads "$THREADS" "$image" out-alt.raw)"); rm -f out-alt.raw
         fi
