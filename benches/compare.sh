@@ -34,6 +34,7 @@ NPROC=$(nproc)
 THREADS=${THREADS:-$((NPROC < 4 ? NPROC : 4))} # qcow convert's default
 JSON_OUT=${JSON_OUT:-$ROOT/target/bench/compare-$(date -u +%Y%m%dT%H%M%SZ).json}
 mkdir -p "$(dirname "$JSON_OUT")"
+JSON_OUT=$(cd "$(dirname "$JSON_OUT")" && pwd)/$(basename "$JSON_OUT") # the run cds to BENCH_DIR
 
 log() { printf '%s\n' "$*" >&2; }
 
