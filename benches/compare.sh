@@ -7,8 +7,18 @@
 #
 #   benches/compare.sh            # builds target/release/qcow first
 #   REPS=5 BENCH_DIR=/dev/shm/x QCOW=path/to/qcow benches/compare.sh
+#   ONLY='zstd|deflate' RUZSTD=1 benches/compare.sh   # some rows; ruzstd too
 #
-# Needs: qemu-img, qemu-io, GNU time (/usr/bin/time), about 9 GiB of tmpfs.
+# Every convert row is also measured against the copy limit: the image's raw
+# source copied by as many parallel `dd` streams as convert uses threads.
+# Each tool's CPU time (user + sys, from GNU time) is reported next to its
+# wall time: on a shared machine it is the steadier of the two.
+#
+# Writes the table to stdout and the results as JSON to JSON_OUT (default
+# target/bench/compare-DATE.json), from which `benches/readme_table.py`
+# makes README's table.
+#
+# Needs: qemu-img, qemu-io, GNU time (/usr/bin/time), jq, about 12 GiB of tmpfs.
 # The images stay in BENCH_DIR for the next run (making them takes about a
 # minute); remove the directory when done. qemu-img bench has no random
 # pattern in QEMU 7.2, so the random rows compare with its strided reads.
@@ -19,21 +29,38 @@ BENCH_DIR=${BENCH_DIR:-/dev/shm/qcow-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SEQ_COUNT=${SEQ_COUNT:-250000}
 RAND_COUNT=${RAND_COUNT:-100000}
+ONLY=${ONLY:-}
+NPROC=$(nproc)
+THREADS=${THREADS:-$((NPROC < 4 ? NPROC : 4))} # qcow convert's default
+JSON_OUT=${JSON_OUT:-$ROOT/target/bench/compare-$(date -u +%Y%m%dT%H%M%SZ).json}
+mkdir -p "$(dirname "$JSON_OUT")"
+JSON_OUT=$(cd "$(dirname "$JSON_OUT")" && pwd)/$(basename "$JSON_OUT") # the run cds to BENCH_DIR
 
 log() { printf '%s\n' "$*" >&2; }
 
+if [[ -n ${RUZSTD:-} ]]; then
+    # The same tool with ruzstd instead of libzstd, as a second qcow column.
+    log "building qcow with ruzstd (release)"
+    cargo build --quiet --release -p qcow2-cli --no-default-features --manifest-path "$ROOT/Cargo.toml"
+    cp "$ROOT/target/release/qcow" "$ROOT/target/release/qcow-ruzstd"
+    QCOW_ALT=$ROOT/target/release/qcow-ruzstd
+    QCOW_ALT_NAME=ruzstd
+fi
 if [[ -z ${QCOW:-} ]]; then
     log "building qcow (release)"
     cargo build --quiet --release -p qcow2-cli --manifest-path "$ROOT/Cargo.toml"
     QCOW=$ROOT/target/release/qcow
 fi
-for tool in qemu-img qemu-io /usr/bin/time; do
-    command -v "$tool" >/dev/null || { log "missing $tool (apt-get install qemu-utils time)"; exit 1; }
+for tool in qemu-img qemu-io /usr/bin/time jq dd; do
+    command -v "$tool" >/dev/null || { log "missing $tool (apt-get install qemu-utils time jq coreutils)"; exit 1; }
 done
 
 mkdir -p "$BENCH_DIR"
 cd "$BENCH_DIR"
-trap 'rm -f out-*.raw' EXIT
+trap 'rm -f out-*.raw time.txt' EXIT
+
+# Whether the rows named by $1 (a word of their label) are to run.
+want() { [[ -z $ONLY || $1 =~ $ONLY ]]; }
 
 make_images() {
     # Compressible, non-uniform data: base64 of random bytes (deflate keeps ~75%).
@@ -47,18 +74,36 @@ make_images() {
         qemu-img convert -O qcow2 -o cluster_size=64k src.raw full.qcow2.tmp
         mv full.qcow2.tmp full.qcow2
     fi
+    # Text: the C headers of this machine, repeated to 1 GiB (zstd keeps ~20%).
+    if [[ ! -f text.raw ]]; then
+        find /usr/include -name '*.h' -type f -print0 | sort -z | xargs -0 cat >headers.txt
+        [[ -s headers.txt ]] || { log "no C headers in /usr/include for the text image"; exit 1; }
+        local copies i
+        copies=$(((1 << 30) / $(stat -c %s headers.txt) + 1))
+        # head stops the loop's last cat with SIGPIPE: check the size instead.
+        for ((i = 0; i < copies; i++)); do cat headers.txt; done | head -c $((1 << 30)) >text.raw.tmp || true
+        [[ $(stat -c %s text.raw.tmp) == $((1 << 30)) ]] || { log "could not make text.raw"; exit 1; }
+        rm -f headers.txt
+        mv text.raw.tmp text.raw
+    fi
     for codec in zlib zstd; do
-        [[ -f $codec.qcow2 ]] && continue
-        qemu-img convert -c -O qcow2 -o cluster_size=64k,compression_type=$codec src.raw $codec.qcow2.tmp
-        mv $codec.qcow2.tmp $codec.qcow2
+        if [[ ! -f $codec.qcow2 ]]; then
+            qemu-img convert -c -O qcow2 -o cluster_size=64k,compression_type=$codec src.raw $codec.qcow2.tmp
+            mv $codec.qcow2.tmp $codec.qcow2
+        fi
+        if [[ ! -f text-$codec.qcow2 ]]; then
+            qemu-img convert -c -O qcow2 -o cluster_size=64k,compression_type=$codec text.raw text-$codec.qcow2.tmp
+            mv text-$codec.qcow2.tmp text-$codec.qcow2
+        fi
     done
-    if [[ ! -f big.qcow2 ]]; then
+    if [[ ! -f big.qcow2 ]] && { want seq || want strided || want random; }; then
         qemu-img create -q -f qcow2 -o cluster_size=64k big.qcow2.tmp 4G
         # qemu-io takes at most 2 GiB per request.
         qemu-io -c 'write -P 0x5a 0 1G' -c 'write -P 0x5b 1G 1G' -c 'write -P 0x5c 2G 1G' \
             -c 'write -P 0x5d 3G 1G' big.qcow2.tmp >/dev/null
         mv big.qcow2.tmp big.qcow2
     fi
+    want memory || return 0
     if [[ ! -f sparse2t.qcow2 ]]; then
         qemu-img create -q -f qcow2 sparse2t.qcow2.tmp 2T
         qemu-io -c 'write -P 1 0 8M' -c 'write -P 2 1T 8M' sparse2t.qcow2.tmp >/dev/null
@@ -71,47 +116,74 @@ make_images() {
     fi
 }
 
-# Wall-clock seconds of one run of a command (output discarded).
-seconds() {
-    local start end
-    start=$(date +%s.%N)
-    "$@" >/dev/null 2>&1 || { log "failed: $*"; return 1; }
-    end=$(date +%s.%N)
-    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.4f\n", b - a }'
+# One run of a command: "wall user+sys maxrss_kib" (output discarded). CPU
+# time is the steadier number on a shared machine; it counts children too.
+measure() {
+    /usr/bin/time -f '%e %U %S %M' -o time.txt "$@" >/dev/null 2>&1 || { log "failed: $*"; return 1; }
+    awk 'END { printf "%.4f %.4f %d\n", $1, $2 + $3, $4 }' time.txt
 }
 
-# Peak RSS in KiB of one run of a command.
-peak_rss() {
-    /usr/bin/time -f '%M' -o rss.txt "$@" >/dev/null 2>&1 || { log "failed: $*"; return 1; }
-    tail -n 1 rss.txt
+# The copy limit: FILE copied to OUT by STREAMS parallel dd processes, each
+# taking an equal share of the bytes (what STREAMS threads of convert may
+# at best reach on this storage).
+parallel_dd() {
+    local file=$1 out=$2 streams=$3 size share i
+    size=$(stat -c %s "$file")
+    share=$(((size + streams - 1) / streams))
+    for ((i = 0; i < streams; i++)); do
+        dd if="$file" of="$out" bs=1M iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc \
+            skip=$((i * share)) seek=$((i * share)) count=$share status=none &
+    done
+    wait
 }
+# As a command GNU time can run.
+LIMIT_COPY=(bash -c "$(declare -f parallel_dd); parallel_dd \"\$@\"" parallel_dd)
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+# Field N (1 wall, 2 cpu, 3 rss) of each "wall cpu rss" line, median.
+field_median() { awk -v n="$1" '{ print $n }' | median; }
 
 ROWS=()
+JSON_ROWS=()
 row() { ROWS+=("$1"); }
+# JSON_ROWS entry: workload, then numbers (null when absent).
+json_row() {
+    local label=$1 kind=$2; shift 2
+    JSON_ROWS+=("$(jq -cn --arg workload "$label" --arg kind "$kind" --argjson values "$1" \
+        '{workload: $workload, kind: $kind} + $values')")
+}
+num() { [[ -n $1 && $1 != - ]] && echo "$1" || echo null; }
 
-# Whole-disk read to a raw file in the same tmpfs directory.
+# Whole-disk read to a raw file in the same tmpfs directory, alternating
+# qcow, QEMU and the copy limit of the image's raw source (RAW).
 bench_convert() {
-    local label=$1 image=$2 with_cp=$3 i qcow=() qemu=() cp=()
+    local label=$1 image=$2 raw=$3 i qcow=() qemu=() limit=() alt=() with_alt=
     log "convert: $label"
+    # The second build differs only in its zstd decoder.
+    [[ -n ${QCOW_ALT:-} && $label == *zstd* ]] && with_alt=yes
     for ((i = 0; i < REPS; i++)); do
-        qcow+=("$(seconds "$QCOW" convert "$image" out-qcow.raw)"); rm -f out-qcow.raw
-        qemu+=("$(seconds qemu-img convert -O raw "$image" out-qemu.raw)"); rm -f out-qemu.raw
-        if [[ $with_cp == yes ]]; then
-            cp+=("$(seconds cp src.raw out-cp.raw)"); rm -f out-cp.raw
+        qcow+=("$(measure "$QCOW" convert --threads "$THREADS" "$image" out-qcow.raw)"); rm -f out-qcow.raw
+        qemu+=("$(measure qemu-img convert -O raw "$image" out-qemu.raw)"); rm -f out-qemu.raw
+        limit+=("$(measure "${LIMIT_COPY[@]}" "$raw" out-dd.raw "$THREADS")"); rm -f out-dd.raw
+        if [[ -n $with_alt ]]; then
+            alt+=("$(measure "$QCOW_ALT" convert --threads "$THREADS" "$image" out-alt.raw)"); rm -f out-alt.raw
         fi
     done
-    local mq mm mc="-" vs_cp="-"
-    mq=$(printf '%s\n' "${qcow[@]}" | median)
-    mm=$(printf '%s\n' "${qemu[@]}" | median)
-    if [[ $with_cp == yes ]]; then
-        mc=$(printf '%s\n' "${cp[@]}" | median)
-        vs_cp=$(ratio "$mq" "$mc")
-        mc="$mc s"
+    local qw qc mw mc lw lc aw=- ac=- alt_text=""
+    qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
+    mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
+    lw=$(printf '%s\n' "${limit[@]}" | field_median 1); lc=$(printf '%s\n' "${limit[@]}" | field_median 2)
+    if [[ -n $with_alt ]]; then
+        aw=$(printf '%s\n' "${alt[@]}" | field_median 1); ac=$(printf '%s\n' "${alt[@]}" | field_median 2)
+        alt_text=" ($QCOW_ALT_NAME: $aw s, CPU $ac s)"
     fi
-    row "| $label | $mq s | $mm s | $(ratio "$mq" "$mm") | $mc | $vs_cp |"
+    row "| $label$alt_text | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
+    json_row "$label" convert "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
+        --argjson lw "$lw" --argjson lc "$lc" --argjson aw "$(num "$aw")" --argjson ac "$(num "$ac")" \
+        --arg alt "${with_alt:+${QCOW_ALT_NAME:-}}" \
+        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc,
+          alt_name: (if $alt == "" then null else $alt end), alt_s: $aw, alt_cpu_s: $ac}')"
 }
 
 # 4 KiB reads: qcow bench vs qemu-img bench -d 1 on the 4 GiB image.
@@ -121,14 +193,16 @@ bench_reads() {
     local opts="driver=qcow2,file.filename=big.qcow2,l2-cache-size=$cache"
     for ((i = 0; i < REPS; i++)); do
         # shellcheck disable=SC2086
-        qcow+=("$(seconds "$QCOW" bench -c "$count" -s 4K --l2-cache-size "$cache" $qcow_args big.qcow2)")
+        qcow+=("$(measure "$QCOW" bench -c "$count" -s 4K --l2-cache-size "$cache" $qcow_args big.qcow2)")
         # shellcheck disable=SC2086
-        qemu+=("$(seconds qemu-img bench -d 1 -c "$count" -s 4K $qemu_args --image-opts "$opts")")
+        qemu+=("$(measure qemu-img bench -d 1 -c "$count" -s 4K $qemu_args --image-opts "$opts")")
     done
-    local mq mm
-    mq=$(printf '%s\n' "${qcow[@]}" | median)
-    mm=$(printf '%s\n' "${qemu[@]}" | median)
-    row "| $label, L2 cache $cache | $mq s | $mm s | $(ratio "$mq" "$mm") | - | - |"
+    local qw qc mw mc
+    qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
+    mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
+    row "| $label, L2 cache $cache | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | - | - |"
+    json_row "$label, L2 cache $cache" reads "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
+        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc}')"
 }
 
 # Peak memory of a whole-disk read of a 2 TiB sparse image against a 16 MiB one.
@@ -136,36 +210,61 @@ bench_memory() {
     local i big=() small=() qemu_big=()
     log "memory: 2 TiB sparse vs 16 MiB"
     for ((i = 0; i < REPS; i++)); do
-        big+=("$(peak_rss "$QCOW" convert sparse2t.qcow2 out-big.raw)"); rm -f out-big.raw
-        small+=("$(peak_rss "$QCOW" convert small16m.qcow2 out-small.raw)"); rm -f out-small.raw
-        qemu_big+=("$(peak_rss qemu-img convert -O raw sparse2t.qcow2 out-qemu.raw)"); rm -f out-qemu.raw
+        big+=("$(measure "$QCOW" convert sparse2t.qcow2 out-big.raw)"); rm -f out-big.raw
+        small+=("$(measure "$QCOW" convert small16m.qcow2 out-small.raw)"); rm -f out-small.raw
+        qemu_big+=("$(measure qemu-img convert -O raw sparse2t.qcow2 out-qemu.raw)"); rm -f out-qemu.raw
     done
     local mb ms mq
-    mb=$(printf '%s\n' "${big[@]}" | median)
-    ms=$(printf '%s\n' "${small[@]}" | median)
-    mq=$(printf '%s\n' "${qemu_big[@]}" | median)
-    row "| peak RSS, convert 2 TiB sparse (16 MiB image: $ms KiB) | $mb KiB | $mq KiB | $(ratio "$mb" "$mq") | - | - |"
+    mb=$(printf '%s\n' "${big[@]}" | field_median 3)
+    ms=$(printf '%s\n' "${small[@]}" | field_median 3)
+    mq=$(printf '%s\n' "${qemu_big[@]}" | field_median 3)
+    row "| peak RSS, convert 2 TiB sparse (16 MiB image: $ms KiB) | $mb KiB | $mq KiB | $(ratio "$mb" "$mq") | - | - | - | - |"
+    json_row "peak RSS, convert 2 TiB sparse" memory "$(jq -cn --argjson mb "$mb" --argjson ms "$ms" --argjson mq "$mq" \
+        '{qcow_kib: $mb, qcow_small_kib: $ms, qemu_kib: $mq}')"
 }
 
 make_images
 started=$(date +%s)
-bench_convert "convert 1 GiB, 64 KiB clusters, all allocated" full.qcow2 yes
-bench_convert "convert 1 GiB, deflate-compressed" zlib.qcow2 no
-bench_convert "convert 1 GiB, zstd-compressed" zstd.qcow2 no
-bench_reads "4 KiB seq reads x$SEQ_COUNT" 1M "$SEQ_COUNT" "" ""
-bench_reads "4 KiB seq reads x$SEQ_COUNT" 64K "$SEQ_COUNT" "" ""
-bench_reads "4 KiB strided reads (step 1 MiB + 4 KiB) x$RAND_COUNT" 1M "$RAND_COUNT" "-S 1052672" "-S 1052672"
-bench_reads "4 KiB strided reads (step 1 MiB + 4 KiB) x$RAND_COUNT" 64K "$RAND_COUNT" "-S 1052672" "-S 1052672"
-bench_reads "4 KiB random reads x$RAND_COUNT (qemu: strided, it has no random pattern)" 1M "$RAND_COUNT" "--pattern random" "-S 1052672"
-bench_reads "4 KiB random reads x$RAND_COUNT (qemu: strided, it has no random pattern)" 64K "$RAND_COUNT" "--pattern random" "-S 1052672"
-bench_memory
+date_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+load_before=$(cut -d ' ' -f 1-3 /proc/loadavg)
+if [[ -n $ONLY ]]; then
+    log "only rows matching: $ONLY"
+fi
+want "allocated" && bench_convert "convert 1 GiB, 64 KiB clusters, all allocated" full.qcow2 src.raw
+want "deflate" && bench_convert "convert 1 GiB, deflate-compressed" zlib.qcow2 src.raw
+want "zstd" && bench_convert "convert 1 GiB, zstd-compressed" zstd.qcow2 src.raw
+want "zstd" && bench_convert "convert 1 GiB, zstd-compressed, text (C headers)" text-zstd.qcow2 text.raw
+want "deflate" && bench_convert "convert 1 GiB, deflate-compressed, text (C headers)" text-zlib.qcow2 text.raw
+want "seq" && bench_reads "4 KiB seq reads x$SEQ_COUNT" 1M "$SEQ_COUNT" "" ""
+want "seq" && bench_reads "4 KiB seq reads x$SEQ_COUNT" 64K "$SEQ_COUNT" "" ""
+want "strided" && bench_reads "4 KiB strided reads (step 1 MiB + 4 KiB) x$RAND_COUNT" 1M "$RAND_COUNT" "-S 1052672" "-S 1052672"
+want "strided" && bench_reads "4 KiB strided reads (step 1 MiB + 4 KiB) x$RAND_COUNT" 64K "$RAND_COUNT" "-S 1052672" "-S 1052672"
+want "random" && bench_reads "4 KiB random reads x$RAND_COUNT (qemu: strided, it has no random pattern)" 1M "$RAND_COUNT" "--pattern random" "-S 1052672"
+want "random" && bench_reads "4 KiB random reads x$RAND_COUNT (qemu: strided, it has no random pattern)" 64K "$RAND_COUNT" "--pattern random" "-S 1052672"
+want "memory" && bench_memory
+elapsed=$(($(date +%s) - started))
+load_after=$(cut -d ' ' -f 1-3 /proc/loadavg)
 
+qemu_version=$(qemu-img --version | head -n 1)
+cpu_model=$(lscpu | sed -n 's/^Model name: *//p')
+mem_gib=$(free -g | awk '/^Mem:/ { print $2 }')
 echo
-echo "Medians of $REPS alternating runs; ratio = qcow / QEMU (below 1 is faster). $(qemu-img --version | head -n 1)."
-echo "Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM; images on tmpfs."
+echo "Medians of $REPS alternating runs; ratio = qcow / QEMU (below 1 is faster). $qemu_version."
+echo "Machine: $(nproc) CPUs, $cpu_model, $mem_gib GiB RAM; images on tmpfs; $date_utc;"
+echo "load average $load_before before, $load_after after. Limit: the raw file copied by $THREADS parallel dd streams (convert uses $THREADS threads)."
 echo
-echo "| workload | qcow | QEMU | qcow/QEMU | cp of raw | qcow/cp |"
-echo "|---|---|---|---|---|---|"
+echo "| workload | qcow | QEMU | qcow/QEMU | qcow CPU | QEMU CPU | limit | qcow/limit |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "Run time (without image creation): $(($(date +%s) - started)) s."
+echo "Run time (without image creation): $elapsed s."
+
+jq -n --arg date "$date_utc" --arg qemu "$qemu_version" --arg cpu "$cpu_model" \
+    --argjson cpus "$(nproc)" --argjson mem "$mem_gib" --argjson reps "$REPS" \
+    --argjson threads "$THREADS" --arg load_before "$load_before" --arg load_after "$load_after" \
+    --argjson elapsed "$elapsed" --arg qcow "$("$QCOW" --version 2>/dev/null || echo "$QCOW")" \
+    '{date: $date, machine: {cpus: $cpus, cpu: $cpu, memory_gib: $mem,
+       load_average_before: $load_before, load_average_after: $load_after},
+      qemu: $qemu, qcow: $qcow, reps: $reps, convert_threads: $threads, run_seconds: $elapsed,
+      rows: $ARGS.positional}' --jsonargs "${JSON_ROWS[@]}" >"$JSON_OUT"
+log "results: $JSON_OUT (benches/readme_table.py makes README's table from it)"

@@ -4,6 +4,12 @@
 //! it (QEMU accepts that); zstd frames must end exactly at it. Neither codec
 //! can write past the output slice or keep working once it is full, so a
 //! decompression bomb costs one cluster of output and stops there.
+//!
+//! zstd has two decoders: `ruzstd` (pure Rust, `no_std`, feature `zstd`) and
+//! libzstd (feature `zstd-c`, host builds), which spends about a third of
+//! ruzstd's CPU per byte. Both see a frame only after [`zstd`]'s checks of
+//! its window and block headers, so they accept and refuse the same frames
+//! with the same errors, and libzstd is held to the same memory bound.
 
 use crate::error::{DecodeError, Unsupported};
 use crate::header::CompressionType;
@@ -27,8 +33,10 @@ impl From<DecodeError> for CodecError {
 /// Decoder state kept between clusters, so the zstd window is allocated once.
 #[derive(Default)]
 pub struct Decompressor {
-    #[cfg(feature = "zstd")]
+    #[cfg(all(feature = "zstd", not(feature = "zstd-c")))]
     zstd: Option<ruzstd::decoding::FrameDecoder>,
+    #[cfg(feature = "zstd-c")]
+    libzstd: Option<zstd_safe::DCtx<'static>>,
 }
 
 impl core::fmt::Debug for Decompressor {
@@ -59,12 +67,24 @@ impl Decompressor {
         }
     }
 
-    #[cfg(feature = "zstd")]
+    #[cfg(all(feature = "zstd", not(feature = "zstd-c")))]
     fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
         let decoder = self
             .zstd
             .get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
         zstd::decode(decoder, input, output).map_err(CodecError::Decode)
+    }
+
+    #[cfg(feature = "zstd-c")]
+    fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+        let context = match &mut self.libzstd {
+            Some(context) => context,
+            // Only a failed allocation of the context's ~100 KiB leaves it unmade.
+            None => self
+                .libzstd
+                .insert(zstd_safe::DCtx::try_create().ok_or(DecodeError::ZstdInvalid)?),
+        };
+        libzstd::decode(context, input, output).map_err(CodecError::Decode)
     }
 
     #[cfg(not(feature = "zstd"))]
@@ -112,28 +132,34 @@ pub fn codec_feature(codec: CompressionType) -> &'static str {
     }
 }
 
+#[cfg(feature = "zstd-c")]
+mod libzstd;
+
 #[cfg(feature = "zstd")]
 mod zstd {
-    //! Frame by frame, one block at a time, so that memory stays at the
-    //! window (bounded by the output size) plus one 128 KiB block.
+    //! zstd's frame rules as QEMU's decoder applies them, and the `ruzstd`
+    //! decoder: frame by frame, one block at a time, so that memory stays at
+    //! the window (bounded by the output size) plus one 128 KiB block.
 
     use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
     use ruzstd::io::Read;
 
     use crate::error::DecodeError;
 
-    const MIN_WINDOW_BYTES: u64 = 1 << 10;
+    /// zstd's smallest window; 512-byte clusters allow that much.
+    pub(super) const MIN_WINDOW_BYTES: u64 = 1 << 10;
     const FRAME_MAGIC: u32 = 0xfd2f_b528;
     const SKIPPABLE_MAGIC: u32 = 0x184d_2a50;
     const SKIPPABLE_MASK: u32 = 0xffff_fff0;
 
-    enum FrameStart {
+    /// What starts at a frame boundary.
+    pub(super) enum FrameStart {
         Frame { window: u64 },
         Skippable { total_len: u64 },
     }
 
     /// Reads the frame header far enough to know the window, before the decoder allocates it.
-    fn frame_start(input: &[u8]) -> Result<FrameStart, DecodeError> {
+    pub(super) fn frame_start(input: &[u8]) -> Result<FrameStart, DecodeError> {
         let magic = u32::from_le_bytes(
             input
                 .get(..4)
@@ -176,6 +202,7 @@ mod zstd {
         Ok(FrameStart::Frame { window })
     }
 
+    #[cfg_attr(feature = "zstd-c", allow(dead_code))] // tested, but libzstd decodes
     pub(super) fn decode(
         decoder: &mut FrameDecoder,
         input: &[u8],
@@ -209,7 +236,7 @@ mod zstd {
     }
 
     /// A block's output is at most 128 KiB, and at most the window.
-    const MAX_BLOCK_BYTES: u64 = 128 << 10;
+    pub(super) const MAX_BLOCK_BYTES: u64 = 128 << 10;
 
     /// The shortest match a sequence can make (zstd's MINMATCH).
     const MIN_MATCH_BYTES: usize = 3;
@@ -383,7 +410,72 @@ mod zstd {
         assert_eq!(check_block(&block[..5], 0), Ok(()));
     }
 
+    /// Checks the header of every block of the frame at the start of
+    /// `frame` with [`check_block`], before a decoder sees any of them.
+    /// Stops quietly where the frame is truncated: the decoder reports that.
+    /// (ruzstd, decoding block by block, checks each just before instead.)
+    #[cfg(any(feature = "zstd-c", test))]
+    pub(super) fn check_frame_blocks(frame: &[u8], block_max: usize) -> Result<(), DecodeError> {
+        let Some(mut rest) = frame_header_len(frame).and_then(|len| frame.get(len..)) else {
+            return Ok(());
+        };
+        loop {
+            check_block(rest, block_max)?;
+            let Some(header) = rest.get(..3) else {
+                return Ok(());
+            };
+            let header = u32::from_le_bytes([header[0], header[1], header[2], 0]);
+            let last = header & 1 != 0;
+            let block_len = (header >> 3) as usize;
+            // An RLE block's content is one byte, whatever size it states.
+            let content = if (header >> 1) & 3 == 1 { 1 } else { block_len };
+            match rest.get(3 + content..) {
+                Some(next) if !last => rest = next,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The length of a frame header (RFC 8878, 3.1.1.1), magic included;
+    /// `None` when truncated.
+    #[cfg(any(feature = "zstd-c", test))]
+    fn frame_header_len(frame: &[u8]) -> Option<usize> {
+        let descriptor = *frame.get(4)?;
+        let single_segment = descriptor & 0x20 != 0;
+        let window_bytes = usize::from(!single_segment);
+        let dict_bytes = [0usize, 1, 2, 4][usize::from(descriptor & 3)];
+        let size_bytes = [usize::from(single_segment), 2, 4, 8][usize::from(descriptor >> 6)];
+        Some(5 + window_bytes + dict_bytes + size_bytes)
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn every_block_of_a_frame_is_checked() {
+        // Window 1 KiB, not single segment; a raw block, an RLE block, then
+        // a compressed block whose RLE literals claim 1 MiB - 1.
+        let mut frame = alloc::vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00];
+        frame.extend_from_slice(&(100u32 << 3).to_le_bytes()[..3]);
+        frame.extend(core::iter::repeat_n(0x11, 100));
+        frame.extend_from_slice(&(2 | (900u32 << 3)).to_le_bytes()[..3]);
+        frame.push(0x22);
+        assert_eq!(check_frame_blocks(&frame, 1024), Ok(()));
+        let bomb = [0x3d, 0x00, 0x00, 0x0d | 0xf0, 0xff, 0xff, 0x5a, 0x00];
+        frame.extend_from_slice(&bomb);
+        assert_eq!(
+            check_frame_blocks(&frame, 1024),
+            Err(DecodeError::ZstdBlockTooLarge {
+                announced: (1 << 20) - 1,
+                limit: 1024
+            })
+        );
+        // Truncated anywhere: left to the decoder.
+        for len in 0..frame.len() - bomb.len() {
+            assert_eq!(check_frame_blocks(&frame[..len], 1024), Ok(()));
+        }
+    }
+
     /// Decodes one frame into `output`; the frame must fit.
+    #[cfg_attr(feature = "zstd-c", allow(dead_code))]
     fn decode_frame(
         decoder: &mut FrameDecoder,
         source: &mut &[u8],

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Makes README's Performance table from one JSON file of benches/compare.sh.
+
+    benches/readme_table.py target/bench/compare-20261130T070000Z.json
+
+Prints the markdown (a sentence naming the machine, date and load, then the
+table) to paste into README. Only the standard library is used.
+"""
+
+import json
+import sys
+
+
+def seconds(value):
+    return "-" if value is None else f"{value:.4f} s"
+
+
+def ratio(numerator, denominator):
+    if numerator is None or not denominator:
+        return "-"
+    return f"{numerator / denominator:.2f}x"
+
+
+def row(entry):
+    kind = entry["kind"]
+    if kind == "memory":
+        label = f"{entry['workload']} (16 MiB image: {entry['qcow_small_kib']} KiB)"
+        cells = [
+            label,
+            f"{entry['qcow_kib']} KiB",
+            f"{entry['qemu_kib']} KiB",
+            ratio(entry["qcow_kib"], entry["qemu_kib"]),
+            "-",
+            "-",
+            "-",
+            "-",
+        ]
+    else:
+        label = entry["workload"]
+        if entry.get("alt_name"):
+            label += f" ({entry['alt_name']}: {entry['alt_s']:.4f} s, CPU {entry['alt_cpu_s']:.4f} s)"
+        cells = [
+            label,
+            seconds(entry["qcow_s"]),
+            seconds(entry["qemu_s"]),
+            ratio(entry["qcow_s"], entry["qemu_s"]),
+            seconds(entry["qcow_cpu_s"]),
+            seconds(entry["qemu_cpu_s"]),
+            seconds(entry.get("limit_s")),
+            ratio(entry["qcow_s"], entry.get("limit_s")),
+        ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: readme_table.py RESULTS.json (written by benches/compare.sh)")
+    with open(sys.argv[1], encoding="utf-8") as file:
+        run = json.load(file)
+    machine = run["machine"]
+    print(
+        f"Measured {run['date']} by `benches/compare.sh` (medians of {run['reps']} "
+        f"alternating runs, {run['run_seconds']} s without image making): "
+        f"{machine['cpus']} CPUs ({machine['cpu']}), {machine['memory_gib']} GiB RAM, "
+        f"images on tmpfs, {run['qemu']}; load average {machine['load_average_before']} "
+        f"before and {machine['load_average_after']} after. The limit is the raw file "
+        f"copied by {run['convert_threads']} parallel `dd` streams, as many as convert's threads."
+    )
+    print()
+    print("| workload | qcow | QEMU | qcow/QEMU | qcow CPU | QEMU CPU | limit | qcow/limit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for entry in run["rows"]:
+        print(row(entry))
+
+
+if __name__ == "__main__":
+    main()
