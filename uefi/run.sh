@@ -19,7 +19,7 @@
 # aarch64-unknown-uefi` needs nothing else.
 #
 # The driver disk's startup.nsh (CRLF, run by the UEFI Shell after its
-# countdown, which this script skips by sending a key) finds the disk by a
+# 5-second countdown) finds the disk by a
 # tag file, loads the driver, reconnects, and runs \EFI\BOOT\BOOTX64.EFI
 # (BOOTAA64.EFI) from the first file system holding it: the driver disk
 # holds no \EFI\BOOT, so that is the image's ESP.
@@ -186,37 +186,26 @@ qemu+=(-accel tcg -m 512 -nographic -no-reboot -net none
     -drive "if=pflash,format=raw,unit=1,file=$work/vars.fd"
     "${drives[@]}")
 
-# QEMU's stdin is a FIFO so that a key can skip the shell's countdown.
-fifo="$work/stdin.fifo"
-rm -f "$fifo" && mkfifo "$fifo"
-exec 3<>"$fifo"
-
 marker="QCOW2-BOOT-MARKER: reached init"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
 log="$work/console.log"
 : >"$log"
 start=$(now_ms)
-"${qemu[@]}" <&3 >"$log" 2>&1 &
+"${qemu[@]}" </dev/null >"$log" 2>&1 &
 qemu_pid=$!
 tail -n +1 -f --pid="$qemu_pid" "$log" &
 tail_pid=$!
 cleanup() {
     kill "$qemu_pid" 2>/dev/null || true
-    rm -f "$fifo"
 }
 trap cleanup EXIT
 
 marker_ms=
 failure=
-key_sent=
 while :; do
     if [[ -z $marker_ms ]] && grep -qa "$marker" "$log"; then
         marker_ms=$(($(now_ms) - start))
-    fi
-    if [[ -z $key_sent ]] && grep -qa "Press ESC in" "$log"; then
-        printf '\r' >&3
-        key_sent=1
     fi
     if line=$(grep -m1 -a -E "qcow2\.efi: error:|qcow2-runner: error:|\[PANIC\]|Kernel panic" "$log"); then
         failure=$line
