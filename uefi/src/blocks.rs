@@ -42,7 +42,10 @@ impl fmt::Display for GeometryError {
         match self {
             GeometryError::Empty => f.write_str("the virtual disk is empty (0 bytes)"),
             GeometryError::TooLarge { virtual_size } => {
-                write!(f, "the virtual size {virtual_size} is larger than 2^63 bytes")
+                write!(
+                    f,
+                    "the virtual size {virtual_size} is larger than 2^63 bytes"
+                )
             }
         }
     }
@@ -215,7 +218,10 @@ mod tests {
         let disk = Geometry::new(1000).unwrap();
         let mut wrong_media = request(99, 3);
         wrong_media.media_id = 8;
-        assert_eq!(disk.request(7, wrong_media), Err(RequestError::MediaChanged));
+        assert_eq!(
+            disk.request(7, wrong_media),
+            Err(RequestError::MediaChanged)
+        );
         assert_eq!(
             disk.request(7, request(99, 3)),
             Err(RequestError::BadBufferSize { buffer_size: 3 })

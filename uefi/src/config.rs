@@ -127,7 +127,10 @@ mod tests {
             })
         );
         assert_eq!(parse(b"\xff\n"), Err(ConfigError::NotUtf8));
-        assert_eq!(parse(b"a\n\\..\\x\n"), Err(ConfigError::BadPath { line: 2 }));
+        assert_eq!(
+            parse(b"a\n\\..\\x\n"),
+            Err(ConfigError::BadPath { line: 2 })
+        );
         assert_eq!(parse(b"dir\\\n"), Err(ConfigError::BadPath { line: 1 }));
         let long = [b'a'; MAX_LINE_BYTES + 1];
         assert_eq!(parse(&long), Err(ConfigError::LineTooLong { line: 1 }));

@@ -11,7 +11,12 @@ use core::fmt;
 
 /// The project's GUID, in the vendor hardware node of every child disk
 /// (`VenHw(2d6c1e7a-8b4f-4c3e-9a51-7163f2b0c0a2, index)` in the shell).
-pub const VENDOR_GUID: [u8; 16] = guid_bytes(0x2d6c_1e7a, 0x8b4f, 0x4c3e, [0x9a, 0x51, 0x71, 0x63, 0xf2, 0xb0, 0xc0, 0xa2]);
+pub const VENDOR_GUID: [u8; 16] = guid_bytes(
+    0x2d6c_1e7a,
+    0x8b4f,
+    0x4c3e,
+    [0x9a, 0x51, 0x71, 0x63, 0xf2, 0xb0, 0xc0, 0xa2],
+);
 
 /// Longest parent path the driver accepts.
 pub const MAX_PATH_BYTES: usize = 4096;

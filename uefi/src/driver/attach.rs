@@ -198,7 +198,12 @@ where
     Ok((image, bytes))
 }
 
-fn finish(name: &str, disk: Layer, memory_bytes: usize, layers: usize) -> Result<Attached, AttachError> {
+fn finish(
+    name: &str,
+    disk: Layer,
+    memory_bytes: usize,
+    layers: usize,
+) -> Result<Attached, AttachError> {
     let virtual_size = disk.size().map_err(|error| AttachError::Image {
         name: name.to_string(),
         error,
@@ -230,7 +235,10 @@ pub fn disk_image(name: &str, store: Store) -> Result<Attached, AttachError> {
         });
     }
     if header.has_data_file() {
-        let file = header.data_file().map(|f| f.to_string()).unwrap_or_default();
+        let file = header
+            .data_file()
+            .map(|f| f.to_string())
+            .unwrap_or_default();
         return Err(AttachError::NeedsFile {
             name: name.to_string(),
             what: "external data file",
@@ -326,8 +334,7 @@ fn open_chain(
             Ok((Box::new(image), bytes, 2))
         }
         Below::Qcow2(backing_path) => {
-            let (backing, below_bytes, depth) =
-                open_chain(root, &backing_path, Some(path), seen)?;
+            let (backing, below_bytes, depth) = open_chain(root, &backing_path, Some(path), seen)?;
             let (image, bytes) = open_layer(path, builder.backing(backing))?;
             Ok((Box::new(image), bytes + below_bytes, depth + 1))
         }
@@ -343,7 +350,11 @@ fn beside(image_path: &str, name: &[u8]) -> Result<String, AttachError> {
 }
 
 /// Opens a regular file for reading and learns its size.
-fn open_file(root: &mut Directory, path: &str, named_by: Option<&str>) -> Result<Store, AttachError> {
+fn open_file(
+    root: &mut Directory,
+    path: &str,
+    named_by: Option<&str>,
+) -> Result<Store, AttachError> {
     let open_error = |status| AttachError::Open {
         path: path.to_string(),
         named_by: named_by.map(ToString::to_string),

@@ -50,6 +50,20 @@ const BINDING_VERSION: u32 = 0x20;
 /// Every controller this driver started, with its children.
 static CONTROLLERS: Mutex<Vec<Controller>> = Mutex::new(Vec::new());
 
+/// Controllers whose `Start` failed, as handle addresses: `Supported`
+/// refuses them afterwards, so that the error line is printed once, not at
+/// every `connect -r`. A handle stays refused until the next boot.
+static REFUSED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn refuse(controller: Handle) -> Status {
+    REFUSED.lock().push(controller.as_ptr() as usize);
+    Status::DEVICE_ERROR
+}
+
+fn is_refused(controller: Handle) -> bool {
+    REFUSED.lock().contains(&(controller.as_ptr() as usize))
+}
+
 /// A started controller: what the driver holds of it, and its disks.
 struct Controller {
     handle: Handle,
@@ -111,7 +125,13 @@ fn device_path(handle: Handle) -> Option<(&'static [u8], NonNull<c_void>)> {
         // SAFETY: the walk reads a node header only at offsets it reached
         // through earlier nodes' lengths, before any end node: inside the
         // path the firmware installed.
-        unsafe { bytes.as_ptr().add(offset).cast::<[u8; 4]>().read_unaligned() }
+        unsafe {
+            bytes
+                .as_ptr()
+                .add(offset)
+                .cast::<[u8; 4]>()
+                .read_unaligned()
+        }
     })
     .ok()?;
     // SAFETY: the `len` bytes before the end node were just walked.
@@ -146,7 +166,11 @@ fn hold_qcow2_disk(controller: Handle, agent: Handle) -> Result<(Opened, DiskSto
     let held = Opened::by_driver(controller, &DiskIoProtocol::GUID, agent)?;
     let store = DiskStore::new(held.interface().cast(), media.media_id, size);
     // Check the magic through a store that is dropped if it is not QCOW2.
-    let probe = Store::Disk(DiskStore::new(held.interface().cast(), media.media_id, size));
+    let probe = Store::Disk(DiskStore::new(
+        held.interface().cast(),
+        media.media_id,
+        size,
+    ));
     if !attach::has_qcow2_magic(&probe) {
         return Err(Status::UNSUPPORTED);
     }
@@ -154,7 +178,10 @@ fn hold_qcow2_disk(controller: Handle, agent: Handle) -> Result<(Opened, DiskSto
 }
 
 /// A file system with `\qcow2.cfg`, held, with its configuration's bytes.
-fn hold_configured_fs(controller: Handle, agent: Handle) -> Result<(Opened, Directory, Vec<u8>), Status> {
+fn hold_configured_fs(
+    controller: Handle,
+    agent: Handle,
+) -> Result<(Opened, Directory, Vec<u8>), Status> {
     let held = Opened::by_driver(controller, &SimpleFileSystemProtocol::GUID, agent)?;
     // SAFETY: the interface is a SimpleFileSystemProtocol, which the
     // `uefi` wrapper is a transparent newtype of; it stays valid while held.
@@ -168,10 +195,14 @@ fn hold_configured_fs(controller: Handle, agent: Handle) -> Result<(Opened, Dire
 /// large is returned cut to one byte over the limit, for the parser to refuse.
 fn read_config(root: &mut Directory) -> Option<Vec<u8>> {
     let name = CString16::try_from(CONFIG_PATH).ok()?;
-    let file = root.open(&name, FileMode::Read, FileAttribute::empty()).ok()?;
+    let file = root
+        .open(&name, FileMode::Read, FileAttribute::empty())
+        .ok()?;
     let mut file = file.into_regular_file()?;
     let size = file.get_boxed_info::<FileInfo>().ok()?.file_size();
-    let len = usize::try_from(size).unwrap_or(usize::MAX).min(MAX_CONFIG_BYTES + 1);
+    let len = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .min(MAX_CONFIG_BYTES + 1);
     let mut bytes = alloc::vec![0u8; len];
     short_read::read_exact(0, &mut bytes, len, |position, piece| {
         file.set_position(position)?;
@@ -204,7 +235,7 @@ unsafe extern "efiapi" fn supported(
     let (Some(agent), Some(controller)) = (agent_of(this), handle_of(controller)) else {
         return Status::INVALID_PARAMETER;
     };
-    if is_own_child(controller) {
+    if is_refused(controller) || is_own_child(controller) {
         return Status::UNSUPPORTED;
     }
     match hold_qcow2_disk(controller, agent) {
@@ -245,23 +276,29 @@ fn start_disk(controller: Handle, agent: Handle, held: Opened, store: DiskStore)
         Ok(attached) => attached,
         Err(error) => {
             error_line(format_args!("{error}"));
-            return Status::DEVICE_ERROR;
+            return refuse(controller);
         }
     };
     let child = match install_child(controller, agent, &DiskIoProtocol::GUID, 0, attached, &name) {
         Ok(child) => child,
-        Err(status) => return status,
+        Err(_) => return refuse(controller),
     };
     finish_start(controller, held, Vec::from([child]))
 }
 
-fn start_files(controller: Handle, agent: Handle, held: Opened, mut root: Directory, bytes: &[u8]) -> Status {
+fn start_files(
+    controller: Handle,
+    agent: Handle,
+    held: Opened,
+    mut root: Directory,
+    bytes: &[u8],
+) -> Status {
     let device = device_name(controller);
     let images = match config::parse(bytes) {
         Ok(images) => images,
         Err(error) => {
             error_line(format_args!("{device}{CONFIG_PATH}: {error}"));
-            return Status::DEVICE_ERROR;
+            return refuse(controller);
         }
     };
     let mut children = Vec::new();
@@ -282,7 +319,7 @@ fn start_files(controller: Handle, agent: Handle, held: Opened, mut root: Direct
     }
     drop(root);
     if children.is_empty() {
-        return Status::DEVICE_ERROR;
+        return refuse(controller);
     }
     finish_start(controller, held, children)
 }
@@ -330,16 +367,18 @@ fn install_child(
     };
     // SAFETY: the interfaces live in the leaked disk until `stop_child`
     // uninstalls them.
-    let handle = match unsafe { boot::install_protocol_interface(None, &BlockIoProtocol::GUID, block_io) } {
-        Ok(handle) => handle,
-        Err(error) => {
-            // SAFETY: nothing was installed.
-            unsafe { VirtualDisk::free(disk) };
-            return Err(fail(error.status()));
-        }
-    };
+    let handle =
+        match unsafe { boot::install_protocol_interface(None, &BlockIoProtocol::GUID, block_io) } {
+            Ok(handle) => handle,
+            Err(error) => {
+                // SAFETY: nothing was installed.
+                unsafe { VirtualDisk::free(disk) };
+                return Err(fail(error.status()));
+            }
+        };
     // SAFETY: as above.
-    let installed = unsafe { boot::install_protocol_interface(Some(handle), &DevicePathProtocol::GUID, path) };
+    let installed =
+        unsafe { boot::install_protocol_interface(Some(handle), &DevicePathProtocol::GUID, path) };
     let parent_use = installed
         .map_err(|error| error.status())
         .and_then(|_| Opened::by_child(parent, parent_guid, agent, handle));
@@ -359,7 +398,9 @@ fn install_child(
             // can reach the disk and it is freed.
             unsafe {
                 let _ = boot::uninstall_protocol_interface(handle, &DevicePathProtocol::GUID, path);
-                if boot::uninstall_protocol_interface(handle, &BlockIoProtocol::GUID, block_io).is_ok() {
+                if boot::uninstall_protocol_interface(handle, &BlockIoProtocol::GUID, block_io)
+                    .is_ok()
+                {
                     VirtualDisk::free(disk);
                 }
             }
@@ -374,12 +415,16 @@ fn stop_child(child: Child) -> Result<(), Child> {
     let block_io = VirtualDisk::block_io_interface(child.disk);
     let path = VirtualDisk::device_path_interface(child.disk);
     // SAFETY: the interfaces this driver installed on this handle.
-    if unsafe { boot::uninstall_protocol_interface(child.handle, &BlockIoProtocol::GUID, block_io) }.is_err() {
+    if unsafe { boot::uninstall_protocol_interface(child.handle, &BlockIoProtocol::GUID, block_io) }
+        .is_err()
+    {
         return Err(child);
     }
     // SAFETY: as above. Should this fail, the path stays installed and
     // the disk is not freed, since the path points into it.
-    if unsafe { boot::uninstall_protocol_interface(child.handle, &DevicePathProtocol::GUID, path) }.is_err() {
+    if unsafe { boot::uninstall_protocol_interface(child.handle, &DevicePathProtocol::GUID, path) }
+        .is_err()
+    {
         core::mem::forget(child);
         return Ok(());
     }
@@ -451,7 +496,11 @@ unsafe extern "efiapi" fn stop(
     if refused.is_empty() {
         return Status::SUCCESS;
     }
-    if let Some(record) = CONTROLLERS.lock().iter_mut().find(|c| c.handle == controller) {
+    if let Some(record) = CONTROLLERS
+        .lock()
+        .iter_mut()
+        .find(|c| c.handle == controller)
+    {
         record.children.extend(refused);
     }
     Status::DEVICE_ERROR

@@ -59,7 +59,9 @@ fn main() -> Status {
     match binding::install() {
         Ok(()) => Status::SUCCESS,
         Err(status) => {
-            error_line(format_args!("cannot install the driver binding: {status:?}"));
+            error_line(format_args!(
+                "cannot install the driver binding: {status:?}"
+            ));
             status
         }
     }

@@ -152,7 +152,8 @@ impl BlockRead for Store {
                 let len = buf.len() as u64;
                 short_read::read_exact(offset, buf, FILE_CHUNK_BYTES, |position, piece| {
                     file.set_position(position)?;
-                    file.read(piece).map_err(|error| error.to_err_without_payload())
+                    file.read(piece)
+                        .map_err(|error| error.to_err_without_payload())
                 })
                 .map_err(|error| match error {
                     ShortReadError::Read { error, .. } => StoreError::Firmware(error.status()),
