@@ -32,7 +32,8 @@
 # The last stderr line gives the seconds from QEMU's start to the marker of
 # scripts/boot-disk.sh (when seen) and to QEMU's exit.
 #
-# Work files are cached under target/uefi-run/ of the repository.
+# Work files (driver disk, VARS copy, console log, demo image) are kept in
+# target/uefi-run/ARCH of the repository, or in $QCOW2_UEFI_WORK.
 
 set -euo pipefail
 
@@ -88,7 +89,7 @@ aarch64)
 esac
 [[ -f $code && -f $vars ]] || die "no firmware at $code: $SETUP_HINT"
 
-work="$repo/target/uefi-run/$arch"
+work="${QCOW2_UEFI_WORK:-$repo/target/uefi-run/$arch}"
 mkdir -p "$work"
 
 # Plain `cargo run`: the boot disk converted to a zstd-compressed QCOW2,
