@@ -8,7 +8,9 @@
 //! deflate-compressed QCOW2 attached as a disk, and as an extended-L2
 //! overlay over a compressed base attached as a file (the base beside it on
 //! the same file system); each boot must print the marker and end with
-//! QEMU's exit 0. On x86_64, images the driver must refuse: a corrupt L1
+//! QEMU's exit 0. On x86_64, the zstd disk once more with `reconnect -r`
+//! before the boot (the driver's Stop detaches it, Start attaches it
+//! again), and images the driver must refuse: a corrupt L1
 //! entry (a read error line, after attaching), an encrypted image and a
 //! disk-attached image naming a backing file (error lines at attach); each
 //! must fail the runner with that line, never reach the marker, never hang.
@@ -208,6 +210,9 @@ fn encrypted(out: &Path) {
 enum Attach {
     Disk,
     File,
+    /// As a disk, then `reconnect -r` in the shell: the driver's Stop
+    /// detaches it and Start attaches it again before the boot.
+    DiskReconnected,
 }
 
 /// What the run must show.
@@ -252,6 +257,12 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, with_error
         },
     ];
     if with_errors {
+        cases.push(Case {
+            name: "zstd disk, reconnected before the boot",
+            image: images.zstd.clone(),
+            attach: Attach::DiskReconnected,
+            expect: Expect::Marker,
+        });
         let corrupt = dir.join("corrupt.qcow2");
         corrupt_copy(&images.zstd, &corrupt);
         let locked = dir.join("encrypted.qcow2");
@@ -285,8 +296,14 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, with_error
         let started = Instant::now();
         let mut command = Command::new(&runner);
         command.arg(&driver);
-        if let Attach::File = case.attach {
-            command.arg("--file");
+        match case.attach {
+            Attach::Disk => {}
+            Attach::File => {
+                command.arg("--file");
+            }
+            Attach::DiskReconnected => {
+                command.env("QCOW2_UEFI_RECONNECT", "1");
+            }
         }
         let output = command
             .arg(&case.image)
@@ -300,7 +317,16 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, with_error
         let error_line = stdout
             .lines()
             .find_map(|line| line.split_once("qcow2.efi: error: ").map(|(_, e)| e));
+        let detached = stdout.contains("qcow2.efi: detached ");
+        let attached = stdout.matches("qcow2.efi: attached ").count();
         let verdict = match case.expect {
+            Expect::Marker
+                if matches!(case.attach, Attach::DiskReconnected) && !(detached && attached == 2) =>
+            {
+                Err(format!(
+                    "after reconnect -r: detached line {detached}, {attached} attached lines (want 2)"
+                ))
+            }
             Expect::Marker if reached && output.status.success() && error_line.is_none() => Ok(()),
             Expect::Marker => Err(format!(
                 "marker {}, status {}, error line {error_line:?}",

@@ -29,8 +29,11 @@
 # failed (the driver's `qcow2.efi: error:`, this script's own
 # `qcow2-runner: error:`, a driver panic, a kernel panic), when QEMU fails,
 # or on a timeout (QCOW2_UEFI_TIMEOUT seconds, default 300).
-# The last stderr line gives the seconds from QEMU's start to the marker of
-# scripts/boot-disk.sh (when seen) and to QEMU's exit.
+# The last stderr line gives the seconds from QEMU's start to the OS loader's
+# start, to the marker of scripts/boot-disk.sh (when seen) and to QEMU's exit.
+#
+# QCOW2_UEFI_RECONNECT=1 adds `reconnect -r` after loading the driver: the
+# driver is stopped and started again before the boot.
 #
 # Work files (driver disk, VARS copy, console log, demo image) are kept in
 # target/uefi-run/ARCH of the repository, or in $QCOW2_UEFI_WORK.
@@ -138,6 +141,11 @@ make_driver_disk() {
         echo "    load %a:\\qcow2.efi"
         echo "  endif"
         echo "endfor"
+        if [[ -n ${QCOW2_UEFI_RECONNECT:-} ]]; then
+            # Disconnects every driver (qcow2.efi's Stop detaches and frees
+            # its disks) and connects them again (Start attaches anew).
+            echo "reconnect -r"
+        fi
         echo "connect -r"
         echo "map -r"
         echo "for %b in$fs_list"
@@ -202,9 +210,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# When the OS loader starts: the shell script's line, or, booting raw,
+# the boot manager's.
+if [[ $mode == raw ]]; then loader_line="BdsDxe: starting Boot"; else loader_line="qcow2-runner: booting"; fi
+loader_ms=
 marker_ms=
 failure=
 while :; do
+    if [[ -z $loader_ms ]] && grep -a "$loader_line" "$log" | grep -qva "EFI Internal Shell"; then
+        loader_ms=$(($(now_ms) - start))
+    fi
     if [[ -z $marker_ms ]] && grep -qa "$marker" "$log"; then
         marker_ms=$(($(now_ms) - start))
     fi
@@ -226,10 +241,13 @@ if [[ -n $failure ]]; then
 fi
 wait "$qemu_pid" && status=0 || status=$?
 wait "$tail_pid" 2>/dev/null || true
+timing="loader not started"
+[[ -z $loader_ms ]] || timing="loader started after $(seconds "$loader_ms") s"
 if [[ -n $marker_ms ]]; then
-    timing="marker after $(seconds "$marker_ms") s"
+    timing+=", marker after $(seconds "$marker_ms") s"
+    [[ -z $loader_ms ]] || timing+=" ($(seconds $((marker_ms - loader_ms))) s from loader to marker)"
 else
-    timing="marker not seen"
+    timing+=", marker not seen"
 fi
 timing+=", QEMU ended after $(seconds "$end_ms") s"
 [[ -z $failure ]] || die "$failure ($timing)"

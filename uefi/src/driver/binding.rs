@@ -119,7 +119,11 @@ fn media(controller: Handle) -> Option<BlockIoMedia> {
 
 /// The device path of a handle, without its end node, if it has a valid one.
 fn device_path(handle: Handle) -> Option<(&'static [u8], NonNull<c_void>)> {
-    let path = get_protocol(handle, &DevicePathProtocol::GUID).ok()?;
+    device_path_or_status(handle).ok()
+}
+
+fn device_path_or_status(handle: Handle) -> Result<(&'static [u8], NonNull<c_void>), Status> {
+    let path = get_protocol(handle, &DevicePathProtocol::GUID)?;
     let bytes = path.cast::<u8>();
     let len = path_bytes::length_before_end(|offset| {
         // SAFETY: the walk reads a node header only at offsets it reached
@@ -133,22 +137,22 @@ fn device_path(handle: Handle) -> Option<(&'static [u8], NonNull<c_void>)> {
                 .read_unaligned()
         }
     })
-    .ok()?;
+    .map_err(|_| Status::INVALID_PARAMETER)?;
     // SAFETY: the `len` bytes before the end node were just walked.
     let slice = unsafe { core::slice::from_raw_parts(bytes.as_ptr(), len) };
-    Some((slice, path))
+    Ok((slice, path))
 }
 
 /// The text of a handle's device path, for log lines.
 fn device_name(handle: Handle) -> String {
-    match device_path(handle) {
-        Some((_, path)) => {
+    match device_path_or_status(handle) {
+        Ok((_, path)) => {
             // SAFETY: the path was validated by `device_path` (every node
             // at least a header long, ended by an end node).
             let path = unsafe { DevicePath::from_ffi_ptr(path.as_ptr().cast()) };
             format!("{path}")
         }
-        None => String::from("disk without a device path"),
+        Err(status) => format!("disk without a device path ({status:?})"),
     }
 }
 
@@ -428,6 +432,7 @@ fn stop_child(child: Child) -> Result<(), Child> {
         core::mem::forget(child);
         return Ok(());
     }
+    info_line(format_args!("detached {}", VirtualDisk::name(child.disk)));
     // SAFETY: both protocols are gone: nothing can call into the disk.
     unsafe { VirtualDisk::free(child.disk) };
     Ok(())

@@ -102,6 +102,12 @@ impl VirtualDisk {
         drop(unsafe { Box::from_raw(disk.as_ptr()) });
     }
 
+    /// The image's name in log lines.
+    pub fn name(disk: NonNull<Self>) -> String {
+        // SAFETY: the disk is alive (the caller holds its pointer).
+        unsafe { disk.as_ref() }.name.clone()
+    }
+
     /// The interface to install as `EFI_BLOCK_IO_PROTOCOL`.
     pub fn block_io_interface(disk: NonNull<Self>) -> *const c_void {
         disk.as_ptr().cast_const().cast()
