@@ -13,6 +13,15 @@
 #   run.sh DRIVER.efi --raw DISK      DISK booted directly by the firmware,
 #                                     without the driver: the baseline for
 #                                     boot times
+#   run.sh DRIVER.efi --driver-option IMAGE
+#                                     as a real machine would: a first boot
+#                                     adds a Driver#### variable with the
+#                                     shell's `bcfg driver add` and powers
+#                                     off; the second boot (same VARS) must
+#                                     boot IMAGE's ESP from the firmware's
+#                                     boot manager, the firmware having
+#                                     loaded the driver by itself: reaching
+#                                     the shell is a failure
 #
 # Cargo calls it as `runner` (uefi/.cargo/config.toml) with the driver first.
 # The architecture comes from the PE machine field, so `--target
@@ -48,7 +57,7 @@ die() {
     exit 1
 }
 
-[[ $# -ge 1 ]] || die "usage: run.sh DRIVER.efi [IMAGE | --file IMAGE | --raw DISK]"
+[[ $# -ge 1 ]] || die "usage: run.sh DRIVER.efi [IMAGE | --file IMAGE | --raw DISK | --driver-option IMAGE]"
 driver=$1
 shift
 [[ -f $driver ]] || die "no such driver: $driver"
@@ -68,8 +77,9 @@ mode=disk
 case ${1:-} in
 --file) mode=file && shift ;;
 --raw) mode=raw && shift ;;
+--driver-option) mode=option && shift ;;
 esac
-[[ $# -le 1 ]] || die "usage: run.sh DRIVER.efi [IMAGE | --file IMAGE | --raw DISK]"
+[[ $# -le 1 ]] || die "usage: run.sh DRIVER.efi [IMAGE | --file IMAGE | --raw DISK | --driver-option IMAGE]"
 image=${1:-}
 
 need=("qemu-system-$arch" qemu-img mkfs.vfat mcopy)
@@ -98,7 +108,7 @@ mkdir -p "$work"
 # Plain `cargo run`: the boot disk converted to a zstd-compressed QCOW2,
 # rebuilt when the raw disk changes.
 if [[ -z $image ]]; then
-    [[ $mode == disk ]] || die "--file and --raw need an image"
+    [[ $mode == disk ]] || die "--file, --raw and --driver-option need an image"
     raw=$("$repo/scripts/boot-disk.sh" "$arch")
     image="$work/demo.qcow2"
     if [[ ! -f $image || $raw -nt $image ]]; then
@@ -173,7 +183,7 @@ make_driver_disk() {
 
 drives=()
 case $mode in
-disk)
+disk | option)
     make_driver_disk "$work/driver.img"
     drives+=(-drive "file=$image,format=raw,if=virtio,readonly=on")
     drives+=(-drive "file=$work/driver.img,format=raw,if=virtio,readonly=on")
@@ -195,6 +205,37 @@ qemu+=(-accel tcg -m 512 -nographic -no-reboot -net none
     -drive "if=pflash,format=raw,unit=1,file=$work/vars.fd"
     "${drives[@]}")
 
+# --driver-option: the first boot writes Driver0000 into the VARS copy.
+if [[ $mode == option ]]; then
+    fs_list=""
+    for n in $(seq 0 19); do fs_list+=" fs$n"; done
+    {
+        echo "@echo -off"
+        echo "for %a in$fs_list"
+        echo "  if exist %a:\\qcow2-runner.tag then"
+        echo "    bcfg driver add 0 %a:\\qcow2.efi \"qcow2.efi\""
+        echo "  endif"
+        echo "endfor"
+        echo "bcfg driver dump"
+        echo "reset -s"
+    } | sed 's/$/\r/' >"$work/install.nsh"
+    mcopy -o -i "$work/driver.img" "$work/install.nsh" ::/startup.nsh
+    echo "run.sh: first boot: adding Driver0000 with bcfg driver add" >&2
+    if ! timeout "$TIMEOUT" "${qemu[@]}" </dev/null >"$work/install.log" 2>&1; then
+        cat "$work/install.log"
+        die "the boot that adds Driver0000 failed"
+    fi
+    grep -qaE "Desc +- qcow2.efi" "$work/install.log" || {
+        cat "$work/install.log"
+        die "bcfg did not add Driver0000"
+    }
+    # Reaching the shell on the second boot means the boot manager did not
+    # boot the image by itself.
+    printf '%s\r\n' "echo \"qcow2-runner: error: the boot manager did not boot the image with the driver loaded from Driver0000\"" >"$work/install.nsh"
+    mcopy -o -i "$work/driver.img" "$work/install.nsh" ::/startup.nsh
+    echo "run.sh: second boot: the firmware loads qcow2.efi from Driver0000" >&2
+fi
+
 marker="QCOW2-BOOT-MARKER: reached init"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
@@ -212,7 +253,10 @@ trap cleanup EXIT
 
 # When the OS loader starts: the shell script's line, or, booting raw,
 # the boot manager's.
-if [[ $mode == raw ]]; then loader_line="BdsDxe: starting Boot"; else loader_line="qcow2-runner: booting"; fi
+case $mode in
+raw | option) loader_line="BdsDxe: starting Boot" ;;
+*) loader_line="qcow2-runner: booting" ;;
+esac
 loader_ms=
 marker_ms=
 failure=

@@ -8,11 +8,13 @@
 //! - `attach`: opening an image (and, for files, its chain) from a store.
 //! - `disk`: the read-only `EFI_BLOCK_IO_PROTOCOL` each image produces.
 //! - `binding`: `EFI_DRIVER_BINDING_PROTOCOL` Supported / Start / Stop.
+//! - `name`: `EFI_COMPONENT_NAME2_PROTOCOL`, the name the shell shows.
 
 mod attach;
 mod binding;
 mod disk;
 mod firmware;
+mod name;
 mod store;
 
 use core::fmt;
@@ -56,6 +58,8 @@ fn info_line(message: fmt::Arguments) {
 
 #[entry]
 fn main() -> Status {
+    // Without a name the driver still works: its failure is not fatal.
+    let _ = name::install();
     match binding::install() {
         Ok(()) => Status::SUCCESS,
         Err(status) => {
