@@ -260,6 +260,7 @@ esac
 loader_ms=
 marker_ms=
 failure=
+failure_lines="qcow2\.efi: error:|qcow2-runner: error:|\[PANIC\]|Kernel panic"
 while :; do
     if [[ -z $loader_ms ]] && grep -a "$loader_line" "$log" | grep -qva "EFI Internal Shell"; then
         loader_ms=$(($(now_ms) - start))
@@ -267,7 +268,7 @@ while :; do
     if [[ -z $marker_ms ]] && grep -qa "$marker" "$log"; then
         marker_ms=$(($(now_ms) - start))
     fi
-    if line=$(grep -m1 -a -E "qcow2\.efi: error:|qcow2-runner: error:|\[PANIC\]|Kernel panic" "$log"); then
+    if line=$(grep -m1 -a -E "$failure_lines" "$log"); then
         failure=$line
         break
     fi
@@ -280,7 +281,9 @@ while :; do
 done
 end_ms=$(($(now_ms) - start))
 if [[ -n $failure ]]; then
-    sleep 0.5 # let the rest of the failing line reach stdout
+    # The line may have been caught half-written: let the rest arrive.
+    sleep 0.5
+    failure=$(grep -m1 -a -E "$failure_lines" "$log" | tr -d '\r') || true
     kill "$qemu_pid" 2>/dev/null || true
 fi
 wait "$qemu_pid" && status=0 || status=$?
