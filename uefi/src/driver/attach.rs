@@ -8,9 +8,9 @@
 //! (`qcow2_uefi::path`), with at most [`MAX_CHAIN_DEPTH`] images and no
 //! file twice.
 //!
-//! Memory: each QCOW2 layer takes `ImageBuilder::memory_bytes(&CONFIG)`
+//! Memory: each QCOW2 layer takes `ImageBuilder::memory_bytes(&config())`
 //! bytes, allocated once when it is opened and freed when the disk is
-//! stopped: with [`CONFIG`], 256 KiB of table cache plus three clusters
+//! stopped: with [`config`], 256 KiB of table cache plus three clusters
 //! (one decompressed cluster and two of compressed input), so 448 KiB for
 //! 64 KiB clusters and at most 6.25 MiB for 2 MiB clusters, per layer.
 
@@ -30,11 +30,15 @@ use super::store::{FileStore, Store, StoreError};
 pub type Layer = Box<dyn BlockRead<Error = Error<StoreError>>>;
 
 /// The caches of every QCOW2 layer (see the module documentation).
-pub const CONFIG: Config = Config {
-    table_slice_bytes: 4096,
-    table_cache_bytes: 256 << 10,
-    compressed_clusters: 1,
-};
+///
+/// Set field by field on the default: `Config` may grow fields.
+pub fn config() -> Config {
+    let mut config = Config::default();
+    config.table_slice_bytes = 4096;
+    config.table_cache_bytes = 256 << 10;
+    config.compressed_clusters = 1;
+    config
+}
 
 /// Most images in one chain, the top included.
 pub const MAX_CHAIN_DEPTH: usize = 16;
@@ -185,7 +189,7 @@ where
         name: name.to_string(),
         error,
     };
-    let bytes = builder.memory_bytes(&CONFIG).map_err(image_error)?;
+    let bytes = builder.memory_bytes(&config()).map_err(image_error)?;
     let mut probe: Vec<u8> = Vec::new();
     probe
         .try_reserve_exact(bytes)
@@ -194,7 +198,7 @@ where
             bytes,
         })?;
     drop(probe);
-    let image = builder.open_alloc(&CONFIG).map_err(image_error)?;
+    let image = builder.open_alloc(&config()).map_err(image_error)?;
     Ok((image, bytes))
 }
 
