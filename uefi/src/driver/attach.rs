@@ -31,7 +31,9 @@ pub type Layer = Box<dyn BlockRead<Error = Error<StoreError>>>;
 
 /// The caches of every QCOW2 layer (see the module documentation).
 ///
-/// Set field by field on the default: `Config` may grow fields.
+/// Set field by field on the default: `Config` is `#[non_exhaustive]` in
+/// the reworked crate, which forbids the struct literal clippy prefers.
+#[allow(clippy::field_reassign_with_default)]
 pub fn config() -> Config {
     let mut config = Config::default();
     config.table_slice_bytes = 4096;
