@@ -8,16 +8,17 @@
 //! deflate-compressed QCOW2 attached as a disk, and as an extended-L2
 //! overlay over a compressed base attached as a file (the base beside it on
 //! the same file system); each boot must print the marker and end with
-//! QEMU's exit 0. On x86_64, images the driver must refuse: a corrupt L1
-//! entry (a read error line, after attaching), an encrypted image and a
-//! disk-attached image naming a backing file (error lines at attach); each
-//! must fail the runner with that line, never reach the marker, never hang.
+//! QEMU's exit 0. On x86_64, the zstd disk once more with `reconnect -r`
+//! before the boot (the driver's Stop detaches it, Start attaches it
+//! again), and images the driver must refuse: a corrupt L1 entry (a read
+//! error line, after attaching) and an encrypted image (an error line at
+//! attach); on aarch64 a disk-attached image naming a backing file (an
+//! error line at attach). Each must fail the runner with that line, never
+//! reach the marker, never hang.
 //!
 //! On aarch64, the zstd disk booted the way a real machine would (the
 //! firmware loads the driver from a `Driver####` variable and its boot
-//! manager boots the image's ESP, without the shell), and once more with
-//! `reconnect -r` before the boot (the driver's Stop detaches it, Start
-//! attaches it again).
+//! manager boots the image's ESP, without the shell).
 //!
 //! One test per architecture, its boots one after the other: at most two
 //! QEMUs at once. The converted images are cached under
@@ -238,7 +239,7 @@ struct Case {
     expect: Expect,
 }
 
-fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, with_errors: bool) {
+fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, shell_console_cases: bool) {
     require_tools(emulator, firmware);
     let driver = build_driver(target);
     let disk = boot_disk(arch);
@@ -264,7 +265,7 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, with_error
             expect: Expect::Marker,
         },
     ];
-    if !with_errors {
+    if !shell_console_cases {
         // On the architecture without the refusal cases, so that both
         // tests (which run in parallel) take about as long.
         cases.push(Case {
@@ -274,13 +275,22 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, with_error
             expect: Expect::Marker,
         });
         cases.push(Case {
+            name: "disk naming a backing file",
+            image: images.overlay.clone(),
+            attach: Attach::Disk,
+            expect: Expect::Error("names a backing file \"base.qcow2\""),
+        });
+    }
+    if shell_console_cases {
+        // On x86_64 only: AAVMF's serial console is disconnected during
+        // `reconnect -r`, so the driver's detach and attach lines, which
+        // the case checks, would not be seen.
+        cases.push(Case {
             name: "zstd disk, reconnected before the boot",
             image: images.zstd.clone(),
             attach: Attach::DiskReconnected,
             expect: Expect::Marker,
         });
-    }
-    if with_errors {
         let corrupt = dir.join("corrupt.qcow2");
         corrupt_copy(&images.zstd, &corrupt);
         let locked = dir.join("encrypted.qcow2");
@@ -297,12 +307,6 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, with_error
                 image: locked,
                 attach: Attach::Disk,
                 expect: Expect::Error("image is encrypted (LUKS)"),
-            },
-            Case {
-                name: "disk naming a backing file",
-                image: images.overlay,
-                attach: Attach::Disk,
-                expect: Expect::Error("names a backing file \"base.qcow2\""),
             },
         ]);
     }
@@ -392,7 +396,7 @@ fn x86_64_boots_linux_from_qcow2_images_and_refuses_bad_ones() {
 }
 
 #[test]
-fn aarch64_boots_linux_from_qcow2_images() {
+fn aarch64_boots_linux_from_qcow2_images_and_refuses_a_backed_disk() {
     boot_all(
         "aarch64",
         "aarch64-unknown-uefi",
