@@ -239,7 +239,7 @@ struct Case {
     expect: Expect,
 }
 
-fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, shell_console_cases: bool) {
+fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64: bool) {
     require_tools(emulator, firmware);
     let driver = build_driver(target);
     let disk = boot_disk(arch);
@@ -265,7 +265,7 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, shell_cons
             expect: Expect::Marker,
         },
     ];
-    if !shell_console_cases {
+    if !on_x86_64 {
         // On the architecture without the refusal cases, so that both
         // tests (which run in parallel) take about as long.
         cases.push(Case {
@@ -281,7 +281,7 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, shell_cons
             expect: Expect::Error("names a backing file \"base.qcow2\""),
         });
     }
-    if shell_console_cases {
+    if on_x86_64 {
         // On x86_64 only: AAVMF's serial console is disconnected during
         // `reconnect -r`, so the driver's detach and attach lines, which
         // the case checks, would not be seen.
