@@ -1,0 +1,407 @@
+//! Boots Linux from QCOW2 images under stock UEFI firmware through the
+//! `qcow2.efi` driver (uefi/), with the driver's own runner (`uefi/run.sh`).
+//!
+//! The boot disk is `scripts/boot-disk.sh ARCH` (GPT, ESP with GRUB, ext4
+//! root with a Debian kernel and a busybox initramfs whose /init prints
+//! `QCOW2-BOOT-MARKER: reached init on ARCH` and powers off). Each
+//! architecture boots it converted with `qemu-img` to a zstd- and a
+//! deflate-compressed QCOW2 attached as a disk, and as an extended-L2
+//! overlay over a compressed base attached as a file (the base beside it on
+//! the same file system); each boot must print the marker and end with
+//! QEMU's exit 0. On x86_64, the zstd disk once more with `reconnect -r`
+//! before the boot (the driver's Stop detaches it, Start attaches it
+//! again), and images the driver must refuse: a corrupt L1 entry (a read
+//! error line, after attaching) and an encrypted image (an error line at
+//! attach); on aarch64 a disk-attached image naming a backing file (an
+//! error line at attach). Each must fail the runner with that line, never
+//! reach the marker, never hang.
+//!
+//! On aarch64, the zstd disk booted the way a real machine would (the
+//! firmware loads the driver from a `Driver####` variable and its boot
+//! manager boots the image's ESP, without the shell).
+//!
+//! One test per architecture, its boots one after the other: at most two
+//! QEMUs at once. The converted images are cached under
+//! `target/uefi-test/ARCH/` and remade when the boot disk changes.
+//!
+//! Needs QEMU 7.2, OVMF/AAVMF, mtools, dosfstools and the boot disk's
+//! packages; without them the tests fail and name `scripts/setup.sh`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const SETUP_HINT: &str = "run scripts/setup.sh as root (it installs QEMU 7.2, ovmf, \
+    qemu-efi-aarch64, grub-efi-*-bin, mtools, dosfstools, fdisk, e2fsprogs, busybox-static \
+    and the kernels, and builds the boot disks)";
+
+/// Seconds the runner waits for the guest to power off.
+const BOOT_TIMEOUT_S: &str = "300";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require_tools(emulator: &str, firmware: &str) {
+    for tool in [emulator, "qemu-img", "qemu-io"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "`{tool}` is missing: {SETUP_HINT}");
+    }
+    for tool in ["mkfs.vfat", "mcopy"] {
+        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(tool).exists());
+        assert!(found, "`{tool}` is missing: {SETUP_HINT}");
+    }
+    assert!(
+        Path::new(firmware).exists(),
+        "the firmware {firmware} is missing: {SETUP_HINT}"
+    );
+}
+
+/// Builds the driver for `target` and returns the path of `qcow2.efi`.
+fn build_driver(target: &str) -> PathBuf {
+    let uefi = repo().join("uefi");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The driver has its own workspace and target directory, so this does
+    // not wait on the lock of the `cargo test` that runs us.
+    let status = Command::new(cargo)
+        .current_dir(&uefi)
+        .args(["build", "--target", target])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building qcow2.efi for {target} failed");
+    uefi.join("target").join(target).join("debug/qcow2.efi")
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} did not start: {e} ({SETUP_HINT})"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// The boot disk of `arch`, built (or found cached) by scripts/boot-disk.sh.
+fn boot_disk(arch: &str) -> PathBuf {
+    let script = repo().join("scripts/boot-disk.sh");
+    let stdout = run(path_str(&script), &[arch]);
+    let disk = PathBuf::from(stdout.trim());
+    assert!(
+        disk.is_file(),
+        "boot-disk.sh printed {stdout:?}, not a disk"
+    );
+    disk
+}
+
+/// The images made from one boot disk, cached beside each other.
+struct Images {
+    zstd: PathBuf,
+    deflate: PathBuf,
+    /// Extended-L2 overlay; its compressed base `base.qcow2` is beside it.
+    overlay: PathBuf,
+}
+
+/// `path` if it is newer than `source`; otherwise `make(path)` first.
+fn cached(source: &Path, path: PathBuf, make: impl FnOnce(&Path)) -> PathBuf {
+    let newer = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    if newer(&path).is_none() || newer(&path) < newer(source) {
+        let tmp = path.with_extension("tmp");
+        make(&tmp);
+        fs::rename(&tmp, &path).expect("rename image");
+    }
+    path
+}
+
+fn images(disk: &Path, dir: &Path) -> Images {
+    fs::create_dir_all(dir).expect("create image directory");
+    let raw = path_str(disk);
+    let convert = |options: &str, out: &Path| {
+        let args = [
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-c",
+            "-o",
+            options,
+            raw,
+            path_str(out),
+        ];
+        run("qemu-img", &args);
+    };
+    let zstd = cached(disk, dir.join("zstd.qcow2"), |out: &Path| {
+        convert("compression_type=zstd", out)
+    });
+    let deflate = cached(disk, dir.join("deflate.qcow2"), |out: &Path| {
+        convert("compression_type=zlib", out)
+    });
+    let base = cached(disk, dir.join("base.qcow2"), |out: &Path| {
+        convert("cluster_size=65536", out)
+    });
+    let overlay = cached(&base, dir.join("overlay.qcow2"), |out| {
+        run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                "extended_l2=on,cluster_size=131072,backing_file=base.qcow2,backing_fmt=qcow2",
+                path_str(out),
+            ],
+        );
+        // Bytes 0..440 of the protective MBR are boot code that UEFI never
+        // runs: rewriting them allocates one 4 KiB subcluster in the
+        // overlay, the rest of its cluster still reading from the base.
+        run(
+            "qemu-io",
+            &["-f", "qcow2", "-c", "write -q -P 0xab 0 440", path_str(out)],
+        );
+    });
+    Images {
+        zstd,
+        deflate,
+        overlay,
+    }
+}
+
+/// A copy of `image` whose first L1 entry points to an L2 table that is not
+/// cluster-aligned: the header is valid, the first read is not.
+fn corrupt_copy(image: &Path, out: &Path) {
+    let mut bytes = fs::read(image).expect("read image");
+    let l1 = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    let entry = u64::from_be_bytes(bytes[l1..l1 + 8].try_into().unwrap());
+    assert_ne!(entry, 0, "the first L1 entry of {image:?} is allocated");
+    bytes[l1..l1 + 8].copy_from_slice(&(entry + 0x200).to_be_bytes());
+    fs::write(out, bytes).expect("write corrupt image");
+}
+
+fn encrypted(out: &Path) {
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--object",
+            "secret,id=sec0,data=password",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+            path_str(out),
+            "64M",
+        ],
+    );
+}
+
+/// How an image reaches the guest.
+#[derive(Clone, Copy)]
+enum Attach {
+    Disk,
+    File,
+    /// As a disk, then `reconnect -r` in the shell: the driver's Stop
+    /// detaches it and Start attaches it again before the boot.
+    DiskReconnected,
+    /// As a disk, the driver loaded by the firmware from a `Driver####`
+    /// variable (added by a first boot with `bcfg driver add`), the image
+    /// booted by the firmware's boot manager without the shell.
+    DriverOption,
+}
+
+/// What the run must show.
+enum Expect {
+    /// The marker, and QEMU's exit 0 after the guest powered off.
+    Marker,
+    /// A `qcow2.efi: error:` line containing this text, and a failed run.
+    Error(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    image: PathBuf,
+    attach: Attach,
+    expect: Expect,
+}
+
+fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64: bool) {
+    require_tools(emulator, firmware);
+    let driver = build_driver(target);
+    let disk = boot_disk(arch);
+    let dir = repo().join("target/uefi-test").join(arch);
+    let images = images(&disk, &dir);
+    let mut cases = vec![
+        Case {
+            name: "zstd disk",
+            image: images.zstd.clone(),
+            attach: Attach::Disk,
+            expect: Expect::Marker,
+        },
+        Case {
+            name: "deflate disk",
+            image: images.deflate,
+            attach: Attach::Disk,
+            expect: Expect::Marker,
+        },
+        Case {
+            name: "extended-L2 overlay over a compressed base, as a file",
+            image: images.overlay.clone(),
+            attach: Attach::File,
+            expect: Expect::Marker,
+        },
+    ];
+    if !on_x86_64 {
+        // On the architecture without the refusal cases, so that both
+        // tests (which run in parallel) take about as long.
+        cases.push(Case {
+            name: "zstd disk, driver loaded from Driver0000 by the firmware",
+            image: images.zstd.clone(),
+            attach: Attach::DriverOption,
+            expect: Expect::Marker,
+        });
+        cases.push(Case {
+            name: "disk naming a backing file",
+            image: images.overlay.clone(),
+            attach: Attach::Disk,
+            expect: Expect::Error("names a backing file \"base.qcow2\""),
+        });
+    }
+    if on_x86_64 {
+        // On x86_64 only: AAVMF's serial console is disconnected during
+        // `reconnect -r`, so the driver's detach and attach lines, which
+        // the case checks, would not be seen.
+        cases.push(Case {
+            name: "zstd disk, reconnected before the boot",
+            image: images.zstd.clone(),
+            attach: Attach::DiskReconnected,
+            expect: Expect::Marker,
+        });
+        let corrupt = dir.join("corrupt.qcow2");
+        corrupt_copy(&images.zstd, &corrupt);
+        let locked = dir.join("encrypted.qcow2");
+        encrypted(&locked);
+        cases.extend([
+            Case {
+                name: "corrupt L1 entry",
+                image: corrupt,
+                attach: Attach::Disk,
+                expect: Expect::Error("L2 table offset 0x"),
+            },
+            Case {
+                name: "encrypted",
+                image: locked,
+                attach: Attach::Disk,
+                expect: Expect::Error("image is encrypted (LUKS)"),
+            },
+        ]);
+    }
+    let runner = repo().join("uefi/run.sh");
+    let work = dir.join("run");
+    let marker = format!("QCOW2-BOOT-MARKER: reached init on {arch}");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let started = Instant::now();
+        let mut command = Command::new(&runner);
+        command.arg(&driver);
+        match case.attach {
+            Attach::Disk => {}
+            Attach::File => {
+                command.arg("--file");
+            }
+            Attach::DiskReconnected => {
+                command.env("QCOW2_UEFI_RECONNECT", "1");
+            }
+            Attach::DriverOption => {
+                command.arg("--driver-option");
+            }
+        }
+        let output = command
+            .arg(&case.image)
+            .env("QCOW2_UEFI_TIMEOUT", BOOT_TIMEOUT_S)
+            .env("QCOW2_UEFI_WORK", &work)
+            .output()
+            .expect("run.sh starts");
+        let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reached = stdout.contains(&marker);
+        let error_line = stdout
+            .lines()
+            .find_map(|line| line.split_once("qcow2.efi: error: ").map(|(_, e)| e));
+        let detached = stdout.contains("qcow2.efi: detached ");
+        let attached = stdout.matches("qcow2.efi: attached ").count();
+        let verdict = match case.expect {
+            Expect::Marker
+                if matches!(case.attach, Attach::DiskReconnected) && !(detached && attached == 2) =>
+            {
+                Err(format!(
+                    "after reconnect -r: detached line {detached}, {attached} attached lines (want 2)"
+                ))
+            }
+            Expect::Marker if reached && output.status.success() && error_line.is_none() => Ok(()),
+            Expect::Marker => Err(format!(
+                "marker {}, status {}, error line {error_line:?}",
+                if reached { "seen" } else { "not seen" },
+                output.status
+            )),
+            Expect::Error(text) => match error_line {
+                Some(line) if line.contains(text) && !output.status.success() && !reached => Ok(()),
+                _ => Err(format!(
+                    "wanted a failed run with an error line containing `{text}`; got error \
+                     line {error_line:?}, marker {reached}, status {}",
+                    output.status
+                )),
+            },
+        };
+        eprintln!(
+            "{arch} {}: {} in {:.1} s ({})",
+            case.name,
+            if verdict.is_ok() { "ok" } else { "FAILED" },
+            started.elapsed().as_secs_f64(),
+            stderr.lines().last().unwrap_or_default()
+        );
+        if let Err(reason) = verdict {
+            failures.push(format!(
+                "{}: {reason}\n--- stdout\n{stdout}--- stderr\n{stderr}",
+                case.name
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{arch}:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn x86_64_boots_linux_from_qcow2_images_and_refuses_bad_ones() {
+    boot_all(
+        "x86_64",
+        "x86_64-unknown-uefi",
+        "qemu-system-x86_64",
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        true,
+    );
+}
+
+#[test]
+fn aarch64_boots_linux_from_qcow2_images_and_refuses_a_backed_disk() {
+    boot_all(
+        "aarch64",
+        "aarch64-unknown-uefi",
+        "qemu-system-aarch64",
+        "/usr/share/AAVMF/AAVMF_CODE.fd",
+        false,
+    );
+}
