@@ -41,9 +41,10 @@ fi
 # modules, busybox and the x86_64 kernel; and the tools that build GPT/MBR
 # disks, ext2/3/4 and FAT file systems without root (the boot disks and the
 # file tests' disks of scripts/make-disks.sh). scripts/boot-disk.sh fetches
-# the arm64 pieces itself (no arm64 architecture is added to dpkg).
+# the arm64 pieces itself (no arm64 architecture is added to dpkg). The `qcow`
+# tool's zstd decoder links the system's libzstd, as QEMU does (libzstd-dev).
 packages=(ovmf qemu-efi-aarch64 grub-efi-amd64-bin mtools dosfstools fdisk
-    e2fsprogs busybox-static cpio linux-image-cloud-amd64)
+    e2fsprogs busybox-static cpio linux-image-cloud-amd64 libzstd-dev pkg-config)
 mapfile -t installed < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
     sed -n 's/ install ok installed$//p')
 missing=()
