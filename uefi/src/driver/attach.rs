@@ -168,11 +168,9 @@ impl fmt::Display for AttachError {
 }
 
 /// Whether the first bytes of a store are a QCOW2 header's magic.
+/// A store that cannot be read is not one.
 pub fn has_qcow2_magic(store: &Store) -> bool {
-    let mut magic = [0u8; 4];
-    store.size().is_ok_and(|size| size >= 4)
-        && store.read_at(0, &mut magic).is_ok()
-        && u32::from_be_bytes(magic) == qcow2_reader::header::MAGIC
+    qcow2_reader::is_qcow2(store).unwrap_or(false)
 }
 
 /// Opens the builder's image in memory allocated once, here.
