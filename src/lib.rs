@@ -64,6 +64,8 @@ mod cache;
 pub mod chain;
 pub mod codec;
 mod config;
+#[cfg(feature = "luks")]
+pub mod crypto;
 mod error;
 pub mod extension;
 pub mod feature;
