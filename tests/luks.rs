@@ -579,7 +579,8 @@ fn key_material_past_the_header_area_is_refused_like_qemu() {
 fn hostile_headers_get_the_error_qemu_gives() {
     // (what is patched in the LUKS header, the crate's error, QEMU's message)
     type Patch = fn(&mut [u8]);
-    let cases: [(&str, Patch, fn(&CryptoError) -> bool, &str); 5] = [
+    type Expected = fn(&CryptoError) -> bool;
+    let cases: [(&str, Patch, Expected, &str); 5] = [
         (
             "magic",
             |luks| luks[0] = b'X',
@@ -715,4 +716,36 @@ fn legacy_aes_reads_like_qemu_with_guest_sector_numbers() {
     // No check exists: a wrong passphrase decrypts to garbage, not an error.
     let garbage = image.decrypt_disk(&legacy_aes_cipher(b"wrong"));
     assert_ne!(garbage, expected);
+}
+
+#[test]
+fn key_material_past_the_end_of_the_file_reads_as_zeros_like_qemu() {
+    // Move the LUKS area to a new cluster at the end of the file, copying
+    // the header and half of slot 0's key material: the rest of it lies past
+    // the end of the file, which QEMU reads as zeros, so no key comes out.
+    let path = patched("past-eof", |bytes, (fde, len)| {
+        let new_offset = (bytes.len() as u64).next_multiple_of(65536);
+        let copied = 4096 + 128_000;
+        let area = bytes[fde as usize..fde as usize + copied].to_vec();
+        bytes.resize(new_offset as usize, 0);
+        bytes.extend_from_slice(&area);
+        let header_length = be32(bytes, 100) as usize;
+        let mut at = header_length;
+        while be32(bytes, at) != 0x0537_be77 {
+            at += 8 + (be32(bytes, at + 4) as usize).next_multiple_of(8);
+        }
+        bytes[at + 8..at + 16].copy_from_slice(&new_offset.to_be_bytes());
+        assert!(new_offset + len > bytes.len() as u64);
+    });
+    let image = Qcow2::open(&path);
+    let error = unlock(
+        &image.luks_header(),
+        &image.key_area(),
+        PASSPHRASE.as_bytes(),
+        &UnlockLimits::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(error, CryptoError::WrongPassphrase), "{error}");
+    assert!(qemu_refusal(&path).contains("Invalid password, cannot unlock any keyslot"));
+    std::fs::remove_file(path).unwrap();
 }

@@ -33,7 +33,7 @@
 //!   QEMU writes them as plain deflate/zstd and reads them without
 //!   decrypting (`qemu-io -c 'write -c'` makes such an image).
 //! - The header's layout and checks: [`luks`]; the cipher names: [`spec`];
-//!   the IV generators and modes: [`sector`]; key slots: [`unlock`];
+//!   the IV generators and modes: [`sector`]; key slots: [`mod@unlock`];
 //!   legacy AES: [`legacy`].
 //!
 //! # Bounds

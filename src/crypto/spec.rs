@@ -192,7 +192,7 @@ impl CipherSpec {
         // An odd XTS key length halves to a size that no cipher has only if
         // the halves differ; QEMU halves with integer division too.
         let cipher = CipherAlgorithm::from_name(cipher_name, cipher_key_bytes)?;
-        if mode == CipherMode::Xts && master_key_bytes % 2 != 0 {
+        if mode == CipherMode::Xts && !master_key_bytes.is_multiple_of(2) {
             return Err(CryptoError::UnsupportedCipher {
                 name: SpecName::new(cipher_name),
                 key_bytes: master_key_bytes,

@@ -164,7 +164,7 @@ pub fn unlock<R: BlockRead + ?Sized>(
         }
         spent = needed;
         let material_bytes = header.key_material_bytes();
-        if material_bytes % SECTOR_BYTES as u64 != 0 {
+        if !material_bytes.is_multiple_of(SECTOR_BYTES as u64) {
             return Err(CryptoError::KeyMaterialUnaligned {
                 slot: index,
                 bytes: material_bytes,
