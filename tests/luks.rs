@@ -181,6 +181,18 @@ struct Qcow2 {
     l1_entries: u64,
     /// The full disk encryption header extension: (offset, length).
     fde: Option<(u64, u64)>,
+    /// Incompatible bit 4: 16-byte L2 entries with subcluster bitmaps.
+    extended_l2: bool,
+    /// The external data file's bytes (incompatible bit 2), if any.
+    data_file: Option<Vec<u8>>,
+}
+
+fn zero_padded(bytes: &[u8], offset: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let start = (offset as usize).min(bytes.len());
+    let end = (offset as usize + len).min(bytes.len());
+    out[..end - start].copy_from_slice(&bytes[start..end]);
+    out
 }
 
 fn be32(bytes: &[u8], at: usize) -> u32 {
@@ -201,7 +213,9 @@ impl Qcow2 {
         } else {
             72
         };
+        let incompatible = if version >= 3 { be64(&bytes, 72) } else { 0 };
         let mut fde = None;
+        let mut data_file = None;
         let mut at = header_length;
         while at + 8 <= bytes.len() {
             let (kind, len) = (be32(&bytes, at), be32(&bytes, at + 4) as usize);
@@ -212,6 +226,10 @@ impl Qcow2 {
                 assert_eq!(len, 16, "FDE extension length");
                 fde = Some((be64(&bytes, at + 8), be64(&bytes, at + 16)));
             }
+            if kind == 0x4441_5441 && incompatible & (1 << 2) != 0 {
+                let name = std::str::from_utf8(&bytes[at + 8..at + 8 + len]).unwrap();
+                data_file = Some(std::fs::read(path.parent().unwrap().join(name)).unwrap());
+            }
             at += 8 + len.next_multiple_of(8);
         }
         Self {
@@ -221,6 +239,8 @@ impl Qcow2 {
             l1_entries: u64::from(be32(&bytes, 36)),
             l1_offset: be64(&bytes, 40),
             fde,
+            extended_l2: incompatible & (1 << 4) != 0,
+            data_file,
             bytes,
         }
     }
@@ -235,13 +255,14 @@ impl Qcow2 {
         KeyArea::new(&self.bytes[..], offset, len)
     }
 
-    /// Bytes at `offset`, zeros past the end of the file (as QEMU reads).
+    /// Bytes at `offset` of the image file, zeros past its end (as QEMU reads).
     fn file_bytes(&self, offset: u64, len: usize) -> Vec<u8> {
-        let mut out = vec![0u8; len];
-        let start = (offset as usize).min(self.bytes.len());
-        let end = (offset as usize + len).min(self.bytes.len());
-        out[..end - start].copy_from_slice(&self.bytes[start..end]);
-        out
+        zero_padded(&self.bytes, offset, len)
+    }
+
+    /// Bytes at `offset` of where data clusters live (the data file, if any).
+    fn data_bytes(&self, offset: u64, len: usize) -> Vec<u8> {
+        zero_padded(self.data_file.as_ref().unwrap_or(&self.bytes), offset, len)
     }
 
     /// The virtual disk: unallocated and zero clusters read as zeros,
@@ -250,7 +271,8 @@ impl Qcow2 {
     /// guest offset (legacy AES).
     fn decrypt_disk(&self, cipher: &SectorCipher) -> Vec<u8> {
         let cluster_size = 1usize << self.cluster_bits;
-        let l2_entries = cluster_size as u64 / 8;
+        let entry_bytes = if self.extended_l2 { 16 } else { 8 };
+        let l2_entries = cluster_size as u64 / entry_bytes;
         let mut disk = vec![0u8; self.size as usize];
         let mut decompressor = Decompressor::new();
         for (index, cluster) in disk.chunks_mut(cluster_size).enumerate() {
@@ -262,10 +284,8 @@ impl Qcow2 {
             if l2_offset == 0 {
                 continue;
             }
-            let l2_entry = be64(
-                &self.bytes,
-                (l2_offset + 8 * (index as u64 % l2_entries)) as usize,
-            );
+            let entry_at = (l2_offset + entry_bytes * (index as u64 % l2_entries)) as usize;
+            let l2_entry = be64(&self.bytes, entry_at);
             if l2_entry & (1 << 62) != 0 {
                 let x = 62 - (self.cluster_bits - 8);
                 let offset = l2_entry & ((1 << x) - 1);
@@ -280,10 +300,14 @@ impl Qcow2 {
                 continue;
             }
             let host = l2_entry & 0x00ff_ffff_ffff_fe00;
-            if l2_entry & 1 != 0 || host == 0 {
+            let zero_flag = !self.extended_l2 && l2_entry & 1 != 0;
+            // With an external data file, offset 0 with COPIED set is real
+            // data (guest cluster 0); without COPIED it is unallocated.
+            let copied = l2_entry & (1 << 63) != 0;
+            if zero_flag || (host == 0 && !(self.data_file.is_some() && copied)) {
                 continue;
             }
-            let mut data = self.file_bytes(host, cluster_size);
+            let mut data = self.data_bytes(host, cluster_size);
             let first_sector = if self.crypt_method == 2 {
                 host / 512
             } else {
@@ -291,6 +315,17 @@ impl Qcow2 {
             };
             cipher.decrypt_sectors(first_sector, &mut data).unwrap();
             cluster.copy_from_slice(&data[..cluster.len()]);
+            if self.extended_l2 {
+                // Subclusters not allocated (bit i) or reading as zeros
+                // (bit 32 + i) are zeros, whatever the decrypted bytes say.
+                let bitmap = be64(&self.bytes, entry_at + 8);
+                let subcluster = cluster_size / 32;
+                for (i, part) in cluster.chunks_mut(subcluster).enumerate() {
+                    if bitmap & (1 << i) == 0 || bitmap & (1 << (32 + i)) != 0 {
+                        part.fill(0);
+                    }
+                }
+            }
         }
         disk
     }
@@ -748,4 +783,48 @@ fn key_material_past_the_end_of_the_file_reads_as_zeros_like_qemu() {
     assert!(matches!(error, CryptoError::WrongPassphrase), "{error}");
     assert!(qemu_refusal(&path).contains("Invalid password, cannot unlock any keyslot"));
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn subclusters_decrypt_from_their_host_offset() {
+    // Extended L2 (16 KiB clusters: 512-byte subclusters); the writes leave
+    // partly allocated clusters.
+    let path = luks_qcow2("extended-l2", ",extended_l2=on,cluster_size=16k", false);
+    let image = Qcow2::open(&path);
+    assert!(image.extended_l2);
+    assert_luks_qcow2_reads_like_qemu(&path);
+}
+
+#[test]
+fn a_data_file_decrypts_from_its_own_offsets() {
+    // With an external data file the host offset is the offset in the data
+    // file (equal to the guest offset), and that is what numbers sectors.
+    let data_name = "data-file.qcow2.data";
+    let data_path = cache_dir().join(data_name);
+    let path = cached("data-file.qcow2", |path| {
+        let _ = std::fs::remove_file(&data_path);
+        let opts = format!(
+            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,data_file={}",
+            data_path.display()
+        );
+        run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "--object",
+                &secret_object(),
+                "-o",
+                &opts,
+                path.to_str().unwrap(),
+                VIRTUAL_SIZE,
+            ],
+        );
+        qemu_io_writes(path, "qcow2", false);
+    });
+    let image = Qcow2::open(&path);
+    assert!(image.data_file.is_some());
+    assert_luks_qcow2_reads_like_qemu(&path);
 }
