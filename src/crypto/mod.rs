@@ -3,7 +3,7 @@
 //!
 //! Pure functions over bytes and a caller's [`BlockRead`](crate::BlockRead);
 //! no allocation, no `unsafe`, RustCrypto's `aes`, `cbc`, `ctr`,
-//! `xts-mode`, `pbkdf2`/`hmac` and hashes, with key material zeroized on
+//! `pbkdf2`/`hmac` and hashes, with key material zeroized on
 //! drop (`zeroize`).
 //!
 //! ```no_run

@@ -6,6 +6,13 @@
 //! schedules are zeroized when the [`SectorCipher`] is dropped (the `aes`
 //! crate's `zeroize` feature; CBC and CTR work on short-lived copies that
 //! zeroize themselves too).
+//!
+//! XTS is written here rather than taken from `xts-mode`, which decrypts
+//! one block at a time: computing a sector's 32 tweaks first and handing
+//! all 32 blocks to the cipher at once lets AES-NI pipeline them, measured
+//! 3 to 4 times faster (aes-256-xts, 64 MiB). Sectors are always 512 bytes,
+//! so there is no ciphertext stealing. `xts-mode` stays the reference in
+//! the tests.
 
 use aes::{Aes128, Aes192, Aes256};
 use cipher::inout::InOutBuf;
@@ -13,7 +20,6 @@ use cipher::{
     BlockCipher, BlockDecrypt, BlockDecryptMut, BlockEncrypt, BlockSizeUser, InnerIvInit, KeyInit,
     StreamCipher,
 };
-use xts_mode::Xts128;
 use zeroize::Zeroizing;
 
 use super::error::CryptoError;
@@ -52,7 +58,8 @@ enum Keyed<C: Block16> {
     Ecb(C),
     Cbc(C),
     Ctr(C),
-    Xts(Xts128<C>),
+    /// Data cipher, tweak cipher.
+    Xts(C, C),
 }
 
 impl<C: Block16> Keyed<C> {
@@ -66,7 +73,7 @@ impl<C: Block16> Keyed<C> {
             // The first half keys the data, the second the tweak (IEEE 1619, nettle, QEMU).
             CipherMode::Xts => {
                 let (data, tweak) = key.split_at(key.len() / 2);
-                Keyed::Xts(Xts128::new(cipher(data), cipher(tweak)))
+                Keyed::Xts(cipher(data), cipher(tweak))
             }
         }
     }
@@ -90,9 +97,43 @@ impl<C: Block16> Keyed<C> {
                 let mut keystream = ctr::Ctr128BE::<C>::from_core(core);
                 keystream.apply_keystream(sector);
             }
-            Keyed::Xts(xts) => xts.decrypt_sector(sector, iv),
+            Keyed::Xts(data, tweak) => xts_decrypt_sector(data, tweak, iv, sector),
         }
     }
+}
+
+/// Blocks in a sector.
+const SECTOR_BLOCKS: usize = SECTOR_BYTES / BLOCK_BYTES;
+
+/// XTS (IEEE 1619) decryption of one whole sector: tweak `T_0 = E_tweak(iv)`,
+/// `T_{i+1} = T_i * x` in GF(2^128) (little-endian, reduction 0x87), and
+/// block `i` is `D_data(C_i ^ T_i) ^ T_i`.
+fn xts_decrypt_sector<C: Block16>(data: &C, tweak: &C, iv: [u8; BLOCK_BYTES], sector: &mut [u8]) {
+    let mut tweaks = [[0u8; BLOCK_BYTES]; SECTOR_BLOCKS];
+    let mut current = iv;
+    tweak.encrypt_block((&mut current).into());
+    for slot in tweaks.iter_mut() {
+        *slot = current;
+        current = gf128_double(current);
+    }
+    let xor_tweaks = |sector: &mut [u8]| {
+        for (block, tweak) in sector.chunks_exact_mut(BLOCK_BYTES).zip(&tweaks) {
+            for (byte, t) in block.iter_mut().zip(tweak) {
+                *byte ^= t;
+            }
+        }
+    };
+    xor_tweaks(sector);
+    let (blocks, _) = InOutBuf::from(&mut *sector).into_chunks();
+    data.decrypt_blocks_inout(blocks);
+    xor_tweaks(sector);
+}
+
+/// Multiplication by x in XTS's GF(2^128), the tweak read as a little-endian number.
+fn gf128_double(tweak: [u8; BLOCK_BYTES]) -> [u8; BLOCK_BYTES] {
+    let value = u128::from_le_bytes(tweak);
+    let carry = if value >> 127 != 0 { 0x87 } else { 0 };
+    ((value << 1) ^ carry).to_le_bytes()
 }
 
 /// The data cipher, for whichever key size the header names.
@@ -270,6 +311,44 @@ mod tests {
         let cipher = SectorCipher::new(&spec(CipherMode::Cbc, IvGenerator::Plain64), &key).unwrap();
         cipher.decrypt_sectors(41, &mut encrypted).unwrap();
         assert_eq!(encrypted, plain);
+    }
+
+    #[test]
+    fn xts_matches_the_xts_mode_crate() {
+        let key: [u8; 64] = core::array::from_fn(|i| (i * 3) as u8);
+        let plain: [u8; 2048] = core::array::from_fn(|i| (i * 7 + 1) as u8);
+        let reference = xts_mode::Xts128::new(
+            Aes256::new_from_slice(&key[..32]).unwrap(),
+            Aes256::new_from_slice(&key[32..]).unwrap(),
+        );
+        let mut encrypted = plain;
+        for (index, sector) in encrypted.chunks_exact_mut(512).enumerate() {
+            let mut tweak = [0u8; 16];
+            tweak[..8].copy_from_slice(&(u64::MAX - 1).wrapping_add(index as u64).to_le_bytes());
+            reference.encrypt_sector(sector, tweak);
+        }
+        let mut spec = spec(CipherMode::Xts, IvGenerator::Plain64);
+        spec.cipher = CipherAlgorithm::Aes256;
+        let cipher = SectorCipher::new(&spec, &key).unwrap();
+        // Sector numbers wrap past u64::MAX, as QEMU's counter does.
+        cipher
+            .decrypt_sectors(u64::MAX - 1, &mut encrypted)
+            .unwrap();
+        assert_eq!(encrypted, plain);
+    }
+
+    #[test]
+    fn gf128_doubling_carries_across_halves_and_reduces() {
+        let mut low_top = [0u8; 16];
+        low_top[7] = 0x80;
+        let mut expected = [0u8; 16];
+        expected[8] = 1;
+        assert_eq!(gf128_double(low_top), expected);
+        let mut high_top = [0u8; 16];
+        high_top[15] = 0x80;
+        let mut reduced = [0u8; 16];
+        reduced[0] = 0x87;
+        assert_eq!(gf128_double(high_top), reduced);
     }
 
     #[test]
