@@ -29,11 +29,12 @@ fuzz_target!(|data: &[u8]| {
     let (passphrase, area_bytes) = rest.split_at(passphrase_len);
 
     let heap = HeapWatch::start();
-    let header = match LuksHeader::parse(area_bytes) {
+    let parsed = LuksHeader::parse(area_bytes);
+    assert_eq!(heap.largest(), 0, "parse allocated");
+    let header = match parsed {
         Ok(header) => header,
         Err(error) => {
             assert!(!error.to_string().is_empty());
-            assert_eq!(heap.largest(), 0, "parse allocated");
             return;
         }
     };
@@ -50,7 +51,9 @@ fuzz_target!(|data: &[u8]| {
     // also cut to the input; the store panics on any read outside it.
     let store = Strict(area_bytes, Role::Top);
     let area = KeyArea::new(&store, 0, header.payload_offset());
+    let heap = HeapWatch::start();
     let result = unlock(&header, &area, passphrase, &LIMITS);
+    assert_eq!(heap.largest(), 0, "unlock allocated");
     let key = match &result {
         Ok(key) => {
             assert_eq!(key.as_bytes().len(), key_bytes);
@@ -62,7 +65,6 @@ fuzz_target!(|data: &[u8]| {
             None
         }
     };
-    assert_eq!(heap.largest(), 0, "unlock allocated");
     let _ = check_master_key(&header, passphrase, &LIMITS);
 
     let key = key.unwrap_or_else(|| (0..key_bytes).map(|i| i as u8).collect());
