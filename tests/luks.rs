@@ -550,7 +550,7 @@ fn billions_of_iterations_are_refused_before_any_work() {
             error,
             CryptoError::IterationLimit {
                 slot: Some(0),
-                limit: 10_000_000,
+                limit: 50_000_000,
                 ..
             }
         ),
