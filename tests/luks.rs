@@ -828,3 +828,57 @@ fn a_data_file_decrypts_from_its_own_offsets() {
     assert!(image.data_file.is_some());
     assert_luks_qcow2_reads_like_qemu(&path);
 }
+
+#[test]
+fn slots_are_tried_in_order_until_one_opens() {
+    // `qemu-img amend` enables slot 1 with a second passphrase; both open
+    // the same master key, and the second is found after slot 0 fails.
+    let path = cached("two-slots.qcow2", |path| {
+        std::fs::copy(default_image(), path).unwrap();
+        run(
+            "qemu-img",
+            &[
+                "amend",
+                "--object",
+                &secret_object(),
+                "--object",
+                "secret,id=sec1,data=second passphrase",
+                "--image-opts",
+                &format!(
+                    "driver=qcow2,file.filename={},encrypt.key-secret=sec0",
+                    path.display()
+                ),
+                "-o",
+                "encrypt.state=active,encrypt.new-secret=sec1,encrypt.iter-time=10",
+            ],
+        );
+    });
+    let image = Qcow2::open(&path);
+    let header = image.luks_header();
+    assert!(header.slots()[0].active && header.slots()[1].active);
+    let limits = UnlockLimits::default();
+    let first = unlock(&header, &image.key_area(), PASSPHRASE.as_bytes(), &limits).unwrap();
+    let second = unlock(&header, &image.key_area(), b"second passphrase", &limits).unwrap();
+    assert_eq!(first.as_bytes(), second.as_bytes());
+    // Both slots plus two digests: a limit that covers only slot 0 and
+    // its digest refuses before trying slot 1.
+    let slot0 = u64::from(header.slots()[0].iterations + header.master_key_iterations());
+    let error = unlock(
+        &header,
+        &image.key_area(),
+        b"second passphrase",
+        &UnlockLimits {
+            max_iterations: slot0,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, CryptoError::IterationLimit { slot: Some(1), .. }),
+        "{error}"
+    );
+    assert_same(
+        &qemu_decrypted(&path, "qcow2"),
+        &image.decrypt_disk(&SectorCipher::new(header.spec(), second.as_bytes()).unwrap()),
+        "two slots",
+    );
+}
