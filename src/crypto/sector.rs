@@ -269,6 +269,11 @@ impl SectorCipher {
     }
 }
 
+// Every key schedule inside (AES data, tweak and ESSIV ciphers, and the
+// short-lived CBC/CTR states) zeroizes itself on drop: the `zeroize`
+// features of `aes`, `cbc` and `ctr`, checked by a test below.
+impl zeroize::ZeroizeOnDrop for SectorCipher {}
+
 /// `qcrypto_ivgen_essiv_init`: the ESSIV key is the hash of the whole master
 /// key (both halves for XTS), cut to the ESSIV cipher's key length.
 fn essiv_from_key(cipher: CipherAlgorithm, hash: HashAlgorithm, key: &[u8]) -> EssivCipher {
@@ -349,6 +354,18 @@ mod tests {
         let mut reduced = [0u8; 16];
         reduced[0] = 0x87;
         assert_eq!(gf128_double(high_top), reduced);
+    }
+
+    #[test]
+    fn every_key_holder_zeroizes_on_drop() {
+        fn zeroizes<T: zeroize::ZeroizeOnDrop>() {}
+        zeroizes::<Aes128>();
+        zeroizes::<Aes192>();
+        zeroizes::<Aes256>();
+        zeroizes::<cbc::Decryptor<Aes256>>();
+        zeroizes::<ctr::Ctr128BE<Aes256>>();
+        zeroizes::<SectorCipher>();
+        zeroizes::<crate::crypto::MasterKey>();
     }
 
     #[test]

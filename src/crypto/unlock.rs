@@ -59,6 +59,8 @@ impl Drop for MasterKey {
     }
 }
 
+impl zeroize::ZeroizeOnDrop for MasterKey {}
+
 impl core::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "MasterKey({} bytes, hidden)", self.len)
