@@ -540,8 +540,10 @@ fn billions_of_iterations_are_refused_before_any_work() {
         &UnlockLimits::default(),
     )
     .unwrap_err();
+    // PBKDF2 of u32::MAX iterations would take hours; the refusal takes
+    // microseconds (1 s leaves room for a loaded machine).
     assert!(
-        started.elapsed().as_millis() < 100,
+        started.elapsed().as_millis() < 1000,
         "{:?}",
         started.elapsed()
     );
