@@ -128,6 +128,8 @@ mod cache;
 pub mod chain;
 mod codec;
 mod config;
+#[cfg(feature = "luks")]
+pub mod crypto;
 mod error;
 pub mod extension;
 pub mod feature;
