@@ -130,6 +130,8 @@ mod codec;
 mod config;
 #[cfg(feature = "luks")]
 pub mod crypto;
+#[cfg(feature = "luks")]
+mod encryption;
 mod error;
 pub mod extension;
 pub mod feature;
@@ -150,6 +152,8 @@ pub use config::Config;
 pub use error::{
     CorruptError, DecodeError, Error, FeatureName, HeaderError, Storage, TableKind, Unsupported,
 };
+#[cfg(feature = "luks")]
+pub use encryption::Encryption;
 pub use header::{is_qcow2, CompressionType, Header};
 pub use image::{Image, ImageBuilder, NoBacking, Raw, READS_PER_UNIT};
 #[cfg(feature = "std")]

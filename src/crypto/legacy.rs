@@ -31,7 +31,7 @@ pub fn legacy_aes_cipher(passphrase: &[u8]) -> SectorCipher {
 }
 
 /// AES-128-CBC with `plain64` IVs; the hash is unused (there is no key derivation).
-fn legacy_spec() -> CipherSpec {
+pub(crate) fn legacy_spec() -> CipherSpec {
     CipherSpec {
         cipher: CipherAlgorithm::Aes128,
         mode: CipherMode::Cbc,
