@@ -4,9 +4,12 @@
 //! for byte with `qemu-img convert`'s decryption; wrong passphrases and
 //! hostile headers refused with their named error.
 //!
-//! The read path does not decrypt yet, so the test walks the L1/L2 tables
-//! by hand (uncompressed images and deflate clusters only): that walk is
-//! the test's, not a second copy of the crate's format rules.
+//! Every image is read twice: through the crate's read path
+//! (`Image::builder(..).passphrase(..)`, then `read_at` over the whole disk,
+//! in odd-sized chunks and at scattered offsets), and by the crypto core
+//! alone over the test's own walk of the L1/L2 tables (uncompressed images
+//! and deflate clusters only: that walk is the test's, not a second copy of
+//! the crate's format rules), so a failure says which layer is wrong.
 //!
 //! `qemu-img create` calibrates PBKDF2 for about a second of CPU per image,
 //! so images and QEMU's raw output are cached under `CARGO_TARGET_TMPDIR`.
@@ -21,14 +24,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use qcow2_reader::codec::Decompressor;
 use qcow2_reader::crypto::{
     check_master_key, legacy_aes_cipher, unlock, CryptoError, KeyArea, LuksHeader, SectorCipher,
     SlotProblem, UnlockLimits,
 };
-use qcow2_reader::CompressionType;
+use qcow2_reader::{Config, Encryption, Error, Image, NoBacking, Unsupported};
 
-use common::assert_same;
+use common::{assert_same, assert_scattered_reads, crate_read};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 /// Changing how images are made must not reuse old cached ones.
@@ -274,7 +276,6 @@ impl Qcow2 {
         let entry_bytes = if self.extended_l2 { 16 } else { 8 };
         let l2_entries = cluster_size as u64 / entry_bytes;
         let mut disk = vec![0u8; self.size as usize];
-        let mut decompressor = Decompressor::new();
         for (index, cluster) in disk.chunks_mut(cluster_size).enumerate() {
             let guest = index as u64 * cluster_size as u64;
             let l1_index = index as u64 / l2_entries;
@@ -293,9 +294,17 @@ impl Qcow2 {
                 let len = sectors * 512 - (offset & 511);
                 let input = self.file_bytes(offset, len as usize);
                 let mut out = vec![0u8; cluster_size];
-                decompressor
-                    .decompress(CompressionType::Deflate, &input, &mut out)
-                    .unwrap();
+                // Raw deflate (QEMU's windowBits -12), inflated by the
+                // reference implementation, not the crate.
+                use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+                let (status, _, produced) = decompress(
+                    &mut DecompressorOxide::new(),
+                    &input,
+                    &mut out,
+                    0,
+                    inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+                );
+                assert!(status as i32 >= 0 && produced == cluster_size, "{status:?}");
                 cluster.copy_from_slice(&out[..cluster.len()]);
                 continue;
             }
@@ -331,8 +340,42 @@ impl Qcow2 {
     }
 }
 
+type FileImage = Image<'static, std::fs::File, NoBacking>;
+
+/// The builder of the image at `path`, with its external data file if it names one.
+fn builder(path: &Path) -> qcow2_reader::ImageBuilder<std::fs::File> {
+    let builder = Image::builder(std::fs::File::open(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    match builder.header().data_file() {
+        Some(name) => {
+            let data = path.parent().unwrap().join(name.to_str().unwrap());
+            builder.data_file(std::fs::File::open(data).unwrap())
+        }
+        None => builder,
+    }
+}
+
+/// Opens `path` through the crate's read path, unlocked with `passphrase`.
+fn open_with(path: &Path, passphrase: &[u8]) -> Result<FileImage, Error<std::io::Error>> {
+    builder(path)
+        .passphrase(passphrase, &UnlockLimits::default())?
+        .open_alloc(&Config::default())
+}
+
+/// The crate's read path against QEMU's decryption: whole, in odd-sized
+/// chunks (partial sectors at both ends of most reads), and scattered.
+fn assert_library_reads(expected: &[u8], image: &FileImage, what: &str) {
+    assert_same(expected, &crate_read(image, 1 << 20), what);
+    assert_same(expected, &crate_read(image, 4096 + 512 + 7), what);
+    assert_scattered_reads(expected, image);
+}
+
 /// Unlocks with the passphrase, decrypts every cluster, compares with QEMU.
 fn assert_luks_qcow2_reads_like_qemu(path: &Path) -> LuksHeader {
+    let expected = qemu_decrypted(path, "qcow2");
+    let library = open_with(path, PASSPHRASE.as_bytes())
+        .unwrap_or_else(|e| panic!("{}: open: {e}", path.display()));
+    assert_library_reads(&expected, &library, &path.display().to_string());
     let image = Qcow2::open(path);
     assert_eq!(image.crypt_method, 2);
     let header = image.luks_header();
@@ -344,7 +387,7 @@ fn assert_luks_qcow2_reads_like_qemu(path: &Path) -> LuksHeader {
     )
     .unwrap_or_else(|e| panic!("{}: unlock: {e}", path.display()));
     let cipher = SectorCipher::new(header.spec(), key.as_bytes()).unwrap();
-    let expected = qemu_decrypted(path, "qcow2");
+    assert_eq!(library.header().luks_header(), Some(&header));
     let actual = image.decrypt_disk(&cipher);
     assert_same(&expected, &actual, &path.display().to_string());
     // The written patterns are really there (QEMU's output is not all zeros).
@@ -438,6 +481,116 @@ fn compressed_clusters_are_stored_in_the_clear() {
 }
 
 #[test]
+fn an_encrypted_image_without_a_key_is_refused_by_name() {
+    let path = default_image();
+    let builder = builder(&path);
+    let Some(Encryption::Luks(header)) = builder.encryption() else {
+        panic!("a LUKS image reports its encryption");
+    };
+    assert_eq!(header.spec().cipher.name(), "aes-256");
+    let error = builder.open_alloc(&Config::default()).unwrap_err();
+    assert!(
+        matches!(error, Error::Unsupported(Unsupported::NeedsKey { method: 2 })),
+        "{error}"
+    );
+    assert!(error.to_string().contains("no passphrase or key"), "{error}");
+    // The work limit travels with the passphrase, and refuses before any work.
+    let error = builder_of_default()
+        .passphrase(PASSPHRASE.as_bytes(), &UnlockLimits { max_iterations: 1 })
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Crypto(CryptoError::IterationLimit { slot: Some(0), .. })),
+        "{error}"
+    );
+}
+
+fn builder_of_default() -> qcow2_reader::ImageBuilder<std::fs::File> {
+    builder(&default_image())
+}
+
+#[test]
+fn the_read_path_takes_the_master_key_too() {
+    let path = default_image();
+    let image = Qcow2::open(&path);
+    let header = image.luks_header();
+    let limits = UnlockLimits::default();
+    let key = unlock(&header, &image.key_area(), PASSPHRASE.as_bytes(), &limits).unwrap();
+    let library = builder(&path)
+        .master_key(key.as_bytes(), &limits)
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
+    assert_library_reads(&qemu_decrypted(&path, "qcow2"), &library, "master key");
+    let mut wrong = key.as_bytes().to_vec();
+    wrong[0] ^= 1;
+    let error = builder(&path).master_key(&wrong, &limits).unwrap_err();
+    assert!(
+        matches!(error, Error::Crypto(CryptoError::WrongMasterKey)),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
+    // Each image has its own LUKS header and master key; the top one's
+    // writes cover part of the base's, and the rest reads through.
+    let base = luks_qcow2("chain-base", ",encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv", false);
+    let top = cached("chain-top.qcow2", |path| {
+        let opts = format!(
+            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,backing_file={},backing_fmt=qcow2",
+            base.display()
+        );
+        run(
+            "qemu-img",
+            &[
+                "create", "-q", "-u", "-f", "qcow2", "--object", &secret_object(), "-o", &opts,
+                path.to_str().unwrap(), VIRTUAL_SIZE,
+            ],
+        );
+        let image_opts = format!(
+            "driver=qcow2,encrypt.key-secret=sec0,backing.encrypt.key-secret=sec0,file.filename={}",
+            path.display()
+        );
+        run(
+            "qemu-io",
+            &[
+                "--object", &secret_object(), "--image-opts", &image_opts,
+                "-c", "write -P 0x66 32768 64k", "-c", "write -P 0x77 3146240 1536",
+            ],
+        );
+    });
+    let raw = cached("chain-top.qcow2.raw", |out| {
+        let image_opts = format!(
+            "driver=qcow2,encrypt.key-secret=sec0,backing.encrypt.key-secret=sec0,file.filename={}",
+            top.display()
+        );
+        run(
+            "qemu-img",
+            &[
+                "convert", "--object", &secret_object(), "--image-opts", &image_opts, "-O", "raw",
+                out.to_str().unwrap(),
+            ],
+        );
+    });
+    let expected = std::fs::read(raw).unwrap();
+    assert_eq!(expected[0], 0x11, "base data reads through");
+    assert_eq!(expected[32768], 0x66, "top data");
+    assert_eq!(expected[3145728], 0x44, "base sector beside the top's");
+    assert_eq!(expected[3146240], 0x77, "top sector");
+    let base_image = open_with(&base, PASSPHRASE.as_bytes()).unwrap();
+    let chain = Image::builder(std::fs::File::open(&top).unwrap())
+        .unwrap()
+        .backing(base_image)
+        .passphrase(PASSPHRASE.as_bytes(), &UnlockLimits::default())
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
+    assert_same(&expected, &crate_read(&chain, 1 << 20), "encrypted chain");
+    assert_same(&expected, &crate_read(&chain, 4096 + 512 + 7), "encrypted chain, odd reads");
+    assert_scattered_reads(&expected, &chain);
+}
+
+#[test]
 fn a_given_master_key_decrypts_like_the_passphrase() {
     let image = Qcow2::open(&default_image());
     let header = image.luks_header();
@@ -470,6 +623,11 @@ fn a_wrong_passphrase_is_its_own_error() {
     )
     .unwrap_err();
     assert!(matches!(error, CryptoError::WrongPassphrase), "{error}");
+    let error = open_with(&path, b"correct horse battery stapl").unwrap_err();
+    assert!(
+        matches!(error, Error::Crypto(CryptoError::WrongPassphrase)),
+        "{error}"
+    );
     // QEMU agrees.
     let out = Command::new("qemu-img")
         .args([
@@ -753,6 +911,27 @@ fn legacy_aes_reads_like_qemu_with_guest_sector_numbers() {
     // No check exists: a wrong passphrase decrypts to garbage, not an error.
     let garbage = image.decrypt_disk(&legacy_aes_cipher(b"wrong"));
     assert_ne!(garbage, expected);
+
+    // The read path, with the same API as LUKS.
+    assert!(matches!(builder(&path).encryption(), Some(Encryption::Aes)));
+    let library = open_with(&path, PASSPHRASE.as_bytes()).unwrap();
+    assert_library_reads(&expected, &library, "legacy AES, read path");
+    let wrong = open_with(&path, b"wrong").unwrap();
+    assert_ne!(crate_read(&wrong, 1 << 20), expected);
+    // The key is the passphrase cut or padded to 16 bytes.
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&PASSPHRASE.as_bytes()[..16]);
+    let keyed = builder(&path)
+        .master_key(&key, &UnlockLimits::default())
+        .unwrap()
+        .open_alloc(&Config::default())
+        .unwrap();
+    assert_same(&expected, &crate_read(&keyed, 1 << 20), "legacy AES, master key");
+    let error = builder(&path).open_alloc(&Config::default()).unwrap_err();
+    assert!(
+        matches!(error, Error::Unsupported(Unsupported::NeedsKey { method: 1 })),
+        "{error}"
+    );
 }
 
 #[test]
