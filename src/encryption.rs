@@ -62,7 +62,9 @@ impl ImageCipher {
             None => return Ok(None),
             Some(Encryption::Aes) => legacy_aes_cipher(passphrase),
             Some(Encryption::Luks(luks)) => {
-                let (offset, len) = header.crypto_area().ok_or(HeaderError::MissingCryptoHeader)?;
+                let (offset, len) = header
+                    .crypto_area()
+                    .ok_or(HeaderError::MissingCryptoHeader)?;
                 let area = KeyArea::new(storage, offset, len);
                 let key = unlock(luks, &area, passphrase, limits).map_err(Error::Crypto)?;
                 luks_cipher(luks, key.as_bytes())?

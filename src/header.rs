@@ -476,7 +476,13 @@ impl Header {
                 return Err(HeaderError::CryptoAreaTooShort { len: area_len }.into());
             }
             let mut luks = [0u8; HEADER_BYTES];
-            read_located(storage, Storage::Image, self.file_size, area_offset, &mut luks)?;
+            read_located(
+                storage,
+                Storage::Image,
+                self.file_size,
+                area_offset,
+                &mut luks,
+            )?;
             let header = crate::crypto::LuksHeader::parse(&luks).map_err(HeaderError::Luks)?;
             self.luks = Some(header);
         }

@@ -162,7 +162,11 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
     /// header's master key iterations, bounded by `limits`), for legacy AES
     /// the 16-byte key. For an unencrypted image this does nothing.
     #[cfg(feature = "luks")]
-    pub fn master_key(mut self, key: &[u8], limits: &UnlockLimits) -> Result<Self, Error<R::Error>> {
+    pub fn master_key(
+        mut self,
+        key: &[u8],
+        limits: &UnlockLimits,
+    ) -> Result<Self, Error<R::Error>> {
         self.cipher = ImageCipher::from_master_key(&self.header, key, limits)?;
         Ok(self)
     }

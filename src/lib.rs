@@ -149,11 +149,11 @@ pub mod table;
 
 pub use block::{BlockRead, OutOfBounds};
 pub use config::Config;
+#[cfg(feature = "luks")]
+pub use encryption::Encryption;
 pub use error::{
     CorruptError, DecodeError, Error, FeatureName, HeaderError, Storage, TableKind, Unsupported,
 };
-#[cfg(feature = "luks")]
-pub use encryption::Encryption;
 pub use header::{is_qcow2, CompressionType, Header};
 pub use image::{Image, ImageBuilder, NoBacking, Raw, READS_PER_UNIT};
 #[cfg(feature = "std")]

@@ -490,16 +490,25 @@ fn an_encrypted_image_without_a_key_is_refused_by_name() {
     assert_eq!(header.spec().cipher.name(), "aes-256");
     let error = builder.open_alloc(&Config::default()).unwrap_err();
     assert!(
-        matches!(error, Error::Unsupported(Unsupported::NeedsKey { method: 2 })),
+        matches!(
+            error,
+            Error::Unsupported(Unsupported::NeedsKey { method: 2 })
+        ),
         "{error}"
     );
-    assert!(error.to_string().contains("no passphrase or key"), "{error}");
+    assert!(
+        error.to_string().contains("no passphrase or key"),
+        "{error}"
+    );
     // The work limit travels with the passphrase, and refuses before any work.
     let error = builder_of_default()
         .passphrase(PASSPHRASE.as_bytes(), &UnlockLimits { max_iterations: 1 })
         .unwrap_err();
     assert!(
-        matches!(error, Error::Crypto(CryptoError::IterationLimit { slot: Some(0), .. })),
+        matches!(
+            error,
+            Error::Crypto(CryptoError::IterationLimit { slot: Some(0), .. })
+        ),
         "{error}"
     );
 }
@@ -534,7 +543,11 @@ fn the_read_path_takes_the_master_key_too() {
 fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
     // Each image has its own LUKS header and master key; the top one's
     // writes cover part of the base's, and the rest reads through.
-    let base = luks_qcow2("chain-base", ",encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv", false);
+    let base = luks_qcow2(
+        "chain-base",
+        ",encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv",
+        false,
+    );
     let top = cached("chain-top.qcow2", |path| {
         let opts = format!(
             "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,backing_file={},backing_fmt=qcow2",
@@ -543,8 +556,17 @@ fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
         run(
             "qemu-img",
             &[
-                "create", "-q", "-u", "-f", "qcow2", "--object", &secret_object(), "-o", &opts,
-                path.to_str().unwrap(), VIRTUAL_SIZE,
+                "create",
+                "-q",
+                "-u",
+                "-f",
+                "qcow2",
+                "--object",
+                &secret_object(),
+                "-o",
+                &opts,
+                path.to_str().unwrap(),
+                VIRTUAL_SIZE,
             ],
         );
         let image_opts = format!(
@@ -554,8 +576,14 @@ fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
         run(
             "qemu-io",
             &[
-                "--object", &secret_object(), "--image-opts", &image_opts,
-                "-c", "write -P 0x66 32768 64k", "-c", "write -P 0x77 3146240 1536",
+                "--object",
+                &secret_object(),
+                "--image-opts",
+                &image_opts,
+                "-c",
+                "write -P 0x66 32768 64k",
+                "-c",
+                "write -P 0x77 3146240 1536",
             ],
         );
     });
@@ -567,7 +595,13 @@ fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
         run(
             "qemu-img",
             &[
-                "convert", "--object", &secret_object(), "--image-opts", &image_opts, "-O", "raw",
+                "convert",
+                "--object",
+                &secret_object(),
+                "--image-opts",
+                &image_opts,
+                "-O",
+                "raw",
                 out.to_str().unwrap(),
             ],
         );
@@ -586,7 +620,11 @@ fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
         .open_alloc(&Config::default())
         .unwrap();
     assert_same(&expected, &crate_read(&chain, 1 << 20), "encrypted chain");
-    assert_same(&expected, &crate_read(&chain, 4096 + 512 + 7), "encrypted chain, odd reads");
+    assert_same(
+        &expected,
+        &crate_read(&chain, 4096 + 512 + 7),
+        "encrypted chain, odd reads",
+    );
     assert_scattered_reads(&expected, &chain);
 }
 
@@ -926,10 +964,17 @@ fn legacy_aes_reads_like_qemu_with_guest_sector_numbers() {
         .unwrap()
         .open_alloc(&Config::default())
         .unwrap();
-    assert_same(&expected, &crate_read(&keyed, 1 << 20), "legacy AES, master key");
+    assert_same(
+        &expected,
+        &crate_read(&keyed, 1 << 20),
+        "legacy AES, master key",
+    );
     let error = builder(&path).open_alloc(&Config::default()).unwrap_err();
     assert!(
-        matches!(error, Error::Unsupported(Unsupported::NeedsKey { method: 1 })),
+        matches!(
+            error,
+            Error::Unsupported(Unsupported::NeedsKey { method: 1 })
+        ),
         "{error}"
     );
 }
