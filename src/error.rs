@@ -168,7 +168,8 @@ pub enum HeaderError {
         /// The crypt_method field.
         method: u32,
     },
-    /// The image is encrypted; this crate has no key handling.
+    /// The image is encrypted and this build has no decryption (the `luks`
+    /// cargo feature is off).
     Encrypted {
         /// 1 = AES-128-CBC, 2 = LUKS.
         method: u32,
@@ -192,11 +193,35 @@ pub enum HeaderError {
         /// Its length.
         len: u32,
     },
-    /// A crypto header extension where it cannot be (wrong method or length, unaligned offset).
-    InvalidCryptoExtension {
+    /// A full disk encryption header extension in an image whose
+    /// crypt_method is not 2 (LUKS).
+    CryptoExtensionWithoutLuks {
+        /// The crypt_method field.
+        method: u32,
+    },
+    /// A full disk encryption header extension whose length is not 16.
+    CryptoExtensionSize {
         /// Its length field.
         len: u32,
     },
+    /// The LUKS header's offset is not a multiple of the cluster size.
+    CryptoHeaderUnaligned {
+        /// The offset in the extension.
+        offset: u64,
+        /// The cluster size.
+        cluster_size: u64,
+    },
+    /// crypt_method 2 (LUKS) without the full disk encryption header extension.
+    MissingCryptoHeader,
+    /// The LUKS area is shorter than the 592-byte LUKS1 header (QEMU:
+    /// "Request for data outside of extension header").
+    CryptoAreaTooShort {
+        /// The length in the extension.
+        len: u64,
+    },
+    /// The LUKS header inside the image is refused.
+    #[cfg(feature = "luks")]
+    Luks(crate::crypto::CryptoError),
     /// A bitmaps extension whose length or contents QEMU refuses.
     InvalidBitmapsExtension {
         /// Its length field.
@@ -279,7 +304,7 @@ impl fmt::Display for HeaderError {
             UnknownEncryptionMethod { method } => write!(f, "unsupported encryption method {method}"),
             Encrypted { method } => write!(
                 f,
-                "image is encrypted ({}); encrypted images are not supported",
+                "image is encrypted ({}); enable the `luks` cargo feature to read it",
                 if method == 1 { "AES-128-CBC" } else { "LUKS" }
             ),
             ExtensionOffset { offset } => write!(f, "header extension at offset {offset:#x} is beyond the first cluster"),
@@ -288,7 +313,22 @@ impl fmt::Display for HeaderError {
                 "header extension {kind:#010x} at offset {offset:#x} has length {len}, more than the space left"
             ),
             BackingFormatTooLong { len } => write!(f, "backing format name of {len} bytes is too long (at most 15)"),
-            InvalidCryptoExtension { len } => write!(f, "invalid full disk encryption header extension (length {len})"),
+            CryptoExtensionWithoutLuks { method } => write!(
+                f,
+                "CRYPTO header extension only expected with LUKS encryption method (crypt_method is {method})"
+            ),
+            CryptoExtensionSize { len } => write!(f, "CRYPTO header extension size {len}, but expected size 16"),
+            CryptoHeaderUnaligned { offset, cluster_size } => write!(
+                f,
+                "Encryption header offset '{offset}' is not a multiple of cluster size '{cluster_size}'"
+            ),
+            MissingCryptoHeader => f.write_str("Missing CRYPTO header for crypt method 2"),
+            CryptoAreaTooShort { len } => write!(
+                f,
+                "the LUKS area of {len} bytes cannot hold the 592-byte LUKS header"
+            ),
+            #[cfg(feature = "luks")]
+            Luks(error) => write!(f, "LUKS header: {error}"),
             InvalidBitmapsExtension { len } => write!(f, "invalid bitmaps extension (length {len})"),
             DataFileNameTooLong { len } => write!(f, "external data file name of {len} bytes is too long (at most 1023)"),
             MissingDataFileName => f.write_str("external data file bit is set but the image names no data file"),
@@ -499,6 +539,12 @@ pub enum Unsupported {
         /// Why.
         reason: &'static str,
     },
+    /// The image is encrypted and no passphrase or key was given (QEMU:
+    /// "Parameter 'encrypt.key-secret' is required for cipher").
+    NeedsKey {
+        /// The crypt_method field: 1 = AES-128-CBC, 2 = LUKS.
+        method: u32,
+    },
 }
 
 impl fmt::Display for Unsupported {
@@ -518,6 +564,11 @@ impl fmt::Display for Unsupported {
                 f.write_str("image has an external data file, and none was supplied")
             }
             Unsupported::Config { reason } => write!(f, "invalid configuration: {reason}"),
+            Unsupported::NeedsKey { method } => write!(
+                f,
+                "image is encrypted ({}) and no passphrase or key was given",
+                if method == 1 { "AES-128-CBC" } else { "LUKS" }
+            ),
         }
     }
 }
@@ -570,6 +621,10 @@ pub enum Error<E> {
     },
     /// A snapshot id or name that the snapshot table does not have.
     NoSuchSnapshot,
+    /// Unlocking the image's key failed (wrong passphrase, work limit,
+    /// key material unreadable), or the data could not be decrypted.
+    #[cfg(feature = "luks")]
+    Crypto(crate::crypto::CryptoError<E>),
     /// A read through a backing image failed in that image: which image of
     /// the chain it is, and its own error. (Needs `alloc`; without it the
     /// backing's error is passed on as it is.)
@@ -677,6 +732,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 write!(f, "the configuration needs {needed} bytes of memory, {given} given")
             }
             Error::NoSuchSnapshot => f.write_str("no snapshot with that id or name"),
+            #[cfg(feature = "luks")]
+            Error::Crypto(error) => write!(f, "encryption: {error}"),
             #[cfg(feature = "alloc")]
             Error::Backing { depth, name, error } => {
                 write!(f, "backing image {depth} of the chain")?;

@@ -71,10 +71,14 @@ pub enum Extension {
         /// Offset of the bitmap directory.
         directory_offset: u64,
     },
-    /// Full disk encryption header location (only valid with LUKS).
+    /// Full disk encryption header location (only valid with LUKS): the
+    /// extension's own place; [`Header`](crate::Header) checks it against
+    /// crypt_method and reads the LUKS area's offset and length from it.
     CryptoHeader {
         /// Offset of the extension's data.
         offset: u64,
+        /// Its length field.
+        len: u32,
     },
     /// The external data file name.
     DataFile(FileName),
@@ -168,9 +172,11 @@ impl<'s, R: BlockRead + ?Sized> Extensions<'s, R> {
                     directory_offset: bitmaps.directory_offset.get(),
                 }
             }
-            // Encrypted images are refused before extensions are read, and QEMU
-            // refuses this extension without LUKS.
-            CRYPTO_HEADER => return Err(HeaderError::InvalidCryptoExtension { len }.into()),
+            // Its checks need crypt_method, which the header has.
+            CRYPTO_HEADER => Extension::CryptoHeader {
+                offset: data_offset,
+                len,
+            },
             DATA_FILE => {
                 let mut bytes = [0u8; 1023];
                 let bytes = bytes

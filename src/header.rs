@@ -139,6 +139,10 @@ pub struct Header {
     data_file: Option<FileName>,
     feature_table: Option<(u64, u32)>,
     file_size: u64,
+    crypt_method: u32,
+    crypto_area: Option<(u64, u64)>,
+    #[cfg(feature = "luks")]
+    luks: Option<crate::crypto::LuksHeader>,
 }
 
 impl Header {
@@ -338,11 +342,12 @@ impl Header {
             cluster_size,
         )?;
 
-        match v2.crypt_method.get() {
-            0 => {}
+        let crypt_method = match v2.crypt_method.get() {
+            0 => 0,
+            method @ (1 | 2) if cfg!(feature = "luks") => method,
             method @ (1 | 2) => return Err(HeaderError::Encrypted { method }),
             method => return Err(HeaderError::UnknownEncryptionMethod { method }),
-        }
+        };
 
         let backing_name_len = v2.backing_file_size.get();
         let backing_file = if backing_file_offset == 0 {
@@ -380,6 +385,10 @@ impl Header {
             data_file: None,
             feature_table: None,
             file_size,
+            crypt_method,
+            crypto_area: None,
+            #[cfg(feature = "luks")]
+            luks: None,
         })
     }
 
@@ -416,13 +425,74 @@ impl Header {
                         return Err(HeaderError::InvalidBitmapsExtension { len: 24 }.into());
                     }
                 }
-                Extension::CryptoHeader { .. } | Extension::Unknown { .. } => {}
+                Extension::CryptoHeader { offset, len } => {
+                    self.read_crypto_extension(storage, offset, len)?
+                }
+                Extension::Unknown { .. } => {}
             }
         }
         Ok(())
     }
 
+    /// QEMU's checks of the full disk encryption header extension, in its
+    /// order (`qcow2_read_extensions`), then the LUKS header it points at,
+    /// parsed here as QEMU does at open even without a key.
+    fn read_crypto_extension<R: BlockRead + ?Sized>(
+        &mut self,
+        storage: &R,
+        offset: u64,
+        len: u32,
+    ) -> Result<(), Error<R::Error>> {
+        if self.crypt_method != 2 {
+            return Err(HeaderError::CryptoExtensionWithoutLuks {
+                method: self.crypt_method,
+            }
+            .into());
+        }
+        if len != 16 {
+            return Err(HeaderError::CryptoExtensionSize { len }.into());
+        }
+        let mut bytes = [0u8; 16];
+        read_located(storage, Storage::Image, self.file_size, offset, &mut bytes)?;
+        let (area_offset, rest) = U64::read_from_prefix(&bytes).expect("16 bytes");
+        let area_len = U64::read_from_bytes(rest).expect("8 bytes").get();
+        let area_offset = area_offset.get();
+        let cluster_size = self.cluster_size();
+        if !area_offset.is_multiple_of(cluster_size) {
+            return Err(HeaderError::CryptoHeaderUnaligned {
+                offset: area_offset,
+                cluster_size,
+            }
+            .into());
+        }
+        self.crypto_area = Some((area_offset, area_len));
+        #[cfg(feature = "luks")]
+        {
+            use crate::crypto::luks::HEADER_BYTES;
+            // QEMU reads the header through the area: a shorter area is
+            // "Request for data outside of extension header"; past the end
+            // of the file reads as zeros.
+            if area_len < HEADER_BYTES as u64 {
+                return Err(HeaderError::CryptoAreaTooShort { len: area_len }.into());
+            }
+            let mut luks = [0u8; HEADER_BYTES];
+            read_located(
+                storage,
+                Storage::Image,
+                self.file_size,
+                area_offset,
+                &mut luks,
+            )?;
+            let header = crate::crypto::LuksHeader::parse(&luks).map_err(HeaderError::Luks)?;
+            self.luks = Some(header);
+        }
+        Ok(())
+    }
+
     fn check_after_extensions(&self) -> Result<(), HeaderError> {
+        if self.crypt_method == 2 && self.crypto_area.is_none() {
+            return Err(HeaderError::MissingCryptoHeader);
+        }
         let has_data_file = self.incompatible.contains(Incompatible::EXTERNAL_DATA_FILE);
         if has_data_file && self.data_file.is_none() {
             return Err(HeaderError::MissingDataFileName);
@@ -639,6 +709,23 @@ impl Header {
     /// Size of the image file when the header was read.
     pub fn file_size(&self) -> u64 {
         self.file_size
+    }
+
+    /// The crypt_method field: 0 none, 1 legacy AES-128-CBC, 2 LUKS.
+    pub fn crypt_method(&self) -> u32 {
+        self.crypt_method
+    }
+
+    /// The LUKS area in the image file (offset, length), from the full disk
+    /// encryption header extension; `Some` exactly when crypt_method is 2.
+    pub fn crypto_area(&self) -> Option<(u64, u64)> {
+        self.crypto_area
+    }
+
+    /// The LUKS header of a LUKS-encrypted image, checked at open.
+    #[cfg(feature = "luks")]
+    pub fn luks_header(&self) -> Option<&crate::crypto::LuksHeader> {
+        self.luks.as_ref()
     }
 }
 

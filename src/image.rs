@@ -5,6 +5,10 @@ use core::fmt;
 use crate::block::{read_located, read_zero_padded, BlockRead};
 use crate::codec::{codec_enabled, codec_feature};
 use crate::config::{Config, MemoryPlan};
+#[cfg(feature = "luks")]
+use crate::crypto::UnlockLimits;
+#[cfg(feature = "luks")]
+use crate::encryption::{Encryption, ImageCipher};
 use crate::error::{Error, HeaderError, Storage, TableKind, Unsupported};
 use crate::header::{check_table_offset, Header};
 use crate::lookup::{Extent, Geometry, Memory, State};
@@ -81,6 +85,8 @@ pub struct ImageBuilder<R, B = NoBacking> {
     ignore_backing: bool,
     data_file: Option<R>,
     snapshot: Option<(u64, u64)>,
+    #[cfg(feature = "luks")]
+    cipher: Option<ImageCipher>,
 }
 
 impl<R: BlockRead, B> fmt::Debug for ImageBuilder<R, B> {
@@ -112,6 +118,8 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
             ignore_backing: false,
             data_file: self.data_file,
             snapshot: self.snapshot,
+            #[cfg(feature = "luks")]
+            cipher: self.cipher,
         }
     }
 
@@ -120,6 +128,47 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
     pub fn ignore_backing(mut self) -> Self {
         self.ignore_backing = true;
         self
+    }
+
+    /// How the image is encrypted, `None` if it is not. An encrypted image
+    /// opens only after [`passphrase`](Self::passphrase) or
+    /// [`master_key`](Self::master_key).
+    #[cfg(feature = "luks")]
+    pub fn encryption(&self) -> Option<Encryption<'_>> {
+        Encryption::of(&self.header)
+    }
+
+    /// Unlocks an encrypted image with `passphrase` (bytes up to the first
+    /// NUL, as QEMU's secrets are C strings): LUKS key slots are tried in
+    /// order, doing at most `limits` of PBKDF2 work; a legacy AES image
+    /// takes the passphrase as its key (it cannot tell a wrong one).
+    /// For an unencrypted image this does nothing, so that one passphrase
+    /// can serve a whole backing chain.
+    ///
+    /// The key material of LUKS slots is read from the image file here.
+    #[cfg(feature = "luks")]
+    pub fn passphrase(
+        mut self,
+        passphrase: &[u8],
+        limits: &UnlockLimits,
+    ) -> Result<Self, Error<R::Error>> {
+        self.cipher =
+            ImageCipher::from_passphrase(&self.header, &self.storage, passphrase, limits)?;
+        Ok(self)
+    }
+
+    /// Keys an encrypted image with its master key: for LUKS the key the
+    /// slots hold (checked against the header's digest, which costs the
+    /// header's master key iterations, bounded by `limits`), for legacy AES
+    /// the 16-byte key. For an unencrypted image this does nothing.
+    #[cfg(feature = "luks")]
+    pub fn master_key(
+        mut self,
+        key: &[u8],
+        limits: &UnlockLimits,
+    ) -> Result<Self, Error<R::Error>> {
+        self.cipher = ImageCipher::from_master_key(&self.header, key, limits)?;
+        Ok(self)
     }
 
     /// Supplies the external data file the header names.
@@ -206,6 +255,17 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
             }
             .into());
         }
+        #[cfg(feature = "luks")]
+        let keyed = self.cipher.is_some();
+        #[cfg(not(feature = "luks"))]
+        let keyed = false;
+        // Never hand out ciphertext as data.
+        if header.crypt_method() != 0 && !keyed {
+            return Err(Unsupported::NeedsKey {
+                method: header.crypt_method(),
+            }
+            .into());
+        }
         if header.backing_file().is_some() && self.backing.is_none() && !self.ignore_backing {
             return Err(Unsupported::MissingBacking.into());
         }
@@ -250,6 +310,8 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
             header,
             geometry,
             state: Mutex::new(State::new(memory, plan)),
+            #[cfg(feature = "luks")]
+            cipher: self.cipher,
         })
     }
 }
@@ -267,6 +329,8 @@ pub struct Image<'m, R, B = NoBacking> {
     header: Header,
     geometry: Geometry,
     state: Mutex<State<'m>>,
+    #[cfg(feature = "luks")]
+    cipher: Option<ImageCipher>,
 }
 
 impl<R: BlockRead, B> fmt::Debug for Image<'_, R, B> {
@@ -291,6 +355,8 @@ impl<R: BlockRead> Image<'static, R, NoBacking> {
             ignore_backing: false,
             data_file: None,
             snapshot: None,
+            #[cfg(feature = "luks")]
+            cipher: None,
         })
     }
 }
@@ -335,14 +401,30 @@ where
     /// run), each lookup reads at most an L1 and an L2 table slice, and each
     /// run costs one data or compressed-input read: at most
     /// [`READS_PER_UNIT`] per unit. Reads that fall through to the backing
-    /// image are that image's, bounded the same way.
+    /// image are that image's, bounded the same way. An encrypted image
+    /// reads a partial first or last 512-byte sector on its own, so it
+    /// makes up to 2 more reads per call.
     pub fn max_storage_reads(&self, offset: u64, len: u64) -> u64 {
         if len == 0 {
             return 0;
         }
         let bits = self.geometry.layout.unit_bits();
         let last = offset.saturating_add(len - 1) >> bits;
-        READS_PER_UNIT * (last - (offset >> bits) + 1)
+        READS_PER_UNIT * (last - (offset >> bits) + 1) + self.partial_sector_reads()
+    }
+
+    #[cfg(feature = "luks")]
+    fn partial_sector_reads(&self) -> u64 {
+        if self.cipher.is_some() {
+            2
+        } else {
+            0
+        }
+    }
+
+    #[cfg(not(feature = "luks"))]
+    fn partial_sector_reads(&self) -> u64 {
+        0
     }
 
     /// How the run of the virtual disk starting at `guest_offset` reads, up to `max_len` bytes.
@@ -390,7 +472,7 @@ where
 
     fn read_extent(&self, extent: &Extent, part: &mut [u8]) -> Result<(), Error<R::Error>> {
         match extent.kind {
-            Mapping::Data { host_offset } => self.read_data(host_offset, part),
+            Mapping::Data { host_offset } => self.read_data(extent.guest_offset, host_offset, part),
             Mapping::Zero { .. } => {
                 part.fill(0);
                 Ok(())
@@ -404,12 +486,22 @@ where
         }
     }
 
-    fn read_data(&self, host_offset: u64, part: &mut [u8]) -> Result<(), Error<R::Error>> {
+    fn read_data(
+        &self,
+        guest_offset: u64,
+        host_offset: u64,
+        part: &mut [u8],
+    ) -> Result<(), Error<R::Error>> {
         // Data past the end of the file reads as zeros, as in QEMU.
         let (storage, size, which) = match &self.data_file {
             Some(data_file) => (data_file, self.data_file_size, Storage::DataFile),
             None => (&self.storage, self.geometry.file_size, Storage::Image),
         };
+        #[cfg(feature = "luks")]
+        if let Some(cipher) = &self.cipher {
+            return cipher.read(storage, which, size, guest_offset, host_offset, part);
+        }
+        let _ = guest_offset;
         read_located(storage, which, size, host_offset, part)
     }
 

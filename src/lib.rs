@@ -128,6 +128,10 @@ mod cache;
 pub mod chain;
 mod codec;
 mod config;
+#[cfg(feature = "luks")]
+pub mod crypto;
+#[cfg(feature = "luks")]
+mod encryption;
 mod error;
 pub mod extension;
 pub mod feature;
@@ -145,6 +149,8 @@ pub mod table;
 
 pub use block::{BlockRead, OutOfBounds};
 pub use config::Config;
+#[cfg(feature = "luks")]
+pub use encryption::Encryption;
 pub use error::{
     CorruptError, DecodeError, Error, FeatureName, HeaderError, Storage, TableKind, Unsupported,
 };

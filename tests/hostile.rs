@@ -276,20 +276,47 @@ fn refusals() -> Vec<Refusal> {
             HeaderError::ImageTooBig { size: 1 << 62 },
             "Image is too big",
         ),
-        // Encrypted images: QEMU 7.2's `qemu-img info` opens the AES one
-        // and fails the LUKS one without a message (it wants a secret); the
-        // crate has no key handling and refuses both.
+        // Encrypted images (feature `luks`): legacy AES has no header to
+        // check, so it passes the builder and waits for a key (tests/luks.rs);
+        // LUKS needs its header extension, checked as QEMU does.
         row(
-            "not AES-encrypted",
-            set_u32(32, 1),
-            HeaderError::Encrypted { method: 1 },
+            "LUKS with its header extension",
+            set_u32(32, 2),
+            HeaderError::MissingCryptoHeader,
+            // qemu-img info fails here without a message (it wants a secret).
             None,
         ),
         row(
-            "not LUKS-encrypted",
-            set_u32(32, 2),
-            HeaderError::Encrypted { method: 2 },
-            None,
+            "the LUKS header extension only with LUKS",
+            |image| {
+                image.put_extension(112, 0x0537_be77, 16, &[0; 16]);
+            },
+            HeaderError::CryptoExtensionWithoutLuks { method: 0 },
+            "CRYPTO header extension only expected with LUKS encryption method",
+        ),
+        row(
+            "the LUKS header extension of 16 bytes",
+            |image| {
+                image.put_u32(32, 2);
+                image.put_extension(112, 0x0537_be77, 8, &[0; 8]);
+            },
+            HeaderError::CryptoExtensionSize { len: 8 },
+            "CRYPTO header extension size 8, but expected size 16",
+        ),
+        row(
+            "the LUKS header cluster aligned",
+            |image| {
+                image.put_u32(32, 2);
+                let mut data = [0u8; 16];
+                data[..8].copy_from_slice(&1000u64.to_be_bytes());
+                data[8..].copy_from_slice(&4096u64.to_be_bytes());
+                image.put_extension(112, 0x0537_be77, 16, &data);
+            },
+            HeaderError::CryptoHeaderUnaligned {
+                offset: 1000,
+                cluster_size: 512,
+            },
+            "is not a multiple of cluster size",
         ),
         row(
             "a known encryption method",

@@ -1,0 +1,158 @@
+//! Encrypted images in the read path (feature `luks`): unlocking at open,
+//! and decrypting data runs in place as they are read.
+//!
+//! QEMU's rules (`docs/luks-notes.md`): only normal data clusters are
+//! encrypted (compressed clusters are stored in the clear, zero and
+//! unallocated ones hold nothing); 512-byte sectors, numbered by their
+//! *host* offset with LUKS (in the image file, or in the external data file
+//! when there is one) and by their *guest* offset with legacy AES
+//! (`crypt_physical_offset` in `qcow2_do_open`). Bytes past the end of the
+//! file are zeros *before* decryption, as QEMU decrypts what it reads.
+//!
+//! Memory: the cipher lives inline in the image (a few AES key schedules,
+//! zeroized on drop); a read that starts or ends inside a sector decrypts
+//! that sector in one 512-byte stack buffer. Nothing is allocated.
+
+use crate::block::{read_located, BlockRead};
+use crate::crypto::{
+    check_master_key, legacy_aes_cipher, unlock, CryptoError, KeyArea, LuksHeader, SectorCipher,
+    UnlockLimits, SECTOR_BYTES,
+};
+use crate::error::{Error, HeaderError, Storage};
+use crate::header::Header;
+
+/// How an image is encrypted, as [`ImageBuilder::encryption`](crate::ImageBuilder::encryption) reports it.
+#[derive(Debug, Clone, Copy)]
+pub enum Encryption<'h> {
+    /// crypt_method 1: legacy AES-128-CBC keyed by the passphrase itself
+    /// (no header, no check: a wrong passphrase reads garbage).
+    Aes,
+    /// crypt_method 2: LUKS1, with its header (checked at open).
+    Luks(&'h LuksHeader),
+}
+
+impl<'h> Encryption<'h> {
+    /// The encryption of the image with `header`, `None` if it is not encrypted.
+    pub fn of(header: &'h Header) -> Option<Self> {
+        match (header.crypt_method(), header.luks_header()) {
+            (1, _) => Some(Encryption::Aes),
+            (2, Some(luks)) => Some(Encryption::Luks(luks)),
+            _ => None,
+        }
+    }
+}
+
+/// An unlocked image's cipher and the rule that numbers its sectors.
+pub(crate) struct ImageCipher {
+    cipher: SectorCipher,
+    /// LUKS numbers sectors by host offset, legacy AES by guest offset.
+    by_host_offset: bool,
+}
+
+impl ImageCipher {
+    /// Unlocks the image in `storage` with `passphrase` (LUKS key slots, or
+    /// the legacy AES key); `None` for an unencrypted image.
+    pub(crate) fn from_passphrase<R: BlockRead>(
+        header: &Header,
+        storage: &R,
+        passphrase: &[u8],
+        limits: &UnlockLimits,
+    ) -> Result<Option<Self>, Error<R::Error>> {
+        let cipher = match Encryption::of(header) {
+            None => return Ok(None),
+            Some(Encryption::Aes) => legacy_aes_cipher(passphrase),
+            Some(Encryption::Luks(luks)) => {
+                let (offset, len) = header
+                    .crypto_area()
+                    .ok_or(HeaderError::MissingCryptoHeader)?;
+                let area = KeyArea::new(storage, offset, len);
+                let key = unlock(luks, &area, passphrase, limits).map_err(Error::Crypto)?;
+                luks_cipher(luks, key.as_bytes())?
+            }
+        };
+        Ok(Some(Self::new(header, cipher)))
+    }
+
+    /// The cipher of the image keyed with `key`: the LUKS master key
+    /// (checked against the header's digest) or the 16-byte legacy AES key;
+    /// `None` for an unencrypted image.
+    pub(crate) fn from_master_key<E>(
+        header: &Header,
+        key: &[u8],
+        limits: &UnlockLimits,
+    ) -> Result<Option<Self>, Error<E>> {
+        let cipher = match Encryption::of(header) {
+            None => return Ok(None),
+            Some(Encryption::Aes) => {
+                SectorCipher::new(&crate::crypto::legacy::legacy_spec(), key).map_err(widen)?
+            }
+            Some(Encryption::Luks(luks)) => {
+                let key = check_master_key(luks, key, limits).map_err(widen)?;
+                luks_cipher(luks, key.as_bytes())?
+            }
+        };
+        Ok(Some(Self::new(header, cipher)))
+    }
+
+    fn new(header: &Header, cipher: SectorCipher) -> Self {
+        Self {
+            cipher,
+            by_host_offset: header.crypt_method() == 2,
+        }
+    }
+
+    /// Fills `part` with the decrypted data at `host_offset` of `storage`
+    /// (`size` bytes long, zeros past its end), which the guest sees at
+    /// `guest_offset`. The sector-aligned middle is read straight into
+    /// `part` and decrypted there: one storage read, plus one for a partial
+    /// sector at each end.
+    pub(crate) fn read<R: BlockRead + ?Sized>(
+        &self,
+        storage: &R,
+        which: Storage,
+        size: u64,
+        guest_offset: u64,
+        host_offset: u64,
+        part: &mut [u8],
+    ) -> Result<(), Error<R::Error>> {
+        const SECTOR: u64 = SECTOR_BYTES as u64;
+        // Guest and host offsets agree modulo the cluster size, a multiple
+        // of the sector: either counts sectors at the same boundaries.
+        let numbered_from = if self.by_host_offset {
+            host_offset
+        } else {
+            guest_offset
+        };
+        let mut done = 0;
+        while done < part.len() {
+            let at = host_offset + done as u64;
+            let number = (numbered_from + done as u64) / SECTOR;
+            let skip = (at % SECTOR) as usize;
+            let left = part.len() - done;
+            if skip == 0 && left >= SECTOR_BYTES {
+                let whole = &mut part[done..done + left / SECTOR_BYTES * SECTOR_BYTES];
+                read_located(storage, which, size, at, whole)?;
+                self.cipher.decrypt_sectors(number, whole).map_err(widen)?;
+                done += whole.len();
+            } else {
+                let mut sector = [0u8; SECTOR_BYTES];
+                read_located(storage, which, size, at - skip as u64, &mut sector)?;
+                self.cipher
+                    .decrypt_sectors(number, &mut sector)
+                    .map_err(widen)?;
+                let take = (SECTOR_BYTES - skip).min(left);
+                part[done..done + take].copy_from_slice(&sector[skip..skip + take]);
+                done += take;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn luks_cipher<E>(luks: &LuksHeader, key: &[u8]) -> Result<SectorCipher, Error<E>> {
+    SectorCipher::new(luks.spec(), key).map_err(widen)
+}
+
+fn widen<E>(error: CryptoError) -> Error<E> {
+    Error::Crypto(CryptoError::widen(error))
+}
