@@ -19,8 +19,6 @@ const SUPERBLOCK_OFFSET: u64 = 1024;
 /// `s_magic` within the superblock.
 const MAGIC_OFFSET: u64 = SUPERBLOCK_OFFSET + 0x38;
 const MAGIC: [u8; 2] = [0x53, 0xef];
-/// `INCOMPAT_64BIT`: the block count has high 32 bits.
-const INCOMPAT_64BIT: u32 = 0x80;
 
 /// Whether the ext2/3/4 superblock magic is where it belongs.
 pub fn has_magic<D: BlockRead>(disk: &D) -> Result<bool, FsError> {
@@ -110,10 +108,12 @@ impl Ext4Volume {
         // ext4-view refuses block sizes above 64 KiB itself, with its own message.
         if log_block_size <= 6 {
             let block_size = 1024u64 << log_block_size;
-            let mut blocks = u64::from(u32_at(&superblock, 0x04));
-            if u32_at(&superblock, 0x60) & INCOMPAT_64BIT != 0 {
-                blocks |= u64::from(u32_at(&superblock, 0x150)) << 32;
-            }
+            // ext4-view 0.9.3 takes s_blocks_count_hi whether or not the
+            // 64bit feature is set (and sizes its descriptor table from the
+            // result; found by the `disk` fuzz target), so the bound must
+            // count it too. mkfs leaves the field zero without 64bit.
+            let blocks = u64::from(u32_at(&superblock, 0x04))
+                | u64::from(u32_at(&superblock, 0x150)) << 32;
             if blocks
                 .checked_mul(block_size)
                 .is_none_or(|bytes| bytes > partition_bytes)

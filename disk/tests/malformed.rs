@@ -356,3 +356,24 @@ fn ext_superblock_with_zero_blocks_per_group_is_refused_before_loading() {
         "corrupt ext2/3/4 superblock: invalid blocks per group 0"
     );
 }
+
+#[test]
+fn ext_block_count_high_word_counts_without_the_64bit_feature() {
+    // ext4-view 0.9.3 reads s_blocks_count_hi even without 64bit and sizes
+    // its descriptor table from it (found by the `disk` fuzz target).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ext.fs");
+    std::fs::write(&path, vec![0u8; 4 << 20]).unwrap();
+    run(
+        "mkfs.ext2",
+        &["-q", "-F", "-b", "1024", path.to_str().unwrap()],
+        "",
+    );
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1024 + 0x150..1024 + 0x154].copy_from_slice(&4352u32.to_le_bytes());
+    let error = open(bytes).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "corrupt ext2/3/4 superblock: 18691697676288 blocks of 1024 bytes do not fit the partition's 4194304 bytes"
+    );
+}
