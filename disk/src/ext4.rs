@@ -112,8 +112,8 @@ impl Ext4Volume {
             // 64bit feature is set (and sizes its descriptor table from the
             // result; found by the `disk` fuzz target), so the bound must
             // count it too. mkfs leaves the field zero without 64bit.
-            let blocks = u64::from(u32_at(&superblock, 0x04))
-                | u64::from(u32_at(&superblock, 0x150)) << 32;
+            let blocks =
+                u64::from(u32_at(&superblock, 0x04)) | u64::from(u32_at(&superblock, 0x150)) << 32;
             if blocks
                 .checked_mul(block_size)
                 .is_none_or(|bytes| bytes > partition_bytes)
