@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::failure::{Failure, Result};
 use crate::layers::{open_reader, Follow};
-use crate::output::{pretty_json, print};
+use crate::output::{pretty_json, print, utc_text};
 use crate::size::human_size;
 
 /// Arguments of `qcow info`.
@@ -313,43 +313,8 @@ fn snapshot_line(snapshot: &Snapshot) -> String {
         snapshot.id.to_string(),
         snapshot.name.to_string(),
         human_size(snapshot.vm_state_size),
-        utc_date(u64::from(snapshot.date_sec)),
+        utc_text(i64::from(snapshot.date_sec)),
         clock,
         icount
     )
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC for seconds since the epoch.
-fn utc_date(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let time = seconds % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        time / 3600,
-        time / 60 % 60,
-        time % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_utc_civil_dates() {
-        assert_eq!(utc_date(0), "1970-01-01 00:00:00");
-        assert_eq!(utc_date(1_795_610_146), "2026-11-25 12:35:46");
-        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00");
-    }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::failure::{Failure, Result};
 use crate::layers::Follow;
 use crate::location::{open_volume, Location, Volume};
-use crate::output::{pretty_json, print};
+use crate::output::{pretty_json, print, utc_text};
 
 /// Arguments of `qcow ls`.
 #[derive(Debug, clap::Args)]
@@ -192,38 +192,9 @@ fn mode_text(entry: &Entry) -> String {
     text
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC.
-fn utc_text(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let second_of_day = seconds.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_print_as_utc() {
-        assert_eq!(utc_text(0), "1970-01-01 00:00:00");
-        assert_eq!(utc_text(1_709_214_330), "2024-02-29 13:45:30");
-    }
 
     #[test]
     fn modes_print_like_ls() {
