@@ -6,6 +6,12 @@
 //! extension or probes the magic, refuses loops and chains deeper than a
 //! limit, and says which image names a file that cannot be opened. Which
 //! named files it may open at all is the caller's [`FollowPolicy`].
+//!
+//! Encrypted layers (feature `luks`): one [`Secret`] is offered to every
+//! encrypted layer, as a user with one disk password expects (QEMU asks for
+//! a `key-secret` per layer, usually the same one). A layer it does not
+//! unlock, or an encrypted layer met without a secret, is refused; below
+//! the top image the error is an [`Error::Backing`] naming the layer.
 
 use std::boxed::Box;
 use std::collections::HashSet;
@@ -23,6 +29,11 @@ use crate::follow::{FollowPolicy, NamedFile, Refusal};
 use crate::header::{is_qcow2, Header};
 use crate::image::{Image, ImageBuilder, NoBacking, Raw};
 use crate::snapshot::find_snapshot;
+
+#[cfg(feature = "luks")]
+use crate::crypto::UnlockLimits;
+#[cfg(feature = "luks")]
+use crate::error::Unsupported;
 
 /// A type-erased image of a chain: what a layer reads through.
 pub type DynImage = Box<dyn BlockRead<Error = Error<io::Error>> + Send + Sync>;
@@ -70,6 +81,10 @@ pub struct ChainOptions {
     /// by default, as QEMU; choose [`FollowPolicy::SameDir`] or
     /// [`FollowPolicy::None`] for untrusted images).
     pub follow: FollowPolicy,
+    /// The passphrase offered to every encrypted layer (feature `luks`);
+    /// `None` refuses encrypted layers with [`Unsupported::NeedsKey`].
+    #[cfg(feature = "luks")]
+    pub secret: Option<Secret>,
 }
 
 impl Default for ChainOptions {
@@ -79,7 +94,66 @@ impl Default for ChainOptions {
             config: Config::default(),
             snapshot: None,
             follow: FollowPolicy::Any,
+            #[cfg(feature = "luks")]
+            secret: None,
         }
+    }
+}
+
+/// A passphrase for the encrypted layers of a chain, with the work its
+/// unlocking may do. The bytes are zeroized when dropped and never printed.
+#[cfg(feature = "luks")]
+#[derive(Clone)]
+pub struct Secret {
+    /// Allocated at its exact length (`to_vec`), so zeroizing the slice
+    /// clears every copy this value made.
+    passphrase: Vec<u8>,
+    limits: UnlockLimits,
+}
+
+#[cfg(feature = "luks")]
+impl Secret {
+    /// The passphrase `bytes` (used up to the first NUL, as QEMU's secrets
+    /// are C strings), each layer's unlocking bounded by `limits`.
+    pub fn passphrase(bytes: &[u8], limits: UnlockLimits) -> Self {
+        Self {
+            passphrase: bytes.to_vec(),
+            limits,
+        }
+    }
+
+    /// The work limit of each layer's unlocking.
+    pub fn limits(&self) -> &UnlockLimits {
+        &self.limits
+    }
+
+    /// Unlocks the image of `builder` if it is encrypted (an unencrypted
+    /// one is returned as it is): for host tools that open layers alone.
+    pub fn unlock<R: BlockRead, B>(
+        &self,
+        builder: ImageBuilder<R, B>,
+    ) -> Result<ImageBuilder<R, B>, Error<R::Error>> {
+        if builder.encryption().is_none() {
+            return Ok(builder);
+        }
+        builder.passphrase(&self.passphrase, &self.limits)
+    }
+}
+
+#[cfg(feature = "luks")]
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.passphrase.as_mut_slice());
+    }
+}
+
+#[cfg(feature = "luks")]
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("passphrase", &"(hidden)")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -277,8 +351,24 @@ enum Opened {
 }
 
 /// Opens `path` (QCOW2 or raw, probed) with its backing chain and data
-/// files, as far as `options.follow` allows.
+/// files, as far as `options.follow` allows; encrypted layers are unlocked
+/// with `options.secret`.
 pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainError> {
+    let (layers, opened) = walk(path, options)?;
+    let top = stack(opened, &layers, options)?;
+    Ok(Chain { top, layers })
+}
+
+/// The layers of the chain of `path`, top first, as [`open_chain`] finds
+/// them (headers read and checked, files the policy allows opened), without
+/// opening any image: no key is needed, which is how `qemu-img info
+/// --backing-chain` shows encrypted chains.
+pub fn chain_layers(path: &Path, options: &ChainOptions) -> Result<Vec<Layer>, ChainError> {
+    walk(path, options).map(|(layers, _)| layers)
+}
+
+/// Follows the backing names from `path` down, reading each header.
+fn walk(path: &Path, options: &ChainOptions) -> Result<(Vec<Layer>, Vec<Opened>), ChainError> {
     let mut layers = Vec::new();
     let mut opened = Vec::new();
     let mut seen = HashSet::new();
@@ -345,8 +435,7 @@ pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainErr
         });
         opened.push(Opened::Qcow2(Box::new(builder)));
     }
-    let top = stack(opened, &layers, &options.config)?;
-    Ok(Chain { top, layers })
+    Ok((layers, opened))
 }
 
 /// A backing image tagged with its path, so that its errors name it
@@ -372,25 +461,41 @@ impl BlockRead for Named {
     }
 }
 
-/// Opens the layers from the bottom up, each on top of the one below.
-fn stack(opened: Vec<Opened>, layers: &[Layer], config: &Config) -> Result<DynImage, ChainError> {
+/// Opens the layers from the bottom up, each on top of the one below,
+/// unlocking encrypted ones with the options' secret.
+fn stack(
+    opened: Vec<Opened>,
+    layers: &[Layer],
+    options: &ChainOptions,
+) -> Result<DynImage, ChainError> {
+    let config = &options.config;
+    // Unlocked top down, so that a wrong passphrase is reported for the
+    // first layer the user would think of.
+    let mut unlocked = Vec::with_capacity(opened.len());
+    for (depth, opened) in opened.into_iter().enumerate() {
+        unlocked.push(match opened {
+            Opened::Qcow2(builder) => Opened::Qcow2(Box::new(
+                unlock(*builder, options).map_err(key_error(layers, depth))?,
+            )),
+            raw => raw,
+        });
+    }
     let mut below: Option<Named> = None;
-    for (opened, layer) in opened.into_iter().zip(layers).rev() {
+    for (opened, layer) in unlocked.into_iter().zip(layers).rev() {
         let image: DynImage = match opened {
             Opened::Raw(file) => Box::new(Raw(file)),
-            Opened::Qcow2(builder) => match below.take() {
-                Some(backing) => Box::new(
-                    builder
+            Opened::Qcow2(builder) => {
+                let opened = match below.take() {
+                    Some(backing) => builder
                         .backing(backing)
                         .open_alloc(config)
-                        .map_err(image_error(&layer.path))?,
-                ),
-                None => Box::new(
-                    builder
+                        .map(|image| Box::new(image) as DynImage),
+                    None => builder
                         .open_alloc(config)
-                        .map_err(image_error(&layer.path))?,
-                ),
-            },
+                        .map(|image| Box::new(image) as DynImage),
+                };
+                opened.map_err(image_error(&layer.path))?
+            }
         };
         below = Some(Named {
             path: layer.path.clone(),
@@ -399,4 +504,45 @@ fn stack(opened: Vec<Opened>, layers: &[Layer], config: &Config) -> Result<DynIm
     }
     // The top image's own errors are not a backing image's: no tag.
     Ok(below.expect("a chain has at least its top image").image)
+}
+
+/// Offers the options' secret to the layer, if it is encrypted.
+#[cfg(feature = "luks")]
+fn unlock(
+    builder: ImageBuilder<File>,
+    options: &ChainOptions,
+) -> Result<ImageBuilder<File>, Error<io::Error>> {
+    match &options.secret {
+        Some(secret) => secret.unlock(builder),
+        // Refused here rather than at open, which goes bottom up.
+        None if builder.encryption().is_some() => Err(Unsupported::NeedsKey {
+            method: builder.header().crypt_method(),
+        }
+        .into()),
+        None => Ok(builder),
+    }
+}
+
+#[cfg(not(feature = "luks"))]
+fn unlock(
+    builder: ImageBuilder<File>,
+    _options: &ChainOptions,
+) -> Result<ImageBuilder<File>, Error<io::Error>> {
+    Ok(builder)
+}
+
+/// A layer that could not be unlocked: the top image's own error, or, for
+/// a layer below it, an [`Error::Backing`] of the top image naming that layer.
+fn key_error(layers: &[Layer], depth: usize) -> impl FnOnce(Error<io::Error>) -> ChainError + '_ {
+    move |error| {
+        let top = &layers[0].path;
+        if depth == 0 {
+            return image_error(top)(error);
+        }
+        image_error(top)(Error::Backing {
+            depth: u32::try_from(depth).unwrap_or(u32::MAX),
+            name: Some(layers[depth].path.display().to_string()),
+            error: Box::new(error),
+        })
+    }
 }

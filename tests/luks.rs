@@ -24,6 +24,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use qcow2_reader::chain::{chain_layers, open_chain, ChainError, ChainOptions, Secret};
 use qcow2_reader::crypto::{
     check_master_key, legacy_aes_cipher, unlock, CryptoError, KeyArea, LuksHeader, SectorCipher,
     SlotProblem, UnlockLimits,
@@ -539,8 +540,9 @@ fn the_read_path_takes_the_master_key_too() {
     );
 }
 
-#[test]
-fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
+/// An encrypted overlay over an encrypted base (same passphrase, each with
+/// its own LUKS header and master key), and what QEMU reads from the top.
+fn encrypted_chain() -> (PathBuf, PathBuf, Vec<u8>) {
     // Each image has its own LUKS header and master key; the top one's
     // writes cover part of the base's, and the rest reads through.
     let base = luks_qcow2(
@@ -611,6 +613,12 @@ fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
     assert_eq!(expected[32768], 0x66, "top data");
     assert_eq!(expected[3145728], 0x44, "base sector beside the top's");
     assert_eq!(expected[3146240], 0x77, "top sector");
+    (base, top, expected)
+}
+
+#[test]
+fn a_backing_chain_of_encrypted_images_reads_like_qemu() {
+    let (base, top, expected) = encrypted_chain();
     let base_image = open_with(&base, PASSPHRASE.as_bytes()).unwrap();
     let chain = Image::builder(std::fs::File::open(&top).unwrap())
         .unwrap()
@@ -1107,4 +1115,152 @@ fn slots_are_tried_in_order_until_one_opens() {
         &image.decrypt_disk(&SectorCipher::new(header.spec(), second.as_bytes()).unwrap()),
         "two slots",
     );
+}
+
+/// A plain (unencrypted) overlay over the encrypted base of
+/// [`encrypted_chain`], and what QEMU reads from it.
+fn plain_overlay_over_encrypted_base() -> (PathBuf, Vec<u8>) {
+    let (base, _, _) = encrypted_chain();
+    let image_opts = |path: &Path| {
+        format!(
+            "driver=qcow2,backing.encrypt.key-secret=sec0,file.filename={}",
+            path.display()
+        )
+    };
+    let top = cached("plain-over-luks.qcow2", |path| {
+        let backing = format!("backing_file={},backing_fmt=qcow2", base.display());
+        let path_text = path.to_str().unwrap();
+        run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-u",
+                "-f",
+                "qcow2",
+                "-o",
+                &backing,
+                path_text,
+                VIRTUAL_SIZE,
+            ],
+        );
+        run(
+            "qemu-io",
+            &[
+                "--object",
+                &secret_object(),
+                "--image-opts",
+                &image_opts(path),
+                "-c",
+                "write -P 0x88 65536 4k",
+            ],
+        );
+    });
+    let raw = cached("plain-over-luks.qcow2.raw", |out| {
+        run(
+            "qemu-img",
+            &[
+                "convert",
+                "--object",
+                &secret_object(),
+                "--image-opts",
+                &image_opts(&top),
+                "-O",
+                "raw",
+                out.to_str().unwrap(),
+            ],
+        );
+    });
+    let expected = std::fs::read(raw).unwrap();
+    assert_eq!(expected[0], 0x11, "base data reads through");
+    assert_eq!(expected[65536], 0x88, "overlay data");
+    (top, expected)
+}
+
+fn chain_options(passphrase: Option<&[u8]>) -> ChainOptions {
+    ChainOptions {
+        secret: passphrase.map(|bytes| Secret::passphrase(bytes, UnlockLimits::default())),
+        ..ChainOptions::default()
+    }
+}
+
+/// The chain of `top` read whole and in odd chunks through `open_chain`.
+fn assert_chain_reads(top: &Path, expected: &[u8], what: &str) {
+    let chain = open_chain(top, &chain_options(Some(PASSPHRASE.as_bytes())))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(chain.layers.len(), 2, "{what}: layers");
+    assert_same(expected, &crate_read(&*chain.top, 1 << 20), what);
+    assert_same(expected, &crate_read(&*chain.top, 4096 + 512 + 7), what);
+}
+
+#[test]
+fn open_chain_offers_one_passphrase_to_every_encrypted_layer() {
+    let (_, top, expected) = encrypted_chain();
+    assert_chain_reads(&top, &expected, "encrypted over encrypted");
+    let (plain_top, expected) = plain_overlay_over_encrypted_base();
+    assert_chain_reads(&plain_top, &expected, "plain over encrypted");
+}
+
+/// The error `open_chain` gives for `top` with `passphrase`.
+fn chain_error(top: &Path, passphrase: Option<&[u8]>) -> (PathBuf, Error<std::io::Error>) {
+    match open_chain(top, &chain_options(passphrase)) {
+        Err(ChainError::Image { path, error }) => (path, error),
+        Err(other) => panic!("{}: unexpected error {other}", top.display()),
+        Ok(_) => panic!("{}: opened", top.display()),
+    }
+}
+
+#[test]
+fn open_chain_names_the_layer_it_cannot_unlock() {
+    let (base, top, _) = encrypted_chain();
+    let (plain_top, _) = plain_overlay_over_encrypted_base();
+    let wrong = Some(&b"correct horse battery stapl"[..]);
+
+    // The encrypted top is refused as itself.
+    let (path, error) = chain_error(&top, wrong);
+    assert_eq!(path, top);
+    assert!(
+        matches!(error, Error::Crypto(CryptoError::WrongPassphrase)),
+        "{error}"
+    );
+    let (path, error) = chain_error(&top, None);
+    assert_eq!(path, top);
+    assert!(
+        matches!(
+            error,
+            Error::Unsupported(Unsupported::NeedsKey { method: 2 })
+        ),
+        "{error}"
+    );
+
+    // Under a plain overlay, the base is named as backing image 1.
+    for (passphrase, what) in [(wrong, "wrong passphrase"), (None, "no passphrase")] {
+        let (path, error) = chain_error(&plain_top, passphrase);
+        assert_eq!(path, plain_top, "{what}");
+        let Error::Backing { depth, name, error } = &error else {
+            panic!("{what}: not a backing error: {error}");
+        };
+        assert_eq!(*depth, 1, "{what}");
+        assert_eq!(name.as_deref(), Some(base.to_str().unwrap()), "{what}");
+        let expected = match passphrase {
+            Some(_) => matches!(**error, Error::Crypto(CryptoError::WrongPassphrase)),
+            None => matches!(
+                **error,
+                Error::Unsupported(Unsupported::NeedsKey { method: 2 })
+            ),
+        };
+        assert!(expected, "{what}: {error}");
+        let text = open_chain(&plain_top, &chain_options(passphrase))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(text.contains("backing image 1"), "{text}");
+        assert!(text.contains(base.to_str().unwrap()), "{text}");
+    }
+
+    // The layers are listed without any key.
+    let layers = chain_layers(&top, &ChainOptions::default()).unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[1].path, base);
+    assert!(layers[1].header.as_ref().unwrap().luks_header().is_some());
 }
