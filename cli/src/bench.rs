@@ -12,6 +12,7 @@ use qcow2_reader::{BlockRead, Config};
 
 use crate::failure::{Failure, Result};
 use crate::layers::{open_reader, Follow};
+use crate::passphrase::KeyArgs;
 use crate::size::parse_size;
 
 /// Where successive requests go.
@@ -54,6 +55,8 @@ pub struct Args {
     /// its one cache): thread `t` of `T` sends requests `t`, `t + T`, ...
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The image.
     image: PathBuf,
 }
@@ -62,7 +65,8 @@ pub struct Args {
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let fail = |message: &dyn std::fmt::Display| Failure::new(&args.image, message);
     let config = config(args).map_err(|message| fail(&message))?;
-    let chain = open_reader(&args.image, None, config, follow)?;
+    let access = args.key.access(&args.image, follow)?;
+    let chain = open_reader(&args.image, None, config, &access)?;
     let image_size = chain.top.size().map_err(|error| fail(&error))?;
     let size = usize::try_from(args.size)
         .ok()

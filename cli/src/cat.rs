@@ -8,6 +8,7 @@ use qcow2_reader::{BlockRead, Config};
 
 use crate::failure::{is_broken_pipe, Failure, Result};
 use crate::layers::{open_reader, Follow};
+use crate::passphrase::KeyArgs;
 use crate::size::parse_size;
 
 /// Arguments of `qcow cat`.
@@ -22,6 +23,8 @@ pub struct Args {
     /// Read the disk as of this internal snapshot (id or name), like `qemu-img convert -l`.
     #[arg(short = 'l', long)]
     snapshot: Option<String>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The image.
     image: PathBuf,
 }
@@ -31,11 +34,12 @@ const CHUNK_BYTES: usize = 4 << 20;
 
 /// Runs `qcow cat`.
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    let access = args.key.access(&args.image, follow)?;
     let chain = open_reader(
         &args.image,
         args.snapshot.as_deref(),
         Config::default(),
-        follow,
+        &access,
     )?;
     let fail = |error: &dyn std::fmt::Display| Failure::new(&args.image, error);
     let size = chain.top.size().map_err(|error| fail(&error))?;

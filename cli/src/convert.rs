@@ -21,6 +21,7 @@ use qcow2_reader::Config;
 
 use crate::failure::{Failure, Result};
 use crate::layers::{open_reader, Follow, Stack};
+use crate::passphrase::KeyArgs;
 use crate::size::parse_size;
 
 /// Arguments of `qcow convert`.
@@ -35,6 +36,8 @@ pub struct Args {
     /// Largest read, in bytes.
     #[arg(long, value_parser = parse_size, default_value = "2M")]
     chunk_size: u64,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The image.
     image: PathBuf,
     /// The raw file to write (created or truncated).
@@ -87,14 +90,15 @@ impl Planner<'_> {
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let snapshot = args.snapshot.as_deref();
     let config = Config::default();
-    let chain = open_reader(&args.image, snapshot, config, follow)?;
-    let stack = Stack::open(&chain, snapshot, &config, follow)?;
+    let access = args.key.access(&args.image, follow)?;
+    let chain = open_reader(&args.image, snapshot, config, &access)?;
+    let stack = Stack::open(&chain, snapshot, &config, &access)?;
     let size = stack.virtual_size();
     let chunk_bytes = args.chunk_size.clamp(64 << 10, 256 << 20);
     let threads = args.threads.unwrap_or_else(default_threads).clamp(1, 64);
     let mut readers = vec![chain];
     for _ in 1..threads {
-        readers.push(open_reader(&args.image, snapshot, config, follow)?);
+        readers.push(open_reader(&args.image, snapshot, config, &access)?);
     }
     refuse_overwriting_inputs(&stack, &args.out)?;
     let out = create_output(&args.out)?;

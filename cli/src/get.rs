@@ -16,8 +16,9 @@ use std::sync::mpsc;
 use std::thread;
 
 use crate::failure::{is_broken_pipe, Failure, Result};
-use crate::layers::Follow;
+use crate::layers::{Access, Follow};
 use crate::location::{open_volume, Location, Volume};
+use crate::passphrase::KeyArgs;
 use crate::size::parse_size;
 
 /// Arguments of `qcow get`.
@@ -35,6 +36,8 @@ pub struct Args {
     /// Bytes per chunk read by a thread (tests use small ones to cross many chunk edges).
     #[arg(long, value_parser = parse_size, default_value = "8M", hide = true)]
     chunk_size: u64,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The image.
     image: PathBuf,
     /// The file: N:/PATH (partition N) or /PATH (the disk's only file system); symlinks are followed.
@@ -46,10 +49,11 @@ const CHUNKS_AHEAD: usize = 1;
 
 /// Runs `qcow get`.
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    let access = args.key.access(&args.image, follow)?;
     let volume = open_volume(
         &args.image,
         args.snapshot.as_deref(),
-        follow,
+        &access,
         &args.location,
     )?;
     let file_len = volume
@@ -76,7 +80,7 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     } else {
         drop(volume);
         let plan = Plan {
-            follow,
+            access,
             threads,
             chunks,
             chunk_bytes,
@@ -160,7 +164,7 @@ type Piece = std::result::Result<Vec<u8>, Failure>;
 
 /// How the file is split among the reader threads.
 struct Plan {
-    follow: Follow,
+    access: Access,
     threads: usize,
     chunks: u64,
     chunk_bytes: u64,
@@ -172,7 +176,7 @@ fn read_chunks(args: &Args, plan: &Plan, first: u64, sender: &mpsc::SyncSender<P
         let volume = open_volume(
             &args.image,
             args.snapshot.as_deref(),
-            plan.follow,
+            &plan.access,
             &args.location,
         )?;
         let mut file = volume

@@ -8,11 +8,11 @@ use std::process::ExitCode;
 
 use qcow2_reader::chain::{resolve_name, Layer, LayerFormat};
 use qcow2_reader::feature::{Autoclear, Compatible, FeatureKind, Incompatible};
-use qcow2_reader::{is_qcow2, Config, Header, Image, Snapshot, Snapshots};
+use qcow2_reader::{is_qcow2, Header, Image, Snapshot, Snapshots};
 use serde_json::{json, Map, Value};
 
 use crate::failure::{Failure, Result};
-use crate::layers::{open_reader, Follow};
+use crate::layers::{list_layers, Follow};
 use crate::output::{pretty_json, print, utc_text};
 use crate::size::human_size;
 
@@ -46,7 +46,7 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let layers = if args.no_backing_chain || follow == Follow::None {
         vec![lone_layer(&args.image)?]
     } else {
-        open_reader(&args.image, None, Config::default(), follow)?.layers
+        list_layers(&args.image, follow)?
     };
     let described = layers
         .into_iter()

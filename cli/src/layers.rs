@@ -9,12 +9,15 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use qcow2_reader::chain::{open_chain, Chain, ChainOptions, Layer, LayerFormat};
+use qcow2_reader::chain::{
+    chain_layers, open_chain, Chain, ChainError, ChainOptions, Layer, LayerFormat, Secret,
+};
 use qcow2_reader::follow::{FollowPolicy, NamedFile};
 use qcow2_reader::{find_snapshot, Config, Image, Mapping, NoBacking};
 use rustix::fs::SeekFrom;
 
 use crate::failure::{Failure, Result};
+use crate::passphrase::is_wrong_passphrase;
 
 /// Which files named by an image the tool may open (`--follow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -36,6 +39,33 @@ impl Follow {
             Follow::SameDir => FollowPolicy::SameDir,
             Follow::None => FollowPolicy::None,
         }
+    }
+}
+
+/// What a run may open and unlock: the follow policy, and the passphrase
+/// of encrypted layers ([`KeyArgs::access`](crate::passphrase::KeyArgs::access)).
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Which named files may be opened.
+    pub follow: Follow,
+    /// The passphrase offered to every encrypted layer.
+    pub secret: Option<Secret>,
+    /// The passphrase came from a file ending with a newline, which is part
+    /// of it: said when it is wrong, as the likely cause.
+    pub ends_with_newline: bool,
+}
+
+impl Access {
+    /// The failure to open the chain of `image`, with the newline hint.
+    fn chain_failure(&self, image: &Path, error: ChainError) -> Failure {
+        let hint = self.ends_with_newline
+            && matches!(&error, ChainError::Image { error, .. } if is_wrong_passphrase(error));
+        let mut failure = Failure::chain(image, error);
+        if hint {
+            failure.message += " (the passphrase file ends with a newline, which is part of \
+                 the passphrase, as for qemu-img's secret,file=)";
+        }
+        failure
     }
 }
 
@@ -88,7 +118,8 @@ pub struct Stack {
 }
 
 /// Opens the chain of `path` for reading, with `snapshot` applied to the top
-/// image, opening only the named files `follow` allows.
+/// image, opening only the named files `access` allows and unlocking
+/// encrypted layers with its passphrase.
 ///
 /// The top image must be QCOW2 (the chain helper would take any other file
 /// as raw); raw images are read only as backing files.
@@ -96,36 +127,50 @@ pub fn open_reader(
     path: &Path,
     snapshot: Option<&str>,
     config: Config,
-    follow: Follow,
+    access: &Access,
 ) -> Result<Chain> {
     let file = File::open(path).map_err(|error| Failure::new(path, error))?;
     Image::builder(file).map_err(|error| Failure::new(path, error))?;
     let options = ChainOptions {
         config,
         snapshot: snapshot.map(str::to_string),
+        follow: access.follow.policy(),
+        secret: access.secret.clone(),
+        ..ChainOptions::default()
+    };
+    open_chain(path, &options).map_err(|error| access.chain_failure(path, error))
+}
+
+/// The layers of the chain of `path`, top first, headers read but no
+/// image opened (no passphrase needed), as far as `follow` allows. The top
+/// image must be QCOW2, as for [`open_reader`].
+pub fn list_layers(path: &Path, follow: Follow) -> Result<Vec<Layer>> {
+    let file = File::open(path).map_err(|error| Failure::new(path, error))?;
+    Image::builder(file).map_err(|error| Failure::new(path, error))?;
+    let options = ChainOptions {
         follow: follow.policy(),
         ..ChainOptions::default()
     };
-    open_chain(path, &options).map_err(|error| Failure::chain(path, error))
+    chain_layers(path, &options).map_err(|error| Failure::chain(path, error))
 }
 
 impl Stack {
     /// Opens every layer of `chain` alone; the top one as of `snapshot`, if
-    /// given; data files as `follow` allows. Runs that read as zeros or fall
+    /// given; data files as `access` allows; encrypted layers unlocked with its passphrase. Runs that read as zeros or fall
     /// through report the host offsets their entries keep, as `qemu-img map`
     /// does.
     pub fn open(
         chain: &Chain,
         snapshot: Option<&str>,
         config: &Config,
-        follow: Follow,
+        access: &Access,
     ) -> Result<Self> {
         let top = chain.layers.first().map(|layer| layer.path.clone());
         let top = top.unwrap_or_default();
         let mut views = Vec::with_capacity(chain.layers.len());
         for (depth, layer) in chain.layers.iter().enumerate() {
             let snapshot = if depth == 0 { snapshot } else { None };
-            let view = open_view(layer, snapshot, config, follow).map_err(|message| {
+            let view = open_view(layer, snapshot, config, access).map_err(|message| {
                 let message = if depth == 0 {
                     message
                 } else {
@@ -195,7 +240,7 @@ fn open_view(
     layer: &Layer,
     snapshot: Option<&str>,
     config: &Config,
-    follow: Follow,
+    access: &Access,
 ) -> std::result::Result<LayerView, String> {
     let file = File::open(&layer.path).map_err(|error| error.to_string())?;
     if layer.format == LayerFormat::Raw {
@@ -212,7 +257,8 @@ fn open_view(
     let mut data_path = layer.path.clone();
     if let Some(name) = builder.header().data_file() {
         let name = String::from_utf8_lossy(name.as_bytes());
-        data_path = follow
+        data_path = access
+            .follow
             .policy()
             .resolve(&layer.path, NamedFile::DataFile, &name)
             .map_err(|refusal| refusal.to_string())?;
@@ -224,6 +270,9 @@ fn open_view(
         let found = find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes())
             .map_err(text)?;
         builder = builder.snapshot(&found).map_err(text)?;
+    }
+    if let Some(secret) = &access.secret {
+        builder = secret.unlock(builder).map_err(text)?;
     }
     // The chain decided which backing files exist; each view reads its layer alone.
     let image = builder.ignore_backing().open_alloc(config).map_err(text)?;

@@ -12,7 +12,7 @@ use qcow2_reader::chain::DynImage;
 use qcow2_reader::Config;
 
 use crate::failure::{Failure, Result};
-use crate::layers::{open_reader, Follow};
+use crate::layers::{open_reader, Access};
 
 /// The virtual disk of an image, shared by the partitions read from it.
 pub type Disk = Arc<DynImage>;
@@ -60,13 +60,13 @@ pub struct OpenDisk {
     pub table: Table,
 }
 
-/// Opens `image` (with the backing chain `follow` allows, as of `snapshot`) and reads its partition table.
-pub fn open_disk(image: &Path, snapshot: Option<&str>, follow: Follow) -> Result<OpenDisk> {
+/// Opens `image` (with the backing chain `access` allows and unlocks, as of `snapshot`) and reads its partition table.
+pub fn open_disk(image: &Path, snapshot: Option<&str>, access: &Access) -> Result<OpenDisk> {
     // Metadata reads between data blocks must not evict the data cluster being
     // read: a few decompressed clusters keep sequential file reads at one
     // decompression per cluster.
     let config = Config::default().with_compressed_clusters(4);
-    let chain = open_reader(image, snapshot, config, follow)?;
+    let chain = open_reader(image, snapshot, config, access)?;
     let disk: Disk = Arc::new(chain.top);
     let table = Table::read(&disk).map_err(|error| Failure::new(image, error))?;
     if let Some(warning) = &table.warning {
@@ -98,10 +98,10 @@ impl OpenDisk {
 pub fn open_volume(
     image: &Path,
     snapshot: Option<&str>,
-    follow: Follow,
+    access: &Access,
     location: &Location,
 ) -> Result<Volume> {
-    let disk = open_disk(image, snapshot, follow)?;
+    let disk = open_disk(image, snapshot, access)?;
     let partition = disk.partition(image, location.partition)?;
     disk.volume(image, partition)
 }

@@ -11,6 +11,7 @@ use crate::failure::{Failure, Result};
 use crate::layers::Follow;
 use crate::location::{open_volume, Location, Volume};
 use crate::output::{pretty_json, print, utc_text};
+use crate::passphrase::KeyArgs;
 
 /// Arguments of `qcow ls`.
 #[derive(Debug, clap::Args)]
@@ -27,6 +28,8 @@ pub struct Args {
     /// Read the disk as of this internal snapshot (id or name).
     #[arg(long)]
     snapshot: Option<String>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The image.
     image: PathBuf,
     /// The directory: N:/DIR (partition N) or /DIR (the disk's only file system).
@@ -45,10 +48,11 @@ struct Listed {
 
 /// Runs `qcow ls`.
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    let access = args.key.access(&args.image, follow)?;
     let volume = open_volume(
         &args.image,
         args.snapshot.as_deref(),
-        follow,
+        &access,
         &args.location,
     )?;
     let fail = |path: &str, error: &dyn std::fmt::Display| {

@@ -17,6 +17,7 @@ mod ls;
 mod map;
 mod output;
 mod parts;
+mod passphrase;
 mod size;
 
 use std::process::ExitCode;

@@ -9,6 +9,7 @@ use qcow2_reader::Config;
 
 use crate::failure::{is_broken_pipe, Failure, Result};
 use crate::layers::{open_reader, Follow, Stack, Status};
+use crate::passphrase::KeyArgs;
 use crate::size::parse_size;
 
 /// Arguments of `qcow map`.
@@ -23,6 +24,8 @@ pub struct Args {
     /// Bytes to map from the start offset (default: to the end of the disk).
     #[arg(long, value_parser = parse_size)]
     max_length: Option<u64>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The image.
     image: PathBuf,
 }
@@ -33,8 +36,9 @@ const STEP_BYTES: u64 = 1 << 30;
 /// Runs `qcow map`.
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let config = Config::default();
-    let chain = open_reader(&args.image, None, config, follow)?;
-    let stack = Stack::open(&chain, None, &config, follow)?;
+    let access = args.key.access(&args.image, follow)?;
+    let chain = open_reader(&args.image, None, config, &access)?;
+    let stack = Stack::open(&chain, None, &config, &access)?;
     let size = stack.virtual_size();
     let start = args.start_offset.min(size);
     let end = match args.max_length {

@@ -11,6 +11,7 @@ use crate::failure::Result;
 use crate::layers::Follow;
 use crate::location::{open_disk, OpenDisk};
 use crate::output::{pretty_json, print};
+use crate::passphrase::KeyArgs;
 
 /// Arguments of `qcow parts`.
 #[derive(Debug, clap::Args)]
@@ -21,6 +22,8 @@ pub struct Args {
     /// Read the disk as of this internal snapshot (id or name).
     #[arg(short = 'l', long)]
     snapshot: Option<String>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The image.
     image: PathBuf,
 }
@@ -40,7 +43,8 @@ struct Row {
 
 /// Runs `qcow parts`.
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
-    let disk = open_disk(&args.image, args.snapshot.as_deref(), follow)?;
+    let access = args.key.access(&args.image, follow)?;
+    let disk = open_disk(&args.image, args.snapshot.as_deref(), &access)?;
     let rows: Vec<Row> = disk
         .table
         .partitions
