@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use qcow2_reader::chain::{resolve_name, Layer, LayerFormat};
+use qcow2_reader::crypto::{IvGenerator, LuksHeader};
 use qcow2_reader::feature::{Autoclear, Compatible, FeatureKind, Incompatible};
-use qcow2_reader::{is_qcow2, Header, Image, Snapshot, Snapshots};
+use qcow2_reader::{is_qcow2, Encryption, Header, Image, Snapshot, Snapshots};
 use serde_json::{json, Map, Value};
 
 use crate::failure::{Failure, Result};
@@ -167,6 +168,9 @@ fn to_json(described: &Described) -> Value {
         let snapshots = described.snapshots.iter().map(snapshot_json).collect();
         object.insert("snapshots".into(), Value::Array(snapshots));
     }
+    if header.crypt_method() != 0 {
+        object.insert("encrypted".into(), json!(true));
+    }
     let dirty = header.incompatible_features().contains(Incompatible::DIRTY);
     object.insert("dirty-flag".into(), json!(dirty));
     let features: Map<String, Value> = described
@@ -200,6 +204,9 @@ fn format_specific(header: &Header) -> Value {
     if let Some(name) = header.data_file() {
         data.insert("data-file".into(), json!(name.to_string()));
     }
+    if let Some(encrypt) = encrypt_json(header) {
+        data.insert("encrypt".into(), encrypt);
+    }
     if header.has_data_file() {
         let raw = header
             .autoclear_features()
@@ -214,6 +221,55 @@ fn format_specific(header: &Header) -> Value {
         data.insert("extended-l2".into(), json!(header.has_extended_l2()));
     }
     Value::Object(data)
+}
+
+/// `format-specific.data.encrypt`: what `qemu-img info` shows of the
+/// encryption without any key, read from the header (and the LUKS header,
+/// parsed when the image's header was), in QEMU's field order.
+fn encrypt_json(header: &Header) -> Option<Value> {
+    match Encryption::of(header)? {
+        Encryption::Aes => Some(json!({"format": "aes"})),
+        Encryption::Luks(luks) => Some(luks_json(luks)),
+    }
+}
+
+/// QEMU's `QCryptoBlockInfoLUKS`: the hash of the IV generator only for
+/// ESSIV, a slot's iterations and stripes only when it is active.
+fn luks_json(luks: &LuksHeader) -> Value {
+    let spec = luks.spec();
+    let mut object = Map::new();
+    object.insert("ivgen-alg".into(), json!(spec.ivgen.name()));
+    object.insert("hash-alg".into(), json!(spec.hash.name()));
+    object.insert("cipher-alg".into(), json!(spec.cipher.name()));
+    object.insert("uuid".into(), json!(luks.uuid()));
+    if let (IvGenerator::Essiv, Some(hash)) = (spec.ivgen, spec.ivgen_hash) {
+        object.insert("ivgen-hash-alg".into(), json!(hash.name()));
+    }
+    object.insert("format".into(), json!("luks"));
+    object.insert("cipher-mode".into(), json!(spec.mode.name()));
+    let slots = luks
+        .slots()
+        .iter()
+        .map(|slot| {
+            let mut object = Map::new();
+            object.insert("active".into(), json!(slot.active));
+            if slot.active {
+                object.insert("iters".into(), json!(slot.iterations));
+            }
+            object.insert("key-offset".into(), json!(slot.key_offset()));
+            if slot.active {
+                object.insert("stripes".into(), json!(slot.stripes));
+            }
+            Value::Object(object)
+        })
+        .collect();
+    object.insert("slots".into(), Value::Array(slots));
+    object.insert("payload-offset".into(), json!(luks.payload_offset()));
+    object.insert(
+        "master-key-iters".into(),
+        json!(luks.master_key_iterations()),
+    );
+    Value::Object(object)
 }
 
 fn snapshot_json(snapshot: &Snapshot) -> Value {
@@ -251,6 +307,9 @@ fn to_human(described: &Described) -> String {
     let Some(header) = &layer.header else {
         return text;
     };
+    if header.crypt_method() != 0 {
+        text += "encrypted: yes\n";
+    }
     text += &format!("cluster_size: {}\n", header.cluster_size());
     if let Some((name, full)) = backing_names(layer, header) {
         text += &format!("backing file: {name}");
@@ -273,15 +332,7 @@ fn to_human(described: &Described) -> String {
         }
     }
     text += "Format specific information:\n";
-    if let Value::Object(data) = format_specific(header) {
-        for (key, value) in data {
-            let value = match value {
-                Value::String(text) => text,
-                other => other.to_string(),
-            };
-            text += &format!("    {}: {value}\n", key.replace('-', " "));
-        }
-    }
+    text += &human_value(&format_specific(header), 1);
     text += "Features:\n";
     for (kind, names) in &described.features {
         let list = if names.is_empty() {
@@ -292,6 +343,32 @@ fn to_human(described: &Described) -> String {
         text += &format!("    {}: {list}\n", kind.name());
     }
     text
+}
+
+/// A JSON value as QEMU's `dump_qobject` prints it: four spaces per
+/// level, `-` in keys as spaces, list items as `[i]:`, nested values below
+/// their key.
+fn human_value(value: &Value, level: usize) -> String {
+    let indent = "    ".repeat(level);
+    let entry = |label: String, value: &Value| match value {
+        Value::Object(_) | Value::Array(_) => {
+            format!("{indent}{label}:\n{}", human_value(value, level + 1))
+        }
+        Value::String(text) => format!("{indent}{label}: {text}\n"),
+        other => format!("{indent}{label}: {other}\n"),
+    };
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .map(|(key, value)| entry(key.replace('-', " "), value))
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(index, value)| entry(format!("[{index}]"), value))
+            .collect(),
+        other => format!("{indent}{other}\n"),
+    }
 }
 
 /// A row of `qemu-img snapshot -l`'s table (dates in UTC).
