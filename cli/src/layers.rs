@@ -77,6 +77,9 @@ pub struct LayerView {
     pub data_path: PathBuf,
     /// Its virtual size (the file size for a raw layer).
     pub size: u64,
+    /// Its data is encrypted: QEMU reports no host offsets for it (they
+    /// would point at ciphertext).
+    pub encrypted: bool,
     source: Source,
 }
 
@@ -214,6 +217,9 @@ impl Stack {
             };
             let extent = image.extent(start, len).map_err(io::Error::from)?;
             len = extent.len;
+            let status = |len, present, zero, data, offset: Option<u64>| {
+                status(len, present, zero, data, offset.filter(|_| !view.encrypted))
+            };
             let kept_offset = match extent.kind {
                 Mapping::Data { host_offset } => {
                     return Ok(status(len, true, false, true, Some(host_offset)))
@@ -249,6 +255,7 @@ fn open_view(
             path: layer.path.clone(),
             data_path: layer.path.clone(),
             size,
+            encrypted: false,
             source: Source::Raw(file),
         });
     }
@@ -280,6 +287,7 @@ fn open_view(
         path: layer.path.clone(),
         data_path,
         size: image.virtual_size(),
+        encrypted: image.header().crypt_method() != 0,
         source: Source::Qcow2(Box::new(image)),
     })
 }

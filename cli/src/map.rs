@@ -144,7 +144,8 @@ impl<'s> Printer<'s> {
         write!(self.out, "}}")
     }
 
-    /// `qemu-img map`'s table of data runs; compressed runs, which it refuses, say so.
+    /// `qemu-img map`'s table of data runs; compressed runs and encrypted
+    /// layers' runs, which it refuses, say so.
     fn push_human(&mut self, status: &Status) -> io::Result<()> {
         if self.count == 0 {
             writeln!(
@@ -157,8 +158,14 @@ impl<'s> Printer<'s> {
         if !status.data || status.zero {
             return Ok(());
         }
-        let mapped = status.offset.map_or("compressed".to_string(), hex);
-        let file = self.stack.views[status.depth].data_path.display();
+        let view = &self.stack.views[status.depth];
+        let unmapped = if view.encrypted {
+            "encrypted"
+        } else {
+            "compressed"
+        };
+        let mapped = status.offset.map_or(unmapped.to_string(), hex);
+        let file = view.data_path.display();
         writeln!(
             self.out,
             "{:<16}{:<16}{:<16}{file}",

@@ -115,8 +115,11 @@ pub fn qemu_raw(image: &Path, snapshot: Option<&str>) -> Vec<u8> {
 
 /// Runs the `qcow` binary under test.
 pub fn qcow(args: &[&str]) -> Output {
+    // No terminal on standard input: an encrypted image is refused rather
+    // than prompting (and waiting) when the tests run in a terminal.
     let output = Command::new(env!("CARGO_BIN_EXE_qcow"))
         .args(args)
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("run qcow");
     let stderr = String::from_utf8_lossy(&output.stderr);
