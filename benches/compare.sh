@@ -186,6 +186,40 @@ bench_convert() {
           alt_name: (if $alt == "" then null else $alt end), alt_s: $aw, alt_cpu_s: $ac}')"
 }
 
+# The whole-disk read of a LUKS (aes-256-xts, QEMU's default) copy of
+# src.raw, both tools given the same passphrase file: qcow convert
+# --passphrase-file vs qemu-img convert --object secret --image-opts. Same
+# row and JSON as bench_convert. iter-time is small: the row measures the
+# decryption, not PBKDF2.
+bench_convert_luks() {
+    local label=$1 i qcow=() qemu=() limit=()
+    local secret="secret,id=sec0,file=luks.pass"
+    local opts="driver=qcow2,encrypt.key-secret=sec0,file.filename=luks.qcow2"
+    printf %s "qcow2-reader bench" >luks.pass
+    if [[ ! -f luks.qcow2 ]]; then
+        log "making luks.qcow2"
+        qemu-img convert -O qcow2 --object "$secret" \
+            -o cluster_size=64k,encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 \
+            src.raw luks.qcow2.tmp
+        mv luks.qcow2.tmp luks.qcow2
+    fi
+    log "convert: $label"
+    for ((i = 0; i < REPS; i++)); do
+        qcow+=("$(measure "$QCOW" convert --threads "$THREADS" --passphrase-file luks.pass luks.qcow2 out-qcow.raw)"); rm -f out-qcow.raw
+        qemu+=("$(measure qemu-img convert --object "$secret" --image-opts "$opts" -O raw out-qemu.raw)"); rm -f out-qemu.raw
+        limit+=("$(measure "${LIMIT_COPY[@]}" src.raw out-dd.raw "$THREADS")"); rm -f out-dd.raw
+    done
+    local qw qc mw mc lw lc
+    qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
+    mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
+    lw=$(printf '%s\n' "${limit[@]}" | field_median 1); lc=$(printf '%s\n' "${limit[@]}" | field_median 2)
+    row "| $label | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
+    json_row "$label" convert "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
+        --argjson lw "$lw" --argjson lc "$lc" \
+        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc,
+          alt_name: null, alt_s: null, alt_cpu_s: null}')"
+}
+
 # 4 KiB reads: qcow bench vs qemu-img bench -d 1 on the 4 GiB image.
 bench_reads() {
     local label=$1 cache=$2 count=$3 qcow_args=$4 qemu_args=$5 i qcow=() qemu=()
@@ -235,6 +269,7 @@ want "deflate" && bench_convert "convert 1 GiB, deflate-compressed" zlib.qcow2 s
 want "zstd" && bench_convert "convert 1 GiB, zstd-compressed" zstd.qcow2 src.raw
 want "zstd" && bench_convert "convert 1 GiB, zstd-compressed, text (C headers)" text-zstd.qcow2 text.raw
 want "deflate" && bench_convert "convert 1 GiB, deflate-compressed, text (C headers)" text-zlib.qcow2 text.raw
+want "luks" && bench_convert_luks "convert 1 GiB, LUKS aes-256-xts"
 want "seq" && bench_reads "4 KiB seq reads x$SEQ_COUNT" 1M "$SEQ_COUNT" "" ""
 want "seq" && bench_reads "4 KiB seq reads x$SEQ_COUNT" 64K "$SEQ_COUNT" "" ""
 want "strided" && bench_reads "4 KiB strided reads (step 1 MiB + 4 KiB) x$RAND_COUNT" 1M "$RAND_COUNT" "-S 1052672" "-S 1052672"
