@@ -35,9 +35,9 @@ pub struct KeyArgs {
     /// terminal (no echo), or, with no terminal on standard input, is refused.
     #[arg(long, value_name = "PATH")]
     pub passphrase_file: Option<PathBuf>,
-    /// Most PBKDF2 iterations that unlocking may spend, over all key slots
-    /// tried and every image of the chain's master key checks. A LUKS header
-    /// asking for more is refused before any work. QEMU calibrates its
+    /// Most PBKDF2 iterations that unlocking one encrypted image may spend
+    /// (the key slots tried plus the master key check). A LUKS header asking
+    /// for more is refused before any work. QEMU calibrates its
     /// images to about 2 s of its own hashing (a few million iterations);
     /// raise this for images made on much faster machines.
     #[arg(long, value_name = "N", default_value_t = UnlockLimits::default().max_iterations)]
