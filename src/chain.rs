@@ -31,9 +31,13 @@ use crate::image::{Image, ImageBuilder, NoBacking, Raw};
 use crate::snapshot::find_snapshot;
 
 #[cfg(feature = "luks")]
-use crate::crypto::UnlockLimits;
+use crate::crypto::{MasterKey, UnlockLimits};
+#[cfg(feature = "luks")]
+use crate::encryption::Encryption;
 #[cfg(feature = "luks")]
 use crate::error::Unsupported;
+#[cfg(feature = "luks")]
+use std::sync::{Arc, Mutex};
 
 /// A type-erased image of a chain: what a layer reads through.
 pub type DynImage = Box<dyn BlockRead<Error = Error<io::Error>> + Send + Sync>;
@@ -102,6 +106,12 @@ impl Default for ChainOptions {
 
 /// A passphrase for the encrypted layers of a chain, with the work its
 /// unlocking may do. The bytes are zeroized when dropped and never printed.
+///
+/// A secret remembers the LUKS master keys it unlocked (shared by its
+/// clones, zeroized with the last one): a tool opening the same chain again
+/// (one per thread) keys those layers with the master key, which costs the
+/// header's master key iterations (QEMU calibrates them to an eighth of a
+/// slot's) instead of the slots' PBKDF2.
 #[cfg(feature = "luks")]
 #[derive(Clone)]
 pub struct Secret {
@@ -109,6 +119,16 @@ pub struct Secret {
     /// clears every copy this value made.
     passphrase: Vec<u8>,
     limits: UnlockLimits,
+    unlocked: Arc<Mutex<Vec<UnlockedKey>>>,
+}
+
+/// A master key this secret unlocked, by what identifies it in a LUKS
+/// header: a cached key is still checked against the header's digest.
+#[cfg(feature = "luks")]
+struct UnlockedKey {
+    salt: [u8; 32],
+    digest: [u8; 20],
+    key: MasterKey,
 }
 
 #[cfg(feature = "luks")]
@@ -119,6 +139,7 @@ impl Secret {
         Self {
             passphrase: bytes.to_vec(),
             limits,
+            unlocked: Arc::default(),
         }
     }
 
@@ -133,10 +154,42 @@ impl Secret {
         &self,
         builder: ImageBuilder<R, B>,
     ) -> Result<ImageBuilder<R, B>, Error<R::Error>> {
-        if builder.encryption().is_none() {
-            return Ok(builder);
+        let luks = match builder.encryption() {
+            None => return Ok(builder),
+            // Legacy AES: the passphrase is the key, nothing to remember.
+            Some(Encryption::Aes) => return builder.passphrase(&self.passphrase, &self.limits),
+            Some(Encryption::Luks(luks)) => luks,
+        };
+        let (salt, digest) = (*luks.master_key_salt(), *luks.master_key_digest());
+        let known = self.known_key(&salt, &digest);
+        let key = match known {
+            Some(key) => key,
+            None => crate::encryption::luks_master_key(
+                builder.header(),
+                luks,
+                builder.storage(),
+                &self.passphrase,
+                &self.limits,
+            )?,
+        };
+        let builder = builder.master_key(key.as_bytes(), &self.limits)?;
+        let mut unlocked = self.unlocked.lock().unwrap_or_else(|e| e.into_inner());
+        if !unlocked
+            .iter()
+            .any(|u| u.salt == salt && u.digest == digest)
+        {
+            unlocked.push(UnlockedKey { salt, digest, key });
         }
-        builder.passphrase(&self.passphrase, &self.limits)
+        Ok(builder)
+    }
+
+    /// The master key this secret unlocked for a header with `salt` and `digest`.
+    fn known_key(&self, salt: &[u8; 32], digest: &[u8; 20]) -> Option<MasterKey> {
+        let unlocked = self.unlocked.lock().unwrap_or_else(|e| e.into_inner());
+        unlocked
+            .iter()
+            .find(|u| &u.salt == salt && &u.digest == digest)
+            .map(|u| u.key.clone())
     }
 }
 

@@ -15,8 +15,8 @@
 
 use crate::block::{read_located, BlockRead};
 use crate::crypto::{
-    check_master_key, legacy_aes_cipher, unlock, CryptoError, KeyArea, LuksHeader, SectorCipher,
-    UnlockLimits, SECTOR_BYTES,
+    check_master_key, legacy_aes_cipher, unlock, CryptoError, KeyArea, LuksHeader, MasterKey,
+    SectorCipher, UnlockLimits, SECTOR_BYTES,
 };
 use crate::error::{Error, HeaderError, Storage};
 use crate::header::Header;
@@ -62,11 +62,7 @@ impl ImageCipher {
             None => return Ok(None),
             Some(Encryption::Aes) => legacy_aes_cipher(passphrase),
             Some(Encryption::Luks(luks)) => {
-                let (offset, len) = header
-                    .crypto_area()
-                    .ok_or(HeaderError::MissingCryptoHeader)?;
-                let area = KeyArea::new(storage, offset, len);
-                let key = unlock(luks, &area, passphrase, limits).map_err(Error::Crypto)?;
+                let key = luks_master_key(header, luks, storage, passphrase, limits)?;
                 luks_cipher(luks, key.as_bytes())?
             }
         };
@@ -147,6 +143,22 @@ impl ImageCipher {
         }
         Ok(())
     }
+}
+
+/// The master key of the LUKS image with `header` in `storage`, from its
+/// key slots (in the full disk encryption header extension's area).
+pub(crate) fn luks_master_key<R: BlockRead>(
+    header: &Header,
+    luks: &LuksHeader,
+    storage: &R,
+    passphrase: &[u8],
+    limits: &UnlockLimits,
+) -> Result<MasterKey, Error<R::Error>> {
+    let (offset, len) = header
+        .crypto_area()
+        .ok_or(HeaderError::MissingCryptoHeader)?;
+    let area = KeyArea::new(storage, offset, len);
+    unlock(luks, &area, passphrase, limits).map_err(Error::Crypto)
 }
 
 fn luks_cipher<E>(luks: &LuksHeader, key: &[u8]) -> Result<SectorCipher, Error<E>> {

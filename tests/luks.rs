@@ -1195,10 +1195,25 @@ fn assert_chain_reads(top: &Path, expected: &[u8], what: &str) {
 
 #[test]
 fn open_chain_offers_one_passphrase_to_every_encrypted_layer() {
-    let (_, top, expected) = encrypted_chain();
-    assert_chain_reads(&top, &expected, "encrypted over encrypted");
+    let (_, top, expected_top) = encrypted_chain();
+    assert_chain_reads(&top, &expected_top, "encrypted over encrypted");
     let (plain_top, expected) = plain_overlay_over_encrypted_base();
     assert_chain_reads(&plain_top, &expected, "plain over encrypted");
+    // A secret opening a chain again keys its layers with the master keys
+    // it unlocked the first time: the same bytes.
+    let options = chain_options(Some(PASSPHRASE.as_bytes()));
+    let first = open_chain(&top, &options).unwrap();
+    let again = open_chain(&top, &options.clone()).unwrap();
+    assert_same(
+        &crate_read(&*first.top, 1 << 20),
+        &crate_read(&*again.top, 1 << 20),
+        "reopened",
+    );
+    assert_same(
+        &expected_top,
+        &crate_read(&*again.top, 1 << 20),
+        "reopened chain",
+    );
 }
 
 /// The error `open_chain` gives for `top` with `passphrase`.
