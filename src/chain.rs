@@ -31,7 +31,7 @@ use crate::image::{Image, ImageBuilder, NoBacking, Raw};
 use crate::snapshot::find_snapshot;
 
 #[cfg(feature = "luks")]
-use crate::crypto::{MasterKey, UnlockLimits};
+use crate::crypto::{LuksHeader, MasterKey, UnlockLimits};
 #[cfg(feature = "luks")]
 use crate::encryption::Encryption;
 #[cfg(feature = "luks")]
@@ -122,12 +122,12 @@ pub struct Secret {
     unlocked: Arc<Mutex<Vec<UnlockedKey>>>,
 }
 
-/// A master key this secret unlocked, by what identifies it in a LUKS
-/// header: a cached key is still checked against the header's digest.
+/// A master key this secret unlocked, with the LUKS header it came from:
+/// only an identical header (a layer opened again, or a copy of it) is
+/// keyed with it, and the header's digest still checks it.
 #[cfg(feature = "luks")]
 struct UnlockedKey {
-    salt: [u8; 32],
-    digest: [u8; 20],
+    header: LuksHeader,
     key: MasterKey,
 }
 
@@ -160,9 +160,8 @@ impl Secret {
             Some(Encryption::Aes) => return builder.passphrase(&self.passphrase, &self.limits),
             Some(Encryption::Luks(luks)) => luks,
         };
-        let (salt, digest) = (*luks.master_key_salt(), *luks.master_key_digest());
-        let known = self.known_key(&salt, &digest);
-        let key = match known {
+        let header = luks.clone();
+        let key = match self.known_key(&header) {
             Some(key) => key,
             None => crate::encryption::luks_master_key(
                 builder.header(),
@@ -174,21 +173,18 @@ impl Secret {
         };
         let builder = builder.master_key(key.as_bytes(), &self.limits)?;
         let mut unlocked = self.unlocked.lock().unwrap_or_else(|e| e.into_inner());
-        if !unlocked
-            .iter()
-            .any(|u| u.salt == salt && u.digest == digest)
-        {
-            unlocked.push(UnlockedKey { salt, digest, key });
+        if !unlocked.iter().any(|u| u.header == header) {
+            unlocked.push(UnlockedKey { header, key });
         }
         Ok(builder)
     }
 
-    /// The master key this secret unlocked for a header with `salt` and `digest`.
-    fn known_key(&self, salt: &[u8; 32], digest: &[u8; 20]) -> Option<MasterKey> {
+    /// The master key this secret unlocked for `header`, if any.
+    fn known_key(&self, header: &LuksHeader) -> Option<MasterKey> {
         let unlocked = self.unlocked.lock().unwrap_or_else(|e| e.into_inner());
         unlocked
             .iter()
-            .find(|u| &u.salt == salt && &u.digest == digest)
+            .find(|u| &u.header == header)
             .map(|u| u.key.clone())
     }
 }
