@@ -113,8 +113,8 @@ impl Checker {
         let refcount_table_bytes =
             u64::from(self.header.refcount_table_clusters()) * self.cluster_size();
         self.reference(self.header.refcount_table_offset(), refcount_table_bytes);
-        // The LUKS header and key slots (QEMU: "encryption", after the
-        // refcount table). Metadata only: no passphrase is needed.
+        // The LUKS header and key slots, which QEMU counts as referenced.
+        // Metadata only: no passphrase is needed.
         if let Some((offset, len)) = self.header.crypto_area() {
             self.reference(offset, len);
         }
