@@ -1,11 +1,13 @@
 //! `qcow` on encrypted images made by `qemu-img`: `convert` and `cat` with
 //! `--passphrase-file` against QEMU's decryption with the same file, a
 //! wrong passphrase and a missing one refused by name, `info` showing the
-//! encryption fields as `qemu-img info` does without a key.
+//! encryption fields as `qemu-img info` does without a key; `parts`, `ls`
+//! and `get` of a GPT disk re-encrypted by `qemu-img convert` giving what
+//! they give for the plain disk.
 //!
-//! Each LUKS image costs `qemu-img create` a PBKDF2 calibration: four
-//! images (aes-256-xts, aes-128-cbc-essiv, legacy AES, and a plain overlay
-//! over the first), made once per build directory under
+//! Each LUKS image costs `qemu-img create` a PBKDF2 calibration: five
+//! images (aes-256-xts, aes-128-cbc-essiv, legacy AES, a plain overlay over
+//! the first, the encrypted GPT disk), made once per build directory under
 //! `CARGO_TARGET_TMPDIR` and shared by the tests.
 
 mod common;
@@ -462,4 +464,73 @@ fn a_terminal_prompts_for_the_passphrase() {
     let terminal = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(!output.status.success(), "{terminal}");
     assert!(terminal.contains("invalid passphrase"), "{terminal}");
+}
+
+/// The test disks of `scripts/make-disks.sh` (cached in `target/disks`).
+fn disks() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("target/disks");
+    let status = std::process::Command::new(root.join("scripts/make-disks.sh"))
+        .arg(&dir)
+        .status()
+        .expect("run scripts/make-disks.sh");
+    assert!(
+        status.success(),
+        "scripts/make-disks.sh failed (see its message above)"
+    );
+    dir
+}
+
+#[test]
+fn files_inside_an_encrypted_disk_read_like_the_plain_disk() {
+    let images = Images::get();
+    let disks = disks();
+    let plain = disks.join("gpt-base.qcow2");
+    // The GPT disk (FAT32 + ext4) re-encrypted by qemu-img with LUKS.
+    let encrypted = images.dir.join("gpt-luks.qcow2");
+    if !encrypted.exists() {
+        let partial = images.dir.join("gpt-luks.partial");
+        qemu_img(&[
+            "convert",
+            "-O",
+            "qcow2",
+            "--object",
+            &images.secret(),
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+            text(&plain),
+            text(&partial),
+        ]);
+        std::fs::rename(&partial, &encrypted).expect("rename");
+    }
+    let pass = images.file("pass");
+    // `ARGS` with IMAGE replaced, and the passphrase file after the subcommand if given.
+    let run = |args: &[&str], image: &Path, key: Option<&Path>| -> Vec<u8> {
+        let mut all: Vec<&str> = args
+            .iter()
+            .map(|arg| if *arg == "IMAGE" { text(image) } else { arg })
+            .collect();
+        if let Some(key) = key {
+            all.splice(1..1, ["--passphrase-file", text(key)]);
+        }
+        qcow_ok(&all)
+    };
+    for args in [
+        &["parts", "--json", "IMAGE"][..],
+        &["ls", "-R", "--json", "IMAGE", "1:/"],
+        &["ls", "-R", "--json", "IMAGE", "2:/"],
+        &["get", "IMAGE", "2:/big.bin"],
+    ] {
+        let expected = run(args, &plain, None);
+        assert!(!expected.is_empty(), "{args:?}");
+        let actual = run(args, &encrypted, Some(&pass));
+        // `parts --json` names no image; listings and files are the disk's.
+        assert!(
+            actual == expected,
+            "qcow {args:?} differs on the encrypted disk"
+        );
+    }
+    let big = run(&["get", "IMAGE", "2:/big.bin"], &encrypted, Some(&pass));
+    let tree = std::fs::read(disks.join("tree-ext-v1/big.bin")).expect("tree file");
+    assert!(big == tree, "2:/big.bin differs from the file mkfs wrote");
 }
