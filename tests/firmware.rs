@@ -387,6 +387,22 @@ fn luks_compressed_chain(dir: &Path) -> PathBuf {
     top
 }
 
+/// A LUKS image whose key slot 0 asks for 4 billion PBKDF2 iterations
+/// (hours of TCG): the firmware's bound must refuse it before any work.
+fn luks_hostile_iterations(dir: &Path) -> PathBuf {
+    let image = luks_xts(dir);
+    let mut bytes = fs::read(&image).expect("read image");
+    // The LUKS header sits at a cluster-aligned offset (64 KiB clusters);
+    // slot 0's iteration count is the big-endian u32 at 212.
+    let header = (0..bytes.len())
+        .step_by(65536)
+        .find(|&at| bytes[at..].starts_with(b"LUKS\xba\xbe"))
+        .expect("a LUKS header in the image");
+    bytes[header + 212..header + 216].copy_from_slice(&u32::MAX.to_be_bytes());
+    fs::write(&image, bytes).expect("write image");
+    image
+}
+
 fn bad_magic(dir: &Path) -> PathBuf {
     let image = v2_64k(dir);
     let bad = dir.join("bad-magic.qcow2");
@@ -653,6 +669,13 @@ const ENCRYPTED_CASES: &[Case] = &[
         make: luks_xts,
         expect: Expect::Error("disk 0: encryption: invalid passphrase"),
         passphrase: Given::Wrong,
+    },
+    Case {
+        name: "luks-hostile-iterations",
+        make: luks_hostile_iterations,
+        // The count includes the image's calibrated digest iterations.
+        expect: Expect::Error("PBKDF2 iterations, beyond the limit of 8000000"),
+        passphrase: Given::Right,
     },
     Case {
         name: "luks-no-passphrase",
