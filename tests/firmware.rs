@@ -18,6 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 const APT_COMMAND: &str = "apt-get update && apt-get install -y --allow-downgrades \
@@ -338,15 +339,27 @@ fn write_encrypted(image: &Path, commands: &[&str]) {
     run("qemu-io", &args, dir);
 }
 
-/// LUKS with QEMU's defaults: aes-256-xts-plain64, sha256.
+/// LUKS with QEMU's defaults: aes-256-xts-plain64, sha256. Made once per
+/// test run and copied: `qemu-img create` spends seconds calibrating
+/// PBKDF2 whatever the `iter-time`, and four cases on two architectures
+/// boot this image.
 fn luks_xts(dir: &Path) -> PathBuf {
-    let image = create_encrypted(
-        dir,
-        "luks-xts.qcow2",
-        "encrypt.format=luks,encrypt.iter-time=10",
-        8 * MIB,
-    );
-    write_encrypted(&image, MIXED);
+    static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+    let bytes = IMAGE.get_or_init(|| {
+        let made = TempDir::new("luks-xts");
+        let image = create_encrypted(
+            &made.0,
+            "luks-xts.qcow2",
+            "encrypt.format=luks,encrypt.iter-time=10",
+            8 * MIB,
+        );
+        write_encrypted(&image, MIXED);
+        fs::read(&image).expect("read image")
+    });
+    let image = dir.join("luks-xts.qcow2");
+    fs::write(&image, bytes).expect("write image");
+    // The passphrase the copy was made with, for the runner and qemu-img.
+    secret_file(dir);
     image
 }
 
