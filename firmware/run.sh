@@ -172,6 +172,8 @@ if [[ ${#files[@]} -gt 0 || -n $passphrase_file ]]; then
             printf 'passphrase-hex: %s\n' "$(od -An -v -tx1 "$passphrase_file" | tr -d ' \n')"
         fi
     } >"$control"
+    # The firmware reads at most 64 KiB of it (firmware/src/control.rs).
+    [[ $(stat -c %s "$control") -le 65536 ]] || die "the --file list and passphrase take more than 64 KiB"
     truncate -s %512 "$control"
 fi
 

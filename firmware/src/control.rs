@@ -63,9 +63,27 @@ pub struct Requests {
     pub passphrase: Option<Passphrase>,
 }
 
-/// Why a control disk line was refused.
+/// Why the control disk was refused.
 #[derive(Debug)]
 pub enum ControlError {
+    /// The disk is larger than [`MAX_CONTROL_BYTES`] (the runner never
+    /// writes one; reading only the start would cut a request silently).
+    TooLarge {
+        /// The disk's size.
+        bytes: u64,
+    },
+    /// A line was refused.
+    Line {
+        /// Line number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        problem: LineProblem,
+    },
+}
+
+/// What is wrong with a control disk line.
+#[derive(Debug)]
+pub enum LineProblem {
     /// The line is not valid UTF-8.
     NotUtf8,
     /// The line has no known `key:`.
@@ -77,6 +95,18 @@ pub enum ControlError {
 }
 
 impl core::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooLarge { bytes } => write!(
+                f,
+                "{bytes} bytes, more than the {MAX_CONTROL_BYTES} bytes read"
+            ),
+            Self::Line { line, problem } => write!(f, "line {line}: {problem}"),
+        }
+    }
+}
+
+impl core::fmt::Display for LineProblem {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             Self::NotUtf8 => "not UTF-8",
@@ -97,42 +127,45 @@ pub fn read(disks: &[VirtioDisk]) -> Result<Requests, DemoError> {
     };
     let disk = &disks[index];
     let disk_error = |error| DemoError::Disk { disk: index, error };
-    let size = disk.size().map_err(disk_error)?.min(MAX_CONTROL_BYTES);
+    let control_error = |error| DemoError::Control { disk: index, error };
+    let size = disk.size().map_err(disk_error)?;
+    if size > MAX_CONTROL_BYTES {
+        return Err(control_error(ControlError::TooLarge { bytes: size }));
+    }
     let mut bytes = Zeroizing::new(alloc::vec![0u8; size as usize]);
     disk.read_at(0, &mut bytes).map_err(disk_error)?;
-    parse(&bytes).map_err(|(line, error)| DemoError::Control {
-        disk: index,
-        line,
-        error,
-    })
+    parse(&bytes).map_err(control_error)
 }
 
 /// Parses the control text (up to the first zero byte); an error names
 /// the line (from 1).
-fn parse(bytes: &[u8]) -> Result<Requests, (usize, ControlError)> {
+fn parse(bytes: &[u8]) -> Result<Requests, ControlError> {
     let len = bytes
         .iter()
         .position(|&byte| byte == 0)
         .unwrap_or(bytes.len());
     let mut requests = Requests::default();
     for (number, line) in bytes[..len].split(|&byte| byte == b'\n').enumerate() {
-        let at = |error| (number + 1, error);
+        let at = |problem| ControlError::Line {
+            line: number + 1,
+            problem,
+        };
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
         }
         if let Some(location) = line.strip_prefix(FILE_KEY) {
             let location = core::str::from_utf8(location.trim_ascii())
-                .map_err(|_| at(ControlError::NotUtf8))?;
+                .map_err(|_| at(LineProblem::NotUtf8))?;
             requests.files.push(location.to_string());
         } else if let Some(hex) = line.strip_prefix(PASSPHRASE_KEY) {
             if requests.passphrase.is_some() {
-                return Err(at(ControlError::SecondPassphrase));
+                return Err(at(LineProblem::SecondPassphrase));
             }
-            let passphrase = decode_hex(hex.trim_ascii()).ok_or(at(ControlError::BadHex))?;
+            let passphrase = decode_hex(hex.trim_ascii()).ok_or(at(LineProblem::BadHex))?;
             requests.passphrase = Some(passphrase);
         } else {
-            return Err(at(ControlError::UnknownKey));
+            return Err(at(LineProblem::UnknownKey));
         }
     }
     Ok(requests)

@@ -72,12 +72,10 @@ pub enum DemoError {
         /// Files requested.
         requested: usize,
     },
-    /// A line of the control disk was refused.
+    /// The control disk was refused.
     Control {
         /// Disk number of the control disk.
         disk: usize,
-        /// Line number, from 1.
-        line: usize,
         /// What is wrong with it.
         error: ControlError,
     },
@@ -107,9 +105,7 @@ impl fmt::Display for DemoError {
             Self::Files { failed, requested } => {
                 write!(f, "{failed} of {requested} requested files could not be read")
             }
-            Self::Control { disk, line, error } => {
-                write!(f, "disk {disk} (control disk), line {line}: {error}")
-            }
+            Self::Control { disk, error } => write!(f, "disk {disk} (control disk): {error}"),
             Self::BackingFormat { disk, format } => write!(
                 f,
                 "disk {disk}: backing format \"{format}\" is not supported (only qcow2 and raw)"
