@@ -19,10 +19,11 @@
 //!
 //! A disk needs no new device code and works the same on both
 //! architectures. The text and the decoded passphrase live in
-//! [`Zeroizing`] buffers, so no copy of the passphrase stays in memory
-//! once the images are open; the disk's own sectors are read straight
-//! into that buffer (whole sectors from offset 0 do not go through the
-//! driver's bounce buffer).
+//! [`Zeroizing`] buffers, so none of the firmware's copies of the
+//! passphrase stays in memory once the images are open (what PBKDF2 leaves
+//! on the stack is the crate's and RustCrypto's business); the disk's
+//! sectors are read straight into that buffer (whole sectors from offset 0
+//! do not go through the driver's bounce buffer).
 
 use crate::demo::DemoError;
 use crate::disk::VirtioDisk;
@@ -34,8 +35,8 @@ use zeroize::Zeroizing;
 /// The serial of the control disk.
 pub const CONTROL_SERIAL: &[u8] = b"qcow2-demo-control";
 
-/// Most bytes read from the control disk: room for hundreds of requests
-/// and a passphrase far longer than anyone types.
+/// The largest control disk read (a larger one is refused): room for
+/// hundreds of requests and a passphrase far longer than anyone types.
 const MAX_CONTROL_BYTES: u64 = 64 * 1024;
 
 /// Key of a file request.
