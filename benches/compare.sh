@@ -8,6 +8,13 @@
 #   benches/compare.sh            # builds target/release/qcow first
 #   REPS=5 BENCH_DIR=/dev/shm/x QCOW=path/to/qcow benches/compare.sh
 #   ONLY='zstd|deflate' RUZSTD=1 benches/compare.sh   # some rows; ruzstd too
+#   QCOW_ALT=old/qcow QCOW_ALT_NAME=before benches/compare.sh  # a second build
+#
+# A second `qcow` (QCOW_ALT, named QCOW_ALT_NAME) is measured in the same
+# alternation on the rows whose label matches ALT_ROWS (default: every
+# convert and read row): a before/after comparison of two commits on the
+# same images. RUZSTD=1 builds the ruzstd variant as that second tool and
+# sets ALT_ROWS=zstd.
 #
 # Every convert row is also measured against the copy limit: the image's raw
 # source copied by as many parallel `dd` streams as convert uses threads.
@@ -30,6 +37,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SEQ_COUNT=${SEQ_COUNT:-250000}
 RAND_COUNT=${RAND_COUNT:-100000}
 ONLY=${ONLY:-}
+ALT_ROWS=${ALT_ROWS:-.}
+QCOW_ALT_NAME=${QCOW_ALT_NAME:-alt}
 NPROC=$(nproc)
 THREADS=${THREADS:-$((NPROC < 4 ? NPROC : 4))} # qcow convert's default
 JSON_OUT=${JSON_OUT:-$ROOT/target/bench/compare-$(date -u +%Y%m%dT%H%M%SZ).json}
@@ -45,6 +54,7 @@ if [[ -n ${RUZSTD:-} ]]; then
     cp "$ROOT/target/release/qcow" "$ROOT/target/release/qcow-ruzstd"
     QCOW_ALT=$ROOT/target/release/qcow-ruzstd
     QCOW_ALT_NAME=ruzstd
+    ALT_ROWS=zstd
 fi
 if [[ -z ${QCOW:-} ]]; then
     log "building qcow (release)"
@@ -153,15 +163,30 @@ json_row() {
     JSON_ROWS+=("$(jq -cn --arg workload "$label" --arg kind "$kind" --argjson values "$1" \
         '{workload: $workload, kind: $kind} + $values')")
 }
-num() { [[ -n $1 && $1 != - ]] && echo "$1" || echo null; }
+
+# "yes" when the second build (QCOW_ALT) is to run on the row labelled $1.
+alt_wanted() {
+    if [[ -n ${QCOW_ALT:-} && $1 =~ $ALT_ROWS ]]; then echo yes; fi
+}
+# The JSON fields of the second build's medians (from "wall cpu rss" lines).
+alt_json() {
+    local name=$1; shift
+    if [[ $# -eq 0 ]]; then
+        echo '{"alt_name": null, "alt_s": null, "alt_cpu_s": null}'
+        return
+    fi
+    jq -cn --arg name "$name" --argjson aw "$(printf '%s\n' "$@" | field_median 1)" \
+        --argjson ac "$(printf '%s\n' "$@" | field_median 2)" '{alt_name: $name, alt_s: $aw, alt_cpu_s: $ac}'
+}
+# The label suffix naming the second build's medians, from alt_json's output.
+alt_label() { jq -r 'if .alt_name then " (\(.alt_name): \(.alt_s) s, CPU \(.alt_cpu_s) s)" else "" end' <<<"$1"; }
 
 # Whole-disk read to a raw file in the same tmpfs directory, alternating
 # qcow, QEMU and the copy limit of the image's raw source (RAW).
 bench_convert() {
     local label=$1 image=$2 raw=$3 i qcow=() qemu=() limit=() alt=() with_alt=
     log "convert: $label"
-    # The second build differs only in its zstd decoder.
-    [[ -n ${QCOW_ALT:-} && $label == *zstd* ]] && with_alt=yes
+    with_alt=$(alt_wanted "$label")
     for ((i = 0; i < REPS; i++)); do
         qcow+=("$(measure "$QCOW" convert --threads "$THREADS" "$image" out-qcow.raw)"); rm -f out-qcow.raw
         qemu+=("$(measure qemu-img convert -O raw "$image" out-qemu.raw)"); rm -f out-qemu.raw
@@ -170,20 +195,15 @@ bench_convert() {
             alt+=("$(measure "$QCOW_ALT" convert --threads "$THREADS" "$image" out-alt.raw)"); rm -f out-alt.raw
         fi
     done
-    local qw qc mw mc lw lc aw=- ac=- alt_text=""
+    local qw qc mw mc lw lc alt_fields
     qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
     mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
     lw=$(printf '%s\n' "${limit[@]}" | field_median 1); lc=$(printf '%s\n' "${limit[@]}" | field_median 2)
-    if [[ -n $with_alt ]]; then
-        aw=$(printf '%s\n' "${alt[@]}" | field_median 1); ac=$(printf '%s\n' "${alt[@]}" | field_median 2)
-        alt_text=" ($QCOW_ALT_NAME: $aw s, CPU $ac s)"
-    fi
-    row "| $label$alt_text | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
+    alt_fields=$(alt_json "$QCOW_ALT_NAME" "${alt[@]}")
+    row "| $label$(alt_label "$alt_fields") | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
     json_row "$label" convert "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
-        --argjson lw "$lw" --argjson lc "$lc" --argjson aw "$(num "$aw")" --argjson ac "$(num "$ac")" \
-        --arg alt "${with_alt:+${QCOW_ALT_NAME:-}}" \
-        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc,
-          alt_name: (if $alt == "" then null else $alt end), alt_s: $aw, alt_cpu_s: $ac}')"
+        --argjson lw "$lw" --argjson lc "$lc" --argjson alt "$alt_fields" \
+        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc} + $alt')"
 }
 
 # The whole-disk read of a LUKS (aes-256-xts, QEMU's default) copy of
@@ -222,21 +242,27 @@ bench_convert_luks() {
 
 # 4 KiB reads: qcow bench vs qemu-img bench -d 1 on the 4 GiB image.
 bench_reads() {
-    local label=$1 cache=$2 count=$3 qcow_args=$4 qemu_args=$5 i qcow=() qemu=()
+    local label=$1 cache=$2 count=$3 qcow_args=$4 qemu_args=$5 i qcow=() qemu=() alt=() with_alt
     log "reads: $label, L2 cache $cache"
+    with_alt=$(alt_wanted "$label")
     local opts="driver=qcow2,file.filename=big.qcow2,l2-cache-size=$cache"
     for ((i = 0; i < REPS; i++)); do
         # shellcheck disable=SC2086
         qcow+=("$(measure "$QCOW" bench -c "$count" -s 4K --l2-cache-size "$cache" $qcow_args big.qcow2)")
         # shellcheck disable=SC2086
         qemu+=("$(measure qemu-img bench -d 1 -c "$count" -s 4K $qemu_args --image-opts "$opts")")
+        if [[ -n $with_alt ]]; then
+            # shellcheck disable=SC2086
+            alt+=("$(measure "$QCOW_ALT" bench -c "$count" -s 4K --l2-cache-size "$cache" $qcow_args big.qcow2)")
+        fi
     done
-    local qw qc mw mc
+    local qw qc mw mc alt_fields
     qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
     mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
-    row "| $label, L2 cache $cache | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | - | - |"
+    alt_fields=$(alt_json "$QCOW_ALT_NAME" "${alt[@]}")
+    row "| $label, L2 cache $cache$(alt_label "$alt_fields") | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | - | - |"
     json_row "$label, L2 cache $cache" reads "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
-        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc}')"
+        --argjson alt "$alt_fields" '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc} + $alt')"
 }
 
 # Peak memory of a whole-disk read of a 2 TiB sparse image against a 16 MiB one.

@@ -9,10 +9,18 @@
 #   ... --file N:/PATH [--file ...]                hash these files inside the
 #                                                  image instead of the whole
 #                                                  disk (`N:` the partition)
+#   ... --passphrase-file PATH                     unlock encrypted images
+#                                                  (the image and its backing
+#                                                  files) with the file's
+#                                                  bytes, verbatim, as QEMU's
+#                                                  `--object secret,file=PATH`
 #
-# The --file locations reach the firmware on one more read-only disk,
-# attached last, with the serial "qcow2-demo-files": one location per line,
-# padded with zeros to whole sectors.
+# The --file locations and the passphrase reach the firmware on one more
+# read-only disk, the control disk, attached last with the serial
+# "qcow2-demo-control": one `key: value` line per request (`file: N:/PATH`,
+# `passphrase-hex: <hex of the file's bytes>`), padded with zeros to whole
+# sectors. firmware/src/control.rs defines the format; the file is made
+# private (mktemp) and removed when QEMU has stopped.
 #
 # Cargo calls it as `runner` (firmware/.cargo/config.toml) with the ELF
 # first and the arguments after `--` next. The architecture comes from the
@@ -45,16 +53,27 @@ die() {
     exit 2
 }
 
-[[ $# -ge 1 ]] || die "usage: run.sh <firmware.elf> [image [backing...]] [--file N:/PATH]..."
+[[ $# -ge 1 ]] || die "usage: run.sh <firmware.elf> [image [backing...]] [--file N:/PATH]... [--passphrase-file PATH]"
 elf=$1
 shift
 [[ -f $elf ]] || die "no such firmware ELF: $elf"
 
-# Separate the --file requests from the image and its backing files.
+# Separate the --file requests and the passphrase from the image and its
+# backing files.
 files=()
+passphrase_file=
 positional=()
 while [[ $# -gt 0 ]]; do
     case $1 in
+    --passphrase-file)
+        [[ $# -ge 2 ]] || die "--passphrase-file needs a path"
+        passphrase_file=$2
+        shift 2
+        ;;
+    --passphrase-file=*)
+        passphrase_file=${1#--passphrase-file=}
+        shift
+        ;;
     --file)
         [[ $# -ge 2 ]] || die "--file needs a location (N:/PATH or /PATH)"
         files+=("$2")
@@ -71,6 +90,9 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 set -- ${positional[@]+"${positional[@]}"}
+if [[ -n $passphrase_file ]]; then
+    [[ -f $passphrase_file && -r $passphrase_file ]] || die "cannot read the passphrase file: $passphrase_file"
+fi
 
 # e_machine: 62 = EM_X86_64, 183 = EM_AARCH64.
 machine=$(od -An -tu2 -j18 -N2 "$elf" | tr -d ' ')
@@ -136,11 +158,23 @@ if [[ $# -eq 1 ]]; then
     disks[0]=$1
 fi
 
-if [[ ${#files[@]} -gt 0 ]]; then
-    list=$(mktemp "${TMPDIR:-/tmp}/qcow2-demo-files.XXXXXX")
-    trap 'rm -f "$list"' EXIT
-    printf '%s\n' "${files[@]}" >"$list"
-    truncate -s %512 "$list"
+# The control disk (format: firmware/src/control.rs), only when there is
+# something to ask.
+control=
+if [[ ${#files[@]} -gt 0 || -n $passphrase_file ]]; then
+    control=$(mktemp "${TMPDIR:-/tmp}/qcow2-demo-control.XXXXXX")
+    trap 'rm -f "$control"' EXIT
+    {
+        for file in ${files[@]+"${files[@]}"}; do
+            printf 'file: %s\n' "$file"
+        done
+        if [[ -n $passphrase_file ]]; then
+            printf 'passphrase-hex: %s\n' "$(od -An -v -tx1 "$passphrase_file" | tr -d ' \n')"
+        fi
+    } >"$control"
+    # The firmware reads at most 64 KiB of it (firmware/src/control.rs).
+    [[ $(stat -c %s "$control") -le 65536 ]] || die "the --file list and passphrase take more than 64 KiB"
+    truncate -s %512 "$control"
 fi
 
 # QEMU's option syntax doubles commas inside values.
@@ -158,10 +192,10 @@ for disk in "${disks[@]}"; do
     )
     index=$((index + 1))
 done
-if [[ ${#files[@]} -gt 0 ]]; then
+if [[ -n $control ]]; then
     drive_args+=(
-        -drive "file=$(escape "$list"),format=raw,if=none,id=disk$index,readonly=on"
-        -device "virtio-blk-device,drive=disk$index,serial=qcow2-demo-files"
+        -drive "file=$(escape "$control"),format=raw,if=none,id=disk$index,readonly=on"
+        -device "virtio-blk-device,drive=disk$index,serial=qcow2-demo-control"
     )
 fi
 

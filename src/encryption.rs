@@ -1,7 +1,7 @@
 //! Encrypted images in the read path (feature `luks`): unlocking at open,
 //! and decrypting data runs in place as they are read.
 //!
-//! QEMU's rules (`docs/luks-notes.md`): only normal data clusters are
+//! QEMU's rules (`docs/encryption.md`): only normal data clusters are
 //! encrypted (compressed clusters are stored in the clear, zero and
 //! unallocated ones hold nothing); 512-byte sectors, numbered by their
 //! *host* offset with LUKS (in the image file, or in the external data file

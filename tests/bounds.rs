@@ -5,7 +5,8 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
-use qcow2_reader::{BlockRead, Config, Image};
+use qcow2_reader::crypto::UnlockLimits;
+use qcow2_reader::{BlockRead, Config, Image, READS_PER_UNIT};
 
 /// Counts the reads that reach the storage.
 struct Counting<R> {
@@ -26,6 +27,62 @@ impl<R: BlockRead> BlockRead for Counting<R> {
     }
 }
 
+/// qemu-io commands that alternate data, zeros, compressed clusters and
+/// holes so that no run merges.
+fn scattered_writes() -> Vec<String> {
+    (0..64u64)
+        .map(|i| {
+            let offset = i * 96 * 1024;
+            match i % 4 {
+                0 => format!("write -P 0x{:02x} {offset} 3k", i + 1),
+                1 => format!("write -z {offset} 5k"),
+                2 => format!("write -c -P 0x{:02x} {} 64k", i + 1, offset & !0xffff),
+                _ => format!("discard {offset} 4k"),
+            }
+        })
+        .collect()
+}
+
+/// The smallest caches: one table slice, one decompressed cluster.
+fn smallest_caches() -> Config {
+    Config::default()
+        .with_table_slice_bytes(512)
+        .with_table_cache_bytes(512)
+        .with_compressed_clusters(1)
+}
+
+/// Reads 2000 pseudo-random ranges of `opened` and checks each against
+/// `expected` and its storage reads against `max_storage_reads`.
+fn assert_reads_within_bound<R: BlockRead>(
+    opened: &Image<'_, &Counting<R>>,
+    storage: &Counting<R>,
+    expected: &[u8],
+    what: &str,
+) where
+    R::Error: core::fmt::Debug,
+{
+    let mut state = 7u64;
+    for _ in 0..2000 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let offset = (state >> 20) % expected.len() as u64;
+        let len = ((state >> 4) % 200_000)
+            .min(expected.len() as u64 - offset)
+            .max(1);
+        let mut buf = vec![0u8; len as usize];
+        let before = storage.reads.load(Ordering::Relaxed);
+        opened.read_at(offset, &mut buf).unwrap();
+        let reads = storage.reads.load(Ordering::Relaxed) - before;
+        let bound = opened.max_storage_reads(offset, len);
+        assert!(
+            reads <= bound,
+            "{what}: {reads} reads for {len} bytes at {offset:#x}, bound {bound}"
+        );
+        assert!(buf == expected[offset as usize..(offset + len) as usize]);
+    }
+}
+
 #[test]
 fn storage_reads_per_request_stay_within_the_documented_bound() {
     let scratch = Scratch::new();
@@ -36,17 +93,7 @@ fn storage_reads_per_request_stay_within_the_documented_bound() {
     ] {
         let image = scratch.path("image.qcow2");
         create(&image, options, "8M");
-        // Alternate data, zeros, compressed and holes so that no run merges.
-        let mut commands = Vec::new();
-        for i in 0..64u64 {
-            let offset = i * 96 * 1024;
-            commands.push(match i % 4 {
-                0 => format!("write -P 0x{:02x} {offset} 3k", i + 1),
-                1 => format!("write -z {offset} 5k"),
-                2 => format!("write -c -P 0x{:02x} {} 64k", i + 1, offset & !0xffff),
-                _ => format!("discard {offset} 4k"),
-            });
-        }
+        let commands = scattered_writes();
         let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
         qemu_io(&image, &commands);
         let expected = qemu_raw(&scratch, &image, &[]);
@@ -55,35 +102,42 @@ fn storage_reads_per_request_stay_within_the_documented_bound() {
             inner: bytes.as_slice(),
             reads: AtomicU64::new(0),
         };
-        // The smallest caches: one table slice, one decompressed cluster.
-        let config = Config::default()
-            .with_table_slice_bytes(512)
-            .with_table_cache_bytes(512)
-            .with_compressed_clusters(1);
         let opened = Image::builder(&storage)
             .unwrap()
-            .open_alloc(&config)
+            .open_alloc(&smallest_caches())
             .unwrap();
-        let mut state = 7u64;
-        for _ in 0..2000 {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let offset = (state >> 20) % expected.len() as u64;
-            let len = ((state >> 4) % 200_000)
-                .min(expected.len() as u64 - offset)
-                .max(1);
-            let mut buf = vec![0u8; len as usize];
-            let before = storage.reads.load(Ordering::Relaxed);
-            opened.read_at(offset, &mut buf).unwrap();
-            let reads = storage.reads.load(Ordering::Relaxed) - before;
-            let bound = opened.max_storage_reads(offset, len);
-            assert!(
-                reads <= bound,
-                "{options}: {reads} reads for {len} bytes at {offset:#x}, bound {bound}"
-            );
-            assert!(buf == expected[offset as usize..(offset + len) as usize]);
-        }
+        assert_reads_within_bound(&opened, &storage, &expected, options);
+    }
+}
+
+/// An encrypted image reads a partial first or last sector on its own:
+/// the bound counts those two reads, and unaligned reads of every kind of
+/// cluster stay within it.
+#[test]
+fn encrypted_reads_stay_within_the_documented_bound() {
+    let scratch = Scratch::new();
+    for options in ["cluster_size=4k", "cluster_size=64k,extended_l2=on"] {
+        let image = scratch.path("image.qcow2");
+        create_luks(&image, options, "8M");
+        let commands = scattered_writes();
+        let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+        qemu_io_encrypted(&image, &commands);
+        let expected = qemu_raw_encrypted(&scratch, &image);
+        let bytes = std::fs::read(&image).unwrap();
+        let storage = Counting {
+            inner: bytes.as_slice(),
+            reads: AtomicU64::new(0),
+        };
+        let opened = Image::builder(&storage)
+            .unwrap()
+            .passphrase(PASSPHRASE.as_bytes(), &UnlockLimits::default())
+            .unwrap()
+            .open_alloc(&smallest_caches())
+            .unwrap();
+        // The unlock read the key material; count the data reads only.
+        storage.reads.store(0, Ordering::Relaxed);
+        assert_eq!(opened.max_storage_reads(1, 1), READS_PER_UNIT + 2);
+        assert_reads_within_bound(&opened, &storage, &expected, options);
     }
 }
 

@@ -31,9 +31,8 @@ use qcow2_reader::crypto::{
 };
 use qcow2_reader::{Config, Encryption, Error, Image, NoBacking, Unsupported};
 
-use common::{assert_same, assert_scattered_reads, crate_read};
+use common::{assert_same, assert_scattered_reads, crate_read, secret_object, PASSPHRASE};
 
-const PASSPHRASE: &str = "correct horse battery staple";
 /// Changing how images are made must not reuse old cached ones.
 const CACHE_VERSION: u32 = 1;
 /// Writes made in every image: whole clusters, a partial cluster at an odd
@@ -51,10 +50,6 @@ fn cache_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("luks-v{CACHE_VERSION}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn secret_object() -> String {
-    format!("secret,id=sec0,data={PASSPHRASE}")
 }
 
 fn run(program: &str, args: &[&str]) -> std::process::Output {

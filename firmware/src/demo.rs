@@ -3,17 +3,21 @@
 //! the read's throughput with reading raw sectors from the same device.
 //!
 //! With `--file` requests (see [`crate::files`]) it reads and hashes those
-//! files instead of the whole disk.
+//! files instead of the whole disk. Encrypted images are unlocked with the
+//! passphrase of the control disk ([`crate::control`]); their throughput
+//! comparison is skipped (see [`report::print_encrypted_read`]).
 //!
 //! Each job has its own module: [`crate::disks`] finds the devices,
+//! [`crate::control`] reads what the runner asks for,
 //! [`crate::backing`] opens an image with its backing chain,
 //! [`crate::measure`] reads, hashes and times, [`crate::report`] prints.
 
 use crate::backing::{self, serial_for, ImageError};
+use crate::control::ControlError;
 use crate::disk::DiskError;
 use crate::measure::{compare, hash_image, rounds_per_pass, PassError};
 use crate::report::{self, Measurements, Utf8Lossy};
-use crate::{arch, disks, files, println};
+use crate::{arch, control, disks, files, println};
 use alloc::boxed::Box;
 use core::fmt;
 use qcow2_reader::{FileName, FormatName};
@@ -68,6 +72,13 @@ pub enum DemoError {
         /// Files requested.
         requested: usize,
     },
+    /// The control disk was refused.
+    Control {
+        /// Disk number of the control disk.
+        disk: usize,
+        /// What is wrong with it.
+        error: ControlError,
+    },
     /// A backing format other than qcow2 and raw.
     BackingFormat {
         /// Disk whose image names the format.
@@ -94,6 +105,7 @@ impl fmt::Display for DemoError {
             Self::Files { failed, requested } => {
                 write!(f, "{failed} of {requested} requested files could not be read")
             }
+            Self::Control { disk, error } => write!(f, "disk {disk} (control disk): {error}"),
             Self::BackingFormat { disk, format } => write!(
                 f,
                 "disk {disk}: backing format \"{format}\" is not supported (only qcow2 and raw)"
@@ -112,13 +124,15 @@ pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
     report::print_boot(info);
 
     let disks = disks::discover()?;
-    let requested = files::requested(disks)?;
-    let image = backing::open_qcow2(disks, 0)?;
-    if let Some((_, locations)) = requested {
+    let control::Requests { files, passphrase } = control::read(disks)?;
+    let image = backing::open_qcow2(disks, 0, passphrase.as_ref().map(|p| p.as_bytes()))?;
+    // The keys are in the images now: the passphrase is zeroized here.
+    drop(passphrase);
+    if !files.is_empty() {
         // Files were asked for: read those instead of the whole-disk passes.
         // The file systems keep the image for good, as the disks are kept.
         let image: &'static backing::Qcow2 = Box::leak(Box::new(image));
-        files::hash_files(image, &locations)?;
+        files::hash_files(image, &files)?;
         let (heap_used, heap_size) = crate::heap::usage();
         println!(
             "memory: heap {} KiB of {} KiB in use",
@@ -133,6 +147,10 @@ pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
     let image_error = |error| DemoError::Image { disk: 0, error };
     let hashed = hash_image(&image, &mut buffer).map_err(image_error)?;
     report::print_digest(&hashed);
+    if backing::any_layer_encrypted(&image) {
+        report::print_encrypted_read(size, &hashed);
+        return Ok(());
+    }
 
     // The comparison: whole-disk passes with nothing but reads in the loop
     // (hashing between reads slows the next request down, host-side),

@@ -2,57 +2,19 @@
 //! system, the partition table, the QCOW2 image and virtio, hashed, and
 //! printed as `file-sha256: N:/PATH <hex>` with the time it took.
 //!
-//! The requests come on a small read-only disk that `run.sh` attaches last,
-//! with the serial [`FILES_SERIAL`]: one location per line. A disk needs no
-//! new device code and works the same on both architectures.
+//! The requests are the `file:` lines of the control disk
+//! ([`crate::control`]).
 
 use crate::backing::{ImageError, Qcow2};
 use crate::demo::DemoError;
-use crate::disk::VirtioDisk;
 use crate::report;
 use crate::{arch, println};
 use alloc::string::{String, ToString};
-use alloc::vec::Vec;
 use qcow2_disk::{FileSystem, Location, Table};
-use qcow2_reader::BlockRead;
 use sha2::{Digest, Sha256};
-
-/// The serial of the disk that carries the requested locations.
-pub const FILES_SERIAL: &[u8] = b"qcow2-demo-files";
-
-/// Most bytes read from the request disk.
-const MAX_LIST_BYTES: u64 = 64 * 1024;
 
 /// Bytes per file read (the caller's buffer; the file systems keep their own small caches).
 const CHUNK: usize = 1024 * 1024;
-
-/// The index of the request disk and the locations on it, if it is attached.
-pub fn requested(disks: &[VirtioDisk]) -> Result<Option<(usize, Vec<String>)>, DemoError> {
-    let Some(index) = disks
-        .iter()
-        .position(|disk| disk.serial().as_bytes() == FILES_SERIAL)
-    else {
-        return Ok(None);
-    };
-    let disk = &disks[index];
-    let disk_error = |error| DemoError::Disk { disk: index, error };
-    let size = disk.size().map_err(disk_error)?.min(MAX_LIST_BYTES);
-    let mut bytes = alloc::vec![0u8; size as usize];
-    disk.read_at(0, &mut bytes).map_err(disk_error)?;
-    // run.sh pads the list with zeros to whole sectors.
-    let len = bytes
-        .iter()
-        .position(|&byte| byte == 0)
-        .unwrap_or(bytes.len());
-    let text = String::from_utf8_lossy(&bytes[..len]);
-    let locations = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(ToString::to_string)
-        .collect();
-    Ok(Some((index, locations)))
-}
 
 /// What one file read gave.
 pub struct FileDigest {

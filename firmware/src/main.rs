@@ -17,6 +17,7 @@ mod arch;
 mod backing;
 mod boot_info;
 mod console;
+mod control;
 mod demo;
 mod disk;
 mod disks;
