@@ -212,7 +212,7 @@ bench_convert() {
 # row and JSON as bench_convert. iter-time is small: the row measures the
 # decryption, not PBKDF2.
 bench_convert_luks() {
-    local label=$1 i qcow=() qemu=() limit=()
+    local label=$1 i qcow=() qemu=() limit=() alt=() with_alt
     local secret="secret,id=sec0,file=luks.pass"
     local opts="driver=qcow2,encrypt.key-secret=sec0,file.filename=luks.qcow2"
     printf %s "qcow2-reader bench" >luks.pass
@@ -224,20 +224,28 @@ bench_convert_luks() {
         mv luks.qcow2.tmp luks.qcow2
     fi
     log "convert: $label"
+    with_alt=$(alt_wanted "$label")
+    if [[ -n $with_alt ]] && ! "$QCOW_ALT" convert --help | grep -q -- --passphrase-file; then
+        log "$QCOW_ALT_NAME has no --passphrase-file: not measured on this row"
+        with_alt=
+    fi
     for ((i = 0; i < REPS; i++)); do
         qcow+=("$(measure "$QCOW" convert --threads "$THREADS" --passphrase-file luks.pass luks.qcow2 out-qcow.raw)"); rm -f out-qcow.raw
         qemu+=("$(measure qemu-img convert --object "$secret" --image-opts "$opts" -O raw out-qemu.raw)"); rm -f out-qemu.raw
         limit+=("$(measure "${LIMIT_COPY[@]}" src.raw out-dd.raw "$THREADS")"); rm -f out-dd.raw
+        if [[ -n $with_alt ]]; then
+            alt+=("$(measure "$QCOW_ALT" convert --threads "$THREADS" --passphrase-file luks.pass luks.qcow2 out-alt.raw)"); rm -f out-alt.raw
+        fi
     done
-    local qw qc mw mc lw lc
+    local qw qc mw mc lw lc alt_fields
     qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
     mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
     lw=$(printf '%s\n' "${limit[@]}" | field_median 1); lc=$(printf '%s\n' "${limit[@]}" | field_median 2)
-    row "| $label | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
+    alt_fields=$(alt_json "$QCOW_ALT_NAME" "${alt[@]}")
+    row "| $label$(alt_label "$alt_fields") | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
     json_row "$label" convert "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
-        --argjson lw "$lw" --argjson lc "$lc" \
-        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc,
-          alt_name: null, alt_s: null, alt_cpu_s: null}')"
+        --argjson lw "$lw" --argjson lc "$lc" --argjson alt "$alt_fields" \
+        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc} + $alt')"
 }
 
 # 4 KiB reads: qcow bench vs qemu-img bench -d 1 on the 4 GiB image.
