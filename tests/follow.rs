@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use qcow2_reader::chain::{open_chain, Chain, ChainError, ChainOptions};
@@ -50,33 +49,6 @@ impl Tree {
     fn symlink(&self, target: &str, name: &str) {
         std::os::unix::fs::symlink(target, self.path(name)).unwrap();
     }
-}
-
-/// Runs a QEMU tool from `dir`: QEMU 7.2 takes a relative data file name
-/// from its working directory (the crate from the image's, `src/chain.rs`).
-fn qemu_in(dir: &Path, program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} ({e}); install with: apt-get install -y qemu-utils")
-        });
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// `qemu-img create` run from `dir`.
-fn create_in(dir: &Path, path: &Path, options: &str, size: &str) {
-    let mut args = vec!["create", "-q", "-f", "qcow2"];
-    if !options.is_empty() {
-        args.extend(["-o", options]);
-    }
-    args.extend([path.to_str().unwrap(), size]);
-    qemu_in(dir, "qemu-img", &args);
 }
 
 /// QEMU's bytes of `image` read alone: `"backing": null`, no file but the image.
@@ -230,11 +202,11 @@ fn same_dir_applies_to_data_files() {
     let image = tree.image("images/inside.qcow2", "data_file=inside.data", 0);
     let image_name = image.to_str().unwrap();
     let write = ["-f", "qcow2", "-c", "write -P 0x44 0 128k", image_name];
-    qemu_in(&images, "qemu-io", &write);
+    run_in(Some(&images), "qemu-io", &write);
     let chain = open(&image, FollowPolicy::SameDir).unwrap();
     let bytes = crate_read(&*chain.top, 1 << 16);
-    qemu_in(
-        &images,
+    run_in(
+        Some(&images),
         "qemu-img",
         &["convert", "-O", "raw", image_name, "q.raw"],
     );

@@ -18,10 +18,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use qcow2_reader::chain::{chain_layers, open_chain, ChainError, ChainOptions, Secret};
@@ -31,7 +29,7 @@ use qcow2_reader::crypto::{
 };
 use qcow2_reader::{Config, Encryption, Error, Image, NoBacking, Unsupported};
 
-use common::{assert_same, assert_scattered_reads, crate_read, secret_object, PASSPHRASE};
+use common::{assert_same, assert_scattered_reads, crate_read, run, secret_object, PASSPHRASE};
 
 /// Changing how images are made must not reuse old cached ones.
 const CACHE_VERSION: u32 = 1;
@@ -52,37 +50,10 @@ fn cache_dir() -> PathBuf {
     dir
 }
 
-fn run(program: &str, args: &[&str]) -> std::process::Output {
-    let output = Command::new(program).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {program}: {e}; install QEMU's tools with: apt-get install -y qemu-utils")
-    });
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// An image made once by `create` (given a temporary path), then kept.
-/// Tests run in parallel and share images: one lock per name.
+/// An image made once by `create` (given a temporary path), then kept
+/// in [`cache_dir`].
 fn cached(name: &str, create: impl FnOnce(&Path)) -> PathBuf {
-    static LOCKS: Mutex<BTreeMap<String, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
-    let lock = LOCKS
-        .lock()
-        .unwrap()
-        .entry(name.to_string())
-        .or_default()
-        .clone();
-    let _creating = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let path = cache_dir().join(name);
-    if !path.exists() {
-        let partial = cache_dir().join(format!("{name}.partial-{}", std::process::id()));
-        let _ = std::fs::remove_file(&partial);
-        create(&partial);
-        std::fs::rename(&partial, &path).unwrap();
-    }
-    path
+    common::cached(&cache_dir(), name, create)
 }
 
 /// What `qemu-img convert` reads from an encrypted image (cached beside it).

@@ -78,17 +78,9 @@ fn build_driver(target: &str) -> PathBuf {
     uefi.join("target").join(target).join("debug/qcow2.efi")
 }
 
+/// Runs `program`, which must succeed, and returns its standard output.
 fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} did not start: {e} ({SETUP_HINT})"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    String::from_utf8_lossy(&qcow2_testkit::run(program, args).stdout).into_owned()
 }
 
 fn path_str(path: &Path) -> &str {

@@ -4,28 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 
 use common::{qcow, qcow_ok, qemu_img, qemu_io, text, Scratch};
 use serde_json::Value;
 
 fn disks() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let dir = root.join("target/disks");
-        let status = Command::new(root.join("scripts/make-disks.sh"))
-            .arg(&dir)
-            .status()
-            .expect("run scripts/make-disks.sh");
-        assert!(
-            status.success(),
-            "scripts/make-disks.sh failed (see its message above)"
-        );
-        dir
-    })
+    qcow2_testkit::made_disks()
 }
 
 fn image(name: &str) -> String {

@@ -466,25 +466,10 @@ fn a_terminal_prompts_for_the_passphrase() {
     assert!(terminal.contains("invalid passphrase"), "{terminal}");
 }
 
-/// The test disks of `scripts/make-disks.sh` (cached in `target/disks`).
-fn disks() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = root.join("target/disks");
-    let status = std::process::Command::new(root.join("scripts/make-disks.sh"))
-        .arg(&dir)
-        .status()
-        .expect("run scripts/make-disks.sh");
-    assert!(
-        status.success(),
-        "scripts/make-disks.sh failed (see its message above)"
-    );
-    dir
-}
-
 #[test]
 fn files_inside_an_encrypted_disk_read_like_the_plain_disk() {
     let images = Images::get();
-    let disks = disks();
+    let disks = qcow2_testkit::made_disks();
     let plain = disks.join("gpt-base.qcow2");
     // The GPT disk (FAT32 + ext4) re-encrypted by qemu-img with LUKS.
     let encrypted = images.dir.join("gpt-luks.qcow2");

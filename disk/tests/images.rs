@@ -7,28 +7,14 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use qcow2_disk::{EntryKind, FileSystem, FsError, Scheme, Slice, Table};
 use qcow2_reader::chain::{open_chain, ChainOptions, DynImage};
 
 /// The directory of the made disks, made once per test run.
 fn disks() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let dir = root.join("target/disks");
-        let status = Command::new(root.join("scripts/make-disks.sh"))
-            .arg(&dir)
-            .status()
-            .expect("run scripts/make-disks.sh");
-        assert!(
-            status.success(),
-            "scripts/make-disks.sh failed (see its message above)"
-        );
-        dir
-    })
+    qcow2_testkit::made_disks()
 }
 
 /// One line of the manifest: a file system in an image and the tree it holds.

@@ -1,80 +1,19 @@
 //! Helpers shared by the integration tests: run `qcow`, `qemu-img` and
-//! `qemu-io`, and make images in a temporary directory.
+//! `qemu-io` (through `qcow2-testkit`, shared with the other crates' tests),
+//! and make images in a temporary directory.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-/// A temporary directory holding the images of one test.
-pub struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temporary directory"),
-        }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `qemu-img create -f qcow2 [-o options] NAME SIZE`; `{dir}` in the
-    /// options is this directory (QEMU 7.2 opens a relative data file name
-    /// from its working directory, not from the image's, so tests use absolute ones).
-    pub fn create(&self, name: &str, size: &str, options: &str) -> PathBuf {
-        let path = self.path(name);
-        let options = options.replace("{dir}", text(self.dir.path()));
-        let options = options.as_str();
-        let mut args = vec!["create", "-q", "-f", "qcow2"];
-        if !options.is_empty() {
-            args.extend(["-o", options]);
-        }
-        let path_text = path.to_str().expect("UTF-8 path").to_string();
-        args.push(&path_text);
-        if !size.is_empty() {
-            args.push(size);
-        }
-        // qemu-img creates a relative data file name in its working directory.
-        let output = Command::new("qemu-img")
-            .args(&args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run qemu-img (install qemu-utils)");
-        assert!(output.status.success(), "qemu-img {args:?} failed");
-        path
-    }
-
-    /// `qemu-img create -f qcow2 -b BACKING -F FORMAT NAME`.
-    pub fn create_on(&self, name: &str, backing: &str, format: &str) -> PathBuf {
-        let path = self.path(name);
-        let path_text = path.to_str().expect("UTF-8 path");
-        qemu_img(&[
-            "create", "-q", "-f", "qcow2", "-b", backing, "-F", format, path_text,
-        ]);
-        path
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {program} (install qemu-utils): {error}"));
-    output
-}
+// Not every test binary makes images.
+#[allow(unused_imports)]
+pub use qcow2_testkit::Scratch;
+use qcow2_testkit::{output_in, run};
 
 /// Runs `qemu-img`, which must succeed.
 pub fn qemu_img(args: &[&str]) -> Output {
-    let output = run("qemu-img", args);
-    assert!(
-        output.status.success(),
-        "qemu-img {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    run("qemu-img", args)
 }
 
 /// Runs `qemu-img check` on an image, which may report problems.
@@ -84,7 +23,7 @@ pub fn qemu_check(image: &Path, json: bool) -> Output {
         args.push("--output=json");
     }
     args.push(image.to_str().expect("UTF-8 path"));
-    run("qemu-img", &args)
+    output_in(None, "qemu-img", &args)
 }
 
 /// Runs `qemu-io` commands on an image.
@@ -94,8 +33,7 @@ pub fn qemu_io(image: &Path, commands: &[&str]) {
         args.extend(["-c", command]);
     }
     args.push(image.to_str().expect("UTF-8 path"));
-    let output = run("qemu-io", &args);
-    assert!(output.status.success(), "qemu-io {args:?} failed");
+    run("qemu-io", &args);
 }
 
 /// The virtual disk as `qemu-img convert -O raw [-l SNAPSHOT]` writes it.

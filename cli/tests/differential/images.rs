@@ -2,7 +2,6 @@
 //! `qemu-io`: one of every kind the reader handles differently.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// One kind of image: its files as QEMU made them, and which one is corrupted.
 pub struct Kind {
@@ -18,27 +17,11 @@ pub struct Kind {
 
 /// Runs a QEMU tool in `dir` (relative names in images are taken from there).
 fn qemu(dir: &Path, program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} ({e}); install with: apt-get install -y qemu-utils")
-        });
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    qcow2_testkit::run_in(Some(dir), program, args);
 }
 
 fn create(dir: &Path, name: &str, options: &str, size: &str) {
-    let mut args = vec!["create", "-q", "-f", "qcow2"];
-    if !options.is_empty() {
-        args.extend(["-o", options]);
-    }
-    args.extend([name, size]);
-    qemu(dir, "qemu-img", &args);
+    qcow2_testkit::create_in(dir, Path::new(name), options, size);
 }
 
 fn io(dir: &Path, name: &str, commands: &[&str]) {

@@ -1,0 +1,295 @@
+//! What the workspace's integration tests share (the crate's, the CLI's and
+//! `qcow2-disk`'s): running QEMU's tools and the disk tools with a message
+//! that names the install command when one is missing, scratch directories,
+//! images made once and kept between runs, and encrypted images keyed the
+//! same way everywhere. Not published; tests only.
+//!
+//! What is specific to one crate (reading through `qcow2_reader`, running
+//! `qcow`) stays in that crate's `tests/common`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The workspace's root directory (where `scripts/` and `target/` are).
+pub fn workspace_root() -> &'static Path {
+    // This crate sits one level below the root.
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The command that installs `program` on a fresh machine.
+fn install_hint(program: &str) -> &'static str {
+    match program {
+        "qemu-img" | "qemu-io" => "apt-get install -y qemu-utils (or scripts/setup.sh)",
+        p if p.starts_with("qemu-system") => "scripts/setup.sh",
+        "sfdisk" => "apt-get install -y fdisk",
+        "mkfs.vfat" | "mcopy" | "mmd" => "apt-get install -y dosfstools mtools",
+        "mkfs.ext4" | "debugfs" => "apt-get install -y e2fsprogs",
+        _ => "scripts/setup.sh",
+    }
+}
+
+/// Runs `program` with `args` in `dir` (the current directory when
+/// `None`) and returns what it printed, whether it succeeded or not; a
+/// program that cannot start fails the test with its install command.
+pub fn output_in(dir: Option<&Path>, program: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(program);
+    command.args(args);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    command.output().unwrap_or_else(|error| {
+        panic!(
+            "cannot run {program}: {error}; install it with: {}",
+            install_hint(program)
+        )
+    })
+}
+
+/// Like [`output_in`] in `dir`, and `program` must succeed.
+pub fn run_in(dir: Option<&Path>, program: &str, args: &[&str]) -> Output {
+    let output = output_in(dir, program, args);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs `program`, which must succeed, and returns what it printed.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    run_in(None, program, args)
+}
+
+/// Runs `qemu-img` with `args`, which must succeed; returns its stdout.
+pub fn qemu_img(args: &[&str]) -> Vec<u8> {
+    run("qemu-img", args).stdout
+}
+
+/// Creates a qcow2 image with `-o options` of `size`.
+pub fn create(path: &Path, options: &str, size: &str) {
+    let path = path.to_str().expect("UTF-8 path");
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    if !options.is_empty() {
+        args.extend(["-o", options]);
+    }
+    args.extend([path, size]);
+    qemu_img(&args);
+}
+
+/// `qemu-img create -f qcow2 [-o options] PATH SIZE` run from `dir`:
+/// QEMU 7.2 takes a relative backing or data file name from its working
+/// directory (the crate from the image's, `src/chain.rs`).
+pub fn create_in(dir: &Path, path: &Path, options: &str, size: &str) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    if !options.is_empty() {
+        args.extend(["-o", options]);
+    }
+    args.extend([path.to_str().expect("UTF-8 path"), size]);
+    run_in(Some(dir), "qemu-img", &args);
+}
+
+/// Runs `qemu-io` commands (each like `write -P 0x11 0 64k`) on a qcow2 image.
+pub fn qemu_io(path: &Path, commands: &[&str]) {
+    let mut args = vec!["-f", "qcow2"];
+    for command in commands {
+        args.extend(["-c", command]);
+    }
+    args.push(path.to_str().expect("UTF-8 path"));
+    run("qemu-io", &args);
+}
+
+/// A scratch directory for one test's images, removed when dropped.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    /// A new empty directory.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `name` inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `qemu-img create -f qcow2 [-o options] NAME [SIZE]` run in this
+    /// directory; `{dir}` in the options is the directory (QEMU 7.2 opens a
+    /// relative data file name from its working directory, not from the
+    /// image's, so tests name them absolutely).
+    pub fn create(&self, name: &str, size: &str, options: &str) -> PathBuf {
+        let path = self.path(name);
+        let options = options.replace("{dir}", self.dir().to_str().expect("UTF-8 path"));
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        if !options.is_empty() {
+            args.extend(["-o", options.as_str()]);
+        }
+        args.push(path.to_str().expect("UTF-8 path"));
+        if !size.is_empty() {
+            args.push(size);
+        }
+        run_in(Some(self.dir()), "qemu-img", &args);
+        path
+    }
+
+    /// `qemu-img create -f qcow2 -b BACKING -F FORMAT NAME`.
+    pub fn create_on(&self, name: &str, backing: &str, format: &str) -> PathBuf {
+        let path = self.path(name);
+        let path_text = path.to_str().expect("UTF-8 path");
+        qemu_img(&[
+            "create", "-q", "-f", "qcow2", "-b", backing, "-F", format, path_text,
+        ]);
+        path
+    }
+}
+
+/// The virtual disk as QEMU reads it: `qemu-img convert [extra] -O raw`.
+pub fn qemu_raw(scratch: &Scratch, image: &Path, extra: &[&str]) -> Vec<u8> {
+    let out = scratch.path("qemu-reference.raw");
+    let mut args = vec!["convert"];
+    args.extend(extra);
+    args.extend([
+        "-O",
+        "raw",
+        image.to_str().expect("UTF-8 path"),
+        out.to_str().expect("UTF-8 path"),
+    ]);
+    qemu_img(&args);
+    let bytes = std::fs::read(&out).expect("read QEMU's raw output");
+    std::fs::remove_file(&out).expect("remove QEMU's raw output");
+    bytes
+}
+
+/// The file `name` in `dir`, made by `create` (given a temporary path in
+/// `dir`) the first time and kept for later runs. Tests run in parallel
+/// and share such files: one lock per path.
+pub fn cached(dir: &Path, name: &str, create: impl FnOnce(&Path)) -> PathBuf {
+    static LOCKS: Mutex<BTreeMap<PathBuf, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
+    std::fs::create_dir_all(dir).expect("create the cache directory");
+    let path = dir.join(name);
+    let lock = LOCKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(path.clone())
+        .or_default()
+        .clone();
+    let _creating = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !path.exists() {
+        let partial = dir.join(format!("{name}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_file(&partial);
+        create(&partial);
+        std::fs::rename(&partial, &path).expect("keep the made file");
+    }
+    path
+}
+
+/// The disks of the file tests (`scripts/make-disks.sh`: sfdisk, mkfs,
+/// mcopy, debugfs, qemu-img), made once per run and kept in `target/disks`
+/// (the script itself skips what is up to date).
+pub fn made_disks() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = workspace_root().join("target/disks");
+        let script = workspace_root().join("scripts/make-disks.sh");
+        let status = Command::new(&script)
+            .arg(&dir)
+            .status()
+            .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
+        assert!(
+            status.success(),
+            "scripts/make-disks.sh failed (see its message above)"
+        );
+        dir
+    })
+}
+
+/// Compares two disks, naming the first differing offset instead of dumping bytes.
+pub fn assert_same(expected: &[u8], actual: &[u8], what: &str) {
+    assert_eq!(expected.len(), actual.len(), "{what}: lengths differ");
+    if let Some(at) = expected.iter().zip(actual).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: first difference at offset {at:#x}: QEMU has {:#04x}, the reader {:#04x}",
+            expected[at], actual[at]
+        );
+    }
+}
+
+/// The passphrase of the encrypted images the tests make.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// QEMU's `--object` carrying [`PASSPHRASE`] as the secret `sec0`.
+pub fn secret_object() -> String {
+    format!("secret,id=sec0,data={PASSPHRASE}")
+}
+
+/// QEMU's `--image-opts` for an encrypted qcow2 image unlocked by `sec0`.
+pub fn encrypted_image_opts(image: &Path) -> String {
+    format!(
+        "driver=qcow2,encrypt.key-secret=sec0,file.filename={}",
+        image.display()
+    )
+}
+
+/// Creates a LUKS-encrypted qcow2 image keyed by [`PASSPHRASE`] (PBKDF2
+/// calibrated to 10 ms, the least `qemu-img` takes, so that unlocking
+/// stays fast), with `-o options` added.
+pub fn create_luks(path: &Path, options: &str, size: &str) {
+    let mut opts = String::from("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10");
+    if !options.is_empty() {
+        opts = format!("{opts},{options}");
+    }
+    let object = secret_object();
+    let path = path.to_str().expect("UTF-8 path");
+    qemu_img(&[
+        "create", "-q", "-f", "qcow2", "--object", &object, "-o", &opts, path, size,
+    ]);
+}
+
+/// Runs `qemu-io` commands on an encrypted image made by [`create_luks`].
+pub fn qemu_io_encrypted(path: &Path, commands: &[&str]) {
+    let object = secret_object();
+    let opts = encrypted_image_opts(path);
+    let mut args = vec!["--object", object.as_str(), "--image-opts", opts.as_str()];
+    for command in commands {
+        args.extend(["-c", command]);
+    }
+    run("qemu-io", &args);
+}
+
+/// The virtual disk of an encrypted image as QEMU decrypts it.
+pub fn qemu_raw_encrypted(scratch: &Scratch, image: &Path) -> Vec<u8> {
+    let out = scratch.path("qemu-reference.raw");
+    let object = secret_object();
+    let opts = encrypted_image_opts(image);
+    let out_path = out.to_str().expect("UTF-8 path");
+    qemu_img(&[
+        "convert",
+        "--object",
+        &object,
+        "--image-opts",
+        &opts,
+        "-O",
+        "raw",
+        out_path,
+    ]);
+    let bytes = std::fs::read(&out).expect("read QEMU's raw output");
+    std::fs::remove_file(&out).expect("remove QEMU's raw output");
+    bytes
+}
