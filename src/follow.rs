@@ -144,17 +144,32 @@ pub enum Reason {
     },
 }
 
+impl Refusal {
+    /// The refusal said of the image without naming it (`names the backing
+    /// file "..", refused by ...`), for a message that already names it.
+    pub fn without_image(&self) -> impl fmt::Display + '_ {
+        WithoutImage(self)
+    }
+}
+
+/// [`Refusal::without_image`].
+struct WithoutImage<'a>(&'a Refusal);
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.image.display(), self.without_image())
+    }
+}
+
+impl fmt::Display for WithoutImage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let refusal = self.0;
         write!(
             f,
-            "{} names the {} {:?}, refused by the follow policy {}: ",
-            self.image.display(),
-            self.kind,
-            self.name,
-            self.policy
+            "names the {} {:?}, refused by the follow policy {}: ",
+            refusal.kind, refusal.name, refusal.policy
         )?;
-        match &self.reason {
+        match &refusal.reason {
             Reason::NothingFollowed => f.write_str("no named file is opened"),
             Reason::Absolute => f.write_str("an absolute path"),
             Reason::ParentComponent => f.write_str("a path with `..`"),

@@ -32,6 +32,9 @@ impl Failure {
                 named_by: None,
                 source,
             } if path == image => source.to_string(),
+            ChainError::Refused(refusal) if refusal.image == image => {
+                refusal.without_image().to_string()
+            }
             _ => error.to_string(),
         };
         Self::new(image, message)
