@@ -9,6 +9,7 @@
 mod boot;
 pub mod console;
 mod exit;
+mod mem;
 mod timer;
 
 use crate::boot_info::BootInfo;
