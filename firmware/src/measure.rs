@@ -199,6 +199,23 @@ impl fmt::Display for PassError {
     }
 }
 
+/// Whether `a` and `b` hold the same bytes, compared 8 at a time where
+/// both are aligned alike: `==` on slices calls `compiler_builtins`'
+/// byte-wise `memcmp`, which took 4-5 s for the 64 MiB demo disk under
+/// aarch64 TCG.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    // SAFETY: every bit pattern is a valid `u64`, so viewing the aligned
+    // middle of a byte slice as `u64`s is sound; `align_to` does the
+    // alignment arithmetic.
+    let ((a_head, a_words, a_tail), (b_head, b_words, b_tail)) =
+        unsafe { (a.align_to::<u64>(), b.align_to::<u64>()) };
+    if a.len() != b.len() || a_head.len() != b_head.len() {
+        return a == b;
+    }
+    // Word by word: `==` on the word slices would call `memcmp` again.
+    a_head == b_head && a_words.iter().eq(b_words.iter()) && a_tail == b_tail
+}
+
 /// Reads the whole virtual disk once as the queued qcow2 pass does and
 /// compares every `chunk` with what [`Qcow2::read_at`] reads into
 /// `scratch` (one chunk long): the queued pass reads runs straight from
@@ -224,7 +241,7 @@ pub fn verify_queued(
                 let at = offset + (index * chunk) as u64;
                 let expected = &mut scratch[..queued.len()];
                 image.read_at(at, expected).map_err(PassError::Image)?;
-                if expected != queued {
+                if !same_bytes(expected, queued) {
                     return Err(PassError::Mismatch {
                         offset: at,
                         len: queued.len(),
