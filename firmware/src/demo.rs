@@ -22,7 +22,7 @@ use qcow2_reader::{FileName, FormatName};
 const CHUNK: usize = 1024 * 1024;
 
 /// Timed passes of each kind at each queue depth; the median ratio counts.
-const PASSES: usize = 5;
+const PASSES: usize = 9;
 
 /// Requests in flight per long read for the queued passes: the most the
 /// driver's queue holds, [`crate::disk::MAX_QUEUE_DEPTH`].

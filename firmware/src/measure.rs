@@ -274,24 +274,35 @@ pub fn compare(
     };
     let mut best: Option<(Pass, Pass)> = None;
     let mut run = || -> Result<(), PassError> {
-        for ratio in &mut ratios.hundredths[..passes] {
-            let (raw, qcow2) = if depth <= 1 {
-                let buffer = &mut buffer[..chunk];
-                let raw = time_raw(disk, bytes, buffer).map_err(PassError::Disk)?;
-                (
-                    raw,
-                    time_image(image, disk, rounds, buffer).map_err(PassError::Image)?,
-                )
-            } else {
-                let whole_chunks = buffer.len() / chunk * chunk;
-                let window = &mut buffer[..whole_chunks];
-                let raw = timed(disk, || raw_queued(disk, bytes, chunk, depth, window))?;
-                let qcow2 = timed(disk, || {
-                    (0..rounds).try_for_each(|_| {
-                        image_queued(image, disk, chunk, depth, window, |_, _| Ok(()))
+        for (index, ratio) in ratios.hundredths[..passes].iter_mut().enumerate() {
+            let whole_chunks = buffer.len() / chunk * chunk;
+            let window = &mut buffer[..whole_chunks];
+            let time_raw_pass = |window: &mut [u8]| -> Result<Pass, PassError> {
+                if depth <= 1 {
+                    time_raw(disk, bytes, &mut window[..chunk]).map_err(PassError::Disk)
+                } else {
+                    timed(disk, || raw_queued(disk, bytes, chunk, depth, window))
+                }
+            };
+            let time_qcow2_pass = |window: &mut [u8]| -> Result<Pass, PassError> {
+                if depth <= 1 {
+                    time_image(image, disk, rounds, &mut window[..chunk]).map_err(PassError::Image)
+                } else {
+                    timed(disk, || {
+                        (0..rounds).try_for_each(|_| {
+                            image_queued(image, disk, chunk, depth, window, |_, _| Ok(()))
+                        })
                     })
-                })?;
-                (raw, qcow2)
+                }
+            };
+            // Which goes first alternates, so that neither always reads
+            // right after the other.
+            let (raw, qcow2) = if index % 2 == 0 {
+                let raw = time_raw_pass(window)?;
+                (raw, time_qcow2_pass(window)?)
+            } else {
+                let qcow2 = time_qcow2_pass(window)?;
+                (time_raw_pass(window)?, qcow2)
             };
             // qcow2 speed / raw speed = raw time / qcow2 time.
             *ratio = (u128::from(raw.ticks) * 100 / u128::from(qcow2.ticks.max(1))) as u64;
