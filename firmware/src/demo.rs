@@ -32,7 +32,7 @@ const QUEUE_DEPTH: usize = crate::disk::MAX_QUEUE_DEPTH;
 /// the crate's extents and read with up to [`QUEUE_DEPTH`] requests in
 /// flight. More than the depth, so that zero runs have device reads to
 /// overlap with and the queue drains only once per window.
-const WINDOW_CHUNKS: usize = 8;
+const WINDOW_CHUNKS: usize = 16;
 
 /// Why the demo failed; printed after `error: `.
 #[derive(Debug)]

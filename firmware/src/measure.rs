@@ -1,17 +1,20 @@
 //! Reading a whole store in chunks: the hash of the virtual disk, and the
 //! timed passes that compare reading through the crate with reading raw
-//! sectors. All three go through one loop, [`read_all`].
+//! sectors.
 //!
 //! [`compare`] runs the timed passes at one queue depth: at depth 1 each
-//! chunk is one `read_at` (of the crate, or of raw sectors); above it, the
-//! loop reads `depth` chunks at a time with that many device requests in
-//! flight ([`VirtioDisk::read_queued`]), the qcow2 pass reading ahead along
-//! the extents the crate reports ([`Qcow2::extent`]: data runs straight
-//! from the disk, everything else through `read_at`). Raw and qcow2
-//! alternate, each pass at least [`MIN_PASS_BYTES`] (the virtual disk
-//! read as many times as that takes) so that a pass lasts long enough for
-//! host noise to average out, and the spread of the per-pass ratios says
-//! how much noise was left.
+//! chunk is one `read_at` (of the crate, or of raw sectors, through one
+//! loop, [`read_all`]); above it, both read a window of chunks at a time
+//! with up to `depth` device requests in flight
+//! ([`VirtioDisk::read_queued`]), the qcow2 pass reading ahead along the
+//! extents the crate reports ([`Qcow2::extent`]): data runs straight from
+//! the disk, zero runs filled by the CPU while the disk reads, everything
+//! else through `read_at` afterwards ([`verify_queued`] checks that this
+//! reads what `read_at` reads). A pass is at least [`MIN_PASS_BYTES`]
+//! (the virtual disk read as many times as that takes), raw and qcow2
+//! rounds interleaved so that host noise lands on both; the median of the
+//! per-pass ratios is the result and their spread says how much noise was
+//! left.
 
 use crate::arch;
 use crate::backing::{Backing, ImageError, Qcow2};
@@ -71,7 +74,7 @@ pub fn hash_image(image: &Qcow2, buffer: &mut [u8]) -> Result<Hashed, ImageError
 }
 
 /// Time and device requests of one timed pass.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Pass {
     /// Counter ticks of the whole pass.
     pub ticks: u64,
@@ -80,6 +83,14 @@ pub struct Pass {
 }
 
 impl Pass {
+    /// Two parts of a pass together.
+    fn plus(self, other: Pass) -> Pass {
+        Pass {
+            ticks: self.ticks + other.ticks,
+            requests: self.requests + other.requests,
+        }
+    }
+
     /// The faster of two passes.
     pub fn best(self, other: Pass) -> Pass {
         if other.ticks < self.ticks {
@@ -254,9 +265,9 @@ pub fn verify_queued(
 }
 
 /// `passes` (at most [`MAX_PASSES`]) pairs of a raw pass and a qcow2 pass
-/// of `rounds` whole virtual disks each, `depth` chunks of `chunk` bytes
-/// in flight; above depth 1 both read `buffer` (whole chunks, at least
-/// `depth` of them) as one window at a time.
+/// of `rounds` whole virtual disks each, their rounds interleaved, `depth`
+/// chunks of `chunk` bytes in flight; above depth 1 both read `buffer`
+/// (whole chunks, at least `depth` of them) one window at a time.
 pub fn compare(
     image: &Qcow2,
     disk: &VirtioDisk,
@@ -267,43 +278,47 @@ pub fn compare(
     buffer: &mut [u8],
 ) -> Result<Comparison, PassError> {
     let passes = passes.clamp(1, MAX_PASSES);
-    let bytes = image.virtual_size().saturating_mul(rounds);
+    let size = image.virtual_size();
     let mut ratios = Ratios {
         hundredths: [0; MAX_PASSES],
         len: passes,
     };
+    let whole_chunks = buffer.len() / chunk * chunk;
+    let window = &mut buffer[..whole_chunks];
+    // One whole virtual disk's worth of each read.
+    let raw_round = |window: &mut [u8]| -> Result<Pass, PassError> {
+        if depth <= 1 {
+            time_raw(disk, size, &mut window[..chunk]).map_err(PassError::Disk)
+        } else {
+            timed(disk, || raw_queued(disk, size, chunk, depth, window))
+        }
+    };
+    let qcow2_round = |window: &mut [u8]| -> Result<Pass, PassError> {
+        if depth <= 1 {
+            time_image(image, disk, 1, &mut window[..chunk]).map_err(PassError::Image)
+        } else {
+            timed(disk, || {
+                image_queued(image, disk, chunk, depth, window, |_, _| Ok(()))
+            })
+        }
+    };
     let mut best: Option<(Pass, Pass)> = None;
     let mut run = || -> Result<(), PassError> {
         for (index, ratio) in ratios.hundredths[..passes].iter_mut().enumerate() {
-            let whole_chunks = buffer.len() / chunk * chunk;
-            let window = &mut buffer[..whole_chunks];
-            let time_raw_pass = |window: &mut [u8]| -> Result<Pass, PassError> {
-                if depth <= 1 {
-                    time_raw(disk, bytes, &mut window[..chunk]).map_err(PassError::Disk)
+            // A pass alternates the two reads round by round, which one
+            // goes first alternating too, so that a slow spell of the
+            // host lands on both rather than on one whole pass.
+            let mut raw = Pass::default();
+            let mut qcow2 = Pass::default();
+            for round in 0..rounds {
+                if (index as u64 + round).is_multiple_of(2) {
+                    raw = raw.plus(raw_round(window)?);
+                    qcow2 = qcow2.plus(qcow2_round(window)?);
                 } else {
-                    timed(disk, || raw_queued(disk, bytes, chunk, depth, window))
+                    qcow2 = qcow2.plus(qcow2_round(window)?);
+                    raw = raw.plus(raw_round(window)?);
                 }
-            };
-            let time_qcow2_pass = |window: &mut [u8]| -> Result<Pass, PassError> {
-                if depth <= 1 {
-                    time_image(image, disk, rounds, &mut window[..chunk]).map_err(PassError::Image)
-                } else {
-                    timed(disk, || {
-                        (0..rounds).try_for_each(|_| {
-                            image_queued(image, disk, chunk, depth, window, |_, _| Ok(()))
-                        })
-                    })
-                }
-            };
-            // Which goes first alternates, so that neither always reads
-            // right after the other.
-            let (raw, qcow2) = if index % 2 == 0 {
-                let raw = time_raw_pass(window)?;
-                (raw, time_qcow2_pass(window)?)
-            } else {
-                let qcow2 = time_qcow2_pass(window)?;
-                (time_raw_pass(window)?, qcow2)
-            };
+            }
             // qcow2 speed / raw speed = raw time / qcow2 time.
             *ratio = (u128::from(raw.ticks) * 100 / u128::from(qcow2.ticks.max(1))) as u64;
             best = Some(match best {
