@@ -4,7 +4,7 @@
 //! the entry point that calls [`crate::main`], `console::{init,
 //! write_bytes}`, `exit_success`/`exit_failure`, `counter` and
 //! `counter_frequency`, the virtio-mmio window [`VIRTIO_MMIO`] and the
-//! memory description in [`BootInfo`](crate::boot_info::BootInfo).
+//! memory description in [`BootInfo`].
 
 mod boot;
 pub mod console;
