@@ -16,11 +16,13 @@
 //! (read-ahead: the caller knows where the next chunks lie) with several
 //! requests in flight: submitted with `read_blocks_nb` before the first is
 //! waited for, each slot refilled as its request completes, so the host
-//! reads the next piece while the guest handles the last. The queue has 16
-//! descriptors and a request without indirect descriptors takes 3, so at
-//! most [`MAX_QUEUE_DEPTH`] fit. Cutting one read into several queued
-//! pieces did not pay (measured slower under TCG: more requests, no
-//! overlap), so plain reads stay one request per run.
+//! reads the next piece while the guest handles the last, and the caller's
+//! CPU work (`meanwhile`: zero-filling, in the measurement) runs while the
+//! host reads on its own threads. The queue has 16 descriptors and a
+//! request without indirect descriptors takes 3, so at most
+//! [`MAX_QUEUE_DEPTH`] fit. Cutting one read into several queued pieces
+//! did not pay (measured slower under TCG: more requests, no overlap), so
+//! plain reads stay one request per run.
 //!
 //! Every request issued here is non-empty and sector-sized by
 //! construction, and every range is checked against the capacity first,
