@@ -243,7 +243,7 @@ bench_firmware() {
             # One JSON object per queue depth: {depth, qcow2_mb_s, raw_mb_s,
             # median, min, max} from the demo's "queue depth N:" blocks.
             mapfile -t depth_rows < <(awk '
-                /^  queue depth [0-9]+:$/ { depth = $3 + 0 }
+                /^  queue depth [0-9]+:$/ { depth = $3; sub(":", "", depth) }
                 /^    qcow2 read:/ { qcow2 = $3 }
                 /^    raw read:/ { raw = $3 }
                 /^    qcow2\/raw per pass:/ {
@@ -256,11 +256,18 @@ bench_firmware() {
             queued+=("${depth_rows[1]}")
         done
         local label="firmware $target (QEMU TCG), 64 MiB demo image: qcow2/raw read throughput"
-        local d1 dq
+        local d1 dq runs_json
         d1=$(printf '%s\n' "${depth1[@]}" | jq -cs .)
         dq=$(printf '%s\n' "${queued[@]}" | jq -cs .)
-        row "| $label, depth 1, per run: $(jq -r '[.[] | "\(.median) (\(.min)-\(.max))"] | join(", ")' <<<"$d1") | $(jq -r '[.[] | "\(.qcow2_mb_s)"] | join(", ")' <<<"$d1") MB/s | raw $(jq -r '[.[] | "\(.raw_mb_s)"] | join(", ")' <<<"$d1") MB/s | - | - | - | - | - |"
-        row "| $label, depth $(jq -r '.[0].depth' <<<"$dq"), per run: $(jq -r '[.[] | "\(.median) (\(.min)-\(.max))"] | join(", ")' <<<"$dq") | $(jq -r '[.[] | "\(.qcow2_mb_s)"] | join(", ")' <<<"$dq") MB/s | raw $(jq -r '[.[] | "\(.raw_mb_s)"] | join(", ")' <<<"$dq") MB/s | - | - | - | - | - |"
+        for runs_json in "$d1" "$dq"; do
+            # Per run: "median (min-max)", and the best passes' MB/s.
+            local ratios qcow2 raw
+            ratios=$(jq -r '.[] | "\(.median) \(.min) \(.max)"' <<<"$runs_json" |
+                awk '{ printf "%s%.2f (%.2f-%.2f)", NR > 1 ? ", " : "", $1, $2, $3 }')
+            qcow2=$(jq -r '[.[] | .qcow2_mb_s | tostring] | join(", ")' <<<"$runs_json")
+            raw=$(jq -r '[.[] | .raw_mb_s | tostring] | join(", ")' <<<"$runs_json")
+            row "| $label, queue depth $(jq -r '.[0].depth' <<<"$runs_json"), median (spread) per run: $ratios | $qcow2 MB/s | raw $raw MB/s | - | - | - | - | - |"
+        done
         json_row "$label" firmware "$(jq -cn --arg target "$target" --argjson depth1 "$d1" --argjson queued "$dq" \
             '{target: $target, depth1: $depth1, queued: $queued}')"
     done
