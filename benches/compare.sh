@@ -241,7 +241,8 @@ bench_firmware() {
         for ((run = 0; run < runs; run++)); do
             out=$("$ROOT/firmware/run.sh" "$elf" 2>&1) || { log "firmware run failed: $out"; return 1; }
             # One JSON object per queue depth: {depth, qcow2_mb_s, raw_mb_s,
-            # median, min, max} from the demo's "queue depth N:" blocks.
+            # median, min, max} from the demo's "queue depth N:" blocks (the
+            # serial console ends lines with CR LF).
             mapfile -t depth_rows < <(awk '
                 /^  queue depth [0-9]+:$/ { depth = $3; sub(":", "", depth) }
                 /^    qcow2 read:/ { qcow2 = $3 }
@@ -250,7 +251,7 @@ bench_firmware() {
                     sub(",", "", $5)
                     printf "{\"depth\":%d,\"qcow2_mb_s\":%s,\"raw_mb_s\":%s,\"median\":%s,\"min\":%s,\"max\":%s}\n",
                         depth, qcow2, raw, $5, $7, $9
-                }' <<<"$out")
+                }' < <(tr -d '\r' <<<"$out"))
             [[ ${#depth_rows[@]} -eq 2 ]] || { log "firmware output not understood: $out"; return 1; }
             depth1+=("${depth_rows[0]}")
             queued+=("${depth_rows[1]}")
@@ -263,7 +264,7 @@ bench_firmware() {
             # Per run: "median (min-max)", and the best passes' MB/s.
             local ratios qcow2 raw
             ratios=$(jq -r '.[] | "\(.median) \(.min) \(.max)"' <<<"$runs_json" |
-                awk '{ printf "%s%.2f (%.2f-%.2f)", NR > 1 ? ", " : "", $1, $2, $3 }')
+                awk '{ printf "%s%.2f (%.2f-%.2f)", (NR > 1 ? ", " : ""), $1, $2, $3 }')
             qcow2=$(jq -r '[.[] | .qcow2_mb_s | tostring] | join(", ")' <<<"$runs_json")
             raw=$(jq -r '[.[] | .raw_mb_s | tostring] | join(", ")' <<<"$runs_json")
             row "| $label, queue depth $(jq -r '.[0].depth' <<<"$runs_json"), median (spread) per run: $ratios | $qcow2 MB/s | raw $raw MB/s | - | - | - | - | - |"
