@@ -266,8 +266,9 @@ pub fn verify_queued(
 
 /// `passes` (at most [`MAX_PASSES`]) pairs of a raw pass and a qcow2 pass
 /// of `rounds` whole virtual disks each, their rounds interleaved, `depth`
-/// chunks of `chunk` bytes in flight; above depth 1 both read `buffer`
-/// (whole chunks, at least `depth` of them) one window at a time.
+/// chunks of `chunk` bytes in flight; above depth 1 the qcow2 pass reads
+/// `buffer` (whole chunks, at least `depth` of them) one window at a
+/// time, the raw pass `depth` chunks at a time.
 pub fn compare(
     image: &Qcow2,
     disk: &VirtioDisk,
@@ -290,6 +291,10 @@ pub fn compare(
         if depth <= 1 {
             time_raw(disk, size, &mut window[..chunk]).map_err(PassError::Disk)
         } else {
+            // `depth` chunks, all in flight at once: raw's fastest
+            // (measured: 16-chunk windows made raw 5-15% slower, the
+            // host caching less of the destination).
+            let window = &mut window[..chunk * depth];
             timed(disk, || raw_queued(disk, size, chunk, depth, window))
         }
     };
