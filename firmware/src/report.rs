@@ -116,10 +116,11 @@ pub fn print_measurements(m: &Measurements) {
         }
     );
     println!(
-        "throughput of {} bytes per pass from disk 0 in {} KiB reads ({} alternating passes each, best shown; queued: windows of {} reads):",
+        "throughput of {} bytes per pass from disk 0 in {} KiB reads ({} alternating passes each, best shown; queued: raw {} reads at a time, qcow2 windows of {} reads):",
         m.pass_bytes,
         m.chunk / 1024,
         m.passes,
+        m.queued.depth,
         m.window_chunks
     );
     for comparison in [&m.depth1, &m.queued] {
