@@ -28,10 +28,11 @@ const PASSES: usize = 9;
 /// driver's queue holds, [`crate::disk::MAX_QUEUE_DEPTH`].
 const QUEUE_DEPTH: usize = crate::disk::MAX_QUEUE_DEPTH;
 
-/// Chunks of one window of the queued passes: each window is planned from
-/// the crate's extents and read with up to [`QUEUE_DEPTH`] requests in
-/// flight. More than the depth, so that zero runs have device reads to
-/// overlap with and the queue drains only once per window.
+/// Chunks of one window of the queued qcow2 passes: each window is
+/// planned from the crate's extents and read with up to [`QUEUE_DEPTH`]
+/// requests in flight. More than the depth, so that zero runs have device
+/// reads to overlap with. (The raw passes read [`QUEUE_DEPTH`] chunks at a
+/// time, their fastest.)
 const WINDOW_CHUNKS: usize = 16;
 
 /// Why the demo failed; printed after `error: `.
@@ -162,7 +163,7 @@ pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
     };
     let disk = &disks[0];
     let rounds = rounds_per_pass(size);
-    // The queued passes' window.
+    // The queued qcow2 passes' window (the raw passes use its start).
     buffer.resize(CHUNK * WINDOW_CHUNKS, 0);
     // The queued passes read differently from `read_at`: check they read
     // the same bytes before timing them.
