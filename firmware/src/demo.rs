@@ -33,7 +33,7 @@ const QUEUE_DEPTH: usize = crate::disk::MAX_QUEUE_DEPTH;
 /// requests in flight. More than the depth, so that zero runs have device
 /// reads to overlap with. (The raw passes read [`QUEUE_DEPTH`] chunks at a
 /// time, their fastest.)
-const WINDOW_CHUNKS: usize = 16;
+const WINDOW_CHUNKS: usize = 8;
 
 /// Why the demo failed; printed after `error: `.
 #[derive(Debug)]
