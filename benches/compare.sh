@@ -8,6 +8,7 @@
 #   benches/compare.sh            # builds target/release/qcow first
 #   REPS=5 BENCH_DIR=/dev/shm/x QCOW=path/to/qcow benches/compare.sh
 #   ONLY='zstd|deflate' RUZSTD=1 benches/compare.sh   # some rows; ruzstd too
+#   ONLY=firmware FIRMWARE_TARGETS='x86_64-unknown-none aarch64-unknown-none' benches/compare.sh
 #   QCOW_ALT=old/qcow QCOW_ALT_NAME=before benches/compare.sh  # a second build
 #
 # A second `qcow` (QCOW_ALT, named QCOW_ALT_NAME) is measured in the same
@@ -291,7 +292,58 @@ bench_memory() {
         '{qcow_kib: $mb, qcow_small_kib: $ms, qemu_kib: $mq}')"
 }
 
-make_images
+# The firmware's qcow2 read against a raw read of the same virtio disk, on
+# the default demo image under QEMU TCG: the release firmware is booted
+# RUNS times (default 2) per target in FIRMWARE_TARGETS (default
+# x86_64-unknown-none; add aarch64-unknown-none for arm). The interleaving
+# of qcow2 and raw passes happens inside the firmware; each boot prints,
+# per queue depth, the best pass of each read and the median and spread of
+# the per-pass qcow2/raw throughput ratios, which this records per run.
+bench_firmware() {
+    local target elf out run depth_rows=() runs=${FIRMWARE_RUNS:-2}
+    for target in ${FIRMWARE_TARGETS:-x86_64-unknown-none}; do
+        log "firmware: $target, $runs boots"
+        (cd "$ROOT/firmware" && cargo build --quiet --release --target "$target")
+        elf=$ROOT/firmware/target/$target/release/qcow2-firmware
+        local depth1=() queued=()
+        for ((run = 0; run < runs; run++)); do
+            out=$("$ROOT/firmware/run.sh" "$elf" 2>&1) || { log "firmware run failed: $out"; return 1; }
+            # One JSON object per queue depth: {depth, qcow2_mb_s, raw_mb_s,
+            # median, min, max} from the demo's "queue depth N:" blocks (the
+            # serial console ends lines with CR LF).
+            mapfile -t depth_rows < <(awk '
+                /^  queue depth [0-9]+:$/ { depth = $3; sub(":", "", depth) }
+                /^    qcow2 read:/ { qcow2 = $3 }
+                /^    raw read:/ { raw = $3 }
+                /^    qcow2\/raw per pass:/ {
+                    sub(",", "", $5)
+                    printf "{\"depth\":%d,\"qcow2_mb_s\":%s,\"raw_mb_s\":%s,\"median\":%s,\"min\":%s,\"max\":%s}\n",
+                        depth, qcow2, raw, $5, $7, $9
+                }' < <(tr -d '\r' <<<"$out"))
+            [[ ${#depth_rows[@]} -eq 2 ]] || { log "firmware output not understood: $out"; return 1; }
+            depth1+=("${depth_rows[0]}")
+            queued+=("${depth_rows[1]}")
+        done
+        local label="firmware $target (QEMU TCG), 64 MiB demo image: qcow2/raw read throughput"
+        local d1 dq runs_json
+        d1=$(printf '%s\n' "${depth1[@]}" | jq -cs .)
+        dq=$(printf '%s\n' "${queued[@]}" | jq -cs .)
+        for runs_json in "$d1" "$dq"; do
+            # Per run: "median (min-max)", and the best passes' MB/s.
+            local ratios qcow2 raw
+            ratios=$(jq -r '.[] | "\(.median) \(.min) \(.max)"' <<<"$runs_json" |
+                awk '{ printf "%s%.2f (%.2f-%.2f)", (NR > 1 ? ", " : ""), $1, $2, $3 }')
+            qcow2=$(jq -r '[.[] | .qcow2_mb_s | tostring] | join(", ")' <<<"$runs_json")
+            raw=$(jq -r '[.[] | .raw_mb_s | tostring] | join(", ")' <<<"$runs_json")
+            row "| $label, queue depth $(jq -r '.[0].depth' <<<"$runs_json"), median (spread) per run: $ratios | $qcow2 MB/s | raw $raw MB/s | - | - | - | - | - |"
+        done
+        json_row "$label" firmware "$(jq -cn --arg target "$target" --argjson depth1 "$d1" --argjson queued "$dq" \
+            '{target: $target, depth1: $depth1, queued: $queued}')"
+    done
+}
+
+# The firmware row reads its own demo image: no need for the big ones.
+[[ $ONLY == firmware ]] || make_images
 started=$(date +%s)
 date_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_before=$(cut -d ' ' -f 1-3 /proc/loadavg)
@@ -311,6 +363,7 @@ want "strided" && bench_reads "4 KiB strided reads (step 1 MiB + 4 KiB) x$RAND_C
 want "random" && bench_reads "4 KiB random reads x$RAND_COUNT (qemu: strided, it has no random pattern)" 1M "$RAND_COUNT" "--pattern random" "-S 1052672"
 want "random" && bench_reads "4 KiB random reads x$RAND_COUNT (qemu: strided, it has no random pattern)" 64K "$RAND_COUNT" "--pattern random" "-S 1052672"
 want "memory" && bench_memory
+want "firmware" && bench_firmware
 elapsed=$(($(date +%s) - started))
 load_after=$(cut -d ' ' -f 1-3 /proc/loadavg)
 

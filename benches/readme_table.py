@@ -21,8 +21,25 @@ def ratio(numerator, denominator):
     return f"{numerator / denominator:.2f}x"
 
 
+def firmware_rows(entry):
+    """One row per queue depth: per run, the median qcow2/raw throughput
+    ratio of the interleaved passes with its spread, and the best passes'
+    MB/s (a throughput ratio: above 1 the qcow2 read is faster)."""
+    rows = []
+    for runs in (entry["depth1"], entry["queued"]):
+        ratios = ", ".join(f"{run['median']:.2f} ({run['min']:.2f}-{run['max']:.2f})" for run in runs)
+        qcow2 = ", ".join(str(run["qcow2_mb_s"]) for run in runs)
+        raw = ", ".join(str(run["raw_mb_s"]) for run in runs)
+        label = f"{entry['workload']}, queue depth {runs[0]['depth']}, median (spread) per run: {ratios}"
+        cells = [label, f"{qcow2} MB/s", f"raw {raw} MB/s", "-", "-", "-", "-", "-"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def row(entry):
     kind = entry["kind"]
+    if kind == "firmware":
+        return firmware_rows(entry)
     if kind == "memory":
         label = f"{entry['workload']} (16 MiB image: {entry['qcow_small_kib']} KiB)"
         cells = [

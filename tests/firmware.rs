@@ -541,10 +541,18 @@ fn boot_all<'a>(target: &str, emulator: &str, cases: impl IntoIterator<Item = &'
                 let encrypted = matches!(case.passphrase, Given::Right);
                 let expected = expected_digest(&image, &dir.0, encrypted);
                 let unlock = printed("disk 0: unlock: ");
+                // The timed passes' queued read is checked against
+                // read_at by the firmware itself; the line says it ran
+                // (encrypted images skip the timed passes).
+                let queued_checked = printed("queued read: same bytes as read_at").is_some();
                 match printed("virtual-disk-sha256: ") {
                     Some(_) if encrypted && unlock.is_none() => {
                         Err("no `disk 0: unlock:` time printed".to_string())
                     }
+                    Some(_) if !encrypted && !queued_checked => Err(format!(
+                        "no `queued read: same bytes as read_at` line, status {}",
+                        output.status
+                    )),
                     Some(digest) if digest == expected && output.status.success() => Ok(()),
                     Some(digest) => Err(format!(
                         "digest {digest}, expected {expected}, status {}",

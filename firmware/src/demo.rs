@@ -15,7 +15,7 @@
 use crate::backing::{self, serial_for, ImageError};
 use crate::control::ControlError;
 use crate::disk::DiskError;
-use crate::measure::{compare, hash_image, rounds_per_pass, PassError};
+use crate::measure::{compare, hash_image, rounds_per_pass, verify_queued, PassError};
 use crate::report::{self, Measurements, Utf8Lossy};
 use crate::{arch, control, disks, files, println};
 use alloc::boxed::Box;
@@ -26,11 +26,18 @@ use qcow2_reader::{FileName, FormatName};
 const CHUNK: usize = 1024 * 1024;
 
 /// Timed passes of each kind at each queue depth; the median ratio counts.
-const PASSES: usize = 5;
+const PASSES: usize = 9;
 
 /// Requests in flight per long read for the queued passes: the most the
 /// driver's queue holds, [`crate::disk::MAX_QUEUE_DEPTH`].
 const QUEUE_DEPTH: usize = crate::disk::MAX_QUEUE_DEPTH;
+
+/// Chunks of one window of the queued qcow2 passes: each window is
+/// planned from the crate's extents and read with up to [`QUEUE_DEPTH`]
+/// requests in flight. More than the depth, so that zero runs have device
+/// reads to overlap with. (The raw passes read [`QUEUE_DEPTH`] chunks at a
+/// time, their fastest.)
+const WINDOW_CHUNKS: usize = 8;
 
 /// Why the demo failed; printed after `error: `.
 #[derive(Debug)]
@@ -79,6 +86,14 @@ pub enum DemoError {
         /// What is wrong with it.
         error: ControlError,
     },
+    /// The queued read (the timed passes' read-ahead) read other bytes
+    /// than the crate's `read_at` in a chunk of the virtual disk.
+    QueuedMismatch {
+        /// Virtual disk offset of the chunk.
+        offset: u64,
+        /// Its length.
+        len: usize,
+    },
     /// A backing format other than qcow2 and raw.
     BackingFormat {
         /// Disk whose image names the format.
@@ -106,6 +121,10 @@ impl fmt::Display for DemoError {
                 write!(f, "{failed} of {requested} requested files could not be read")
             }
             Self::Control { disk, error } => write!(f, "disk {disk} (control disk): {error}"),
+            Self::QueuedMismatch { offset, len } => write!(
+                f,
+                "disk 0: the queued read of {len} bytes at virtual offset {offset:#x} differs from read_at's"
+            ),
             Self::BackingFormat { disk, format } => write!(
                 f,
                 "disk {disk}: backing format \"{format}\" is not supported (only qcow2 and raw)"
@@ -158,11 +177,20 @@ pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
     let pass_error = |error| match error {
         PassError::Image(error) => DemoError::Image { disk: 0, error },
         PassError::Disk(error) => DemoError::Disk { disk: 0, error },
+        PassError::Mismatch { offset, len } => DemoError::QueuedMismatch { offset, len },
     };
     let disk = &disks[0];
     let rounds = rounds_per_pass(size);
-    // Room for QUEUE_DEPTH chunks in flight.
-    buffer.resize(CHUNK * QUEUE_DEPTH, 0);
+    // The queued qcow2 passes' window (the raw passes use its start).
+    buffer.resize(CHUNK * WINDOW_CHUNKS, 0);
+    // The queued passes read differently from `read_at`: check they read
+    // the same bytes before timing them.
+    let mut scratch = alloc::vec![0u8; CHUNK];
+    let start = arch::counter();
+    verify_queued(&image, disk, CHUNK, QUEUE_DEPTH, &mut buffer, &mut scratch)
+        .map_err(pass_error)?;
+    drop(scratch);
+    let verify_ticks = arch::counter().wrapping_sub(start);
     let depth1 =
         compare(&image, disk, rounds, 1, PASSES, CHUNK, &mut buffer).map_err(pass_error)?;
     let queued = compare(
@@ -183,6 +211,8 @@ pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
         hashed,
         depth1,
         queued,
+        window_chunks: WINDOW_CHUNKS,
+        verify_ticks,
     });
     Ok(())
 }

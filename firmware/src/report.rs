@@ -112,6 +112,11 @@ pub struct Measurements {
     pub depth1: Comparison,
     /// The passes at the chosen queue depth.
     pub queued: Comparison,
+    /// Chunks per window of the queued passes.
+    pub window_chunks: usize,
+    /// Counter ticks of the check that the queued read reads what
+    /// `read_at` does ([`crate::measure::verify_queued`]).
+    pub verify_ticks: u64,
 }
 
 /// Prints memory use, the hashing pass and the throughput comparison.
@@ -138,10 +143,20 @@ pub fn print_measurements(m: &Measurements) {
         }
     );
     println!(
-        "throughput of {} bytes per pass from disk 0 in {} KiB reads ({} alternating passes each, best shown):",
+        "queued read: same bytes as read_at over {} bytes (checked in {})",
+        size,
+        Duration {
+            ticks: m.verify_ticks,
+            hz
+        }
+    );
+    println!(
+        "throughput of {} bytes per pass from disk 0 in {} KiB reads ({} alternating passes each, best shown; queued: raw {} reads at a time, qcow2 windows of {} reads):",
         m.pass_bytes,
         m.chunk / 1024,
-        m.passes
+        m.passes,
+        m.queued.depth,
+        m.window_chunks
     );
     for comparison in [&m.depth1, &m.queued] {
         print_comparison(comparison, m.pass_bytes, hz);

@@ -6,6 +6,7 @@
 mod boot;
 pub mod console;
 mod exit;
+mod mem;
 mod mmu;
 
 use crate::boot_info::BootInfo;

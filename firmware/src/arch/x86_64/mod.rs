@@ -4,11 +4,12 @@
 //! the entry point that calls [`crate::main`], `console::{init,
 //! write_bytes}`, `exit_success`/`exit_failure`, `counter` and
 //! `counter_frequency`, the virtio-mmio window [`VIRTIO_MMIO`] and the
-//! memory description in [`BootInfo`](crate::boot_info::BootInfo).
+//! memory description in [`BootInfo`].
 
 mod boot;
 pub mod console;
 mod exit;
+mod mem;
 mod timer;
 
 use crate::boot_info::BootInfo;
