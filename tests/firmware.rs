@@ -200,7 +200,9 @@ fn extended_l2(dir: &Path) -> PathBuf {
 }
 
 /// Compressed clusters (written one by one, so they sit at odd byte
-/// offsets of the file), mixed with ordinary ones.
+/// offsets of the file), mixed with ordinary ones. The file stays smaller
+/// than one 1 MiB chunk of the demo's raw passes, which therefore wrap
+/// around the device more than once per chunk.
 fn compressed(dir: &Path, name: &str, options: &str) -> PathBuf {
     let image = create(dir, name, options, 8 * MIB);
     write(
@@ -209,7 +211,7 @@ fn compressed(dir: &Path, name: &str, options: &str) -> PathBuf {
             "write -q -c -P 0x12 0 64k",
             "write -q -c -P 0x34 64k 64k",
             "write -q -c -P 0x56 1M 64k",
-            "write -q -P 0x78 2M 1M",
+            "write -q -P 0x78 2M 256k",
             "write -q -c -P 0x9a 4M 64k",
         ],
     );
@@ -543,8 +545,10 @@ fn boot_all<'a>(target: &str, emulator: &str, cases: impl IntoIterator<Item = &'
                 let unlock = printed("disk 0: unlock: ");
                 // The timed passes' queued read is checked against
                 // read_at by the firmware itself; the line says it ran
-                // (encrypted images skip the timed passes).
-                let queued_checked = printed("queued read: same bytes as read_at").is_some();
+                // (encrypted images, and images whose passes would last
+                // too long under TCG, say why they skip the timed passes).
+                let queued_checked = printed("queued read: same bytes as read_at").is_some()
+                    || printed("throughput comparison: skipped, ").is_some();
                 match printed("virtual-disk-sha256: ") {
                     Some(_) if encrypted && unlock.is_none() => {
                         Err("no `disk 0: unlock:` time printed".to_string())

@@ -407,20 +407,32 @@ fn raw_queued(
             *next += piece.len() as u64;
             Some((at, piece))
         });
-        // A piece that crosses the device's end is cut there.
-        let wrapped = pieces.flat_map(|(at, piece)| {
-            let device_offset = at % size;
-            let first = piece.len().min((size - device_offset) as usize);
-            let (head, tail) = piece.split_at_mut(first);
-            [(device_offset, head), (0, tail)]
-                .into_iter()
-                .filter(|(_, part)| !part.is_empty())
-        });
+        let wrapped = pieces.flat_map(|(at, piece)| wrapped_parts(at, piece, size));
         disk.read_queued(wrapped, depth, || false)
             .map_err(PassError::Disk)?;
         offset += len as u64;
     }
     Ok(())
+}
+
+/// `piece`, read from byte `at` of a device of `size` bytes (`size > 0`)
+/// repeated forever, as `(device offset, part)` pairs: cut wherever it
+/// crosses the device's end, as often as it does (a device smaller than a
+/// chunk is crossed more than once).
+fn wrapped_parts(at: u64, piece: &mut [u8], size: u64) -> impl Iterator<Item = (u64, &mut [u8])> {
+    let mut device_offset = at % size;
+    let mut rest = piece;
+    core::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = rest.len().min((size - device_offset) as usize);
+        let (part, tail) = core::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        let part = (device_offset, part);
+        device_offset = 0;
+        Some(part)
+    })
 }
 
 /// The most runs of one window of [`image_queued`]; a window with more is
