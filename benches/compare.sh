@@ -182,6 +182,21 @@ alt_json() {
 # The label suffix naming the second build's medians, from alt_json's output.
 alt_label() { jq -r 'if .alt_name then " (\(.alt_name): \(.alt_s) s, CPU \(.alt_cpu_s) s)" else "" end' <<<"$1"; }
 
+# The table row and JSON of a convert workload labelled $1, from the
+# "wall cpu rss" lines in the calling function's arrays qcow, qemu, limit
+# and alt (bash's locals are visible to the functions a function calls).
+convert_row() {
+    local label=$1 qw qc mw mc lw lc alt_fields
+    qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
+    mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
+    lw=$(printf '%s\n' "${limit[@]}" | field_median 1); lc=$(printf '%s\n' "${limit[@]}" | field_median 2)
+    alt_fields=$(alt_json "$QCOW_ALT_NAME" "${alt[@]}")
+    row "| $label$(alt_label "$alt_fields") | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
+    json_row "$label" convert "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
+        --argjson lw "$lw" --argjson lc "$lc" --argjson alt "$alt_fields" \
+        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc} + $alt')"
+}
+
 # Whole-disk read to a raw file in the same tmpfs directory, alternating
 # qcow, QEMU and the copy limit of the image's raw source (RAW).
 bench_convert() {
@@ -196,15 +211,7 @@ bench_convert() {
             alt+=("$(measure "$QCOW_ALT" convert --threads "$THREADS" "$image" out-alt.raw)"); rm -f out-alt.raw
         fi
     done
-    local qw qc mw mc lw lc alt_fields
-    qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
-    mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
-    lw=$(printf '%s\n' "${limit[@]}" | field_median 1); lc=$(printf '%s\n' "${limit[@]}" | field_median 2)
-    alt_fields=$(alt_json "$QCOW_ALT_NAME" "${alt[@]}")
-    row "| $label$(alt_label "$alt_fields") | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
-    json_row "$label" convert "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
-        --argjson lw "$lw" --argjson lc "$lc" --argjson alt "$alt_fields" \
-        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc} + $alt')"
+    convert_row "$label"
 }
 
 # The whole-disk read of a LUKS (aes-256-xts, QEMU's default) copy of
@@ -238,15 +245,7 @@ bench_convert_luks() {
             alt+=("$(measure "$QCOW_ALT" convert --threads "$THREADS" --passphrase-file luks.pass luks.qcow2 out-alt.raw)"); rm -f out-alt.raw
         fi
     done
-    local qw qc mw mc lw lc alt_fields
-    qw=$(printf '%s\n' "${qcow[@]}" | field_median 1); qc=$(printf '%s\n' "${qcow[@]}" | field_median 2)
-    mw=$(printf '%s\n' "${qemu[@]}" | field_median 1); mc=$(printf '%s\n' "${qemu[@]}" | field_median 2)
-    lw=$(printf '%s\n' "${limit[@]}" | field_median 1); lc=$(printf '%s\n' "${limit[@]}" | field_median 2)
-    alt_fields=$(alt_json "$QCOW_ALT_NAME" "${alt[@]}")
-    row "| $label$(alt_label "$alt_fields") | $qw s | $mw s | $(ratio "$qw" "$mw") | $qc s | $mc s | $lw s | $(ratio "$qw" "$lw") |"
-    json_row "$label" convert "$(jq -cn --argjson qw "$qw" --argjson qc "$qc" --argjson mw "$mw" --argjson mc "$mc" \
-        --argjson lw "$lw" --argjson lc "$lc" --argjson alt "$alt_fields" \
-        '{qcow_s: $qw, qcow_cpu_s: $qc, qemu_s: $mw, qemu_cpu_s: $mc, limit_s: $lw, limit_cpu_s: $lc} + $alt')"
+    convert_row "$label"
 }
 
 # 4 KiB reads: qcow bench vs qemu-img bench -d 1 on the 4 GiB image.
