@@ -2,10 +2,11 @@
 //! `qcrypto_block_cipher_decrypt_helper` (`crypto/block.c`) does: each
 //! sector is decrypted on its own, its IV made from its sector number.
 //!
-//! The key schedules are built once; a call allocates nothing, and the key
-//! schedules are zeroized when the [`SectorCipher`] is dropped (the `aes`
-//! crate's `zeroize` feature; CBC and CTR work on short-lived copies that
-//! zeroize themselves too).
+//! The ciphers are RustCrypto's `aes`, `serpent` and `twofish` (all 16-byte
+//! blocks, so one set of modes drives them all). The key schedules are built
+//! once; a call allocates nothing, and the key schedules are zeroized when
+//! the [`SectorCipher`] is dropped (the cipher crates' `zeroize` features;
+//! CBC and CTR work on short-lived copies that zeroize themselves too).
 //!
 //! XTS is written here rather than taken from `xts-mode`, which decrypts
 //! one block at a time: computing a sector's 32 tweaks first and handing
@@ -20,6 +21,8 @@ use cipher::{
     BlockCipher, BlockDecrypt, BlockDecryptMut, BlockEncrypt, BlockSizeUser, InnerIvInit, KeyInit,
     StreamCipher,
 };
+use serpent::Serpent;
+use twofish::Twofish;
 use zeroize::Zeroizing;
 
 use super::error::CryptoError;
@@ -136,22 +139,28 @@ fn gf128_double(tweak: [u8; BLOCK_BYTES]) -> [u8; BLOCK_BYTES] {
     ((value << 1) ^ carry).to_le_bytes()
 }
 
-/// The data cipher, for whichever key size the header names.
-// Key schedules live inline (up to about 2 KiB for AES-256-XTS) because
+/// The data cipher, for whichever cipher and key size the header names.
+// Key schedules live inline (up to about 2.3 KiB for twofish-XTS) because
 // there is no allocator; one is built per image, so the size is the bound.
+// Serpent and twofish take every key size in one type (`new_from_slice`).
 #[allow(clippy::large_enum_variant)]
 enum DataCipher {
     Aes128(Keyed<Aes128>),
     Aes192(Keyed<Aes192>),
     Aes256(Keyed<Aes256>),
+    Serpent(Keyed<Serpent>),
+    Twofish(Keyed<Twofish>),
 }
 
 impl DataCipher {
     fn new(cipher: CipherAlgorithm, mode: CipherMode, key: &[u8]) -> Self {
+        use CipherAlgorithm::*;
         match cipher {
-            CipherAlgorithm::Aes128 => DataCipher::Aes128(Keyed::new(mode, key)),
-            CipherAlgorithm::Aes192 => DataCipher::Aes192(Keyed::new(mode, key)),
-            CipherAlgorithm::Aes256 => DataCipher::Aes256(Keyed::new(mode, key)),
+            Aes128 => DataCipher::Aes128(Keyed::new(mode, key)),
+            Aes192 => DataCipher::Aes192(Keyed::new(mode, key)),
+            Aes256 => DataCipher::Aes256(Keyed::new(mode, key)),
+            Serpent128 | Serpent192 | Serpent256 => DataCipher::Serpent(Keyed::new(mode, key)),
+            Twofish128 | Twofish192 | Twofish256 => DataCipher::Twofish(Keyed::new(mode, key)),
         }
     }
 
@@ -160,29 +169,35 @@ impl DataCipher {
             DataCipher::Aes128(keyed) => keyed.decrypt_sector(iv, sector),
             DataCipher::Aes192(keyed) => keyed.decrypt_sector(iv, sector),
             DataCipher::Aes256(keyed) => keyed.decrypt_sector(iv, sector),
+            DataCipher::Serpent(keyed) => keyed.decrypt_sector(iv, sector),
+            DataCipher::Twofish(keyed) => keyed.decrypt_sector(iv, sector),
         }
     }
 }
 
 /// The ESSIV cipher: encrypts the little-endian sector number in ECB.
+#[allow(clippy::large_enum_variant)] // inline for the same reason as DataCipher
 enum EssivCipher {
     Aes128(Aes128),
     Aes192(Aes192),
     Aes256(Aes256),
+    Serpent(Serpent),
+    Twofish(Twofish),
 }
 
 impl EssivCipher {
+    /// `key` is `cipher.key_bytes()` long (the caller cuts the digest to it).
     fn new(cipher: CipherAlgorithm, key: &[u8]) -> Self {
+        use CipherAlgorithm::*;
+        fn keyed<C: KeyInit>(key: &[u8]) -> C {
+            C::new_from_slice(key).expect("ESSIV key cut to the cipher's key size")
+        }
         match cipher {
-            CipherAlgorithm::Aes128 => {
-                EssivCipher::Aes128(Aes128::new_from_slice(key).expect("16"))
-            }
-            CipherAlgorithm::Aes192 => {
-                EssivCipher::Aes192(Aes192::new_from_slice(key).expect("24"))
-            }
-            CipherAlgorithm::Aes256 => {
-                EssivCipher::Aes256(Aes256::new_from_slice(key).expect("32"))
-            }
+            Aes128 => EssivCipher::Aes128(keyed(key)),
+            Aes192 => EssivCipher::Aes192(keyed(key)),
+            Aes256 => EssivCipher::Aes256(keyed(key)),
+            Serpent128 | Serpent192 | Serpent256 => EssivCipher::Serpent(keyed(key)),
+            Twofish128 | Twofish192 | Twofish256 => EssivCipher::Twofish(keyed(key)),
         }
     }
 
@@ -192,6 +207,8 @@ impl EssivCipher {
             EssivCipher::Aes128(cipher) => cipher.encrypt_block(block),
             EssivCipher::Aes192(cipher) => cipher.encrypt_block(block),
             EssivCipher::Aes256(cipher) => cipher.encrypt_block(block),
+            EssivCipher::Serpent(cipher) => cipher.encrypt_block(block),
+            EssivCipher::Twofish(cipher) => cipher.encrypt_block(block),
         }
     }
 }
@@ -269,9 +286,10 @@ impl SectorCipher {
     }
 }
 
-// Every key schedule inside (AES data, tweak and ESSIV ciphers, and the
-// short-lived CBC/CTR states) zeroizes itself on drop: the `zeroize`
-// features of `aes`, `cbc` and `ctr`, checked by a test below.
+// Every key schedule inside (AES, serpent or twofish data, tweak and ESSIV
+// ciphers, and the short-lived CBC/CTR states) zeroizes itself on drop: the
+// `zeroize` features of `aes`, `serpent`, `twofish`, `cbc` and `ctr`,
+// checked by a test below.
 impl zeroize::ZeroizeOnDrop for SectorCipher {}
 
 /// `qcrypto_ivgen_essiv_init`: the ESSIV key is the hash of the whole master
@@ -362,7 +380,11 @@ mod tests {
         zeroizes::<Aes128>();
         zeroizes::<Aes192>();
         zeroizes::<Aes256>();
+        zeroizes::<Serpent>();
+        zeroizes::<Twofish>();
         zeroizes::<cbc::Decryptor<Aes256>>();
+        zeroizes::<cbc::Decryptor<Serpent>>();
+        zeroizes::<ctr::Ctr128BE<Twofish>>();
         zeroizes::<ctr::Ctr128BE<Aes256>>();
         zeroizes::<SectorCipher>();
         zeroizes::<crate::crypto::MasterKey>();
