@@ -1,6 +1,6 @@
 //! The `crypto` module against QEMU: images encrypted by `qemu-img` (LUKS
 //! in qcow2 for every AES cipher, mode and IV generator it accepts, serpent
-//! and twofish in every key size and mode, raw
+//! and twofish in every key size and mode, cast5, raw
 //! LUKS, legacy AES), unlocked and decrypted by the crate, compared byte
 //! for byte with `qemu-img convert`'s decryption; wrong passphrases and
 //! hostile headers refused with their named error.
@@ -438,6 +438,16 @@ luks_cases! {
     twofish_256_cbc_plain: "twofish-256", "cbc", "plain", "sha512", "";
     twofish_256_ctr_plain64: "twofish-256", "ctr", "plain64", "sha1", "";
     twofish_256_ecb_plain64: "twofish-256", "ecb", "plain64", "sha224", "";
+}
+
+// cast5 (8-byte blocks, 8-byte IVs): every mode and IV generator qemu-img
+// creates it with (no xts, no essiv).
+luks_cases! {
+    cast5_128_cbc_plain: "cast5-128", "cbc", "plain", "sha256", "";
+    cast5_128_cbc_plain64: "cast5-128", "cbc", "plain64", "sha1", "";
+    cast5_128_ctr_plain: "cast5-128", "ctr", "plain", "md5", "";
+    cast5_128_ctr_plain64: "cast5-128", "ctr", "plain64", "sha512", "";
+    cast5_128_ecb_plain64: "cast5-128", "ecb", "plain64", "sha256", "";
 }
 
 /// QEMU's defaults (aes-256-xts-plain64, sha256), used by the error tests.
