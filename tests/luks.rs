@@ -1,5 +1,6 @@
 //! The `crypto` module against QEMU: images encrypted by `qemu-img` (LUKS
-//! in qcow2 for every AES cipher, mode and IV generator it accepts, raw
+//! in qcow2 for every AES cipher, mode and IV generator it accepts, serpent
+//! and twofish in every key size and mode, cast5, raw
 //! LUKS, legacy AES), unlocked and decrypted by the crate, compared byte
 //! for byte with `qemu-img convert`'s decryption; wrong passphrases and
 //! hostile headers refused with their named error.
@@ -416,6 +417,37 @@ luks_cases! {
     aes_256_ctr_plain: "aes-256", "ctr", "plain", "md5", "";
     aes_256_ctr_plain64: "aes-256", "ctr", "plain64", "sha224", "";
     aes_256_ctr_essiv: "aes-256", "ctr", "essiv", "sha384", "sha256";
+}
+
+// Serpent and twofish: every key size with XTS (the only mode qemu-img
+// takes 192-bit keys in), then CBC with ESSIV and with plain, CTR and ECB
+// on one key size each. serpent-128 with essiv:sha256 encrypts sector
+// numbers with serpent-256 (ESSIV keeps the family, takes the digest's size).
+luks_cases! {
+    serpent_128_xts_plain64: "serpent-128", "xts", "plain64", "sha256", "";
+    serpent_192_xts_plain64: "serpent-192", "xts", "plain64", "sha1", "";
+    serpent_256_xts_plain64: "serpent-256", "xts", "plain64", "sha512", "";
+    serpent_128_cbc_essiv: "serpent-128", "cbc", "essiv", "sha256", "sha256";
+    serpent_128_cbc_plain: "serpent-128", "cbc", "plain", "md5", "";
+    serpent_128_ctr_plain64: "serpent-128", "ctr", "plain64", "sha224", "";
+    serpent_128_ecb_plain64: "serpent-128", "ecb", "plain64", "ripemd160", "";
+    twofish_128_xts_plain64: "twofish-128", "xts", "plain64", "sha384", "";
+    twofish_192_xts_plain64: "twofish-192", "xts", "plain64", "sha256", "";
+    twofish_256_xts_plain64: "twofish-256", "xts", "plain64", "md5", "";
+    twofish_256_cbc_essiv: "twofish-256", "cbc", "essiv", "sha1", "md5";
+    twofish_256_cbc_plain: "twofish-256", "cbc", "plain", "sha512", "";
+    twofish_256_ctr_plain64: "twofish-256", "ctr", "plain64", "sha1", "";
+    twofish_256_ecb_plain64: "twofish-256", "ecb", "plain64", "sha224", "";
+}
+
+// cast5 (8-byte blocks, 8-byte IVs): every mode and IV generator qemu-img
+// creates it with (no xts, no essiv).
+luks_cases! {
+    cast5_128_cbc_plain: "cast5-128", "cbc", "plain", "sha256", "";
+    cast5_128_cbc_plain64: "cast5-128", "cbc", "plain64", "sha1", "";
+    cast5_128_ctr_plain: "cast5-128", "ctr", "plain", "md5", "";
+    cast5_128_ctr_plain64: "cast5-128", "ctr", "plain64", "sha512", "";
+    cast5_128_ecb_plain64: "cast5-128", "ecb", "plain64", "sha256", "";
 }
 
 /// QEMU's defaults (aes-256-xts-plain64, sha256), used by the error tests.

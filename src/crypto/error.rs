@@ -166,7 +166,8 @@ pub enum CryptoError<E = core::convert::Infallible> {
         /// Key bytes per cipher (half the master key for XTS).
         key_bytes: u32,
     },
-    /// A cipher QEMU reads that this crate does not implement (only AES is).
+    /// A cipher QEMU reads that this crate does not implement: only cast5 with
+    /// ESSIV IVs, which `qemu-img create` cannot make.
     CipherNotImplemented {
         /// The cipher name.
         name: SpecName,
@@ -360,7 +361,7 @@ impl<E: fmt::Display> fmt::Display for CryptoError<E> {
             ),
             CryptoError::CipherNotImplemented { name, key_bytes } => write!(
                 f,
-                "cipher '{name}' with key size {key_bytes} bytes is not implemented by this reader (only AES is)"
+                "cipher '{name}' with key size {key_bytes} bytes is not implemented by this reader with ESSIV IVs"
             ),
             CryptoError::UnsupportedIvGenerator { name } => {
                 write!(f, "IV generator '{name}' is not supported")

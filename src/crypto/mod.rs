@@ -2,7 +2,7 @@
 //! (`crypt_method` 2) and the legacy qcow AES method (`crypt_method` 1).
 //!
 //! Pure functions over bytes and a caller's [`BlockRead`](crate::BlockRead);
-//! no allocation, no `unsafe`, RustCrypto's `aes`, `cbc`, `ctr`,
+//! no allocation, no `unsafe`, RustCrypto's `aes`, `serpent`, `twofish`, `cbc`, `ctr`,
 //! `pbkdf2`/`hmac` and hashes, with key material zeroized on
 //! drop (`zeroize`).
 //!

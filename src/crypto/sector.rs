@@ -2,10 +2,12 @@
 //! `qcrypto_block_cipher_decrypt_helper` (`crypto/block.c`) does: each
 //! sector is decrypted on its own, its IV made from its sector number.
 //!
-//! The key schedules are built once; a call allocates nothing, and the key
-//! schedules are zeroized when the [`SectorCipher`] is dropped (the `aes`
-//! crate's `zeroize` feature; CBC and CTR work on short-lived copies that
-//! zeroize themselves too).
+//! The ciphers are RustCrypto's `aes`, `serpent` and `twofish` (16-byte
+//! blocks, all modes) and `cast5` (8-byte blocks: ECB, CBC and CTR, with the
+//! first 8 bytes of the IV, as QEMU's IV length is the block length). The key schedules are built
+//! once; a call allocates nothing, and the key schedules are zeroized when
+//! the [`SectorCipher`] is dropped (the cipher crates' `zeroize` features;
+//! CBC and CTR work on short-lived copies that zeroize themselves too).
 //!
 //! XTS is written here rather than taken from `xts-mode`, which decrypts
 //! one block at a time: computing a sector's 32 tweaks first and handing
@@ -15,22 +17,29 @@
 //! the tests.
 
 use aes::{Aes128, Aes192, Aes256};
+use cast5::Cast5;
 use cipher::inout::InOutBuf;
 use cipher::{
     BlockCipher, BlockDecrypt, BlockDecryptMut, BlockEncrypt, BlockSizeUser, InnerIvInit, KeyInit,
     StreamCipher,
 };
+use serpent::Serpent;
+use twofish::Twofish;
 use zeroize::Zeroizing;
 
-use super::error::CryptoError;
+use super::error::{CryptoError, SpecName};
 use super::hash::{HashAlgorithm, MAX_DIGEST_BYTES};
 use super::spec::{CipherAlgorithm, CipherMode, CipherSpec, IvGenerator};
 
 /// LUKS and legacy AES encrypt in 512-byte sectors (`QCRYPTO_BLOCK_LUKS_SECTOR_SIZE`).
 pub const SECTOR_BYTES: usize = 512;
 
-/// Every implemented cipher has 16-byte blocks, so every IV is 16 bytes.
+/// The largest block of an implemented cipher, so every IV fits in it
+/// (cast5 uses the first 8 bytes).
 const BLOCK_BYTES: usize = 16;
+
+/// cast5's block, and so its IV.
+const CAST5_BLOCK_BYTES: usize = 8;
 
 /// A 16-byte-block cipher the modes below can drive.
 trait Block16:
@@ -102,6 +111,58 @@ impl<C: Block16> Keyed<C> {
     }
 }
 
+/// cast5 in one of the modes QEMU has for it (no XTS: its blocks are 8 bytes).
+enum Cast5Keyed {
+    Ecb(Cast5),
+    Cbc(Cast5),
+    /// nettle's CTR increments the whole block as one big-endian number: 64 bits here.
+    Ctr(Cast5),
+}
+
+impl Cast5Keyed {
+    /// `key` is 16 bytes (checked by the caller); XTS is refused
+    /// ([`CipherSpec::parse`] does too, but a spec's fields are public).
+    fn new(mode: CipherMode, key: &[u8]) -> Result<Self, CryptoError> {
+        let cipher = || Cast5::new_from_slice(key).expect("key length checked");
+        Ok(match mode {
+            CipherMode::Ecb => Cast5Keyed::Ecb(cipher()),
+            CipherMode::Cbc => Cast5Keyed::Cbc(cipher()),
+            CipherMode::Ctr => Cast5Keyed::Ctr(cipher()),
+            // Checked before keying: an XTS master key is twice cast5's key.
+            CipherMode::Xts => {
+                return Err(CryptoError::UnsupportedMode {
+                    name: SpecName::new(b"xts"),
+                })
+            }
+        })
+    }
+
+    fn decrypt_sector(&self, iv: [u8; BLOCK_BYTES], sector: &mut [u8]) {
+        let mut short_iv = [0u8; CAST5_BLOCK_BYTES];
+        short_iv.copy_from_slice(&iv[..CAST5_BLOCK_BYTES]);
+        match self {
+            Cast5Keyed::Ecb(cipher) => {
+                let (blocks, _) = InOutBuf::from(sector).into_chunks();
+                cipher.decrypt_blocks_inout(blocks);
+            }
+            Cast5Keyed::Cbc(cipher) => {
+                let mut decryptor =
+                    cbc::Decryptor::<Cast5>::inner_iv_init(cipher.clone(), &short_iv.into());
+                let (blocks, _) = InOutBuf::from(sector).into_chunks();
+                decryptor.decrypt_blocks_inout_mut(blocks);
+            }
+            Cast5Keyed::Ctr(cipher) => {
+                let core = ctr::CtrCore::<Cast5, ctr::flavors::Ctr64BE>::inner_iv_init(
+                    cipher.clone(),
+                    &short_iv.into(),
+                );
+                let mut keystream = ctr::Ctr64BE::<Cast5>::from_core(core);
+                keystream.apply_keystream(sector);
+            }
+        }
+    }
+}
+
 /// Blocks in a sector.
 const SECTOR_BLOCKS: usize = SECTOR_BYTES / BLOCK_BYTES;
 
@@ -136,23 +197,31 @@ fn gf128_double(tweak: [u8; BLOCK_BYTES]) -> [u8; BLOCK_BYTES] {
     ((value << 1) ^ carry).to_le_bytes()
 }
 
-/// The data cipher, for whichever key size the header names.
-// Key schedules live inline (up to about 2 KiB for AES-256-XTS) because
+/// The data cipher, for whichever cipher and key size the header names.
+// Key schedules live inline (up to about 2.3 KiB for twofish-XTS) because
 // there is no allocator; one is built per image, so the size is the bound.
+// Serpent and twofish take every key size in one type (`new_from_slice`).
 #[allow(clippy::large_enum_variant)]
 enum DataCipher {
     Aes128(Keyed<Aes128>),
     Aes192(Keyed<Aes192>),
     Aes256(Keyed<Aes256>),
+    Serpent(Keyed<Serpent>),
+    Twofish(Keyed<Twofish>),
+    Cast5(Cast5Keyed),
 }
 
 impl DataCipher {
-    fn new(cipher: CipherAlgorithm, mode: CipherMode, key: &[u8]) -> Self {
-        match cipher {
-            CipherAlgorithm::Aes128 => DataCipher::Aes128(Keyed::new(mode, key)),
-            CipherAlgorithm::Aes192 => DataCipher::Aes192(Keyed::new(mode, key)),
-            CipherAlgorithm::Aes256 => DataCipher::Aes256(Keyed::new(mode, key)),
-        }
+    fn new(cipher: CipherAlgorithm, mode: CipherMode, key: &[u8]) -> Result<Self, CryptoError> {
+        use CipherAlgorithm::*;
+        Ok(match cipher {
+            Aes128 => DataCipher::Aes128(Keyed::new(mode, key)),
+            Aes192 => DataCipher::Aes192(Keyed::new(mode, key)),
+            Aes256 => DataCipher::Aes256(Keyed::new(mode, key)),
+            Serpent128 | Serpent192 | Serpent256 => DataCipher::Serpent(Keyed::new(mode, key)),
+            Twofish128 | Twofish192 | Twofish256 => DataCipher::Twofish(Keyed::new(mode, key)),
+            Cast5_128 => DataCipher::Cast5(Cast5Keyed::new(mode, key)?),
+        })
     }
 
     fn decrypt_sector(&self, iv: [u8; BLOCK_BYTES], sector: &mut [u8]) {
@@ -160,30 +229,44 @@ impl DataCipher {
             DataCipher::Aes128(keyed) => keyed.decrypt_sector(iv, sector),
             DataCipher::Aes192(keyed) => keyed.decrypt_sector(iv, sector),
             DataCipher::Aes256(keyed) => keyed.decrypt_sector(iv, sector),
+            DataCipher::Serpent(keyed) => keyed.decrypt_sector(iv, sector),
+            DataCipher::Twofish(keyed) => keyed.decrypt_sector(iv, sector),
+            DataCipher::Cast5(keyed) => keyed.decrypt_sector(iv, sector),
         }
     }
 }
 
 /// The ESSIV cipher: encrypts the little-endian sector number in ECB.
+#[allow(clippy::large_enum_variant)] // inline for the same reason as DataCipher
 enum EssivCipher {
     Aes128(Aes128),
     Aes192(Aes192),
     Aes256(Aes256),
+    Serpent(Serpent),
+    Twofish(Twofish),
 }
 
 impl EssivCipher {
-    fn new(cipher: CipherAlgorithm, key: &[u8]) -> Self {
-        match cipher {
-            CipherAlgorithm::Aes128 => {
-                EssivCipher::Aes128(Aes128::new_from_slice(key).expect("16"))
-            }
-            CipherAlgorithm::Aes192 => {
-                EssivCipher::Aes192(Aes192::new_from_slice(key).expect("24"))
-            }
-            CipherAlgorithm::Aes256 => {
-                EssivCipher::Aes256(Aes256::new_from_slice(key).expect("32"))
-            }
+    /// `key` is `cipher.key_bytes()` long (the caller cuts the digest to
+    /// it). cast5 ESSIV is refused, as [`CipherSpec::parse`] does.
+    fn new(cipher: CipherAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
+        use CipherAlgorithm::*;
+        fn keyed<C: KeyInit>(key: &[u8]) -> C {
+            C::new_from_slice(key).expect("ESSIV key cut to the cipher's key size")
         }
+        Ok(match cipher {
+            Aes128 => EssivCipher::Aes128(keyed(key)),
+            Aes192 => EssivCipher::Aes192(keyed(key)),
+            Aes256 => EssivCipher::Aes256(keyed(key)),
+            Serpent128 | Serpent192 | Serpent256 => EssivCipher::Serpent(keyed(key)),
+            Twofish128 | Twofish192 | Twofish256 => EssivCipher::Twofish(keyed(key)),
+            Cast5_128 => {
+                return Err(CryptoError::CipherNotImplemented {
+                    name: SpecName::new(b"cast5"),
+                    key_bytes: 16,
+                })
+            }
+        })
     }
 
     fn encrypt(&self, block: &mut [u8; BLOCK_BYTES]) {
@@ -192,6 +275,8 @@ impl EssivCipher {
             EssivCipher::Aes128(cipher) => cipher.encrypt_block(block),
             EssivCipher::Aes192(cipher) => cipher.encrypt_block(block),
             EssivCipher::Aes256(cipher) => cipher.encrypt_block(block),
+            EssivCipher::Serpent(cipher) => cipher.encrypt_block(block),
+            EssivCipher::Twofish(cipher) => cipher.encrypt_block(block),
         }
     }
 }
@@ -242,13 +327,13 @@ impl SectorCipher {
             (_, IvGenerator::Plain, ..) => IvSource::Plain,
             (_, IvGenerator::Plain64, ..) => IvSource::Plain64,
             (_, IvGenerator::Essiv, Some(essiv), Some(hash)) => {
-                IvSource::Essiv(essiv_from_key(essiv, hash, key))
+                IvSource::Essiv(essiv_from_key(essiv, hash, key)?)
             }
             // CipherSpec::parse never yields ESSIV without its cipher and hash.
             (_, IvGenerator::Essiv, ..) => return Err(CryptoError::MissingIvHash),
         };
         Ok(Self {
-            data: DataCipher::new(spec.cipher, spec.mode, key),
+            data: DataCipher::new(spec.cipher, spec.mode, key)?,
             iv,
         })
     }
@@ -269,14 +354,19 @@ impl SectorCipher {
     }
 }
 
-// Every key schedule inside (AES data, tweak and ESSIV ciphers, and the
-// short-lived CBC/CTR states) zeroizes itself on drop: the `zeroize`
-// features of `aes`, `cbc` and `ctr`, checked by a test below.
+// Every key schedule inside (AES, serpent or twofish data, tweak and ESSIV
+// ciphers, and the short-lived CBC/CTR states) zeroizes itself on drop: the
+// `zeroize` features of `aes`, `serpent`, `twofish`, `cbc` and `ctr`,
+// checked by a test below.
 impl zeroize::ZeroizeOnDrop for SectorCipher {}
 
 /// `qcrypto_ivgen_essiv_init`: the ESSIV key is the hash of the whole master
 /// key (both halves for XTS), cut to the ESSIV cipher's key length.
-fn essiv_from_key(cipher: CipherAlgorithm, hash: HashAlgorithm, key: &[u8]) -> EssivCipher {
+fn essiv_from_key(
+    cipher: CipherAlgorithm,
+    hash: HashAlgorithm,
+    key: &[u8],
+) -> Result<EssivCipher, CryptoError> {
     let mut salt = Zeroizing::new([0u8; MAX_DIGEST_BYTES]);
     hash.digest(key, &mut salt);
     let salt_bytes = cipher.key_bytes().min(hash.digest_bytes());
@@ -362,7 +452,14 @@ mod tests {
         zeroizes::<Aes128>();
         zeroizes::<Aes192>();
         zeroizes::<Aes256>();
+        zeroizes::<Serpent>();
+        zeroizes::<Twofish>();
         zeroizes::<cbc::Decryptor<Aes256>>();
+        zeroizes::<cbc::Decryptor<Serpent>>();
+        zeroizes::<ctr::Ctr128BE<Twofish>>();
+        zeroizes::<Cast5>();
+        zeroizes::<cbc::Decryptor<Cast5>>();
+        zeroizes::<ctr::Ctr64BE<Cast5>>();
         zeroizes::<ctr::Ctr128BE<Aes256>>();
         zeroizes::<SectorCipher>();
         zeroizes::<crate::crypto::MasterKey>();
@@ -386,6 +483,40 @@ mod tests {
         expected[..8].copy_from_slice(&5u64.to_le_bytes());
         essiv.encrypt_block((&mut expected).into());
         assert_eq!(cipher.iv.iv(5), expected);
+    }
+
+    #[test]
+    fn cast5_uses_an_8_byte_iv_and_refuses_xts_and_essiv() {
+        let key = [3u8; 16];
+        let plain: [u8; 512] = core::array::from_fn(|i| (i * 5) as u8);
+        let mut encrypted = plain;
+        let mut iv = [0u8; 8];
+        iv.copy_from_slice(&9u64.to_le_bytes());
+        let mut encryptor = cbc::Encryptor::<Cast5>::new(&key.into(), &iv.into());
+        for block in encrypted.chunks_exact_mut(8) {
+            encryptor.encrypt_block_mut(block.into());
+        }
+        let mut cast5 = spec(CipherMode::Cbc, IvGenerator::Plain64);
+        cast5.cipher = CipherAlgorithm::Cast5_128;
+        cast5.essiv_cipher = None;
+        let cipher = SectorCipher::new(&cast5, &key).unwrap();
+        cipher.decrypt_sectors(9, &mut encrypted).unwrap();
+        assert_eq!(encrypted, plain);
+        // A spec's fields are public: combinations parse refuses are refused here too.
+        let mut xts = cast5;
+        xts.mode = CipherMode::Xts;
+        assert!(matches!(
+            SectorCipher::new(&xts, &[3u8; 32]),
+            Err(CryptoError::UnsupportedMode { .. })
+        ));
+        let mut essiv = cast5;
+        essiv.ivgen = IvGenerator::Essiv;
+        essiv.ivgen_hash = Some(HashAlgorithm::Md5);
+        essiv.essiv_cipher = Some(CipherAlgorithm::Cast5_128);
+        assert!(matches!(
+            SectorCipher::new(&essiv, &key),
+            Err(CryptoError::CipherNotImplemented { .. })
+        ));
     }
 
     #[test]

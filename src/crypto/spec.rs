@@ -5,9 +5,7 @@
 use super::error::{CryptoError, SpecName};
 use super::hash::HashAlgorithm;
 
-/// A block cipher with its key size. Only AES is implemented; QEMU also
-/// reads cast5, serpent and twofish, which are refused with
-/// [`CryptoError::CipherNotImplemented`].
+/// A block cipher with its key size: every one QEMU 7.2 reads for LUKS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CipherAlgorithm {
     /// AES with a 16-byte key.
@@ -16,55 +14,118 @@ pub enum CipherAlgorithm {
     Aes192,
     /// AES with a 32-byte key.
     Aes256,
+    /// Serpent with a 16-byte key.
+    Serpent128,
+    /// Serpent with a 24-byte key.
+    Serpent192,
+    /// Serpent with a 32-byte key.
+    Serpent256,
+    /// Twofish with a 16-byte key.
+    Twofish128,
+    /// Twofish with a 24-byte key.
+    Twofish192,
+    /// Twofish with a 32-byte key.
+    Twofish256,
+    /// CAST-128 (8-byte blocks, a 16-byte key): ECB, CBC and CTR only.
+    Cast5_128,
+}
+
+/// The cipher families: AES, serpent and twofish have 16-, 24- and 32-byte
+/// keys, cast5 only 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Aes,
+    Serpent,
+    Twofish,
+    Cast5,
+}
+
+impl Family {
+    /// QEMU's (and the LUKS header's) name of the family.
+    fn from_name(name: &[u8]) -> Option<Self> {
+        match name {
+            b"aes" => Some(Family::Aes),
+            b"serpent" => Some(Family::Serpent),
+            b"twofish" => Some(Family::Twofish),
+            b"cast5" => Some(Family::Cast5),
+            _ => None,
+        }
+    }
+
+    /// The member whose key is `key_bytes` long, if any.
+    fn with_key(self, key_bytes: usize) -> Option<CipherAlgorithm> {
+        use CipherAlgorithm::*;
+        Some(match (self, key_bytes) {
+            (Family::Aes, 16) => Aes128,
+            (Family::Aes, 24) => Aes192,
+            (Family::Aes, 32) => Aes256,
+            (Family::Serpent, 16) => Serpent128,
+            (Family::Serpent, 24) => Serpent192,
+            (Family::Serpent, 32) => Serpent256,
+            (Family::Twofish, 16) => Twofish128,
+            (Family::Twofish, 24) => Twofish192,
+            (Family::Twofish, 32) => Twofish256,
+            (Family::Cast5, 16) => Cast5_128,
+            _ => return None,
+        })
+    }
 }
 
 impl CipherAlgorithm {
     /// Bytes of key for one cipher instance.
     pub fn key_bytes(self) -> usize {
+        use CipherAlgorithm::*;
         match self {
-            CipherAlgorithm::Aes128 => 16,
-            CipherAlgorithm::Aes192 => 24,
-            CipherAlgorithm::Aes256 => 32,
+            Aes128 | Serpent128 | Twofish128 | Cast5_128 => 16,
+            Aes192 | Serpent192 | Twofish192 => 24,
+            Aes256 | Serpent256 | Twofish256 => 32,
         }
     }
 
     /// QEMU's name (`qemu-img info` prints it), e.g. `aes-256`.
     pub fn name(self) -> &'static str {
+        use CipherAlgorithm::*;
         match self {
-            CipherAlgorithm::Aes128 => "aes-128",
-            CipherAlgorithm::Aes192 => "aes-192",
-            CipherAlgorithm::Aes256 => "aes-256",
+            Aes128 => "aes-128",
+            Aes192 => "aes-192",
+            Aes256 => "aes-256",
+            Serpent128 => "serpent-128",
+            Serpent192 => "serpent-192",
+            Serpent256 => "serpent-256",
+            Twofish128 => "twofish-128",
+            Twofish192 => "twofish-192",
+            Twofish256 => "twofish-256",
+            Cast5_128 => "cast5-128",
         }
     }
 
-    /// The AES variant whose key is `key_bytes` long, if any.
-    fn aes_with_key(key_bytes: usize) -> Option<Self> {
-        match key_bytes {
-            16 => Some(CipherAlgorithm::Aes128),
-            24 => Some(CipherAlgorithm::Aes192),
-            32 => Some(CipherAlgorithm::Aes256),
-            _ => None,
+    fn family(self) -> Family {
+        use CipherAlgorithm::*;
+        match self {
+            Aes128 | Aes192 | Aes256 => Family::Aes,
+            Serpent128 | Serpent192 | Serpent256 => Family::Serpent,
+            Twofish128 | Twofish192 | Twofish256 => Family::Twofish,
+            Cast5_128 => Family::Cast5,
+        }
+    }
+
+    /// Bytes per cipher block (and so per IV): 8 for cast5, 16 for the others.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            CipherAlgorithm::Cast5_128 => 8,
+            _ => 16,
         }
     }
 
     /// `qcrypto_block_luks_cipher_name_lookup`: the header's cipher name and
     /// per-cipher key size (the master key length, halved for XTS).
     fn from_name(name: &[u8], key_bytes: u32) -> Result<Self, CryptoError> {
-        let spec_name = SpecName::new(name);
-        let not_implemented = CryptoError::CipherNotImplemented {
-            name: spec_name,
-            key_bytes,
-        };
-        match (name, key_bytes) {
-            (b"aes", 16) => Ok(CipherAlgorithm::Aes128),
-            (b"aes", 24) => Ok(CipherAlgorithm::Aes192),
-            (b"aes", 32) => Ok(CipherAlgorithm::Aes256),
-            (b"cast5", 16) | (b"serpent" | b"twofish", 16 | 24 | 32) => Err(not_implemented),
-            _ => Err(CryptoError::UnsupportedCipher {
-                name: spec_name,
+        Family::from_name(name)
+            .and_then(|family| family.with_key(key_bytes as usize))
+            .ok_or(CryptoError::UnsupportedCipher {
+                name: SpecName::new(name),
                 key_bytes,
-            }),
-        }
+            })
     }
 }
 
@@ -198,6 +259,13 @@ impl CipherSpec {
                 key_bytes: master_key_bytes,
             });
         }
+        // XTS needs 16-byte blocks: QEMU refuses cast5-xts when it builds
+        // the cipher ("Unsupported cipher mode xts"), here at parse time.
+        if mode == CipherMode::Xts && cipher.block_bytes() != 16 {
+            return Err(CryptoError::UnsupportedMode {
+                name: SpecName::new(mode_name),
+            });
+        }
         let hash = HashAlgorithm::from_name(hash_spec)?;
         let ivgen = IvGenerator::from_name(ivgen_name)?;
         let essiv_cipher = match ivgen {
@@ -228,16 +296,28 @@ impl CipherSpec {
 
 /// `qcrypto_block_luks_essiv_cipher`: dm-crypt keys the ESSIV cipher with
 /// the whole digest, so its key size follows the hash, not the data cipher
-/// (AES-128 data with sha256 ESSIV encrypts sector numbers with AES-256).
+/// (AES-128 data with sha256 ESSIV encrypts sector numbers with AES-256;
+/// serpent and twofish likewise stay in their family).
 fn essiv_cipher(
     cipher: CipherAlgorithm,
     hash: HashAlgorithm,
 ) -> Result<CipherAlgorithm, CryptoError> {
     let digest_bytes = hash.digest_bytes();
-    if digest_bytes == cipher.key_bytes() {
-        return Ok(cipher);
+    let essiv = if digest_bytes == cipher.key_bytes() {
+        Some(cipher)
+    } else {
+        cipher.family().with_key(digest_bytes)
+    };
+    match essiv {
+        // QEMU reads cast5 with essiv:md5, but `qemu-img create` refuses to
+        // make one, so there is no QEMU-made image to check it against.
+        Some(CipherAlgorithm::Cast5_128) => Err(CryptoError::CipherNotImplemented {
+            name: SpecName::new(b"cast5"),
+            key_bytes: 16,
+        }),
+        Some(essiv) => Ok(essiv),
+        None => Err(CryptoError::EssivKeySize { digest_bytes }),
     }
-    CipherAlgorithm::aes_with_key(digest_bytes).ok_or(CryptoError::EssivKeySize { digest_bytes })
 }
 
 #[cfg(test)]
@@ -268,6 +348,18 @@ mod tests {
     }
 
     #[test]
+    fn serpent_and_twofish_keep_their_family_for_essiv() {
+        let spec = CipherSpec::parse(b"twofish", b"xts-plain64", b"sha256", 64).unwrap();
+        assert_eq!(spec.cipher, CipherAlgorithm::Twofish256);
+        assert_eq!(spec.cipher.name(), "twofish-256");
+        let spec = CipherSpec::parse(b"serpent", b"cbc-essiv:sha256", b"sha1", 16).unwrap();
+        assert_eq!(spec.cipher, CipherAlgorithm::Serpent128);
+        assert_eq!(spec.essiv_cipher, Some(CipherAlgorithm::Serpent256));
+        let spec = CipherSpec::parse(b"twofish", b"cbc-essiv:md5", b"sha1", 24).unwrap();
+        assert_eq!(spec.essiv_cipher, Some(CipherAlgorithm::Twofish128));
+    }
+
+    #[test]
     fn refusals_name_what_is_wrong() {
         assert!(matches!(
             CipherSpec::parse(b"aes", b"xtsplain64", b"sha256", 64),
@@ -282,8 +374,26 @@ mod tests {
             Err(CryptoError::UnsupportedCipher { key_bytes: 20, .. })
         ));
         assert!(matches!(
-            CipherSpec::parse(b"twofish", b"xts-plain64", b"sha256", 64),
-            Err(CryptoError::CipherNotImplemented { key_bytes: 32, .. })
+            CipherSpec::parse(b"cast5", b"cbc-essiv:md5", b"sha256", 16),
+            Err(CryptoError::CipherNotImplemented { key_bytes: 16, .. })
+        ));
+        assert!(matches!(
+            CipherSpec::parse(b"cast5", b"xts-plain64", b"sha256", 32),
+            Err(CryptoError::UnsupportedMode { .. })
+        ));
+        assert!(matches!(
+            CipherSpec::parse(b"cast5", b"cbc-plain64", b"sha256", 24),
+            Err(CryptoError::UnsupportedCipher { key_bytes: 24, .. })
+        ));
+        assert_eq!(
+            CipherSpec::parse(b"cast5", b"ctr-plain", b"sha256", 16)
+                .unwrap()
+                .cipher,
+            CipherAlgorithm::Cast5_128
+        );
+        assert!(matches!(
+            CipherSpec::parse(b"serpent", b"cbc-plain64", b"sha256", 20),
+            Err(CryptoError::UnsupportedCipher { key_bytes: 20, .. })
         ));
         assert!(matches!(
             CipherSpec::parse(b"aes", b"cbc-plain64", b"whirlpool", 32),
