@@ -619,6 +619,12 @@ pub enum Error<E> {
         /// Bytes given.
         given: usize,
     },
+    /// Memory for the image's caches could not be allocated
+    /// ([`ImageBuilder::try_open_alloc`](crate::ImageBuilder::try_open_alloc)).
+    OutOfMemory {
+        /// Bytes asked for.
+        bytes: usize,
+    },
     /// A snapshot id or name that the snapshot table does not have.
     NoSuchSnapshot,
     /// Unlocking the image's key failed (wrong passphrase, work limit,
@@ -730,6 +736,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             ),
             Error::MemoryTooSmall { needed, given } => {
                 write!(f, "the configuration needs {needed} bytes of memory, {given} given")
+            }
+            Error::OutOfMemory { bytes } => {
+                write!(f, "cannot allocate {bytes} bytes for the image's caches")
             }
             Error::NoSuchSnapshot => f.write_str("no snapshot with that id or name"),
             #[cfg(feature = "luks")]

@@ -12,6 +12,36 @@ use crate::extension::{Extension, Extensions};
 use crate::feature::{Autoclear, Compatible, FeatureKind, Incompatible};
 use crate::name::{FileName, FormatName};
 
+/// The format of an image's backing file, as the header records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingFormat {
+    /// No backing format extension, or an empty name in it: QEMU reads
+    /// that as "no format" and probes the file's magic
+    /// ([`is_qcow2`]: QCOW2, else raw).
+    Probe,
+    /// `qcow2`.
+    Qcow2,
+    /// `raw`: the file's bytes are the disk.
+    Raw,
+    /// Any other name (`vmdk`, `qcow`, ...): a format this crate does not read.
+    Other(FormatName),
+}
+
+impl BackingFormat {
+    /// The meaning of the stored name `name`.
+    pub fn of(name: Option<&FormatName>) -> Self {
+        let Some(name) = name else {
+            return BackingFormat::Probe;
+        };
+        match name.as_bytes() {
+            b"" => BackingFormat::Probe,
+            b"qcow2" => BackingFormat::Qcow2,
+            b"raw" => BackingFormat::Raw,
+            _ => BackingFormat::Other(*name),
+        }
+    }
+}
+
 /// `QFI\xfb`.
 pub const MAGIC: u32 = 0x5146_49fb;
 /// Smallest cluster_bits QEMU accepts (512-byte clusters).
@@ -691,9 +721,17 @@ impl Header {
         self.backing_file.as_ref()
     }
 
-    /// The backing format name ("raw", "qcow2", ...), if the image records one.
-    pub fn backing_format(&self) -> Option<&FormatName> {
+    /// The backing format name exactly as stored ("raw", "qcow2", or an
+    /// empty name), if the image has the extension: for printing, as
+    /// `qemu-img info` does. What it means is [`Header::backing_format`].
+    pub fn backing_format_name(&self) -> Option<&FormatName> {
         self.backing_format.as_ref()
+    }
+
+    /// How the backing file is to be read: QEMU's rule for the backing
+    /// format extension, the one place it lives.
+    pub fn backing_format(&self) -> BackingFormat {
+        BackingFormat::of(self.backing_format.as_ref())
     }
 
     /// The external data file name, if the image has one.
@@ -714,6 +752,17 @@ impl Header {
     /// The crypt_method field: 0 none, 1 legacy AES-128-CBC, 2 LUKS.
     pub fn crypt_method(&self) -> u32 {
         self.crypt_method
+    }
+
+    /// Whether the image's clusters are encrypted (any crypt_method).
+    pub fn is_encrypted(&self) -> bool {
+        self.crypt_method != 0
+    }
+
+    /// How the image is encrypted, `None` if it is not (feature `luks`).
+    #[cfg(feature = "luks")]
+    pub fn encryption(&self) -> Option<crate::encryption::Encryption<'_>> {
+        crate::encryption::Encryption::of(self)
     }
 
     /// The LUKS area in the image file (offset, length), from the full disk

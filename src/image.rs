@@ -237,6 +237,25 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
         self.finish(Memory::Owned(memory), config)
     }
 
+    /// Opens the image in memory allocated once, here, like
+    /// [`open_alloc`](Self::open_alloc), but a failed allocation is
+    /// [`Error::OutOfMemory`] instead of the allocator's panic: for
+    /// firmware, whose allocators stop the machine when they run out.
+    #[cfg(feature = "alloc")]
+    pub fn try_open_alloc(self, config: &Config) -> Result<Image<'static, R, B>, Error<R::Error>>
+    where
+        B: BlockRead,
+        B::Error: Into<Error<R::Error>>,
+    {
+        let needed = self.memory_bytes(config)?;
+        let mut memory = alloc::vec::Vec::new();
+        memory
+            .try_reserve_exact(needed)
+            .map_err(|_| Error::OutOfMemory { bytes: needed })?;
+        memory.resize(needed, 0u8);
+        self.finish(Memory::Owned(memory.into_boxed_slice()), config)
+    }
+
     fn finish<'m>(
         self,
         memory: Memory<'m>,

@@ -124,7 +124,7 @@ extern crate std;
 pub mod bitmap;
 mod block;
 mod cache;
-#[cfg(feature = "std")]
+#[cfg(feature = "alloc")]
 pub mod chain;
 mod codec;
 mod config;
@@ -154,7 +154,7 @@ pub use encryption::Encryption;
 pub use error::{
     CorruptError, DecodeError, Error, FeatureName, HeaderError, Storage, TableKind, Unsupported,
 };
-pub use header::{is_qcow2, CompressionType, Header};
+pub use header::{is_qcow2, BackingFormat, CompressionType, Header};
 pub use image::{Image, ImageBuilder, NoBacking, Raw, READS_PER_UNIT};
 #[cfg(feature = "std")]
 pub use io::Cursor;

@@ -160,7 +160,7 @@ fn to_json(described: &Described) -> Value {
             "full-backing-filename".into(),
             json!(full.display().to_string()),
         );
-        if let Some(format) = header.backing_format() {
+        if let Some(format) = header.backing_format_name() {
             object.insert("backing-filename-format".into(), json!(format.to_string()));
         }
     }
@@ -317,7 +317,7 @@ fn to_human(described: &Described) -> String {
             text += &format!(" (actual path: {})", full.display());
         }
         text += "\n";
-        if let Some(format) = header.backing_format() {
+        if let Some(format) = header.backing_format_name() {
             text += &format!("backing file format: {format}\n");
         }
     }

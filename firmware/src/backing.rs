@@ -1,20 +1,27 @@
-//! Backing resolution: opening the image on a disk together with the
-//! backing files it names, found on the other disks.
+//! Opening the image on the first disk with the files it names, found on
+//! the other disks, through the crate's chain walk
+//! (`qcow2_reader::chain`): this file supplies only the resolver (which
+//! disk holds a named file) and the firmware's limits.
 //!
 //! Disk rules (the runner follows them, see firmware/README.md):
-//! - the backing file of disk `i` is the first disk after `i` whose
-//!   virtio-blk serial equals the backing file name's last path component,
-//!   cut to 20 bytes (the serial field's size);
-//! - a backing file is qcow2 or raw, as its image's backing format says,
-//!   or by probing for the qcow2 magic ([`qcow2_reader::is_qcow2`]) when
-//!   the image does not say.
+//! - the backing file (or external data file) of disk `i` is the first
+//!   disk after `i` whose virtio-blk serial equals the name's last path
+//!   component, cut to 20 bytes (the serial field's size);
+//! - its format is the crate's rule (`Header::backing_format`): qcow2,
+//!   raw, or probed by the magic when the image records no format.
+//!
+//! Memory: the caches of all layers together are at most
+//! [`CACHE_BUDGET`] of the 32 MiB heap, each allocated once, fallibly.
 
 use crate::demo::DemoError;
 use crate::disk::{DiskError, VirtioDisk};
-use crate::{arch, println, report};
-use alloc::boxed::Box;
+use crate::{arch, report};
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
+use qcow2_reader::chain::{self, Found, Resolver, Role, Secret, WalkOptions};
 use qcow2_reader::crypto::UnlockLimits;
-use qcow2_reader::{is_qcow2, BlockRead, Config, FileName, FormatName, Image, ImageBuilder, Raw};
+use qcow2_reader::{Config, FileName, Image};
 
 /// PBKDF2 work allowed for unlocking one image (summed over the key slots
 /// tried and the master key digest check).
@@ -32,149 +39,139 @@ pub const UNLOCK_LIMITS: UnlockLimits = UnlockLimits {
     max_iterations: 8_000_000,
 };
 
+/// Most images in one chain, the top included.
+pub const MAX_CHAIN_DEPTH: usize = 16;
+
+/// Most bytes the caches of all layers may take, of the 32 MiB heap (the
+/// rest holds the read buffers, decoders and file systems): 16 layers of
+/// 64 KiB clusters take 19 MiB with the default `Config`; two layers of
+/// 2 MiB clusters 14 MiB.
+pub const CACHE_BUDGET: usize = 20 << 20;
+
 /// A disk as the images see it: devices live until the machine stops.
 pub type Disk = &'static VirtioDisk;
 
 /// The crate's error over a virtio disk.
 pub type ImageError = qcow2_reader::Error<DiskError>;
 
-/// An opened qcow2 image whose backing is any [`Backing`].
+/// What an image reads its unallocated clusters from: the chain below it.
+pub type Backing = chain::Backing<Disk>;
+
+/// An opened qcow2 image whose backing is the rest of its chain.
 pub type Qcow2 = Image<'static, Disk, Backing>;
 
-/// What an image reads its unallocated clusters from: the backing chain of
-/// any depth with a single type, since each image's backing type would
-/// otherwise nest.
-pub enum Backing {
-    /// The image names no backing file: unallocated clusters read as zeros
-    /// (an empty backing reads as zeros past its end, which is everywhere).
-    None,
-    /// A raw backing file.
-    Raw(Raw<Disk>),
-    /// A qcow2 backing file, with its own backing.
-    Qcow2(Box<Qcow2>),
+/// Why the firmware could not open a file an image names.
+#[derive(Debug)]
+pub struct NotAttached {
+    /// The serial the name maps to.
+    serial: String,
 }
 
-impl BlockRead for Backing {
-    type Error = ImageError;
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        match self {
-            Backing::None if buf.is_empty() && offset == 0 => Ok(()),
-            Backing::None => Err(ImageError::OutOfRange {
-                offset,
-                len: buf.len() as u64,
-                size: 0,
-            }),
-            Backing::Raw(raw) => raw.read_at(offset, buf),
-            Backing::Qcow2(image) => image.read_at(offset, buf),
-        }
-    }
-
-    fn size(&self) -> Result<u64, ImageError> {
-        match self {
-            Backing::None => Ok(0),
-            Backing::Raw(raw) => raw.size(),
-            Backing::Qcow2(image) => Ok(image.virtual_size()),
-        }
+impl fmt::Display for NotAttached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "not attached: no later disk has the serial \"{}\"",
+            self.serial
+        )
     }
 }
 
-/// Opens the qcow2 image on disk `index`, and its backing chain, with
-/// `passphrase` for every encrypted layer; prints each image's header and
-/// unlock time on the way.
+/// The chain walk's error over virtio disks; locations are disk numbers.
+pub type ChainError = chain::WalkError<usize, NotAttached, DiskError>;
+
+/// The virtio disks as the chain walk's resolver.
+pub struct Disks(pub &'static [VirtioDisk]);
+
+impl Resolver for Disks {
+    type Store = Disk;
+    type Location = usize;
+    type Error = NotAttached;
+
+    fn open(
+        &mut self,
+        name: &FileName,
+        _role: Role,
+        named_by: &usize,
+    ) -> Result<Found<Disk, usize>, NotAttached> {
+        let serial = serial_for(name);
+        let index = (named_by + 1..self.0.len())
+            .find(|&candidate| self.0[candidate].serial().as_bytes() == serial)
+            .ok_or_else(|| NotAttached {
+                serial: String::from_utf8_lossy(serial).into_owned(),
+            })?;
+        Ok(Found {
+            store: &self.0[index],
+            location: index,
+        })
+    }
+
+    fn same_file(&mut self, a: &usize, b: &usize) -> bool {
+        a == b
+    }
+
+    fn describe(&self, location: &usize) -> String {
+        format!("disk {location}")
+    }
+}
+
+/// Opens the qcow2 image on disk 0 with its chain, with `passphrase` for
+/// every encrypted layer; prints each layer's header and the unlock time.
 pub fn open_qcow2(
     disks: &'static [VirtioDisk],
-    index: usize,
     passphrase: Option<&[u8]>,
 ) -> Result<Qcow2, DemoError> {
-    let image_error = |error| DemoError::Image { disk: index, error };
-    let builder = Image::builder(&disks[index]).map_err(image_error)?;
-    let header = builder.header().clone();
-    report::print_header(index, &header, &disks[index]);
-    let builder = unlock(builder, index, passphrase)?;
-
-    let backing = match header.backing_file() {
-        None => Backing::None,
-        Some(name) => open_backing(disks, index, name, header.backing_format(), passphrase)?,
+    let secret = passphrase.map(|bytes| Secret::passphrase(bytes, UNLOCK_LIMITS));
+    let mut options = WalkOptions::default();
+    options.max_depth = MAX_CHAIN_DEPTH;
+    options.max_memory = CACHE_BUDGET;
+    options.config = Config::default();
+    options.secret = secret.as_ref();
+    let mut resolver = Disks(disks);
+    let top = Found {
+        store: &disks[0],
+        location: 0,
     };
-    let config = Config::default();
-    let builder = builder.backing(backing);
-    let needed = builder.memory_bytes(&config).map_err(image_error)?;
-    // Allocated once per image and kept: the image borrows it for good.
-    let memory = alloc::vec![0u8; needed].leak();
-    builder.open(memory, &config).map_err(image_error)
-}
-
-/// Unlocks the image on disk `index` if it is encrypted and a passphrase
-/// was given, and prints how long that took. Without a passphrase the
-/// builder is returned as it is: opening it then fails with the crate's
-/// own error for a missing key.
-fn unlock(
-    builder: ImageBuilder<Disk>,
-    index: usize,
-    passphrase: Option<&[u8]>,
-) -> Result<ImageBuilder<Disk>, DemoError> {
-    let Some(passphrase) = passphrase else {
-        return Ok(builder);
-    };
-    if builder.encryption().is_none() {
-        return Ok(builder);
-    }
     let start = arch::counter();
-    let builder = builder
-        .passphrase(passphrase, &UNLOCK_LIMITS)
-        .map_err(|error| DemoError::Image { disk: index, error })?;
-    report::print_unlock(index, arch::counter().wrapping_sub(start));
-    Ok(builder)
+    let walked = chain::walk(&mut resolver, top, &options);
+    let ticks = arch::counter().wrapping_sub(start);
+    let walked = walked.map_err(|error| DemoError::Chain(alloc::boxed::Box::new(error)))?;
+    for (depth, layer) in walked.layers.iter().enumerate() {
+        if let Some(header) = &layer.header {
+            report::print_header(layer.location, header, &disks[layer.location]);
+        }
+        if let Some(below) = walked.layers.get(depth + 1) {
+            crate::println!(
+                "disk {}: backing file ({}) is disk {}",
+                layer.location,
+                below.format.name(),
+                below.location
+            );
+        }
+    }
+    let encrypted =
+        |layer: &chain::LayerInfo<usize>| layer.header.as_ref().is_some_and(|h| h.is_encrypted());
+    if secret.is_some() && walked.layers.iter().any(encrypted) {
+        report::print_unlock(0, ticks);
+    }
+    match walked.disk {
+        chain::Disk::Qcow2(image) => Ok(*image),
+        // The runner attaches a qcow2 image as disk 0; a raw one has no
+        // header to print and nothing for this demo to read.
+        chain::Disk::Raw(_) => Err(DemoError::NotQcow2),
+    }
 }
 
 /// Whether any layer of `image`'s chain is encrypted.
 pub fn any_layer_encrypted(image: &Qcow2) -> bool {
-    image.header().crypt_method() != 0
-        || matches!(image.backing(), Some(Backing::Qcow2(backing)) if any_layer_encrypted(backing))
-}
-
-/// Finds and opens the backing file `name` of the image on disk `index`.
-fn open_backing(
-    disks: &'static [VirtioDisk],
-    index: usize,
-    name: &FileName,
-    format: Option<&FormatName>,
-    passphrase: Option<&[u8]>,
-) -> Result<Backing, DemoError> {
-    let serial = serial_for(name);
-    let backing = (index + 1..disks.len())
-        .find(|&candidate| disks[candidate].serial().as_bytes() == serial)
-        .ok_or_else(|| DemoError::BackingNotFound {
-            disk: index,
-            name: Box::new(*name),
-        })?;
-    let qcow2 = match format {
-        Some(format) if format.as_bytes() == b"qcow2" => true,
-        Some(format) if format.as_bytes() == b"raw" => false,
-        Some(format) => {
-            return Err(DemoError::BackingFormat {
-                disk: index,
-                format: *format,
-            })
+    let mut layer = Some(image);
+    while let Some(image) = layer {
+        if image.header().is_encrypted() {
+            return true;
         }
-        // No format recorded: probe, as QEMU does.
-        None => is_qcow2(&disks[backing]).map_err(|error| DemoError::Disk {
-            disk: backing,
-            error,
-        })?,
-    };
-    println!(
-        "disk {index}: backing file \"{name}\" ({}) is disk {backing}",
-        if qcow2 { "qcow2" } else { "raw" }
-    );
-    if qcow2 {
-        Ok(Backing::Qcow2(Box::new(open_qcow2(
-            disks, backing, passphrase,
-        )?)))
-    } else {
-        Ok(Backing::Raw(Raw(&disks[backing])))
+        layer = image.backing().and_then(|backing| backing.disk()?.image());
     }
+    false
 }
 
 /// The serial the runner gives a file: its base name, cut to 20 bytes.

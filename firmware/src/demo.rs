@@ -14,15 +14,14 @@
 //! [`crate::backing`] opens an image with its backing chain,
 //! [`crate::measure`] reads, hashes and times, [`crate::report`] prints.
 
-use crate::backing::{self, serial_for, ImageError};
+use crate::backing::{self, ChainError, Disks, ImageError};
 use crate::control::ControlError;
 use crate::disk::DiskError;
 use crate::measure::{compare, hash_image, rounds_per_pass, verify_queued, PassError};
-use crate::report::{self, Measurements, Utf8Lossy};
+use crate::report::{self, Measurements};
 use crate::{arch, control, disks, files, println};
 use alloc::boxed::Box;
 use core::fmt;
-use qcow2_reader::{FileName, FormatName};
 
 /// Bytes per read of the virtual disk (and of the raw comparison).
 const CHUNK: usize = 1024 * 1024;
@@ -81,13 +80,11 @@ pub enum DemoError {
         /// The driver's error.
         error: DiskError,
     },
-    /// No disk carries the serial that a backing file name maps to.
-    BackingNotFound {
-        /// Disk whose image names the backing file.
-        disk: usize,
-        /// The backing file name from the header (boxed: it is 1 KiB).
-        name: Box<FileName>,
-    },
+    /// The chain walk refused the image or a file it names (boxed: the
+    /// walk's error is large and rare).
+    Chain(Box<ChainError>),
+    /// Disk 0 holds no qcow2 image.
+    NotQcow2,
     /// Some requested files could not be read (each has its own `error:` line).
     Files {
         /// Files that failed.
@@ -110,13 +107,6 @@ pub enum DemoError {
         /// Its length.
         len: usize,
     },
-    /// A backing format other than qcow2 and raw.
-    BackingFormat {
-        /// Disk whose image names the format.
-        disk: usize,
-        /// The format name.
-        format: FormatName,
-    },
 }
 
 impl fmt::Display for DemoError {
@@ -128,11 +118,8 @@ impl fmt::Display for DemoError {
             }
             Self::Image { disk, error } => write!(f, "disk {disk}: {error}"),
             Self::Disk { disk, error } => write!(f, "disk {disk}: {error}"),
-            Self::BackingNotFound { disk, name } => write!(
-                f,
-                "disk {disk}: backing file \"{name}\" not attached: no later disk has the serial \"{}\"",
-                Utf8Lossy(serial_for(name))
-            ),
+            Self::Chain(error) => error.describe(&Disks(&[])).fmt(f),
+            Self::NotQcow2 => f.write_str("disk 0: not a qcow2 image"),
             Self::Files { failed, requested } => {
                 write!(f, "{failed} of {requested} requested files could not be read")
             }
@@ -140,10 +127,6 @@ impl fmt::Display for DemoError {
             Self::QueuedMismatch { offset, len } => write!(
                 f,
                 "disk 0: the queued read of {len} bytes at virtual offset {offset:#x} differs from read_at's"
-            ),
-            Self::BackingFormat { disk, format } => write!(
-                f,
-                "disk {disk}: backing format \"{format}\" is not supported (only qcow2 and raw)"
             ),
         }
     }
@@ -160,7 +143,7 @@ pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
 
     let disks = disks::discover()?;
     let control::Requests { files, passphrase } = control::read(disks)?;
-    let image = backing::open_qcow2(disks, 0, passphrase.as_ref().map(|p| p.as_bytes()))?;
+    let image = backing::open_qcow2(disks, passphrase.as_ref().map(|p| p.as_bytes()))?;
     // The keys are in the images now: the passphrase is zeroized here.
     drop(passphrase);
     if !files.is_empty() {

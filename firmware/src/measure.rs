@@ -492,7 +492,7 @@ fn image_queued(
         // zeros through the crate.
         disk_size: (!image.header().has_data_file() && image.header().crypt_method() == 0)
             .then_some(disk.size().map_err(PassError::Disk)?),
-        unallocated_zeros: matches!(image.backing(), None | Some(Backing::None)),
+        unallocated_zeros: image.backing().and_then(Backing::disk).is_none(),
     };
     let mut offset = 0u64;
     while offset < size {

@@ -53,7 +53,7 @@ pub fn print_header<S: BlockRead>(disk: usize, header: &Header, storage: &S) {
     match header.backing_file() {
         Some(name) => {
             println!("  backing file: {name}");
-            match header.backing_format() {
+            match header.backing_format_name() {
                 Some(format) => println!("  backing format: {format}"),
                 None => println!("  backing format: not recorded (probed)"),
             }
@@ -235,21 +235,6 @@ struct Hex<'a>(&'a [u8]);
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
-    }
-}
-
-/// Bytes as text, with invalid UTF-8 replaced.
-pub struct Utf8Lossy<'a>(pub &'a [u8]);
-
-impl fmt::Display for Utf8Lossy<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for chunk in self.0.utf8_chunks() {
-            f.write_str(chunk.valid())?;
-            if !chunk.invalid().is_empty() {
-                f.write_str("\u{fffd}")?;
-            }
-        }
-        Ok(())
     }
 }
 

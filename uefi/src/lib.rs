@@ -21,6 +21,7 @@
 extern crate alloc;
 
 pub mod blocks;
+pub mod budget;
 pub mod config;
 pub mod device_path;
 pub mod path;

@@ -1,4 +1,6 @@
-//! Opening an image, with what it needs, from a disk or a file system.
+//! Opening an image, with what it needs, from a disk or a file system,
+//! through the crate's chain walk (`qcow2_reader::chain`): this file only
+//! supplies the resolvers and the driver's limits.
 //!
 //! A disk-attached image is a whole disk holding QCOW2 bytes. It has no
 //! directory to look for other files in, so an image naming a backing
@@ -6,20 +8,24 @@
 //! file instead). A file-attached image opens its backing chain and data
 //! file from its own directory on the same file system
 //! (`qcow2_uefi::path`), with at most [`MAX_CHAIN_DEPTH`] images and no
-//! file twice.
+//! file twice. The walk is a loop: the driver's stack does not grow with
+//! the chain while attaching.
 //!
 //! Memory: each QCOW2 layer takes `ImageBuilder::memory_bytes(&config())`
-//! bytes, allocated once when it is opened and freed when the disk is
-//! stopped: with [`config`], 256 KiB of table cache plus three clusters
-//! (one decompressed cluster and two of compressed input), so 448 KiB for
-//! 64 KiB clusters and at most 6.25 MiB for 2 MiB clusters, per layer.
+//! bytes, allocated once (fallibly) when it is opened and freed when the
+//! disk is stopped: with [`config`], 256 KiB of table cache plus three
+//! clusters (one decompressed cluster and two of compressed input), so
+//! 448 KiB for 64 KiB clusters and at most 6.25 MiB for 2 MiB clusters, per
+//! layer. One image (its whole chain) may take at most [`IMAGE_BUDGET`]
+//! bytes and all attached images together [`TOTAL_BUDGET`]
+//! (`qcow2_uefi::budget`); an image over either is refused by name.
 
-use alloc::boxed::Box;
 use alloc::string::{String, ToString};
-use alloc::vec::Vec;
 use core::fmt;
 
-use qcow2_reader::{BlockRead, Config, Error, Image, ImageBuilder, Raw};
+use qcow2_reader::chain::{self, Disk, Found, Resolver, Role, WalkError, WalkOptions};
+use qcow2_reader::{BlockRead, Config, Error, FileName};
+use qcow2_uefi::budget::{self, Reservation};
 use qcow2_uefi::path::{self, PathError};
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode};
 use uefi::{CString16, Status};
@@ -27,7 +33,7 @@ use uefi::{CString16, Status};
 use super::store::{FileStore, Store, StoreError};
 
 /// A readable virtual disk of any depth of chain.
-pub type Layer = Box<dyn BlockRead<Error = Error<StoreError>>>;
+pub type Layer = Disk<Store>;
 
 /// The caches of every QCOW2 layer (see the module documentation).
 ///
@@ -45,78 +51,75 @@ pub fn config() -> Config {
 /// Most images in one chain, the top included.
 pub const MAX_CHAIN_DEPTH: usize = 16;
 
+/// Most bytes of cache one attached image (its whole chain) may take:
+/// 16 layers of 64 KiB clusters take 7 MiB; 5 layers of 2 MiB clusters
+/// 31.25 MiB.
+pub const IMAGE_BUDGET: usize = 32 << 20;
+
+/// Most bytes of cache all attached images may take together.
+pub const TOTAL_BUDGET: usize = budget::TOTAL_BYTES;
+
 /// An opened image: its virtual disk and the memory its layers took.
 pub struct Attached {
     /// The virtual disk.
     pub disk: Layer,
     /// Its size in bytes.
     pub virtual_size: u64,
-    /// Bytes allocated for the caches of all its layers.
-    pub memory_bytes: usize,
+    /// Bytes allocated for the caches of all its layers, counted against
+    /// the driver's budget until the disk is dropped.
+    pub memory: Reservation,
     /// Images in the chain, the top included.
     pub layers: usize,
+}
+
+/// Why the resolver could not open a file an image names.
+#[derive(Debug)]
+pub enum OpenError {
+    /// A disk-attached image has no directory to find files in.
+    NoDirectory,
+    /// The name cannot be used on this file system.
+    Name(PathError),
+    /// The firmware could not open the file.
+    Open {
+        /// The file.
+        path: String,
+        /// The firmware's status.
+        status: Status,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NoDirectory => f.write_str(
+                "a disk-attached image cannot open it; attach the image as a file (\\qcow2.cfg) with the file beside it",
+            ),
+            OpenError::Name(error) => write!(f, "cannot use the name: {error}"),
+            OpenError::Open { path, status } => write!(f, "cannot open {path}: {status:?}"),
+        }
+    }
 }
 
 /// Why an image is not attached. Each names the file or disk at fault.
 #[derive(Debug)]
 pub enum AttachError {
-    /// The crate refuses the image, or a read at open failed.
-    Image {
-        /// The image.
-        name: String,
-        /// The crate's reason.
-        error: Error<StoreError>,
-    },
-    /// A disk-attached image needs a file it has no way to find.
-    NeedsFile {
-        /// The image.
-        name: String,
-        /// "backing file" or "external data file".
-        what: &'static str,
-        /// The name in the header.
-        file: String,
-    },
-    /// A file could not be opened.
+    /// The top image cannot be opened.
     Open {
         /// The file.
         path: String,
-        /// Who names it.
-        named_by: Option<String>,
         /// The firmware's status.
         status: Status,
     },
-    /// A file name in a header cannot be used on this file system.
-    Name {
-        /// The image naming it.
-        name: String,
-        /// The name, lossily printed.
-        file: String,
-        /// Why.
-        error: PathError,
-    },
-    /// A backing format other than qcow2 and raw.
-    Format {
-        /// The image naming it.
-        name: String,
-        /// The format.
-        format: String,
-    },
-    /// The chain is deeper than [`MAX_CHAIN_DEPTH`].
-    TooDeep {
-        /// The top image.
-        name: String,
-    },
-    /// The chain comes back to a file already in it.
-    Loop {
-        /// The file met twice.
-        path: String,
-    },
-    /// The pool cannot hold an image's caches.
-    OutOfMemory {
+    /// The chain walk refused the image or a file it names.
+    Chain(WalkError<String, OpenError, StoreError>),
+    /// The image would take more of the driver's memory than it allows.
+    OverBudget {
         /// The image.
         name: String,
-        /// Bytes needed.
+        /// Bytes its caches need.
         bytes: usize,
+        /// Bytes left in the driver's budget.
+        left: usize,
     },
     /// The virtual disk cannot be presented as blocks.
     Geometry {
@@ -130,38 +133,12 @@ pub enum AttachError {
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AttachError::Image { name, error } => write!(f, "{name}: {error}"),
-            AttachError::NeedsFile { name, what, file } => write!(
+            AttachError::Open { path, status } => write!(f, "{path}: cannot open: {status:?}"),
+            AttachError::Chain(error) => error.describe(&Names).fmt(f),
+            AttachError::OverBudget { name, bytes, left } => write!(
                 f,
-                "{name}: the image names a {what} \"{file}\", which a disk-attached image cannot open; attach the image as a file (\\qcow2.cfg) with the file beside it"
+                "{name}: the image's caches need {bytes} bytes; the driver has {left} of its {TOTAL_BUDGET} left"
             ),
-            AttachError::Open {
-                path,
-                named_by: Some(by),
-                status,
-            } => write!(f, "{path} (named by {by}): cannot open: {status:?}"),
-            AttachError::Open {
-                path,
-                named_by: None,
-                status,
-            } => write!(f, "{path}: cannot open: {status:?}"),
-            AttachError::Name { name, file, error } => {
-                write!(f, "{name}: cannot use the file name \"{file}\": {error}")
-            }
-            AttachError::Format { name, format } => write!(
-                f,
-                "{name}: backing format \"{format}\" is not supported (qcow2 and raw are)"
-            ),
-            AttachError::TooDeep { name } => write!(
-                f,
-                "{name}: the backing chain has more than {MAX_CHAIN_DEPTH} images"
-            ),
-            AttachError::Loop { path } => {
-                write!(f, "{path}: the backing chain comes back to this file")
-            }
-            AttachError::OutOfMemory { name, bytes } => {
-                write!(f, "{name}: cannot allocate {bytes} bytes for the image's caches")
-            }
             AttachError::Geometry { name, error } => write!(f, "{name}: {error}"),
         }
     }
@@ -173,206 +150,149 @@ pub fn has_qcow2_magic(store: &Store) -> bool {
     qcow2_reader::is_qcow2(store).unwrap_or(false)
 }
 
-/// Opens the builder's image in memory allocated once, here.
-///
-/// The allocation is tried with `try_reserve_exact` first, so that a pool
-/// too small is an error line rather than the allocator's panic.
-fn open_layer<B>(
-    name: &str,
-    builder: ImageBuilder<Store, B>,
-) -> Result<(Image<'static, Store, B>, usize), AttachError>
-where
-    B: BlockRead,
-    B::Error: Into<Error<StoreError>>,
-{
-    let image_error = |error| AttachError::Image {
-        name: name.to_string(),
-        error,
-    };
-    let bytes = builder.memory_bytes(&config()).map_err(image_error)?;
-    let mut probe: Vec<u8> = Vec::new();
-    probe
-        .try_reserve_exact(bytes)
-        .map_err(|_| AttachError::OutOfMemory {
-            name: name.to_string(),
-            bytes,
-        })?;
-    drop(probe);
-    let image = builder.open_alloc(&config()).map_err(image_error)?;
-    Ok((image, bytes))
+/// Locations are the paths themselves: for messages only.
+struct Names;
+
+impl Resolver for Names {
+    type Store = Store;
+    type Location = String;
+    type Error = OpenError;
+
+    fn open(
+        &mut self,
+        _: &FileName,
+        _: Role,
+        _: &String,
+    ) -> Result<Found<Store, String>, OpenError> {
+        Err(OpenError::NoDirectory)
+    }
+
+    fn same_file(&mut self, a: &String, b: &String) -> bool {
+        // FAT names are case-insensitive: `BASE.qcow2` and `base.qcow2` are one file.
+        a.eq_ignore_ascii_case(b)
+    }
+
+    fn describe(&self, location: &String) -> String {
+        location.clone()
+    }
 }
 
-fn finish(
-    name: &str,
-    disk: Layer,
-    memory_bytes: usize,
-    layers: usize,
-) -> Result<Attached, AttachError> {
-    let virtual_size = disk.size().map_err(|error| AttachError::Image {
-        name: name.to_string(),
-        error,
+/// The files beside an image on its volume.
+struct Volume<'a> {
+    root: &'a mut Directory,
+}
+
+impl Resolver for Volume<'_> {
+    type Store = Store;
+    type Location = String;
+    type Error = OpenError;
+
+    fn open(
+        &mut self,
+        name: &FileName,
+        _role: Role,
+        named_by: &String,
+    ) -> Result<Found<Store, String>, OpenError> {
+        let path = path::beside(named_by, name.as_bytes()).map_err(OpenError::Name)?;
+        let store = open_file(self.root, &path).map_err(|status| OpenError::Open {
+            path: path.clone(),
+            status,
+        })?;
+        Ok(Found {
+            store,
+            location: path,
+        })
+    }
+
+    fn same_file(&mut self, a: &String, b: &String) -> bool {
+        Names.same_file(a, b)
+    }
+
+    fn describe(&self, location: &String) -> String {
+        location.clone()
+    }
+}
+
+/// The walk's settings: the driver's depth and cache size, and the
+/// memory the budget has left, at most [`IMAGE_BUDGET`].
+fn walk_options() -> WalkOptions<'static> {
+    let mut options = WalkOptions::default();
+    options.max_depth = MAX_CHAIN_DEPTH;
+    options.config = config();
+    options.max_memory = budget::left().min(IMAGE_BUDGET);
+    options
+}
+
+/// Walks and opens the chain of `top`, charging its memory to the budget.
+fn attach<R>(resolver: &mut R, top: Found<Store, String>) -> Result<Attached, AttachError>
+where
+    R: Resolver<Store = Store, Location = String, Error = OpenError>,
+{
+    let name = top.location.clone();
+    let options = walk_options();
+    let walked = chain::walk(resolver, top, &options).map_err(|error| match error {
+        WalkError::OverBudget { needed, .. } => AttachError::OverBudget {
+            name: name.clone(),
+            bytes: needed,
+            left: options.max_memory,
+        },
+        error => AttachError::Chain(error),
     })?;
-    qcow2_uefi::blocks::Geometry::new(virtual_size).map_err(|error| AttachError::Geometry {
-        name: name.to_string(),
-        error,
+    let bytes = walked.memory_bytes();
+    let memory = budget::reserve(bytes).map_err(|left| AttachError::OverBudget {
+        name: name.clone(),
+        bytes,
+        left,
     })?;
+    let layers = walked.layers.len();
+    let disk = walked.disk;
+    let virtual_size = disk.size().map_err(|error: Error<StoreError>| {
+        AttachError::Chain(WalkError::Image {
+            layer: name.clone(),
+            error,
+        })
+    })?;
+    qcow2_uefi::blocks::Geometry::new(virtual_size)
+        .map_err(|error| AttachError::Geometry { name, error })?;
     Ok(Attached {
         disk,
         virtual_size,
-        memory_bytes,
+        memory,
         layers,
     })
 }
 
 /// Opens the image on a whole disk, `name` being the disk's device path.
 pub fn disk_image(name: &str, store: Store) -> Result<Attached, AttachError> {
-    let builder = Image::builder(store).map_err(|error| AttachError::Image {
-        name: name.to_string(),
-        error,
-    })?;
-    let header = builder.header();
-    if let Some(file) = header.backing_file() {
-        return Err(AttachError::NeedsFile {
-            name: name.to_string(),
-            what: "backing file",
-            file: file.to_string(),
-        });
-    }
-    if header.has_data_file() {
-        let file = header
-            .data_file()
-            .map(|f| f.to_string())
-            .unwrap_or_default();
-        return Err(AttachError::NeedsFile {
-            name: name.to_string(),
-            what: "external data file",
-            file,
-        });
-    }
-    let (image, memory_bytes) = open_layer(name, builder)?;
-    finish(name, Box::new(image), memory_bytes, 1)
+    let top = Found {
+        store,
+        location: name.to_string(),
+    };
+    attach(&mut Names, top)
 }
 
 /// Opens the image file at `path` on the volume `root`, with its chain.
 pub fn file_image(root: &mut Directory, path: &str) -> Result<Attached, AttachError> {
-    let mut seen = Vec::new();
-    let (disk, memory_bytes, layers) = open_chain(root, path, None, &mut seen)?;
-    finish(path, disk, memory_bytes, layers)
-}
-
-/// What the chain below an image resolves to.
-enum Below {
-    Nothing,
-    Qcow2(String),
-    Raw(String),
-}
-
-/// Opens the QCOW2 image at `path` and everything below it; returns the
-/// virtual disk, the bytes its layers allocated, and its depth.
-fn open_chain(
-    root: &mut Directory,
-    path: &str,
-    named_by: Option<&str>,
-    seen: &mut Vec<String>,
-) -> Result<(Layer, usize, usize), AttachError> {
-    if seen.len() == MAX_CHAIN_DEPTH {
-        return Err(AttachError::TooDeep {
-            name: seen.first().cloned().unwrap_or_default(),
-        });
-    }
-    // FAT names are case-insensitive: `BASE.qcow2` and `base.qcow2` are one file.
-    if seen.iter().any(|p| p.eq_ignore_ascii_case(path)) {
-        return Err(AttachError::Loop {
-            path: path.to_string(),
-        });
-    }
-    seen.push(path.to_string());
-    let store = open_file(root, path, named_by)?;
-    let image_error = |error| AttachError::Image {
-        name: path.to_string(),
-        error,
+    let store = open_file(root, path).map_err(|status| AttachError::Open {
+        path: path.to_string(),
+        status,
+    })?;
+    let top = Found {
+        store,
+        location: path.to_string(),
     };
-    let mut builder = Image::builder(store).map_err(image_error)?;
-    let header = builder.header().clone();
-    if header.has_data_file() {
-        let name = header.data_file().map(|n| n.as_bytes()).unwrap_or_default();
-        let data_path = beside(path, name)?;
-        builder = builder.data_file(open_file(root, &data_path, Some(path))?);
-    }
-    let below = match header.backing_file() {
-        None => Below::Nothing,
-        Some(name) => {
-            let backing_path = beside(path, name.as_bytes())?;
-            match header.backing_format().map(|f| f.as_bytes()) {
-                Some(b"qcow2") => Below::Qcow2(backing_path),
-                Some(b"raw") => Below::Raw(backing_path),
-                Some(other) => {
-                    return Err(AttachError::Format {
-                        name: path.to_string(),
-                        format: String::from_utf8_lossy(other).into_owned(),
-                    })
-                }
-                // No format: probe the magic, as QEMU does.
-                None => {
-                    let probe = open_file(root, &backing_path, Some(path))?;
-                    if has_qcow2_magic(&probe) {
-                        Below::Qcow2(backing_path)
-                    } else {
-                        Below::Raw(backing_path)
-                    }
-                }
-            }
-        }
-    };
-    match below {
-        Below::Nothing => {
-            let (image, bytes) = open_layer(path, builder)?;
-            Ok((Box::new(image), bytes, 1))
-        }
-        Below::Raw(backing_path) => {
-            if seen.iter().any(|p| p.eq_ignore_ascii_case(&backing_path)) {
-                return Err(AttachError::Loop { path: backing_path });
-            }
-            let raw = Raw(open_file(root, &backing_path, Some(path))?);
-            let (image, bytes) = open_layer(path, builder.backing(raw))?;
-            Ok((Box::new(image), bytes, 2))
-        }
-        Below::Qcow2(backing_path) => {
-            let (backing, below_bytes, depth) = open_chain(root, &backing_path, Some(path), seen)?;
-            let (image, bytes) = open_layer(path, builder.backing(backing))?;
-            Ok((Box::new(image), bytes + below_bytes, depth + 1))
-        }
-    }
-}
-
-fn beside(image_path: &str, name: &[u8]) -> Result<String, AttachError> {
-    path::beside(image_path, name).map_err(|error| AttachError::Name {
-        name: image_path.to_string(),
-        file: String::from_utf8_lossy(name).into_owned(),
-        error,
-    })
+    attach(&mut Volume { root }, top)
 }
 
 /// Opens a regular file for reading and learns its size.
-fn open_file(
-    root: &mut Directory,
-    path: &str,
-    named_by: Option<&str>,
-) -> Result<Store, AttachError> {
-    let open_error = |status| AttachError::Open {
-        path: path.to_string(),
-        named_by: named_by.map(ToString::to_string),
-        status,
-    };
-    let name = CString16::try_from(path).map_err(|_| open_error(Status::INVALID_PARAMETER))?;
+fn open_file(root: &mut Directory, path: &str) -> Result<Store, Status> {
+    let name = CString16::try_from(path).map_err(|_| Status::INVALID_PARAMETER)?;
     let handle = root
         .open(&name, FileMode::Read, FileAttribute::empty())
-        .map_err(|e| open_error(e.status()))?;
+        .map_err(|e| e.status())?;
     let mut file = handle
         .into_regular_file()
-        .ok_or_else(|| open_error(Status::INVALID_PARAMETER))?;
-    let info = file
-        .get_boxed_info::<FileInfo>()
-        .map_err(|e| open_error(e.status()))?;
+        .ok_or(Status::INVALID_PARAMETER)?;
+    let info = file.get_boxed_info::<FileInfo>().map_err(|e| e.status())?;
     Ok(Store::File(FileStore::new(file, info.file_size())))
 }

@@ -359,10 +359,11 @@ fn install_child(
     let Attached {
         disk: image,
         virtual_size,
-        memory_bytes,
+        memory,
         layers,
     } = attached;
-    let disk = VirtualDisk::new(image, virtual_size, String::from(name), child_path)?;
+    let memory_bytes = memory.bytes();
+    let disk = VirtualDisk::new(image, virtual_size, String::from(name), child_path, memory)?;
     let block_io = VirtualDisk::block_io_interface(disk);
     let path = VirtualDisk::device_path_interface(disk);
     let fail = |status: Status| {

@@ -18,6 +18,7 @@ use uefi_raw::protocol::block::{BlockIoMedia, BlockIoProtocol, Lba};
 use uefi_raw::Boolean;
 
 use super::attach::Layer;
+use qcow2_uefi::budget::Reservation;
 
 /// The media id of every virtual disk: the media never changes.
 const MEDIA_ID: u32 = 0;
@@ -36,6 +37,9 @@ pub struct VirtualDisk {
     error_logged: Cell<bool>,
     /// The device path installed with the block protocol.
     device_path: Vec<u8>,
+    /// The image's caches, counted against the driver's budget until the
+    /// disk is freed.
+    _memory: Reservation,
 }
 
 impl VirtualDisk {
@@ -48,6 +52,7 @@ impl VirtualDisk {
         virtual_size: u64,
         name: String,
         device_path: Vec<u8>,
+        memory: Reservation,
     ) -> Result<NonNull<Self>, Status> {
         let geometry = Geometry::new(virtual_size).map_err(|_| Status::UNSUPPORTED)?;
         let media = BlockIoMedia {
@@ -80,6 +85,7 @@ impl VirtualDisk {
             name,
             error_logged: Cell::new(false),
             device_path,
+            _memory: memory,
         });
         let disk = NonNull::from(Box::leak(disk));
         // SAFETY: the box was just leaked, nothing else refers to it yet;
@@ -145,7 +151,7 @@ impl VirtualDisk {
         // TPL_CALLBACK or below, as the specification requires.
         // SAFETY: raising to TPL_CALLBACK from a TPL at or below it.
         let _tpl = unsafe { boot::raise_tpl(Tpl::CALLBACK) };
-        match blocks::read_blocks(&*self.image, self.geometry.virtual_size, range.start, buf) {
+        match blocks::read_blocks(&self.image, self.geometry.virtual_size, range.start, buf) {
             Ok(()) => Status::SUCCESS,
             Err(error) => {
                 if !self.error_logged.replace(true) {
