@@ -489,6 +489,37 @@ where
         Ok(())
     }
 
+    /// Reads an extent of this image's own layer: unallocated runs read as
+    /// zeros, never from the backing (the chain's plan reads those from
+    /// the layers below itself).
+    #[cfg(feature = "alloc")]
+    pub(crate) fn read_extent_alone(
+        &self,
+        extent: &Extent,
+        part: &mut [u8],
+    ) -> Result<(), Error<R::Error>> {
+        match extent.kind {
+            Mapping::Unallocated { .. } => {
+                part.fill(0);
+                Ok(())
+            }
+            _ => self.read_extent(extent, part),
+        }
+    }
+
+    /// Where this image's data clusters are stored.
+    pub(crate) fn data_storage(&self) -> Storage {
+        match self.data_file {
+            Some(_) => Storage::DataFile,
+            None => Storage::Image,
+        }
+    }
+
+    /// The backing's size, as read at open (0 without one).
+    pub(crate) fn backing_size(&self) -> u64 {
+        self.backing_size
+    }
+
     fn read_extent(&self, extent: &Extent, part: &mut [u8]) -> Result<(), Error<R::Error>> {
         match extent.kind {
             Mapping::Data { host_offset } => self.read_data(extent.guest_offset, host_offset, part),

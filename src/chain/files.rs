@@ -18,6 +18,7 @@ use std::vec::Vec;
 
 use super::{
     find_layers, walk, Found, LayerFormat, LayerInfo, Resolver, Role, WalkError, WalkOptions,
+    Walked,
 };
 use crate::block::BlockRead;
 use crate::config::Config;
@@ -376,28 +377,34 @@ pub fn open_layer(
 
 /// The walk's settings for these options.
 fn walk_options(options: &ChainOptions) -> WalkOptions<'_> {
-    let mut walk = WalkOptions::default();
-    walk.max_depth = options.max_depth;
-    walk.config = options.config.clone();
-    walk.snapshot = options.snapshot.as_deref().map(str::as_bytes);
-    #[cfg(feature = "luks")]
-    {
-        walk.secret = options.secret.as_ref();
+    WalkOptions {
+        max_depth: options.max_depth,
+        config: options.config,
+        snapshot: options.snapshot.as_deref().map(str::as_bytes),
+        #[cfg(feature = "luks")]
+        secret: options.secret.as_ref(),
+        ..WalkOptions::default()
     }
-    walk
 }
 
 /// Opens `path` (QCOW2 or raw, probed) with its backing chain and data
 /// files, as far as `options.follow` allows; encrypted layers are unlocked
 /// with `options.secret`.
 pub fn open_chain(path: &Path, options: &ChainOptions) -> Result<Chain, ChainError> {
-    let mut files = Files::new(options.follow);
-    let top = files.open_top(path)?;
-    let walked = walk(&mut files, top, &walk_options(options))?;
+    let walked = open_disk(path, options)?;
     Ok(Chain {
         top: Box::new(walked.disk),
         layers: walked.layers.into_iter().map(Layer::from).collect(),
     })
+}
+
+/// [`open_chain`], keeping the chain's [`Disk`](super::Disk) and its
+/// layers as the walk returns them: for front ends that follow the read
+/// plan ([`Disk::plan`](super::Disk::plan)) themselves.
+pub fn open_disk(path: &Path, options: &ChainOptions) -> Result<Walked<File, PathBuf>, ChainError> {
+    let mut files = Files::new(options.follow);
+    let top = files.open_top(path)?;
+    Ok(walk(&mut files, top, &walk_options(options))?)
 }
 
 /// The layers of the chain of `path`, top first, as [`open_chain`] finds

@@ -29,14 +29,16 @@
 
 #[cfg(feature = "std")]
 mod files;
+mod plan;
 #[cfg(feature = "luks")]
 mod secret;
 
 #[cfg(feature = "std")]
 pub use files::{
-    chain_layers, open_chain, open_layer, resolve_name, Chain, ChainError, ChainOptions, DynImage,
-    Files, Layer, DEFAULT_MAX_DEPTH,
+    chain_layers, open_chain, open_disk, open_layer, resolve_name, Chain, ChainError, ChainOptions,
+    DynImage, Files, Layer, DEFAULT_MAX_DEPTH,
 };
+pub use plan::{Piece, Plan, Source};
 #[cfg(feature = "luks")]
 pub use secret::Secret;
 
@@ -339,11 +341,9 @@ impl<S: BlockRead> Disk<S> {
 impl<S: BlockRead> BlockRead for Disk<S> {
     type Error = Error<S::Error>;
 
+    /// The chain's [`plan`](Disk::plan), executed: no recursion per layer.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
-        match self {
-            Disk::Qcow2(image) => image.read_at(offset, buf),
-            Disk::Raw(raw) => raw.read_at(offset, buf),
-        }
+        Disk::read_at(self, offset, buf)
     }
 
     fn size(&self) -> Result<u64, Self::Error> {
@@ -433,6 +433,12 @@ type WalkResult<T, R> = Result<
     >,
 >;
 
+/// The layers found, with what opens each.
+type FoundLayers<R> = (
+    Vec<LayerInfo<<R as Resolver>::Location>>,
+    Vec<Pending<<R as Resolver>::Store>>,
+);
+
 /// One layer found, not yet opened.
 enum Pending<S: BlockRead> {
     Qcow2(Box<ImageBuilder<S>>),
@@ -476,7 +482,7 @@ fn find<R: Resolver>(
     resolver: &mut R,
     top: Found<R::Store, R::Location>,
     options: &WalkOptions<'_>,
-) -> WalkResult<(Vec<LayerInfo<R::Location>>, Vec<Pending<R::Store>>), R> {
+) -> WalkResult<FoundLayers<R>, R> {
     let mut layers: Vec<LayerInfo<R::Location>> = Vec::new();
     let mut pending = Vec::new();
     let mut next = Some((top, BackingFormat::Probe));
