@@ -361,10 +361,12 @@ fn image_error(path: &Path) -> impl FnOnce(Error<io::Error>) -> ChainError + '_ 
     }
 }
 
-/// Reads the header of a QCOW2 file and attaches its external data file, if `follow` allows.
+/// Reads the header of a QCOW2 file and attaches its external data file,
+/// if `follow` allows (`top`: the chain's top image).
 fn qcow2_builder(
     file: File,
     path: &Path,
+    top: &Path,
     follow: FollowPolicy,
 ) -> Result<ImageBuilder<File>, ChainError> {
     let builder = Image::builder(file).map_err(image_error(path))?;
@@ -372,10 +374,7 @@ fn qcow2_builder(
         return Ok(builder);
     };
     let name = String::from_utf8_lossy(name.as_bytes());
-    let data_path = follow
-        .resolve(path, NamedFile::DataFile, &name)
-        .map_err(ChainError::Refused)?;
-    let data_file = open_file(&data_path, Some(path))?;
+    let (data_file, _) = follow.open(top, path, NamedFile::DataFile, &name)?;
     Ok(builder.data_file(data_file))
 }
 
@@ -388,7 +387,7 @@ pub fn open_layer(
     follow: FollowPolicy,
 ) -> Result<Image<'static, File, NoBacking>, ChainError> {
     let file = open_file(path, None)?;
-    qcow2_builder(file, path, follow)?
+    qcow2_builder(file, path, path, follow)?
         .ignore_backing()
         .open_alloc(config)
         .map_err(image_error(path))
@@ -421,15 +420,20 @@ fn walk(path: &Path, options: &ChainOptions) -> Result<(Vec<Layer>, Vec<Opened>)
     let mut layers = Vec::new();
     let mut opened = Vec::new();
     let mut seen = HashSet::new();
-    let mut next = Some((path.to_path_buf(), None::<LayerFormat>, None::<PathBuf>));
-    while let Some((path, format, named_by)) = next.take() {
+    let top = path;
+    // A backing file is opened where its name is checked: the file checked.
+    let mut next = Some((path.to_path_buf(), None::<LayerFormat>, None::<File>));
+    while let Some((path, format, opened_file)) = next.take() {
         if layers.len() >= options.max_depth {
             return Err(ChainError::TooDeep {
                 path,
                 max_depth: options.max_depth,
             });
         }
-        let file = open_file(&path, named_by.as_deref())?;
+        let file = match opened_file {
+            Some(file) => file,
+            None => open_file(&path, None)?,
+        };
         let identity = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         if !seen.insert(identity) {
             return Err(ChainError::Loop { path });
@@ -447,7 +451,7 @@ fn walk(path: &Path, options: &ChainOptions) -> Result<(Vec<Layer>, Vec<Opened>)
             opened.push(Opened::Raw(file));
             continue;
         }
-        let mut builder = qcow2_builder(file, &path, options.follow)?;
+        let mut builder = qcow2_builder(file, &path, top, options.follow)?;
         if layers.is_empty() {
             if let Some(snapshot) = &options.snapshot {
                 let found = find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes())
@@ -460,10 +464,8 @@ fn walk(path: &Path, options: &ChainOptions) -> Result<(Vec<Layer>, Vec<Opened>)
             builder = builder.ignore_backing();
         } else if let Some(name) = header.backing_file() {
             let name = String::from_utf8_lossy(name.as_bytes());
-            let backing_path = options
-                .follow
-                .resolve(&path, NamedFile::Backing, &name)
-                .map_err(ChainError::Refused)?;
+            let (backing_file, backing_path) =
+                options.follow.open(top, &path, NamedFile::Backing, &name)?;
             let backing_format = match header.backing_format().map(|f| f.as_bytes()) {
                 None | Some(b"") => None,
                 Some(b"qcow2") => Some(LayerFormat::Qcow2),
@@ -475,7 +477,7 @@ fn walk(path: &Path, options: &ChainOptions) -> Result<(Vec<Layer>, Vec<Opened>)
                     })
                 }
             };
-            next = Some((backing_path, backing_format, Some(path.clone())));
+            next = Some((backing_path, backing_format, Some(backing_file)));
         }
         layers.push(Layer {
             path,

@@ -173,7 +173,7 @@ impl Stack {
         let mut views = Vec::with_capacity(chain.layers.len());
         for (depth, layer) in chain.layers.iter().enumerate() {
             let snapshot = if depth == 0 { snapshot } else { None };
-            let view = open_view(layer, snapshot, config, access).map_err(|message| {
+            let view = open_view(&top, layer, snapshot, config, access).map_err(|message| {
                 let message = if depth == 0 {
                     message
                 } else {
@@ -243,6 +243,7 @@ impl Stack {
 
 /// Opens one layer alone: QCOW2 with its data file and without its backing, or raw.
 fn open_view(
+    top: &Path,
     layer: &Layer,
     snapshot: Option<&str>,
     config: &Config,
@@ -264,13 +265,12 @@ fn open_view(
     let mut data_path = layer.path.clone();
     if let Some(name) = builder.header().data_file() {
         let name = String::from_utf8_lossy(name.as_bytes());
-        data_path = access
+        let (data_file, path) = access
             .follow
             .policy()
-            .resolve(&layer.path, NamedFile::DataFile, &name)
-            .map_err(|refusal| refusal.to_string())?;
-        let data_file = File::open(&data_path)
-            .map_err(|error| format!("cannot open {}: {error}", data_path.display()))?;
+            .open(top, &layer.path, NamedFile::DataFile, &name)
+            .map_err(|error| error.to_string())?;
+        data_path = path;
         builder = builder.data_file(data_file);
     }
     if let Some(snapshot) = snapshot {
