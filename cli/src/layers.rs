@@ -10,7 +10,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use qcow2_reader::chain::{
-    chain_layers, open_chain, Chain, ChainError, ChainOptions, Layer, LayerFormat, Secret,
+    chain_layers, open_chain, resolve_name, Chain, ChainError, ChainOptions, Layer, LayerFormat,
+    Secret,
 };
 use qcow2_reader::follow::{FollowPolicy, NamedFile};
 use qcow2_reader::{find_snapshot, Config, Image, Mapping, NoBacking};
@@ -155,6 +156,22 @@ pub fn list_layers(path: &Path, follow: Follow) -> Result<Vec<Layer>> {
         ..ChainOptions::default()
     };
     chain_layers(path, &options).map_err(|error| Failure::chain(path, error))
+}
+
+/// Every file the chain of `path` reads under `follow`, top first: each
+/// layer, each external data file (as [`list_layers`] finds them).
+pub fn input_paths(path: &Path, follow: Follow) -> Result<Vec<PathBuf>> {
+    let layers = list_layers(path, follow)?;
+    let mut paths = Vec::with_capacity(2 * layers.len());
+    for layer in layers {
+        let data_file = layer.header.as_ref().and_then(|header| header.data_file());
+        if let Some(name) = data_file {
+            let name = String::from_utf8_lossy(name.as_bytes());
+            paths.push(resolve_name(&layer.path, &name));
+        }
+        paths.push(layer.path);
+    }
+    Ok(paths)
 }
 
 impl Stack {
