@@ -119,8 +119,16 @@ pub struct Secret {
     /// clears every copy this value made.
     passphrase: Vec<u8>,
     limits: UnlockLimits,
+    /// Allocated once at [`MAX_REMEMBERED_KEYS`] and never grown: a Vec
+    /// that grows copies the keys and frees the old buffer unzeroed.
     unlocked: Arc<Mutex<Vec<UnlockedKey>>>,
 }
+
+/// Most master keys a [`Secret`] remembers: one per layer of a chain of
+/// [`DEFAULT_MAX_DEPTH`] encrypted layers. Keys past it are used but not
+/// remembered (a chain opened again unlocks those layers' slots again).
+#[cfg(feature = "luks")]
+pub const MAX_REMEMBERED_KEYS: usize = DEFAULT_MAX_DEPTH;
 
 /// A master key this secret unlocked, with the LUKS header it came from:
 /// only an identical header (a layer opened again, or a copy of it) is
@@ -139,7 +147,7 @@ impl Secret {
         Self {
             passphrase: bytes.to_vec(),
             limits,
-            unlocked: Arc::default(),
+            unlocked: Arc::new(Mutex::new(Vec::with_capacity(MAX_REMEMBERED_KEYS))),
         }
     }
 
@@ -172,11 +180,17 @@ impl Secret {
             )?,
         };
         let builder = builder.master_key(key.as_bytes(), &self.limits)?;
+        self.remember(header, key);
+        Ok(builder)
+    }
+
+    /// Remembers `key` for `header`, within the list's fixed capacity.
+    fn remember(&self, header: LuksHeader, key: MasterKey) {
         let mut unlocked = self.unlocked.lock().unwrap_or_else(|e| e.into_inner());
-        if !unlocked.iter().any(|u| u.header == header) {
+        let known = unlocked.iter().any(|u| u.header == header);
+        if !known && unlocked.len() < MAX_REMEMBERED_KEYS {
             unlocked.push(UnlockedKey { header, key });
         }
-        Ok(builder)
     }
 
     /// The master key this secret unlocked for `header`, if any.
@@ -595,5 +609,33 @@ fn key_error(layers: &[Layer], depth: usize) -> impl FnOnce(Error<io::Error>) ->
             name: Some(layers[depth].path.display().to_string()),
             error: Box::new(error),
         })
+    }
+}
+
+#[cfg(all(test, feature = "luks"))]
+mod secret_tests {
+    use super::*;
+    use crate::crypto::luks::tests::qemu_like_header;
+
+    #[test]
+    fn remembered_keys_are_never_moved_by_a_growing_list() {
+        let secret = Secret::passphrase(b"pass", UnlockLimits::default());
+        let (start, capacity) = {
+            let unlocked = secret.unlocked.lock().unwrap();
+            (unlocked.as_ptr(), unlocked.capacity())
+        };
+        assert!(capacity >= MAX_REMEMBERED_KEYS);
+        for index in 0..MAX_REMEMBERED_KEYS + 3 {
+            let mut bytes = qemu_like_header();
+            bytes[168..176].copy_from_slice(std::format!("{index:08}").as_bytes());
+            let header = LuksHeader::parse(&bytes).unwrap();
+            let key = MasterKey::new(&[index as u8; 64]).unwrap();
+            secret.remember(header.clone(), key.clone());
+            secret.remember(header, key);
+        }
+        let unlocked = secret.unlocked.lock().unwrap();
+        assert_eq!(unlocked.len(), MAX_REMEMBERED_KEYS);
+        assert_eq!((unlocked.as_ptr(), unlocked.capacity()), (start, capacity));
+        assert_eq!(unlocked[3].key.as_bytes(), [3u8; 64]);
     }
 }
