@@ -10,21 +10,44 @@
 //!
 //! [`FollowPolicy::SameDir`] checks names, then the canonical path (every
 //! symlink resolved) against the canonical directory of the image that names
-//! the file. It hands back the path as named, not the canonical one, so that
-//! the names inside that file resolve from the same directory as in QEMU;
-//! every file of a chain is checked against the directory of the image that
-//! names it, which is inside the top image's directory by the same rule.
-//! The check and the open are two steps: whoever can change the directory
-//! between them can still redirect the open, so the directory must not be
-//! writable by the image's author while the chain is opened. Hard links are
-//! files of the directory like any other, whatever inode they share.
+//! the file and against that of the chain's top image. It hands back the path
+//! as named, not the canonical one, so that the names inside that file
+//! resolve from the same directory as in QEMU; every file of a chain is
+//! checked against the directory of the image that names it, which is inside
+//! the top image's directory by the same rule. Hard links are files of the
+//! directory like any other, whatever inode they share.
+//!
+//! The check and the open are one step, [`FollowPolicy::open`] (or
+//! [`FollowPolicy::check`] then [`Checked::open`]), and the file opened is
+//! the file checked, so a symlink swapped in between does not lead out:
+//!
+//! - on Linux 5.6 and later the file is opened with `openat2` from the top
+//!   image's directory with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`: the
+//!   kernel refuses any step of the resolution (a symlink, a `..` inside a
+//!   symlink) that leaves that directory, so absolute symlinks, and relative
+//!   ones that go out and back in, are refused under `same-dir` there even
+//!   when they end inside;
+//! - where `openat2` is missing (older kernels, a seccomp filter answering
+//!   `ENOSYS` or `EPERM`, other systems) the canonical path the check found
+//!   is opened instead;
+//! - either way the opened file's device and inode must be those the check
+//!   found at that canonical path, or the open is refused
+//!   ([`Reason::Changed`]).
+//!
+//! What is left: the check's own canonicalization and its `stat` are two
+//! system calls, and the fallback opens by path, so where `openat2` is
+//! missing a directory swapped between the check's two calls and kept until
+//! the open is not seen. With `openat2` the file opened is beneath the top
+//! image's directory whatever changes meanwhile.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::string::String;
 
-use crate::chain::resolve_name;
+use crate::chain::{resolve_name, ChainError};
 
 /// Which files named by an image (backing file, external data file) may be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,8 +85,43 @@ impl FollowPolicy {
     ///
     /// Relative names are taken from the directory of `image` (see
     /// [`resolve_name`]). Under [`FollowPolicy::SameDir`] the file must
-    /// exist to be checked, so a missing one is refused here.
+    /// exist to be checked, so a missing one is refused here. This is the
+    /// check alone: opening the path it returns opens whatever the path
+    /// leads to by then; [`FollowPolicy::open`] opens what was checked.
     pub fn resolve(self, image: &Path, kind: NamedFile, name: &str) -> Result<PathBuf, Refusal> {
+        self.check(image, image, kind, name)
+            .map(|checked| checked.path)
+    }
+
+    /// Checks the file that `image`, a layer of the chain whose top image
+    /// is `top`, names as its `kind`, and opens it: the file and its path
+    /// as named (from which the names inside it resolve, as in QEMU).
+    ///
+    /// Under [`FollowPolicy::SameDir`] the file must lie in the directory
+    /// of `image` and in that of `top`, at the check and at the open (see
+    /// the [module documentation](self)); a file changed in between is
+    /// refused. [`FollowPolicy::Any`] opens the path as QEMU does.
+    pub fn open(
+        self,
+        top: &Path,
+        image: &Path,
+        kind: NamedFile,
+        name: &str,
+    ) -> Result<(File, PathBuf), ChainError> {
+        self.check(top, image, kind, name)
+            .map_err(ChainError::Refused)?
+            .open()
+    }
+
+    /// The check of [`FollowPolicy::open`] without the open: what
+    /// [`Checked::open`] will open, and refuse if it changed meanwhile.
+    pub fn check(
+        self,
+        top: &Path,
+        image: &Path,
+        kind: NamedFile,
+        name: &str,
+    ) -> Result<Checked, Refusal> {
         let refuse = |reason| Refusal {
             image: image.to_path_buf(),
             kind,
@@ -71,12 +129,137 @@ impl FollowPolicy {
             policy: self,
             reason,
         };
-        match self {
-            FollowPolicy::Any => Ok(resolve_name(image, name)),
-            FollowPolicy::None => Err(refuse(Reason::NothingFollowed)),
-            FollowPolicy::SameDir => same_dir(image, name).map_err(refuse),
-        }
+        let beneath = match self {
+            FollowPolicy::Any => None,
+            FollowPolicy::None => return Err(refuse(Reason::NothingFollowed)),
+            FollowPolicy::SameDir => Some(same_dir(top, image, name).map_err(refuse)?),
+        };
+        Ok(Checked {
+            refusal: Refusal {
+                image: image.to_path_buf(),
+                kind,
+                name: name.into(),
+                policy: self,
+                reason: Reason::NothingFollowed,
+            },
+            path: resolve_name(image, name),
+            beneath,
+        })
     }
+}
+
+/// A named file a policy allowed ([`FollowPolicy::check`]), to be opened as checked.
+#[derive(Debug)]
+pub struct Checked {
+    /// Who named the file and how, for a refusal at the open.
+    refusal: Refusal,
+    /// The path as named.
+    path: PathBuf,
+    /// What `same-dir` found; `None` under `any`.
+    beneath: Option<Beneath>,
+}
+
+/// What the `same-dir` check found, for its open.
+#[derive(Debug)]
+struct Beneath {
+    /// The top image's directory, as given.
+    anchor: PathBuf,
+    /// The path as named, from `anchor`.
+    relative: PathBuf,
+    /// The directory the file may not leave, canonical (for messages).
+    directory: PathBuf,
+    /// Where the path led at the check, canonical.
+    target: PathBuf,
+    /// Device and inode of `target` at the check.
+    identity: (u64, u64),
+}
+
+impl Checked {
+    /// The path as named (relative names joined to the naming image's directory).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the file that was checked, or refuses it if what the path
+    /// leads to changed since: the file and its path as named.
+    pub fn open(self) -> Result<(File, PathBuf), ChainError> {
+        let Checked {
+            mut refusal,
+            path,
+            beneath,
+        } = self;
+        let open_error = |source| ChainError::Open {
+            path: path.clone(),
+            named_by: Some(refusal.image.clone()),
+            source,
+        };
+        let Some(beneath) = beneath else {
+            let file = File::open(&path).map_err(open_error)?;
+            return Ok((file, path));
+        };
+        let file = match open_beneath(&beneath.anchor, &beneath.relative) {
+            Ok(BeneathOpen::Opened(file)) => file,
+            Ok(BeneathOpen::Unsupported) => File::open(&beneath.target).map_err(open_error)?,
+            Ok(BeneathOpen::Escapes) => {
+                refusal.reason = Reason::Escapes {
+                    directory: beneath.directory,
+                };
+                return Err(ChainError::Refused(refusal));
+            }
+            Err(source) => return Err(open_error(source)),
+        };
+        let opened = file.metadata().map_err(open_error)?;
+        if (opened.dev(), opened.ino()) != beneath.identity {
+            refusal.reason = Reason::Changed {
+                target: beneath.target,
+            };
+            return Err(ChainError::Refused(refusal));
+        }
+        Ok((file, path))
+    }
+}
+
+/// What opening beneath a directory came to.
+enum BeneathOpen {
+    /// The file, reached without leaving the directory.
+    Opened(File),
+    /// The resolution left the directory.
+    Escapes,
+    /// The system cannot open beneath a directory: open the checked path.
+    Unsupported,
+}
+
+/// Opens `relative` from `directory` without any step of the resolution
+/// leaving it: `openat2` with `RESOLVE_BENEATH` (Linux 5.6).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn open_beneath(directory: &Path, relative: &Path) -> io::Result<BeneathOpen> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
+
+    let directory = File::open(directory)?;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    // The kernel answers EAGAIN when a rename elsewhere raced a `..`
+    // lookup; a few tries, as its documentation suggests.
+    let mut tries = 0;
+    loop {
+        return match openat2(&directory, relative, flags, Mode::empty(), resolve) {
+            Ok(fd) => Ok(BeneathOpen::Opened(File::from(fd))),
+            Err(Errno::XDEV) => Ok(BeneathOpen::Escapes),
+            Err(Errno::NOSYS | Errno::PERM) => Ok(BeneathOpen::Unsupported),
+            Err(Errno::AGAIN) if tries < 8 => {
+                tries += 1;
+                continue;
+            }
+            Err(errno) => Err(errno.into()),
+        };
+    }
+}
+
+/// No `openat2` here: open the checked path, then compare the identity.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn open_beneath(_directory: &Path, _relative: &Path) -> io::Result<BeneathOpen> {
+    Ok(BeneathOpen::Unsupported)
 }
 
 impl fmt::Display for FollowPolicy {
@@ -135,6 +318,19 @@ pub enum Reason {
         /// Where the name leads, canonical.
         target: PathBuf,
     },
+    /// At the open, the path led out of the directory (a symlink changed
+    /// since the check, or a symlink the kernel does not resolve beneath
+    /// the directory: an absolute one, or one going out and back in).
+    Escapes {
+        /// The top image's directory, canonical.
+        directory: PathBuf,
+    },
+    /// The file opened is not the file the check found at the path (it
+    /// was replaced between the check and the open).
+    Changed {
+        /// Where the path led at the check, canonical.
+        target: PathBuf,
+    },
     /// The name or the image's directory cannot be resolved (a missing file, a symlink loop).
     Unresolvable {
         /// The path that could not be resolved.
@@ -179,6 +375,17 @@ impl fmt::Display for WithoutImage<'_> {
                 target.display(),
                 directory.display()
             ),
+            Reason::Escapes { directory } => write!(
+                f,
+                "opened beneath {}, it leads out of it (changed since it was checked, \
+                 or an absolute symlink, or one that leaves and comes back)",
+                directory.display()
+            ),
+            Reason::Changed { target } => write!(
+                f,
+                "the file opened is not {}, the file checked (changed in between)",
+                target.display()
+            ),
             Reason::Unresolvable { path, source } => {
                 write!(f, "cannot resolve {}: {source}", path.display())
             }
@@ -195,8 +402,9 @@ impl std::error::Error for Refusal {
     }
 }
 
-/// The canonical path of `name` if it stays in the directory of `image`.
-fn same_dir(image: &Path, name: &str) -> Result<PathBuf, Reason> {
+/// Where `name` leads if it stays in the directory of `image` and in that
+/// of `top`, the chain's top image, whose directory the open starts from.
+fn same_dir(top: &Path, image: &Path, name: &str) -> Result<Beneath, Reason> {
     for component in Path::new(name).components() {
         match component {
             Component::Prefix(_) | Component::RootDir => return Err(Reason::Absolute),
@@ -204,9 +412,9 @@ fn same_dir(image: &Path, name: &str) -> Result<PathBuf, Reason> {
             Component::CurDir | Component::Normal(_) => {}
         }
     }
-    let directory = match image.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
+    let directory_of = |path: &'_ Path| match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
     };
     let canonical = |path: &Path| {
         std::fs::canonicalize(path).map_err(|source| Reason::Unresolvable {
@@ -214,14 +422,38 @@ fn same_dir(image: &Path, name: &str) -> Result<PathBuf, Reason> {
             source,
         })
     };
-    let directory = canonical(directory)?;
     let path = resolve_name(image, name);
+    // The names of a `same-dir` chain are relative without `..`, so every
+    // layer's path is the top's directory joined with more names; an image
+    // given apart from any chain is its own anchor.
+    let top_parent = top.parent().unwrap_or(Path::new(""));
+    let (anchor, relative) = match path.strip_prefix(top_parent) {
+        Ok(relative) => (directory_of(top), relative.to_path_buf()),
+        Err(_) => (directory_of(image), PathBuf::from(name)),
+    };
+    let directory = canonical(&directory_of(image))?;
+    let anchor_canonical = canonical(&anchor)?;
     let target = canonical(&path)?;
-    if target.starts_with(&directory) {
-        Ok(path)
-    } else {
-        Err(Reason::Outside { directory, target })
+    if !target.starts_with(&directory) {
+        return Err(Reason::Outside { directory, target });
     }
+    if !target.starts_with(&anchor_canonical) {
+        return Err(Reason::Outside {
+            directory: anchor_canonical,
+            target,
+        });
+    }
+    let metadata = std::fs::metadata(&target).map_err(|source| Reason::Unresolvable {
+        path: target.clone(),
+        source,
+    })?;
+    Ok(Beneath {
+        anchor,
+        relative,
+        directory: anchor_canonical,
+        target,
+        identity: (metadata.dev(), metadata.ino()),
+    })
 }
 
 #[cfg(test)]

@@ -287,3 +287,104 @@ fn none_refuses_an_image_whose_data_lives_in_a_data_file() {
     assert!(matches!(refused.reason, Reason::NothingFollowed));
     assert_names_everything(&refused, &image, "image.data", "none");
 }
+
+/// The refusal of `open`, which must refuse; panics with what it opened otherwise.
+fn open_refusal(checked: qcow2_reader::follow::Checked) -> Refusal {
+    match checked.open() {
+        Err(ChainError::Refused(refusal)) => refusal,
+        Err(other) => panic!("expected a refusal, got: {other}"),
+        Ok((_, path)) => panic!("{} opened", path.display()),
+    }
+}
+
+#[test]
+fn same_dir_race_a_symlink_swapped_after_the_check_is_not_followed_out() {
+    let tree = Tree::new();
+    std::fs::write(tree.path("private/secret"), b"secret").unwrap();
+    std::fs::write(tree.path("images/base"), b"base").unwrap();
+    tree.symlink("base", "images/link");
+    let top = tree.path("images/top.qcow2");
+    let policy = FollowPolicy::SameDir;
+
+    // Untouched between check and open: the checked file is opened.
+    let checked = policy
+        .check(&top, &top, NamedFile::Backing, "link")
+        .unwrap();
+    let (file, path) = checked.open().unwrap();
+    assert_eq!(path, tree.path("images/link"));
+    assert_eq!(std::io::read_to_string(file).unwrap(), "base");
+
+    // The check passes, then the symlink is swapped to lead outside: the
+    // open refuses (openat2 sees the path leave the directory; without it,
+    // the file opened is not the file checked).
+    let checked = policy
+        .check(&top, &top, NamedFile::Backing, "link")
+        .unwrap();
+    std::fs::remove_file(tree.path("images/link")).unwrap();
+    tree.symlink("../private/secret", "images/link");
+    let refused = open_refusal(checked);
+    assert!(
+        matches!(
+            refused.reason,
+            Reason::Escapes { .. } | Reason::Changed { .. }
+        ),
+        "{refused}"
+    );
+    assert_names_everything(&refused, &top, "link", "same-dir");
+
+    // Swapped to another file of the directory: not the file checked either.
+    std::fs::write(tree.path("images/other"), b"other").unwrap();
+    let checked = policy
+        .check(&top, &top, NamedFile::Backing, "base")
+        .unwrap();
+    std::fs::rename(tree.path("images/other"), tree.path("images/base")).unwrap();
+    let refused = open_refusal(checked);
+    assert!(
+        matches!(&refused.reason, Reason::Changed { target } if target.ends_with("images/base")),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("changed in between"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn same_dir_race_a_subdirectory_swapped_between_layers_is_not_followed_out() {
+    // The top image names `sub/middle`, which names `base`: if `sub` is
+    // replaced by a symlink to the private directory once `middle` is
+    // open, `base` must not be taken from there, though the check against
+    // `middle`'s (now private) directory alone would pass.
+    let tree = Tree::new();
+    std::fs::create_dir(tree.path("images/sub")).unwrap();
+    std::fs::write(tree.path("images/sub/base"), b"base").unwrap();
+    std::fs::write(tree.path("private/base"), b"secret").unwrap();
+    let top = tree.path("images/top.qcow2");
+    let middle = tree.path("images/sub/middle");
+    std::fs::rename(tree.path("images/sub"), tree.path("images/old-sub")).unwrap();
+    tree.symlink("../private", "images/sub");
+    let checked = FollowPolicy::SameDir.check(&top, &middle, NamedFile::Backing, "base");
+    match checked {
+        Err(refusal) => assert!(
+            matches!(refusal.reason, Reason::Outside { .. }),
+            "{refusal}"
+        ),
+        Ok(checked) => panic!("checked: {}", checked.path().display()),
+    }
+    // Swapped after the check: refused at the open.
+    std::fs::remove_file(tree.path("images/sub")).unwrap();
+    std::fs::rename(tree.path("images/old-sub"), tree.path("images/sub")).unwrap();
+    let checked = FollowPolicy::SameDir
+        .check(&top, &middle, NamedFile::Backing, "base")
+        .unwrap();
+    std::fs::rename(tree.path("images/sub"), tree.path("images/old-sub")).unwrap();
+    tree.symlink("../private", "images/sub");
+    let refused = open_refusal(checked);
+    assert!(
+        matches!(
+            refused.reason,
+            Reason::Escapes { .. } | Reason::Changed { .. }
+        ),
+        "{refused}"
+    );
+}

@@ -7,9 +7,9 @@
 //! parallel), take chunks from the planner, read each with one call (the
 //! crate merges contiguous clusters into one read) and write it in place.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::IsTerminal;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -21,6 +21,7 @@ use qcow2_reader::Config;
 
 use crate::failure::{Failure, Result};
 use crate::layers::{open_reader, Follow, Stack};
+use crate::output::OutputFile;
 use crate::passphrase::KeyArgs;
 use crate::size::parse_size;
 
@@ -43,8 +44,15 @@ pub struct Args {
     key: KeyArgs,
     /// The image.
     image: PathBuf,
-    /// The raw file to write (created or truncated).
+    /// The raw file to write: written beside it and renamed over it once
+    /// complete (nothing is left on failure); refused if it is the image, a
+    /// layer of its chain or its data file, or a symbolic link (see
+    /// --follow-output-symlink).
     out: PathBuf,
+    /// Write through a symbolic link at the output path (replacing the file
+    /// it leads to) instead of refusing it.
+    #[arg(long)]
+    follow_output_symlink: bool,
 }
 
 /// A data run to copy.
@@ -103,8 +111,9 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     for _ in 1..threads {
         readers.push(open_reader(&args.image, snapshot, config, &access)?);
     }
-    refuse_overwriting_inputs(&stack, &args.out)?;
-    let out = create_output(&args.out)?;
+    let inputs: Vec<PathBuf> = stack.input_paths().map(Path::to_path_buf).collect();
+    let output = OutputFile::create(&args.out, &inputs, args.follow_output_symlink)?;
+    let out = output.file();
     let progress = progress_bar(size);
     let planner = Mutex::new(Planner {
         stack: &stack,
@@ -119,7 +128,7 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
             .map(|reader| {
                 let shared = Shared {
                     planner: &planner,
-                    out: &out,
+                    out,
                     progress: &progress,
                     args,
                 };
@@ -135,6 +144,7 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     outcome?;
     out.set_len(size)
         .map_err(|error| Failure::new(&args.out, error))?;
+    output.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,30 +154,6 @@ fn panicked(args: &Args) -> Failure {
 
 fn default_threads() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get().min(4))
-}
-
-/// Truncating the output must never destroy an image of the chain being read.
-fn refuse_overwriting_inputs(stack: &Stack, out: &Path) -> Result<()> {
-    let Ok(target) = std::fs::metadata(out) else {
-        return Ok(());
-    };
-    let identity = |metadata: &std::fs::Metadata| (metadata.dev(), metadata.ino());
-    for path in stack.input_paths() {
-        if std::fs::metadata(path).is_ok_and(|input| identity(&input) == identity(&target)) {
-            let message = format!("is {}, an input of the conversion", path.display());
-            return Err(Failure::new(out, message));
-        }
-    }
-    Ok(())
-}
-
-fn create_output(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|error| Failure::new(path, error))
 }
 
 /// A bar with percentage, rate and ETA on a terminal; nothing otherwise.

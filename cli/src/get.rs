@@ -8,7 +8,6 @@
 //! most three chunks (8 MiB each) per thread. Each seek costs ext2/3/4 a
 //! walk of the block map from the start, which the large chunks keep rare.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,17 +15,25 @@ use std::sync::mpsc;
 use std::thread;
 
 use crate::failure::{is_broken_pipe, Failure, Result};
-use crate::layers::{Access, Follow};
+use crate::layers::{input_paths, Access, Follow};
 use crate::location::{open_volume, Location, Volume};
+use crate::output::OutputFile;
 use crate::passphrase::KeyArgs;
 use crate::size::parse_size;
 
 /// Arguments of `qcow get`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Write to this file instead of standard output.
+    /// Write to this file instead of standard output: written beside it and
+    /// renamed over it once the whole file is read (nothing is left on
+    /// failure); refused if it is the image, a layer of its chain or its
+    /// data file, or a symbolic link (see --follow-output-symlink).
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
+    /// Write through a symbolic link at the output path (replacing the file
+    /// it leads to) instead of refusing it.
+    #[arg(long, requires = "output")]
+    follow_output_symlink: bool,
     /// Read the disk as of this internal snapshot (id or name).
     #[arg(short = 'l', long)]
     snapshot: Option<String>,
@@ -60,9 +67,24 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
         .open_file(&args.location.path)
         .map_err(|error| in_file(args, &error))?
         .len();
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(File::create(path).map_err(|error| Failure::new(path, error))?),
-        None => Box::new(io::stdout().lock()),
+    let mut output = match &args.output {
+        Some(path) => {
+            let inputs = input_paths(&args.image, follow)?;
+            Some(OutputFile::create(
+                path,
+                &inputs,
+                args.follow_output_symlink,
+            )?)
+        }
+        None => None,
+    };
+    let mut stdout;
+    let out: &mut dyn Write = match &mut output {
+        Some(output) => output.file_mut(),
+        None => {
+            stdout = io::stdout().lock();
+            &mut stdout
+        }
     };
     let out_name = args
         .output
@@ -76,7 +98,7 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
         .clamp(1, 64)
         .min(chunks.max(1) as usize);
     let written = if threads == 1 {
-        write_sequentially(args, &volume, chunk_bytes as usize, &mut out, &out_name)?
+        write_sequentially(args, &volume, chunk_bytes as usize, out, &out_name)?
     } else {
         drop(volume);
         let plan = Plan {
@@ -85,7 +107,7 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
             chunks,
             chunk_bytes,
         };
-        write_in_parallel(args, &plan, &mut out, &out_name)?
+        write_in_parallel(args, &plan, out, &out_name)?
     };
     let Some(written) = written else {
         // The reader of standard output went away.
@@ -96,9 +118,13 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
         return Err(in_file(args, &message));
     }
     match out.flush() {
-        Err(error) if !is_broken_pipe(&error) => Err(Failure::new(&out_name, error)),
-        _ => Ok(ExitCode::SUCCESS),
+        Err(error) if !is_broken_pipe(&error) => return Err(Failure::new(&out_name, error)),
+        _ => {}
     }
+    if let Some(output) = output {
+        output.finish()?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn in_file(args: &Args, error: &dyn std::fmt::Display) -> Failure {

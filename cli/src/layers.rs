@@ -10,7 +10,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use qcow2_reader::chain::{
-    chain_layers, open_chain, Chain, ChainError, ChainOptions, Layer, LayerFormat, Secret,
+    chain_layers, open_chain, resolve_name, Chain, ChainError, ChainOptions, Layer, LayerFormat,
+    Secret,
 };
 use qcow2_reader::follow::{FollowPolicy, NamedFile};
 use qcow2_reader::{find_snapshot, Config, Image, Mapping, NoBacking};
@@ -157,6 +158,22 @@ pub fn list_layers(path: &Path, follow: Follow) -> Result<Vec<Layer>> {
     chain_layers(path, &options).map_err(|error| Failure::chain(path, error))
 }
 
+/// Every file the chain of `path` reads under `follow`, top first: each
+/// layer, each external data file (as [`list_layers`] finds them).
+pub fn input_paths(path: &Path, follow: Follow) -> Result<Vec<PathBuf>> {
+    let layers = list_layers(path, follow)?;
+    let mut paths = Vec::with_capacity(2 * layers.len());
+    for layer in layers {
+        let data_file = layer.header.as_ref().and_then(|header| header.data_file());
+        if let Some(name) = data_file {
+            let name = String::from_utf8_lossy(name.as_bytes());
+            paths.push(resolve_name(&layer.path, &name));
+        }
+        paths.push(layer.path);
+    }
+    Ok(paths)
+}
+
 impl Stack {
     /// Opens every layer of `chain` alone; the top one as of `snapshot`, if
     /// given; data files as `access` allows; encrypted layers unlocked with its passphrase. Runs that read as zeros or fall
@@ -173,7 +190,7 @@ impl Stack {
         let mut views = Vec::with_capacity(chain.layers.len());
         for (depth, layer) in chain.layers.iter().enumerate() {
             let snapshot = if depth == 0 { snapshot } else { None };
-            let view = open_view(layer, snapshot, config, access).map_err(|message| {
+            let view = open_view(&top, layer, snapshot, config, access).map_err(|message| {
                 let message = if depth == 0 {
                     message
                 } else {
@@ -243,6 +260,7 @@ impl Stack {
 
 /// Opens one layer alone: QCOW2 with its data file and without its backing, or raw.
 fn open_view(
+    top: &Path,
     layer: &Layer,
     snapshot: Option<&str>,
     config: &Config,
@@ -264,13 +282,12 @@ fn open_view(
     let mut data_path = layer.path.clone();
     if let Some(name) = builder.header().data_file() {
         let name = String::from_utf8_lossy(name.as_bytes());
-        data_path = access
+        let (data_file, path) = access
             .follow
             .policy()
-            .resolve(&layer.path, NamedFile::DataFile, &name)
-            .map_err(|refusal| refusal.to_string())?;
-        let data_file = File::open(&data_path)
-            .map_err(|error| format!("cannot open {}: {error}", data_path.display()))?;
+            .open(top, &layer.path, NamedFile::DataFile, &name)
+            .map_err(|error| error.to_string())?;
+        data_path = path;
         builder = builder.data_file(data_file);
     }
     if let Some(snapshot) = snapshot {

@@ -1,7 +1,12 @@
-//! Writing results to standard output the way QEMU prints them.
+//! Writing results: to standard output the way QEMU prints them, and to
+//! an output file ([`OutputFile`]) without ever destroying an input.
 
+use std::fs::{File, Permissions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
 
 use serde_json::Value;
 
@@ -24,6 +29,112 @@ pub fn print(text: &str, image: &Path) -> Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(error) if !is_broken_pipe(&error) => Err(Failure::new(image, error)),
         _ => Ok(()),
+    }
+}
+
+/// An output file (`qcow get -o`, `qcow convert`) written beside its
+/// destination and renamed over it only once complete.
+///
+/// Writing in place would truncate the destination before anything is
+/// read: an output naming the image itself (`qcow get IMAGE /f -o IMAGE`),
+/// a layer of its chain or its data file destroyed the input, and a failed
+/// read left a partial file. So the destination is refused if it is one of
+/// the inputs (same device and inode: hard links and symlinks included), or
+/// a symbolic link unless the caller asks to follow it; the bytes go to a
+/// new file in the same directory (created exclusively, with a random name:
+/// nothing existing is opened), renamed over the destination by
+/// [`OutputFile::finish`] and removed if dropped before (an error). A
+/// rename only replaces a directory entry, never an input's bytes.
+pub struct OutputFile {
+    temp: NamedTempFile,
+    /// Where the file goes (the symlink's target when following one).
+    destination: PathBuf,
+    /// The output as the user named it, for messages.
+    named: PathBuf,
+}
+
+impl OutputFile {
+    /// Starts the output `path` of a command reading `inputs`; a symbolic
+    /// link at `path` is refused unless `follow_symlink`, then written through.
+    pub fn create(path: &Path, inputs: &[PathBuf], follow_symlink: bool) -> Result<Self> {
+        let fail = |message: &dyn std::fmt::Display| Failure::new(path, message);
+        let mut destination = path.to_path_buf();
+        let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if link {
+            let target = std::fs::read_link(path).map_err(|error| fail(&error))?;
+            if !follow_symlink {
+                let message = format!(
+                    "is a symbolic link (to {}); refused as an output: pass \
+                     --follow-output-symlink to write where it leads",
+                    target.display()
+                );
+                return Err(fail(&message));
+            }
+            destination = std::fs::canonicalize(path).map_err(|error| {
+                fail(&format!(
+                    "cannot resolve the symbolic link (to {}): {error}",
+                    target.display()
+                ))
+            })?;
+        }
+        let existing = std::fs::metadata(&destination).ok();
+        if let Some(existing) = &existing {
+            let identity = |metadata: &std::fs::Metadata| (metadata.dev(), metadata.ino());
+            for input in inputs {
+                if std::fs::metadata(input).is_ok_and(|m| identity(&m) == identity(existing)) {
+                    let message = format!(
+                        "is {}, an input of this command; refused as an output",
+                        input.display()
+                    );
+                    return Err(fail(&message));
+                }
+            }
+        }
+        let directory = match destination.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let name = destination
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        // A new file starts as `File::create` would make it (0666 less the
+        // umask); a replaced one keeps its mode.
+        let mode = existing.map_or(0o666, |metadata| metadata.mode() & 0o777);
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".qcow-part")
+            .permissions(Permissions::from_mode(mode))
+            .tempfile_in(directory)
+            .map_err(|error| {
+                fail(&format!(
+                    "cannot create a file in {}: {error}",
+                    directory.display()
+                ))
+            })?;
+        Ok(Self {
+            temp,
+            destination,
+            named: path.to_path_buf(),
+        })
+    }
+
+    /// The file to write.
+    pub fn file(&self) -> &File {
+        self.temp.as_file()
+    }
+
+    /// The file to write, as a writer.
+    pub fn file_mut(&mut self) -> &mut File {
+        self.temp.as_file_mut()
+    }
+
+    /// Renames the complete file over the destination.
+    pub fn finish(self) -> Result<()> {
+        self.temp
+            .persist(&self.destination)
+            .map(drop)
+            .map_err(|error| Failure::new(&self.named, error.error))
     }
 }
 

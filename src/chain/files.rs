@@ -250,6 +250,8 @@ fn image_error(path: &Path) -> impl FnOnce(Error<io::Error>) -> ChainError + '_ 
 #[derive(Debug)]
 pub struct Files {
     follow: FollowPolicy,
+    /// The chain's top image: `same-dir` keeps every file under its directory.
+    top: PathBuf,
     /// Canonical paths already asked for, for loop detection.
     canonical: HashMap<PathBuf, PathBuf>,
 }
@@ -259,12 +261,15 @@ impl Files {
     pub fn new(follow: FollowPolicy) -> Self {
         Self {
             follow,
+            top: PathBuf::new(),
             canonical: HashMap::new(),
         }
     }
 
-    /// Opens the top image at `path`.
-    pub fn open_top(&self, path: &Path) -> Result<Found<File, PathBuf>, ChainError> {
+    /// Opens the top image at `path`: the files it names are resolved
+    /// from its directory.
+    pub fn open_top(&mut self, path: &Path) -> Result<Found<File, PathBuf>, ChainError> {
+        self.top = path.to_path_buf();
         Ok(Found {
             store: open_file(path, None)?,
             location: path.to_path_buf(),
@@ -295,11 +300,8 @@ impl Resolver for Files {
             Role::Backing => NamedFile::Backing,
             Role::DataFile => NamedFile::DataFile,
         };
-        let path = self
-            .follow
-            .resolve(named_by, role, &name)
-            .map_err(ChainError::Refused)?;
-        let store = open_file(&path, Some(named_by))?;
+        // Opened where the name is checked: the file checked is the file read.
+        let (store, path) = self.follow.open(&self.top, named_by, role, &name)?;
         Ok(Found {
             store,
             location: path,
@@ -356,7 +358,9 @@ fn qcow2_builder(
     let Some(name) = builder.header().data_file().copied() else {
         return Ok(builder);
     };
-    let data_file = Files::new(follow).open(&name, Role::DataFile, &path.to_path_buf())?;
+    let mut files = Files::new(follow);
+    files.top = path.to_path_buf();
+    let data_file = files.open(&name, Role::DataFile, &path.to_path_buf())?;
     Ok(builder.data_file(data_file.store))
 }
 

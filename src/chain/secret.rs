@@ -125,3 +125,31 @@ impl fmt::Debug for Secret {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::luks::tests::qemu_like_header;
+
+    #[test]
+    fn remembered_keys_are_never_moved_by_a_growing_list() {
+        let secret = Secret::passphrase(b"pass", UnlockLimits::default());
+        let (start, capacity) = {
+            let unlocked = secret.unlocked.lock();
+            (unlocked.as_ptr(), unlocked.capacity())
+        };
+        assert!(capacity >= MAX_REMEMBERED_KEYS);
+        for index in 0..MAX_REMEMBERED_KEYS + 3 {
+            let mut bytes = qemu_like_header();
+            bytes[168..176].copy_from_slice(alloc::format!("{index:08}").as_bytes());
+            let header = LuksHeader::parse(&bytes).unwrap();
+            let key = MasterKey::new(&[index as u8; 64]).unwrap();
+            secret.remember(header.clone(), key.clone());
+            secret.remember(header, key);
+        }
+        let unlocked = secret.unlocked.lock();
+        assert_eq!(unlocked.len(), MAX_REMEMBERED_KEYS);
+        assert_eq!((unlocked.as_ptr(), unlocked.capacity()), (start, capacity));
+        assert_eq!(unlocked[3].key.as_bytes(), [3u8; 64]);
+    }
+}
