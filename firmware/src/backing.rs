@@ -156,9 +156,12 @@ pub fn open_qcow2(
     }
     match walked.disk {
         chain::Disk::Qcow2(image) => Ok(*image),
-        // The runner attaches a qcow2 image as disk 0; a raw one has no
-        // header to print and nothing for this demo to read.
-        chain::Disk::Raw(_) => Err(DemoError::NotQcow2),
+        // The walk probed disk 0 as raw: the crate's header error says why
+        // it is not qcow2 (its magic).
+        chain::Disk::Raw(_) => Err(match Image::builder(&disks[0]) {
+            Err(error) => DemoError::Image { disk: 0, error },
+            Ok(_) => DemoError::NotQcow2,
+        }),
     }
 }
 
