@@ -109,8 +109,10 @@
 //!   [`READS_PER_UNIT`] per cluster (or subcluster) that a request touches.
 //! - Work: proportional to the clusters a request touches; a compressed
 //!   cluster stops decoding once one cluster of output is full.
-//! - Recursion: only through backing images, as deep as the caller stacks
-//!   them ([`chain::ChainOptions::max_depth`] for the `std` opener).
+//! - Recursion: none per layer in [`chain`]: the walk that opens a chain
+//!   and the plan that reads it ([`chain::Disk::plan`]) are loops. Images
+//!   stacked by hand ([`ImageBuilder::backing`] with another `Image`) read
+//!   their backing through one call level per layer.
 
 #![no_std]
 #![forbid(unsafe_code)]

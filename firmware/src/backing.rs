@@ -54,11 +54,9 @@ pub type Disk = &'static VirtioDisk;
 /// The crate's error over a virtio disk.
 pub type ImageError = qcow2_reader::Error<DiskError>;
 
-/// What an image reads its unallocated clusters from: the chain below it.
-pub type Backing = chain::Backing<Disk>;
-
-/// An opened qcow2 image whose backing is the rest of its chain.
-pub type Qcow2 = Image<'static, Disk, Backing>;
+/// The virtual disk of the chain whose top (disk 0) is a qcow2 image:
+/// read through the chain's plan ([`chain::Disk::plan`]).
+pub type Qcow2 = chain::Disk<Disk>;
 
 /// Why the firmware could not open a file an image names.
 #[derive(Debug)]
@@ -155,7 +153,7 @@ pub fn open_qcow2(
         report::print_unlock(0, ticks);
     }
     match walked.disk {
-        chain::Disk::Qcow2(image) => Ok(*image),
+        disk @ chain::Disk::Qcow2(_) => Ok(disk),
         // The walk probed disk 0 as raw: the crate's header error says why
         // it is not qcow2 (its magic).
         chain::Disk::Raw(_) => Err(match Image::builder(&disks[0]) {
@@ -167,14 +165,13 @@ pub fn open_qcow2(
 
 /// Whether any layer of `image`'s chain is encrypted.
 pub fn any_layer_encrypted(image: &Qcow2) -> bool {
-    let mut layer = Some(image);
-    while let Some(image) = layer {
-        if image.header().is_encrypted() {
-            return true;
-        }
-        layer = image.backing().and_then(|backing| backing.disk()?.image());
-    }
-    false
+    (0..MAX_CHAIN_DEPTH)
+        .map_while(|depth| image.layer(depth))
+        .any(|(layer, _)| {
+            layer
+                .image()
+                .is_some_and(|image| image.header().is_encrypted())
+        })
 }
 
 /// The serial the runner gives a file: its base name, cut to 20 bytes.

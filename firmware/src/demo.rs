@@ -22,6 +22,7 @@ use crate::report::{self, Measurements};
 use crate::{arch, control, disks, files, println};
 use alloc::boxed::Box;
 use core::fmt;
+use qcow2_reader::BlockRead;
 
 /// Bytes per read of the virtual disk (and of the raw comparison).
 const CHUNK: usize = 1024 * 1024;
@@ -159,7 +160,9 @@ pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
         );
         return Ok(());
     }
-    let size = image.virtual_size();
+    let size = image
+        .size()
+        .map_err(|error| DemoError::Image { disk: 0, error })?;
     let mut buffer = alloc::vec![0u8; CHUNK];
 
     let image_error = |error| DemoError::Image { disk: 0, error };

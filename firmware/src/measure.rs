@@ -17,12 +17,12 @@
 //! left.
 
 use crate::arch;
-use crate::backing::{Backing, ImageError, Qcow2};
+use crate::backing::{ImageError, Qcow2};
 use crate::disk::MAX_REQUEST;
 use crate::disk::{DiskError, VirtioDisk};
 use core::fmt;
-use qcow2_reader::BlockRead;
-use qcow2_reader::Mapping;
+use qcow2_reader::chain::{Piece, Source};
+use qcow2_reader::{BlockRead, Storage};
 use sha2::{Digest, Sha256};
 
 /// Reads `0..size` of `source` in `buffer`-sized chunks, in order, and
@@ -60,7 +60,7 @@ pub fn hash_image(image: &Qcow2, buffer: &mut [u8]) -> Result<Hashed, ImageError
     let mut hasher = Sha256::new();
     let mut hash_ticks = 0u64;
     let start = arch::counter();
-    read_all(image, image.virtual_size(), buffer, |chunk| {
+    read_all(image, image.size()?, buffer, |chunk| {
         let before = arch::counter();
         hasher.update(chunk);
         hash_ticks += arch::counter().wrapping_sub(before);
@@ -121,7 +121,8 @@ pub fn time_image(
     buffer: &mut [u8],
 ) -> Result<Pass, ImageError> {
     timed(disk, || {
-        (0..rounds).try_for_each(|_| read_all(image, image.virtual_size(), buffer, |_| {}))
+        let size = image.size()?;
+        (0..rounds).try_for_each(|_| read_all(image, size, buffer, |_| {}))
     })
 }
 
@@ -279,7 +280,7 @@ pub fn compare(
     buffer: &mut [u8],
 ) -> Result<Comparison, PassError> {
     let passes = passes.clamp(1, MAX_PASSES);
-    let size = image.virtual_size();
+    let size = image.size().map_err(PassError::Image)?;
     let mut ratios = Ratios {
         hundredths: [0; MAX_PASSES],
         len: passes,
@@ -447,15 +448,15 @@ const ZERO_STEP: usize = 256 * 1024;
 /// How a run of a window of [`image_queued`] is read.
 #[derive(Clone, Copy, Default)]
 enum RunRead {
-    /// From the disk at this byte offset: data in the image file, whole
-    /// sectors, inside the disk.
+    /// From the disk at this byte offset: the plan's plain stored bytes of
+    /// the top image's file, whole sectors, inside the disk.
     Disk(u64),
-    /// Zeros, written by the CPU while the disk reads: a zero cluster, or
-    /// an unallocated one without a backing file (how the crate's
-    /// [`Mapping`] says they read).
+    /// Zeros, written by the CPU while the disk reads: the plan's zero
+    /// pieces (zero clusters, unallocated everywhere, past a backing's end).
     Zeros,
-    /// Through [`Qcow2::read_at`], after the disk reads: compressed
-    /// clusters, backing files, anything unaligned.
+    /// Through [`qcow2_reader::chain::Disk::read_piece`], after the disk reads: compressed
+    /// and encrypted pieces, other layers' and data files' bytes, anything
+    /// unaligned.
     #[default]
     Crate,
 }
@@ -484,15 +485,10 @@ fn image_queued(
     window: &mut [u8],
     mut each: impl FnMut(u64, &[u8]) -> Result<(), PassError>,
 ) -> Result<(), PassError> {
-    let size = image.virtual_size();
+    let size = image.size().map_err(PassError::Image)?;
     let plan = Plan {
         chunk,
-        // Runs in an external data file are not on this disk, nor can
-        // encrypted data be read raw; runs past the disk's end read as
-        // zeros through the crate.
-        disk_size: (!image.header().has_data_file() && image.header().crypt_method() == 0)
-            .then_some(disk.size().map_err(PassError::Disk)?),
-        unallocated_zeros: image.backing().and_then(Backing::disk).is_none(),
+        disk_size: disk.size().map_err(PassError::Disk)?,
     };
     let mut offset = 0u64;
     while offset < size {
@@ -583,14 +579,13 @@ impl ZeroFill<'_, '_> {
     }
 }
 
-/// What decides how [`image_queued`] reads a run.
+/// What decides how [`image_queued`] reads a run, besides the crate's plan.
 struct Plan {
     /// Bytes per request: runs are cut at chunk boundaries.
     chunk: usize,
-    /// The size of the disk data runs are read from directly, if they are.
-    disk_size: Option<u64>,
-    /// Whether unallocated clusters read as zeros (no backing file).
-    unallocated_zeros: bool,
+    /// The size of the disk holding the top image: only pieces inside it
+    /// are read from it directly.
+    disk_size: u64,
 }
 
 impl Plan {
@@ -607,11 +602,17 @@ impl Plan {
         let mut count = 0;
         let mut done = 0;
         while done < len {
-            let chunk_left = self.chunk - done % self.chunk;
-            let extent = image
-                .extent(offset + done as u64, chunk_left as u64)
+            let chunk_left = (self.chunk - done % self.chunk).min(len - done);
+            let piece = image
+                .plan(offset + done as u64, chunk_left as u64)
+                .next()
+                .ok_or(PassError::Image(ImageError::OutOfRange {
+                    offset: offset + done as u64,
+                    len: chunk_left as u64,
+                    size: 0,
+                }))?
                 .map_err(PassError::Image)?;
-            let run_len = (extent.len as usize).min(chunk_left);
+            let run_len = piece.len as usize;
             let Some(run) = runs.get_mut(count) else {
                 runs[0] = Run {
                     len,
@@ -621,7 +622,7 @@ impl Plan {
             };
             *run = Run {
                 len: run_len,
-                read: self.read(extent.kind, run_len),
+                read: self.read(&piece),
             };
             count += 1;
             done += run_len;
@@ -629,21 +630,24 @@ impl Plan {
         Ok(count)
     }
 
-    /// How a run of `len` bytes that maps to `kind` is read.
-    fn read(&self, kind: Mapping, len: usize) -> RunRead {
-        match kind {
-            Mapping::Data { host_offset }
-                if self.disk_size.is_some_and(|disk_size| {
-                    host_offset.is_multiple_of(512)
-                        && len.is_multiple_of(512)
-                        && len <= MAX_REQUEST
-                        && host_offset.saturating_add(len as u64) <= disk_size
-                }) =>
+    /// How a piece of the crate's plan is read: the device's rules only
+    /// (whole sectors, inside the disk, one request at most); what the
+    /// bytes are is the plan's.
+    fn read(&self, piece: &Piece) -> RunRead {
+        match piece.source {
+            source if source.is_zero() => RunRead::Zeros,
+            Source::Stored {
+                storage: Storage::Image,
+                offset,
+                encrypted: false,
+            } if piece.depth == 0
+                && offset.is_multiple_of(512)
+                && piece.len.is_multiple_of(512)
+                && piece.len <= MAX_REQUEST as u64
+                && offset.saturating_add(piece.len) <= self.disk_size =>
             {
-                RunRead::Disk(host_offset)
+                RunRead::Disk(offset)
             }
-            Mapping::Zero { .. } => RunRead::Zeros,
-            Mapping::Unallocated { .. } if self.unallocated_zeros => RunRead::Zeros,
             _ => RunRead::Crate,
         }
     }
