@@ -93,7 +93,7 @@ impl ImageCipher {
     fn new(header: &Header, cipher: SectorCipher) -> Self {
         Self {
             cipher,
-            by_host_offset: header.crypt_method() == 2,
+            by_host_offset: matches!(Encryption::of(header), Some(Encryption::Luks(_))),
         }
     }
 

@@ -279,7 +279,7 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
         #[cfg(not(feature = "luks"))]
         let keyed = false;
         // Never hand out ciphertext as data.
-        if header.crypt_method() != 0 && !keyed {
+        if header.is_encrypted() && !keyed {
             return Err(Unsupported::NeedsKey {
                 method: header.crypt_method(),
             }

@@ -168,7 +168,7 @@ fn to_json(described: &Described) -> Value {
         let snapshots = described.snapshots.iter().map(snapshot_json).collect();
         object.insert("snapshots".into(), Value::Array(snapshots));
     }
-    if header.crypt_method() != 0 {
+    if header.is_encrypted() {
         object.insert("encrypted".into(), json!(true));
     }
     let dirty = header.incompatible_features().contains(Incompatible::DIRTY);
@@ -307,7 +307,7 @@ fn to_human(described: &Described) -> String {
     let Some(header) = &layer.header else {
         return text;
     };
-    if header.crypt_method() != 0 {
+    if header.is_encrypted() {
         text += "encrypted: yes\n";
     }
     text += &format!("cluster_size: {}\n", header.cluster_size());

@@ -304,7 +304,7 @@ fn open_view(
         path: layer.path.clone(),
         data_path,
         size: image.virtual_size(),
-        encrypted: image.header().crypt_method() != 0,
+        encrypted: image.header().is_encrypted(),
         source: Source::Qcow2(Box::new(image)),
     })
 }

@@ -233,7 +233,7 @@ fn first_encrypted(image: &Path, follow: Follow) -> Result<Option<(usize, Layer)
         layer
             .header
             .as_ref()
-            .is_some_and(|header| header.crypt_method() != 0)
+            .is_some_and(|header| header.is_encrypted())
     };
     Ok(layers
         .into_iter()

@@ -636,7 +636,7 @@ fn unlock<S: BlockRead>(
     builder: ImageBuilder<S>,
     _options: &WalkOptions<'_>,
 ) -> Result<ImageBuilder<S>, Error<S::Error>> {
-    if builder.header().crypt_method() != 0 {
+    if builder.header().is_encrypted() {
         return Err(Unsupported::NeedsKey {
             method: builder.header().crypt_method(),
         }
