@@ -13,9 +13,11 @@
 //! - [`session`]: one client's handshake and transmission, over any
 //!   `Read`/`Write` pair.
 //! - [`listener`]: sockets, a thread per client, timeouts, stopping.
+//! - [`client`]: a minimal client, for tests that must misbehave.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod export;
 pub mod listener;
 pub mod session;

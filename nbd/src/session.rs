@@ -444,9 +444,6 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
                         format!("NBD_CMD_READ flags {:#x} are not supported", request.flags);
                     return self.error(writer, request.cookie, reply::EINVAL, &message);
                 }
-                if !in_export {
-                    return self.error(writer, request.cookie, reply::EINVAL, &out_of_range());
-                }
                 if request.len > self.limits.max_payload {
                     let message = format!(
                         "NBD_CMD_READ of {} bytes is larger than the maximum of {}",
@@ -458,6 +455,9 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
                         reply::EINVAL
                     };
                     return self.error(writer, request.cookie, error, &message);
+                }
+                if !in_export {
+                    return self.error(writer, request.cookie, reply::EINVAL, &out_of_range());
                 }
                 if self.structured {
                     self.read_structured(request, writer)
