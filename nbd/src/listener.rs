@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags};
 
 use crate::export::Export;
-use crate::session::{Handshake, Limits, Session};
+use crate::session::{Handshake, Limits, Session, SessionError};
 
 /// NBD's IANA port.
 pub const DEFAULT_PORT: u16 = 10809;
@@ -425,8 +425,14 @@ fn admit<E: Export + 'static>(
         .name(format!("nbd-client-{id}"))
         .stack_size(options.stack_bytes)
         .spawn(move || {
-            if let Err(error) = run_connection(&connection, &*export, &thread_options) {
-                eprintln!("{}client {id}: {error}", thread_options.log_prefix);
+            match run_connection(&connection, &*export, &thread_options) {
+                Err(SessionError::Io(error)) if is_timeout(&error) => eprintln!(
+                    "{}client {id}: dropped: it did not finish its handshake or take a reply within {:?}",
+                    thread_options.log_prefix,
+                    thread_options.timeout.unwrap_or_default()
+                ),
+                Err(error) => eprintln!("{}client {id}: {error}", thread_options.log_prefix),
+                Ok(()) => {}
             }
             connection.shutdown(Shutdown::Both);
             thread_registry.remove(id);
@@ -440,12 +446,20 @@ fn admit<E: Export + 'static>(
     }
 }
 
+/// A socket timeout, as `SO_RCVTIMEO`/`SO_SNDTIMEO` report it.
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 /// One client from handshake to goodbye.
 fn run_connection<E: Export + ?Sized>(
     connection: &Connection,
     export: &E,
     options: &ServeOptions,
-) -> Result<(), crate::session::SessionError> {
+) -> Result<(), SessionError> {
     connection.set_write_timeout(options.timeout)?;
     let deadline = options.timeout.map(|timeout| Instant::now() + timeout);
     let mut reader = BufReader::with_capacity(
