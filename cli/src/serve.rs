@@ -35,9 +35,10 @@ use crate::passphrase::KeyArgs;
     after_help = "Memory: each connection takes at most about 1.7 MiB (a 1 MiB read \
 buffer: reads are served in pieces of 1 MiB, and a read longer than 32 MiB is \
 refused with NBD_EOVERFLOW, or NBD_EINVAL without structured replies; 64 KiB of \
-option data; 32 KiB of block status; 68 KiB of socket buffers; a 512 KiB thread \
+option data; 64 KiB of block status; 68 KiB of socket buffers; a 512 KiB thread \
 stack), so at most --max-connections times that, plus the image readers' caches \
-(--readers of them, about 1 MiB of tables and two clusters each)."
+(--readers of them, each 1 MiB of tables and up to three clusters) and the \
+layers opened once for block status."
 )]
 pub struct Args {
     /// Serve the disk as of this internal snapshot (id or name), like `qemu-nbd -l`.

@@ -533,6 +533,13 @@ mod tests {
     }
 
     #[test]
+    fn default_connection_memory_is_the_1_7_mib_the_help_states() {
+        let bytes = ServeOptions::default().connection_bytes();
+        assert!(bytes <= 1_740 << 10, "{bytes} bytes per connection");
+        assert!(bytes > 1_600 << 10, "{bytes} bytes per connection");
+    }
+
+    #[test]
     fn bind_to_a_bad_address_names_it() {
         let error = parse_bind("not an address:x").unwrap_err();
         assert!(error.contains("\"not an address:x\""), "{error}");

@@ -65,9 +65,11 @@ impl Default for Limits {
 
 impl Limits {
     /// The most memory one session's buffers take: the read piece, the
-    /// option payload, the block status reply and the reply scratch.
+    /// option payload, the block status descriptors and their encoded
+    /// reply (both at once), and the scratch of smaller replies (an error
+    /// message is at most 4 KiB).
     pub fn session_bytes(&self) -> usize {
-        self.piece_bytes + self.max_option_bytes as usize + self.max_extents * 8 + 4096 + 64
+        self.piece_bytes + self.max_option_bytes as usize + 2 * self.max_extents * 8 + 4096 + 64
     }
 }
 

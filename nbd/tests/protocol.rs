@@ -376,3 +376,18 @@ fn clients_beyond_the_maximum_are_closed_and_the_others_served() {
     );
     assert_eq!(first.read(0, 512).unwrap().unwrap(), expected(0, 512));
 }
+
+#[test]
+fn stale_socket_file_is_replaced_and_a_regular_file_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("stale.sock");
+    // A listener dropped without unlinking leaves a socket nobody accepts on.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    Listener::unix(&socket).expect("a stale socket is replaced");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"keep me").unwrap();
+    let error = Listener::unix(&file).unwrap_err();
+    assert!(error.to_string().contains("not a socket"), "{error}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}

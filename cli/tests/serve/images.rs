@@ -22,6 +22,9 @@ pub struct Images {
     /// 64 MiB over a 48 MiB base: its own data, zeros over the base's data,
     /// data past the base's end, the base showing through elsewhere.
     pub overlay: PathBuf,
+    /// 32 MiB over a sparse raw base: its own data and zeros, the raw
+    /// file's data and holes showing through.
+    pub raw_overlay: PathBuf,
     /// LUKS (aes-256-xts), keyed by `qcow2_testkit::PASSPHRASE`.
     pub luks: PathBuf,
     /// The passphrase file of `luks` (no newline).
@@ -85,6 +88,24 @@ impl Images {
                 ],
             );
         });
+        let raw_base = cached(&dir, "base.raw", |path| {
+            qemu_img(&["create", "-q", "-f", "raw", &text(path), "32M"]);
+            let path_text = text(path);
+            let args = [
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0x77 1M 2M",
+                "-c",
+                "write -P 0x78 20M 64k",
+            ];
+            qcow2_testkit::run("qemu-io", &[&args[..], &[path_text.as_str()]].concat());
+        });
+        let raw_overlay = cached(&dir, "raw-overlay.qcow2", |path| {
+            let backing = format!("backing_file={},backing_fmt=raw", text(&raw_base));
+            create_in(&dir, path, &backing, "32M");
+            qemu_io(path, &["write -P 0x79 2M 64k", "write -z 20M 64k"]);
+        });
         let passphrase = dir.join("passphrase");
         std::fs::write(&passphrase, qcow2_testkit::PASSPHRASE).expect("passphrase file");
         let luks = cached(&dir, "luks.qcow2", |path| {
@@ -101,6 +122,7 @@ impl Images {
             plain,
             compressed,
             overlay,
+            raw_overlay,
             luks,
             passphrase,
             snapshot,

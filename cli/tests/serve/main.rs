@@ -58,15 +58,17 @@ fn qemu_img_reads_a_zstd_compressed_export_as_the_image() {
 }
 
 #[test]
-fn qemu_img_reads_a_backing_chain_export_as_the_image() {
+fn qemu_img_reads_backing_chain_exports_as_the_images() {
     let images = Images::get();
-    let served = Served::start(&images.overlay, &[]);
-    let scratch = Scratch::new();
-    assert_same(
-        &images.reference(&images.overlay),
-        &convert_from(&scratch, &served.uri("")),
-        "backing chain through qcow serve",
-    );
+    for image in [&images.overlay, &images.raw_overlay] {
+        let served = Served::start(image, &[]);
+        let scratch = Scratch::new();
+        assert_same(
+            &images.reference(image),
+            &convert_from(&scratch, &served.uri("")),
+            &format!("{} through qcow serve", image.display()),
+        );
+    }
 }
 
 #[test]
@@ -165,7 +167,13 @@ fn qemu_img_map(image: &Path) -> Runs {
 #[test]
 fn nbdinfo_map_equals_qemu_img_map_and_qemu_nbd() {
     let images = Images::get();
-    for image in [&images.plain, &images.compressed, &images.overlay] {
+    let all = [
+        &images.plain,
+        &images.compressed,
+        &images.overlay,
+        &images.raw_overlay,
+    ];
+    for image in all {
         let served = Served::start(image, &[]);
         let ours = nbdinfo_map(&[&served.uri("")]);
         assert!(
