@@ -60,9 +60,9 @@ pub struct Args {
     /// Clients served at once; more are closed at once with a message.
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_connections: u64,
-    /// Seconds a client has to finish its handshake and to take each reply
-    /// (a client that stops reading is dropped after it); 0: no limit.
-    /// Idle time between requests is never limited.
+    /// Seconds a client has to finish its handshake, and the longest it may
+    /// take no bytes of a reply (a client that stops reading is dropped
+    /// then); 0: no limit. Idle time between requests is never limited.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
     /// Image readers shared by the clients (each an opened chain with its

@@ -176,8 +176,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Clients served at once; more are accepted and closed at once, with a message.
     pub max_connections: usize,
-    /// A client must finish its handshake within this time, and take each
-    /// reply within it; otherwise it is dropped. `None`: no limit.
+    /// A client must finish its handshake within this time, and is dropped
+    /// when it takes no byte of a reply for this long. `None`: no limit.
     pub timeout: Option<Duration>,
     /// Stack of each connection's thread.
     pub stack_bytes: usize,
@@ -427,7 +427,7 @@ fn admit<E: Export + 'static>(
         .spawn(move || {
             match run_connection(&connection, &*export, &thread_options) {
                 Err(SessionError::Io(error)) if is_timeout(&error) => eprintln!(
-                    "{}client {id}: dropped: it did not finish its handshake or take a reply within {:?}",
+                    "{}client {id}: dropped: it did not finish its handshake or stopped taking a reply for {:?}",
                     thread_options.log_prefix,
                     thread_options.timeout.unwrap_or_default()
                 ),
