@@ -221,13 +221,14 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         if header.len > self.limits.max_option_bytes {
-            skip(reader, u64::from(header.len))?;
             if code == option::EXPORT_NAME {
+                // No error reply exists for it: no point reading it first.
                 return Err(SessionError::Protocol(format!(
                     "NBD_OPT_EXPORT_NAME of {} bytes",
                     header.len
                 )));
             }
+            skip(reader, u64::from(header.len))?;
             let message = format!(
                 "{} payload of {} bytes is larger than this server's {}",
                 option::name(code),
