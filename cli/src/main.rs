@@ -18,6 +18,7 @@ mod map;
 mod output;
 mod parts;
 mod passphrase;
+mod serve;
 mod size;
 
 use std::process::ExitCode;
@@ -60,6 +61,8 @@ enum Command {
     Ls(ls::Args),
     /// Write a file from inside a partition's file system to standard output.
     Get(get::Args),
+    /// Serve the virtual disk read-only over NBD, like `qemu-nbd --read-only`.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Parts(args) => parts::run(&args, cli.follow),
         Command::Ls(args) => ls::run(&args, cli.follow),
         Command::Get(args) => get::run(&args, cli.follow),
+        Command::Serve(args) => serve::run(&args, cli.follow),
     };
     match result {
         Ok(code) => code,

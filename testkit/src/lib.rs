@@ -26,6 +26,7 @@ fn install_hint(program: &str) -> &'static str {
         "sfdisk" => "apt-get install -y fdisk",
         "mkfs.vfat" | "mcopy" | "mmd" => "apt-get install -y dosfstools mtools",
         "mkfs.ext4" | "debugfs" => "apt-get install -y e2fsprogs",
+        "nbdinfo" | "nbdcopy" => "apt-get install -y libnbd-bin",
         _ => "scripts/setup.sh",
     }
 }
