@@ -102,13 +102,12 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let snapshot = args.snapshot.as_deref();
     let config = Config::default();
     let access = args.key.access(&args.image, follow)?;
-    let chain = open_reader(&args.image, snapshot, config, &access)?;
-    let stack = Stack::open(&chain, snapshot, &config, &access)?;
+    let stack = Stack::open(&args.image, snapshot, config, &access)?;
     let size = stack.virtual_size();
     let chunk_bytes = args.chunk_size.clamp(64 << 10, 256 << 20);
     let threads = args.threads.unwrap_or_else(default_threads).clamp(1, 64);
-    let mut readers = vec![chain];
-    for _ in 1..threads {
+    let mut readers = Vec::with_capacity(threads);
+    for _ in 0..threads {
         readers.push(open_reader(&args.image, snapshot, config, &access)?);
     }
     let inputs: Vec<PathBuf> = stack.input_paths().map(Path::to_path_buf).collect();

@@ -1,20 +1,19 @@
-//! The images of a backing chain opened one by one, and which layer a run of
-//! the virtual disk comes from (what `qemu-img map` calls its depth).
-//!
-//! The crate's chain helper gives one reader for the whole chain; here each
-//! layer is also opened alone (its backing ignored) so that its own extents
-//! can be asked for, as QEMU's block-status walk does layer by layer.
+//! Opening a backing chain for the subcommands, and which layer a run of
+//! the virtual disk comes from (what `qemu-img map` calls its depth): the
+//! crate's read plan (`Disk::plan`) in `qemu-img map`'s terms. The only
+//! rule added here is the file system's: holes of a raw layer read as
+//! zeros, as QEMU's file driver reports them.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use qcow2_reader::chain::{
-    chain_layers, open_chain, resolve_name, Chain, ChainError, ChainOptions, Layer, LayerFormat,
-    Secret,
+    chain_layers, open_chain, open_disk, resolve_name, Chain, ChainError, ChainOptions, Disk,
+    Layer, Secret, Source, Walked,
 };
-use qcow2_reader::follow::{FollowPolicy, NamedFile};
-use qcow2_reader::{find_snapshot, Config, Image, Mapping, NoBacking};
+use qcow2_reader::follow::FollowPolicy;
+use qcow2_reader::{BlockRead, Config, Image};
 use rustix::fs::SeekFrom;
 
 use crate::failure::{Failure, Result};
@@ -70,7 +69,7 @@ impl Access {
     }
 }
 
-/// One layer of the chain, readable on its own.
+/// One layer of the chain, as `qcow map` names it.
 pub struct LayerView {
     /// The layer's own file.
     pub path: PathBuf,
@@ -81,12 +80,6 @@ pub struct LayerView {
     /// Its data is encrypted: QEMU reports no host offsets for it (they
     /// would point at ciphertext).
     pub encrypted: bool,
-    source: Source,
-}
-
-enum Source {
-    Qcow2(Box<Image<'static, File, NoBacking>>),
-    Raw(File),
 }
 
 /// How a run of the virtual disk reads, with `qemu-img map`'s flags.
@@ -115,10 +108,11 @@ impl Status {
     }
 }
 
-/// Every layer of a chain, top first.
+/// A chain opened once: its virtual disk and its layers, top first.
 pub struct Stack {
     /// The layers, top first.
     pub views: Vec<LayerView>,
+    walked: Walked<File, PathBuf>,
 }
 
 /// Opens the chain of `path` for reading, with `snapshot` applied to the top
@@ -133,16 +127,26 @@ pub fn open_reader(
     config: Config,
     access: &Access,
 ) -> Result<Chain> {
+    let options = qcow2_top_options(path, snapshot, config, access)?;
+    open_chain(path, &options).map_err(|error| access.chain_failure(path, error))
+}
+
+/// The chain options for `path`, whose top image must be QCOW2.
+fn qcow2_top_options(
+    path: &Path,
+    snapshot: Option<&str>,
+    config: Config,
+    access: &Access,
+) -> Result<ChainOptions> {
     let file = File::open(path).map_err(|error| Failure::new(path, error))?;
     Image::builder(file).map_err(|error| Failure::new(path, error))?;
-    let options = ChainOptions {
+    Ok(ChainOptions {
         config,
         snapshot: snapshot.map(str::to_string),
         follow: access.follow.policy(),
         secret: access.secret.clone(),
         ..ChainOptions::default()
-    };
-    open_chain(path, &options).map_err(|error| access.chain_failure(path, error))
+    })
 }
 
 /// The layers of the chain of `path`, top first, headers read but no
@@ -175,32 +179,40 @@ pub fn input_paths(path: &Path, follow: Follow) -> Result<Vec<PathBuf>> {
 }
 
 impl Stack {
-    /// Opens every layer of `chain` alone; the top one as of `snapshot`, if
-    /// given; data files as `access` allows; encrypted layers unlocked with its passphrase. Runs that read as zeros or fall
-    /// through report the host offsets their entries keep, as `qemu-img map`
-    /// does.
+    /// Opens the chain of `path` once, the top image as of `snapshot` if
+    /// given, opening only the named files `access` allows and unlocking
+    /// encrypted layers with its passphrase.
     pub fn open(
-        chain: &Chain,
+        path: &Path,
         snapshot: Option<&str>,
-        config: &Config,
+        config: Config,
         access: &Access,
     ) -> Result<Self> {
-        let top = chain.layers.first().map(|layer| layer.path.clone());
-        let top = top.unwrap_or_default();
-        let mut views = Vec::with_capacity(chain.layers.len());
-        for (depth, layer) in chain.layers.iter().enumerate() {
-            let snapshot = if depth == 0 { snapshot } else { None };
-            let view = open_view(&top, layer, snapshot, config, access).map_err(|message| {
-                let message = if depth == 0 {
-                    message
-                } else {
-                    format!("{}: {message}", layer.path.display())
-                };
-                Failure::new(&top, message)
-            })?;
-            views.push(view);
+        let options = qcow2_top_options(path, snapshot, config, access)?;
+        let walked =
+            open_disk(path, &options).map_err(|error| access.chain_failure(path, error))?;
+        let mut views = Vec::with_capacity(walked.layers.len());
+        for (depth, layer) in walked.layers.iter().enumerate() {
+            let size = match &layer.header {
+                Some(header) => header.virtual_size(),
+                None => {
+                    layer_size(&walked.disk, depth).map_err(|error| Failure::new(path, error))?
+                }
+            };
+            views.push(LayerView {
+                path: layer.location.clone(),
+                data_path: layer
+                    .data_file
+                    .clone()
+                    .unwrap_or_else(|| layer.location.clone()),
+                size,
+                encrypted: layer
+                    .header
+                    .as_ref()
+                    .is_some_and(|header| header.is_encrypted()),
+            });
         }
-        Ok(Self { views })
+        Ok(Self { views, walked })
     }
 
     /// Every file the chain reads: each layer and each external data file.
@@ -215,102 +227,54 @@ impl Stack {
         self.views.first().map_or(0, |view| view.size)
     }
 
-    /// How the run at `start` reads, at most `max_len` bytes long, walking down the chain.
+    /// How the run at `start` reads, at most `max_len` bytes long: the
+    /// first piece of the crate's plan, in `qemu-img map`'s terms.
     pub fn status(&self, start: u64, max_len: u64) -> io::Result<Status> {
-        let mut len = max_len;
-        for (depth, view) in self.views.iter().enumerate() {
-            let status = |len, present, zero, data, offset| Status {
-                start,
-                len,
-                depth,
-                present,
-                zero,
-                data,
-                offset,
-            };
-            let image = match &view.source {
-                Source::Raw(file) => return raw_status(file, view.size, start, len, depth),
-                Source::Qcow2(image) => image,
-            };
-            let extent = image.extent(start, len).map_err(io::Error::from)?;
-            len = extent.len;
-            let status = |len, present, zero, data, offset: Option<u64>| {
-                status(len, present, zero, data, offset.filter(|_| !view.encrypted))
-            };
-            let kept_offset = match extent.kind {
-                Mapping::Data { host_offset } => {
-                    return Ok(status(len, true, false, true, Some(host_offset)))
-                }
-                Mapping::Compressed(_) => return Ok(status(len, true, false, true, None)),
-                Mapping::Zero { kept_offset } => {
-                    return Ok(status(len, true, true, false, kept_offset));
-                }
-                Mapping::Unallocated { kept_offset } => kept_offset,
-            };
-            // QEMU: unallocated over no backing, or past the end of a shorter
-            // backing image, reads as zeros decided by this layer.
-            match self.views.get(depth + 1) {
-                Some(below) if start < below.size => len = len.min(below.size - start),
-                _ => return Ok(status(len, false, true, false, kept_offset)),
-            }
-        }
-        Err(io::Error::other("empty backing chain"))
+        let max_len = max_len.min(self.virtual_size().saturating_sub(start));
+        let piece = self
+            .walked
+            .disk
+            .plan(start, max_len)
+            .next()
+            .ok_or_else(|| io::Error::other(format!("offset {start:#x} is past the disk's end")))?
+            .map_err(io::Error::from)?;
+        let encrypted = self
+            .views
+            .get(piece.depth)
+            .is_some_and(|view| view.encrypted);
+        let status = |present, zero, data, offset: Option<u64>| Status {
+            start,
+            len: piece.len,
+            depth: piece.depth,
+            present,
+            zero,
+            data,
+            // QEMU shows no host offsets for encrypted layers.
+            offset: offset.filter(|_| !encrypted),
+        };
+        Ok(match piece.source {
+            Source::Stored { offset, .. } => match self.walked.disk.layer(piece.depth) {
+                Some((Disk::Raw(raw), _)) => raw_status(&raw.0, start, piece.len, piece.depth)?,
+                _ => status(true, false, true, Some(offset)),
+            },
+            Source::Compressed(_) => status(true, false, true, None),
+            Source::ZeroCluster { kept_offset } => status(true, true, false, kept_offset),
+            Source::Unallocated | Source::PastEnd => status(false, true, false, None),
+        })
     }
 }
 
-/// Opens one layer alone: QCOW2 with its data file and without its backing, or raw.
-fn open_view(
-    top: &Path,
-    layer: &Layer,
-    snapshot: Option<&str>,
-    config: &Config,
-    access: &Access,
-) -> std::result::Result<LayerView, String> {
-    let file = File::open(&layer.path).map_err(|error| error.to_string())?;
-    if layer.format == LayerFormat::Raw {
-        let size = file.metadata().map_err(|error| error.to_string())?.len();
-        return Ok(LayerView {
-            path: layer.path.clone(),
-            data_path: layer.path.clone(),
-            size,
-            encrypted: false,
-            source: Source::Raw(file),
-        });
+/// The size of the raw layer at `depth`.
+fn layer_size(disk: &Disk<File>, depth: usize) -> std::result::Result<u64, String> {
+    match disk.layer(depth) {
+        Some((layer, _)) => layer.size().map_err(|error| error.to_string()),
+        None => Err(format!("the chain has no layer {depth}")),
     }
-    let text = |error: qcow2_reader::Error<io::Error>| error.to_string();
-    let mut builder = Image::builder(file).map_err(text)?;
-    let mut data_path = layer.path.clone();
-    if let Some(name) = builder.header().data_file() {
-        let name = String::from_utf8_lossy(name.as_bytes());
-        let (data_file, path) = access
-            .follow
-            .policy()
-            .open(top, &layer.path, NamedFile::DataFile, &name)
-            .map_err(|error| error.to_string())?;
-        data_path = path;
-        builder = builder.data_file(data_file);
-    }
-    if let Some(snapshot) = snapshot {
-        let found = find_snapshot(builder.storage(), builder.header(), snapshot.as_bytes())
-            .map_err(text)?;
-        builder = builder.snapshot(&found).map_err(text)?;
-    }
-    if let Some(secret) = &access.secret {
-        builder = secret.unlock(builder).map_err(text)?;
-    }
-    // The chain decided which backing files exist; each view reads its layer alone.
-    let image = builder.ignore_backing().open_alloc(config).map_err(text)?;
-    Ok(LayerView {
-        path: layer.path.clone(),
-        data_path,
-        size: image.virtual_size(),
-        encrypted: image.header().is_encrypted(),
-        source: Source::Qcow2(Box::new(image)),
-    })
 }
 
 /// A raw layer's status from the file system's holes, as QEMU's file driver reports it.
-fn raw_status(file: &File, size: u64, start: u64, len: u64, depth: usize) -> io::Result<Status> {
+fn raw_status(file: &File, start: u64, len: u64, depth: usize) -> io::Result<Status> {
+    let size = file.metadata()?.len();
     let len = len.min(size.saturating_sub(start)).max(1);
     let status = |len, zero: bool| Status {
         start,

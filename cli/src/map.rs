@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use qcow2_reader::Config;
 
 use crate::failure::{is_broken_pipe, Failure, Result};
-use crate::layers::{open_reader, Follow, Stack, Status};
+use crate::layers::{Follow, Stack, Status};
 use crate::passphrase::KeyArgs;
 use crate::size::parse_size;
 
@@ -37,8 +37,7 @@ const STEP_BYTES: u64 = 1 << 30;
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let config = Config::default();
     let access = args.key.access(&args.image, follow)?;
-    let chain = open_reader(&args.image, None, config, &access)?;
-    let stack = Stack::open(&chain, None, &config, &access)?;
+    let stack = Stack::open(&args.image, None, config, &access)?;
     let size = stack.virtual_size();
     let start = args.start_offset.min(size);
     let end = match args.max_length {

@@ -125,7 +125,7 @@ fn default_readers() -> usize {
 /// The image's virtual disk as an NBD export.
 struct ImageExport {
     size: u64,
-    /// Every layer opened alone, for block status.
+    /// The chain opened once more, for block status (the crate's read plan).
     stack: Stack,
     /// Opened chains for reading; a read takes a free one.
     readers: Vec<Mutex<Chain>>,
@@ -137,11 +137,10 @@ impl ImageExport {
     /// encrypted image costs its PBKDF2 iterations each time) and the layers.
     fn open(image: &Path, snapshot: Option<&str>, access: &Access, readers: usize) -> Result<Self> {
         let config = Config::default();
-        let chain = open_reader(image, snapshot, config, access)?;
-        let stack = Stack::open(&chain, snapshot, &config, access)?;
-        let mut chains = vec![Mutex::new(chain)];
+        let stack = Stack::open(image, snapshot, config, access)?;
+        let mut chains = Vec::with_capacity(readers);
         let more = thread::scope(|scope| {
-            let opening: Vec<_> = (1..readers)
+            let opening: Vec<_> = (0..readers)
                 .map(|_| scope.spawn(|| open_reader(image, snapshot, config, access)))
                 .collect();
             opening

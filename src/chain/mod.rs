@@ -179,6 +179,8 @@ pub struct LayerInfo<L> {
     pub format: LayerFormat,
     /// Its header, for QCOW2 layers.
     pub header: Option<Header>,
+    /// Where its external data file is, if it has one.
+    pub data_file: Option<L>,
     /// Bytes its caches took (0 for raw layers, and before opening).
     pub memory_bytes: usize,
 }
@@ -524,12 +526,14 @@ fn find<R: Resolver>(
                 name,
                 format,
                 header: None,
+                data_file: None,
                 memory_bytes: 0,
             });
             pending.push(Pending::Raw(store));
             continue;
         }
         let mut builder = Image::builder(store).map_err(image_error(&location))?;
+        let mut data_location = None;
         if let Some(data_file) = builder.header().data_file().copied() {
             let found = resolver
                 .open(&data_file, Role::DataFile, &location)
@@ -540,6 +544,7 @@ fn find<R: Resolver>(
                     error,
                 })?;
             builder = builder.data_file(found.store);
+            data_location = Some(found.location);
         }
         if layers.is_empty() {
             if let Some(snapshot) = options.snapshot {
@@ -576,6 +581,7 @@ fn find<R: Resolver>(
             name,
             format,
             header: Some(header),
+            data_file: data_location,
             memory_bytes: 0,
         });
         pending.push(Pending::Qcow2(Box::new(builder)));
