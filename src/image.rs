@@ -508,6 +508,7 @@ where
     }
 
     /// Where this image's data clusters are stored.
+    #[cfg(feature = "alloc")]
     pub(crate) fn data_storage(&self) -> Storage {
         match self.data_file {
             Some(_) => Storage::DataFile,
@@ -516,6 +517,7 @@ where
     }
 
     /// The backing's size, as read at open (0 without one).
+    #[cfg(feature = "alloc")]
     pub(crate) fn backing_size(&self) -> u64 {
         self.backing_size
     }

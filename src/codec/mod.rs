@@ -1,0 +1,141 @@
+//! Decompression of one compressed cluster, with QEMU's acceptance rules.
+//!
+//! The output is always exactly one cluster. Deflate streams may run on past
+//! it (QEMU accepts that); zstd frames must end exactly at it. Neither codec
+//! can write past the output slice or keep working once it is full, so a
+//! decompression bomb costs one cluster of output and stops there.
+//!
+//! zstd has two decoders: `ruzstd` (pure Rust, `no_std`, feature `zstd`) and
+//! libzstd (feature `zstd-c`, host builds), which spends about a third of
+//! ruzstd's CPU per byte. Both see a frame only after [`zstd`]'s checks of
+//! its window and block headers, so they accept and refuse the same frames
+//! with the same errors, and libzstd is held to the same memory bound.
+
+use crate::error::{DecodeError, Unsupported};
+use crate::header::CompressionType;
+
+/// Why a cluster could not be decompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecError {
+    /// The data is not a valid stream for exactly one cluster.
+    Decode(DecodeError),
+    /// The codec is not compiled in (so never built when both are).
+    #[cfg_attr(all(feature = "deflate", feature = "zstd"), allow(dead_code))]
+    Unsupported(Unsupported),
+}
+
+impl From<DecodeError> for CodecError {
+    fn from(error: DecodeError) -> Self {
+        CodecError::Decode(error)
+    }
+}
+
+/// Decoder state kept between clusters, so the zstd window is allocated once.
+#[derive(Default)]
+pub struct Decompressor {
+    #[cfg(all(feature = "zstd", not(feature = "zstd-c")))]
+    zstd: Option<ruzstd::decoding::FrameDecoder>,
+    #[cfg(feature = "zstd-c")]
+    libzstd: Option<zstd_safe::DCtx<'static>>,
+}
+
+impl core::fmt::Debug for Decompressor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Decompressor").finish_non_exhaustive()
+    }
+}
+
+impl Decompressor {
+    /// A decompressor with no buffers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fills all of `output` (one cluster) from `input`, or says why it cannot.
+    ///
+    /// `input` is the compressed descriptor's byte range, which may extend past
+    /// the stream's end (the length is only known to 512-byte precision).
+    pub fn decompress(
+        &mut self,
+        codec: CompressionType,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(), CodecError> {
+        match codec {
+            CompressionType::Deflate => inflate(input, output),
+            CompressionType::Zstd => self.unzstd(input, output),
+        }
+    }
+
+    #[cfg(all(feature = "zstd", not(feature = "zstd-c")))]
+    fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+        let decoder = self
+            .zstd
+            .get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
+        zstd::decode(decoder, input, output).map_err(CodecError::Decode)
+    }
+
+    #[cfg(feature = "zstd-c")]
+    fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+        let context = match &mut self.libzstd {
+            Some(context) => context,
+            // Only a failed allocation of the context's ~100 KiB leaves it unmade.
+            None => self
+                .libzstd
+                .insert(zstd_safe::DCtx::try_create().ok_or(DecodeError::ZstdInvalid)?),
+        };
+        libzstd::decode(context, input, output).map_err(CodecError::Decode)
+    }
+
+    #[cfg(not(feature = "zstd"))]
+    fn unzstd(&mut self, _input: &[u8], _output: &mut [u8]) -> Result<(), CodecError> {
+        Err(CodecError::Unsupported(Unsupported::CodecDisabled {
+            codec: "zstd",
+            feature: "zstd",
+        }))
+    }
+}
+
+/// Whether this build can read clusters compressed with `codec`.
+pub fn codec_enabled(codec: CompressionType) -> bool {
+    match codec {
+        CompressionType::Deflate => cfg!(feature = "deflate"),
+        CompressionType::Zstd => cfg!(feature = "zstd"),
+    }
+}
+
+/// The cargo feature that enables `codec`.
+pub fn codec_feature(codec: CompressionType) -> &'static str {
+    match codec {
+        CompressionType::Deflate => "deflate",
+        CompressionType::Zstd => "zstd",
+    }
+}
+
+mod deflate;
+#[cfg(feature = "zstd-c")]
+mod libzstd;
+#[cfg(feature = "zstd")]
+mod zstd;
+
+use deflate::inflate;
+
+#[cfg(all(test, not(feature = "zstd")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disabled_codec_names_its_feature() {
+        let mut out = [0u8; 512];
+        let error = Decompressor::new()
+            .decompress(CompressionType::Zstd, &[0; 16], &mut out)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            CodecError::Unsupported(Unsupported::CodecDisabled {
+                codec: "zstd",
+                feature: "zstd"
+            })
+        );
+    }
+}
