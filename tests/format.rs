@@ -321,6 +321,38 @@ fn backing_without_format_is_probed() {
     assert_reads_like_qemu(&scratch, &top);
 }
 
+/// An overlay whose backing format extension is missing or empty reads as
+/// QEMU reads it: the backing file's format is probed (`Header::backing_format`).
+#[test]
+fn backing_format_absent_or_empty_is_probed() {
+    use qcow2_testkit::{rewrite_backing_format, BackingFormatExtension};
+    for (base_name, format) in [("base.qcow2", "qcow2"), ("base.raw", "raw")] {
+        for how in [
+            BackingFormatExtension::Absent,
+            BackingFormatExtension::Empty,
+        ] {
+            let scratch = Scratch::new();
+            let base = scratch.path(base_name);
+            if format == "raw" {
+                pattern_raw(&base, 2 << 20);
+            } else {
+                create(&base, "", "2M");
+                qemu_io(&base, &["write -P 0xa1 0 1M"]);
+            }
+            let top = scratch.path("top.qcow2");
+            create(&top, &backing_options(&base, format), "2M");
+            qemu_io(&top, &["write -P 0xa2 64k 64k"]);
+            rewrite_backing_format(&top, how);
+            let header = qcow2_reader::Image::builder(std::fs::File::open(&top).unwrap())
+                .unwrap()
+                .header()
+                .backing_format();
+            assert_eq!(header, qcow2_reader::BackingFormat::Probe, "{how:?}");
+            assert_reads_like_qemu(&scratch, &top);
+        }
+    }
+}
+
 #[test]
 fn external_data_file() {
     for raw in ["off", "on"] {

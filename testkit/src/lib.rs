@@ -294,3 +294,48 @@ pub fn qemu_raw_encrypted(scratch: &Scratch, image: &Path) -> Vec<u8> {
     std::fs::remove_file(&out).expect("remove QEMU's raw output");
     bytes
 }
+
+/// What [`rewrite_backing_format`] leaves of an image's backing format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingFormatExtension {
+    /// No backing format extension at all (QEMU probes the backing file).
+    Absent,
+    /// The extension with an empty name (QEMU reads it as "no format" and
+    /// probes too). `qemu-img` makes neither, so tests patch the header.
+    Empty,
+}
+
+/// Rewrites the backing format extension of the version-3 QCOW2 image at
+/// `path` (made with `-F FORMAT`, a name of at most 8 bytes) in place, keeping
+/// every other extension where it is: `Absent` turns it into an unknown
+/// extension of the same length (QEMU ignores those), `Empty` into an
+/// empty one followed by an empty unknown one.
+pub fn rewrite_backing_format(path: &Path, to: BackingFormatExtension) {
+    const BACKING_FORMAT: u32 = 0xe279_2aca;
+    const UNKNOWN: u32 = 0x7e57_0000;
+    let mut bytes = std::fs::read(path).expect("read image");
+    let be32 = |bytes: &[u8], at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    let mut at = be32(&bytes, 100) as usize; // header_length (version 3)
+    loop {
+        let (kind, len) = (be32(&bytes, at), be32(&bytes, at + 4) as usize);
+        assert_ne!(kind, 0, "{}: no backing format extension", path.display());
+        if kind == BACKING_FORMAT {
+            assert!(len <= 8, "a backing format name of at most 8 bytes");
+            let area = &mut bytes[at..at + 16];
+            area.fill(0);
+            match to {
+                BackingFormatExtension::Absent => {
+                    area[..4].copy_from_slice(&UNKNOWN.to_be_bytes());
+                    area[4..8].copy_from_slice(&8u32.to_be_bytes());
+                }
+                BackingFormatExtension::Empty => {
+                    area[..4].copy_from_slice(&BACKING_FORMAT.to_be_bytes());
+                    area[8..12].copy_from_slice(&UNKNOWN.to_be_bytes());
+                }
+            }
+            std::fs::write(path, bytes).expect("write image");
+            return;
+        }
+        at += 8 + len.div_ceil(8) * 8;
+    }
+}
