@@ -185,7 +185,8 @@ index=0
 for disk in "${disks[@]}"; do
     [[ -f $disk ]] || die "no such backing file: $disk"
     name=$(basename -- "$disk")
-    serial=${name:0:20}
+    # 20 bytes, not characters: the firmware compares bytes (serial_for).
+    serial=$(printf '%s' "$name" | head -c 20)
     drive_args+=(
         -drive "file=$(escape "$disk"),format=raw,if=none,id=disk$index,readonly=on"
         -device "virtio-blk-device,drive=disk$index,serial=$(escape "$serial")"
