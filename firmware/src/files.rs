@@ -10,8 +10,16 @@ use crate::demo::DemoError;
 use crate::report;
 use crate::{arch, println};
 use alloc::string::{String, ToString};
-use qcow2_disk::{FileSystem, Location, Table};
+use qcow2_disk::{FileSystem, Limits, Location, Table};
 use sha2::{Digest, Sha256};
+
+/// What a file system may announce here: 2^16 ext2/3/4 block groups, so
+/// `ext4-view` keeps at most 1 MiB of group descriptors in the 32 MiB heap
+/// (8 TiB volumes with 4 KiB blocks); a volume over it is refused by name.
+const FS_LIMITS: Limits = Limits {
+    max_block_groups: 1 << 16,
+    ..Limits::DEFAULT
+};
 
 /// Bytes per file read (the caller's buffer; the file systems keep their own small caches).
 const CHUNK: usize = 1024 * 1024;
@@ -57,7 +65,7 @@ fn hash_file(image: &'static Qcow2, text: &str, buffer: &mut [u8]) -> Result<Fil
     let partition = table
         .select::<ImageError>(location.partition)
         .map_err(|error| error.to_string())?;
-    let fs = FileSystem::open(partition.slice(image))
+    let fs = FileSystem::open_with(partition.slice(image), &FS_LIMITS)
         .map_err(|error| alloc::format!("partition {}: {error}", partition.number))?;
     let mut file = fs
         .open_file(location.path)
