@@ -19,7 +19,10 @@
 //! Extent trees are walked by `ext4-view` with its own bounds (depth at
 //! most 5, each child one level below its parent, nodes within a block);
 //! the journal map is one entry per journalled block of a committed
-//! transaction, read only when the volume needs recovery.
+//! transaction, read only when the volume needs recovery, from a journal
+//! whose size is checked first against [`Limits::max_journal_bytes`].
+//! Block sizes over 64 KiB (which `ext4-view` takes up to 2 GiB, caching
+//! 8 blocks or more) are refused as Linux refuses them.
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
@@ -109,6 +112,8 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
+/// Largest `s_log_block_size` read: 64 KiB blocks, as Linux.
+const MAX_LOG_BLOCK_SIZE: u32 = 6;
 /// `s_first_data_block` within the superblock.
 const FIRST_DATA_BLOCK_AT: usize = 0x14;
 /// `s_feature_incompat`'s 64bit flag: descriptors of `s_desc_size` bytes, not 32.
@@ -130,6 +135,7 @@ impl Ext4Volume {
         let mut superblock = [0u8; 1024];
         read_fs(&disk, SUPERBLOCK_OFFSET, &mut superblock)?;
         check_superblock(&superblock, partition_bytes, limits)?;
+        check_journal(&disk, &superblock, limits)?;
         let name = version_name(&superblock);
         let fs = Ext4::load(Box::new(Source(disk))).map_err(FsError::from_ext4)?;
         let volume = Self {
@@ -318,6 +324,78 @@ fn ext_path(bytes: &[u8]) -> Result<ext4_view::Path<'_>, FsError> {
         .map_err(|_| FsError::from_ext4(ext4_view::Ext4Error::MalformedPath))
 }
 
+/// Checks the journal's size when `ext4-view` will replay it (a journal
+/// that needs recovery): it walks every block of the journal inode's size
+/// and keeps one map entry per journalled block, so a journal inode
+/// claiming 2^32 blocks, all mapped to the same few, costs hours and a map
+/// without bound. Reads the journal inode's `i_size` the way `ext4-view`
+/// finds it; whatever cannot be read is left to `ext4-view` to refuse.
+fn check_journal<D: BlockRead>(
+    disk: &D,
+    superblock: &[u8],
+    limits: &Limits,
+) -> Result<(), FsError> {
+    const COMPAT_HAS_JOURNAL: u32 = 0x4;
+    const INCOMPAT_RECOVER: u32 = 0x4;
+    if u32_at(superblock, 0x5c) & COMPAT_HAS_JOURNAL == 0
+        || u32_at(superblock, 0x60) & INCOMPAT_RECOVER == 0
+    {
+        return Ok(());
+    }
+    let inode = u64::from(u32_at(superblock, 0xe0));
+    let inodes_per_group = u64::from(u32_at(superblock, 0x28));
+    let inode_size = u64::from(u16::from_le_bytes([superblock[0x58], superblock[0x59]]));
+    if inode == 0 || inodes_per_group == 0 {
+        return Ok(());
+    }
+    // Checked before: at most 64 KiB.
+    let block_size = 1024u64 << u32_at(superblock, 0x18);
+    let wide = u32_at(superblock, 0x60) & INCOMPAT_64BIT != 0;
+    let descriptor_bytes = if wide {
+        u64::from(u16::from_le_bytes([superblock[0xfe], superblock[0xff]]))
+    } else {
+        32
+    };
+    // ext4-view's rule: the descriptors start in the block after the superblock's.
+    let table = if block_size == 1024 {
+        2 * 1024
+    } else {
+        block_size
+    };
+    let group = (inode - 1) / inodes_per_group;
+    let index = (inode - 1) % inodes_per_group;
+    let Some(descriptor_at) = group
+        .checked_mul(descriptor_bytes)
+        .and_then(|offset| offset.checked_add(table))
+    else {
+        return Ok(());
+    };
+    let mut descriptor = [0u8; 0x2c];
+    read_fs(disk, descriptor_at, &mut descriptor)?;
+    let mut inode_table = u64::from(u32_at(&descriptor, 0x08));
+    if wide && descriptor_bytes >= 64 {
+        inode_table |= u64::from(u32_at(&descriptor, 0x28)) << 32;
+    }
+    let Some(inode_at) = inode_table
+        .checked_mul(block_size)
+        .and_then(|start| start.checked_add(index.checked_mul(inode_size)?))
+    else {
+        return Ok(());
+    };
+    let mut fields = [0u8; 0x70];
+    read_fs(disk, inode_at, &mut fields)?;
+    let bytes = u64::from(u32_at(&fields, 0x04)) | u64::from(u32_at(&fields, 0x6c)) << 32;
+    if bytes > limits.max_journal_bytes {
+        return Err(FsError::ExtOverLimit {
+            field: "journal bytes (the journal inode's i_size; the volume needs recovery)",
+            value: bytes,
+            limit: limits.max_journal_bytes,
+            bound: "the caller's Limits::max_journal_bytes",
+        });
+    }
+    Ok(())
+}
+
 /// Checks every superblock field that `ext4-view` sizes an allocation or a
 /// loop from at load time, before it sees them.
 fn check_superblock(
@@ -334,10 +412,16 @@ fn check_superblock(
             value: 0,
         });
     }
+    // ext4-view takes any block size up to 2 GiB (found by the
+    // `disk_sparse` fuzz target) and keeps 8 to 256 blocks of it in its
+    // cache: a 4 MiB block size cost 32 MiB. Linux reads 1 KiB to 64 KiB
+    // (EXT4_MAX_BLOCK_LOG_SIZE).
     let log_block_size = u32_at(superblock, 0x18);
-    // ext4-view refuses block sizes above 64 KiB itself, with its own message.
-    if log_block_size > 6 {
-        return Ok(());
+    if log_block_size > MAX_LOG_BLOCK_SIZE {
+        return Err(FsError::ExtSuperblock {
+            field: "log block size (s_log_block_size; Linux reads at most 6, 64 KiB blocks)",
+            value: log_block_size.into(),
+        });
     }
     let block_size = 1024u64 << log_block_size;
     // ext4-view takes s_blocks_count_hi whether or not the 64bit feature

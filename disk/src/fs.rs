@@ -41,13 +41,20 @@ pub struct Limits {
     /// `i_size`): the blocks read to find a name or list it. Default
     /// 1 GiB (millions of entries).
     pub max_directory_bytes: u64,
+    /// Largest ext3/4 journal replayed, in bytes (the journal inode's
+    /// `i_size`), checked only when the volume needs recovery: `ext4-view`
+    /// then reads the journal at open and keeps one map entry per
+    /// journalled block. Default 1 GiB, the largest journal `mke2fs` makes
+    /// by default.
+    pub max_journal_bytes: u64,
 }
 
 impl Limits {
-    /// The default limits: 2^20 block groups, 1 GiB directories.
+    /// The default limits: 2^20 block groups, 1 GiB directories, 1 GiB journals.
     pub const DEFAULT: Self = Self {
         max_block_groups: 1 << 20,
         max_directory_bytes: 1 << 30,
+        max_journal_bytes: 1 << 30,
     };
 }
 
@@ -169,12 +176,14 @@ impl<D: BlockRead + 'static> FileSystem<D> {
 
     /// Opens the file system on `disk` within `limits`.
     ///
-    /// Memory: ext2/3/4 keeps `ext4-view`'s block cache (at most 256 blocks,
-    /// 1 MiB with 4 KiB blocks, plus a 32 KiB read buffer), its block group
+    /// Memory: ext2/3/4 keeps `ext4-view`'s block cache (256 KiB of blocks,
+    /// 512 KiB with 64 KiB blocks, the largest accepted, plus a 32 or
+    /// 64 KiB read buffer), its block group
     /// descriptors (16 bytes per group, at most
     /// [`Limits::max_block_groups`], and the descriptor table within the
     /// partition) and its journal map (one entry per journalled block, read
-    /// only when the volume needs recovery); FAT keeps a 4 KiB FAT window.
+    /// only when the volume needs recovery, of a journal of at most
+    /// [`Limits::max_journal_bytes`]); FAT keeps a 4 KiB FAT window.
     pub fn open_with(disk: D, limits: &Limits) -> Result<Self, FsError> {
         let volume = match detect(&disk)? {
             Some(FsKind::Ext) => Volume::Ext(Ext4Volume::open(disk, limits)?),

@@ -617,3 +617,60 @@ fn ext_root_directory_over_the_limit_is_refused_at_open() {
         "{error:?}"
     );
 }
+
+#[test]
+fn ext_block_size_over_64_kib_is_refused_before_loading() {
+    // ext4-view takes block sizes up to 2 GiB and caches 8 blocks or more:
+    // a 4 MiB block size made it allocate 32 MiB (found by `disk_sparse`).
+    let mut bytes = ext4_volume(&[], "");
+    set_u32(&mut bytes, 1024 + 0x18, 12);
+    let error = open(bytes).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "corrupt ext2/3/4 superblock: invalid log block size (s_log_block_size; Linux reads at most 6, 64 KiB blocks) 12"
+    );
+}
+
+#[test]
+fn ext_journal_over_the_callers_limit_is_refused_before_it_is_replayed() {
+    // A journal is read at open only when the volume needs recovery; then
+    // ext4-view walks every block of the journal inode's size.
+    let bytes = ext4_volume(
+        &["-O", "metadata_csum,64bit,has_journal"],
+        "feature needs_recovery\n",
+    );
+    // Within the default limit the 1 MiB journal reaches ext4-view, which
+    // wants the checksum features jbd2 sets at mount and mke2fs does not.
+    let error = open(bytes.clone()).err().expect("ext4-view refuses it");
+    assert!(
+        matches!(error, FsError::Ext(_)) && error.to_string().contains("journal"),
+        "{error:?}"
+    );
+    let disk = Arc::new(bytes);
+    let tight = Limits {
+        max_journal_bytes: 512 << 10,
+        ..Limits::DEFAULT
+    };
+    let error = FileSystem::open_with(disk, &tight).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "ext2/3/4 superblock: journal bytes (the journal inode's i_size; the volume needs recovery) \
+         is 1048576, over the limit of 524288 (the caller's Limits::max_journal_bytes)"
+    );
+    let claimed = ext4_volume(
+        &["-O", "metadata_csum,64bit,has_journal"],
+        "feature needs_recovery\nsif <8> size 0x10000000000\n",
+    );
+    let error = open(claimed).err().expect("refused");
+    assert!(
+        matches!(
+            error,
+            FsError::ExtOverLimit {
+                value: 0x100_0000_0000,
+                limit: 0x4000_0000,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}

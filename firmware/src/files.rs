@@ -13,11 +13,14 @@ use alloc::string::{String, ToString};
 use qcow2_disk::{FileSystem, Limits, Location, Table};
 use sha2::{Digest, Sha256};
 
-/// What a file system may announce here: 2^16 ext2/3/4 block groups, so
-/// `ext4-view` keeps at most 1 MiB of group descriptors in the 32 MiB heap
-/// (8 TiB volumes with 4 KiB blocks); a volume over it is refused by name.
+/// What a file system may announce here, within the 32 MiB heap: 2^16
+/// ext2/3/4 block groups (`ext4-view` keeps 16 bytes per group: 1 MiB; 8 TiB
+/// volumes with 4 KiB blocks) and a 64 MiB journal to replay (one map entry
+/// per journalled block: at most 65536 entries); a volume over either is
+/// refused by name.
 const FS_LIMITS: Limits = Limits {
     max_block_groups: 1 << 16,
+    max_journal_bytes: 64 << 20,
     ..Limits::DEFAULT
 };
 
