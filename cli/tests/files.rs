@@ -443,3 +443,28 @@ fn ext4_symlink_claiming_a_terabyte_ends_in_a_named_error_not_an_abort() {
     let listing = String::from_utf8(qcow_ok(&["ls", text(&image), "/"])).unwrap();
     assert!(listing.contains("link"), "{listing}");
 }
+
+#[test]
+fn get_of_a_file_claiming_a_terabyte_streams_instead_of_allocating_it() {
+    // hello.txt's inode says 1 TiB (its one block, then a hole): `get`
+    // writes it in chunks, so a reader that stops after 16 MiB ends it.
+    let scratch = Scratch::new();
+    let raw = small_ext4(&scratch, "sif /hello.txt size 0x10000000000");
+    let image = scratch.path("big-file.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", text(&raw), text(&image)]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qcow"))
+        .args(["get", text(&image), "/hello.txt"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = vec![0u8; 16 << 20];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert_eq!(&head[..6], b"hello\n");
+    assert!(head[6..].iter().all(|&byte| byte == 0));
+}
