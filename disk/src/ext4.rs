@@ -260,7 +260,8 @@ impl Ext4Volume {
                     }
                     if metadata.is_dir() {
                         self.check_directory(&candidate, &metadata)?;
-                    } else if rest[end..].iter().any(|&byte| byte != b'/') {
+                    } else if end < rest.len() {
+                        // A name or a trailing `/` follows a non-directory.
                         return Err(FsError::NotADirectory);
                     }
                     resolved = candidate;

@@ -584,6 +584,15 @@ fn ext_symlinks_within_the_limit_are_followed_as_linux_does() {
         fs.metadata("/d/d/d/d").unwrap().kind,
         qcow2_disk::EntryKind::Directory
     );
+    // A trailing `/` only after a directory, also when a symlink leads there.
+    for path in ["/hello.txt/", "/link/", "/dir/up/", "/hello.txt/x"] {
+        let error = fs.metadata(path).unwrap_err();
+        assert!(matches!(error, FsError::NotADirectory), "{path}: {error:?}");
+    }
+    assert_eq!(
+        fs.metadata("/d/d/").unwrap().kind,
+        qcow2_disk::EntryKind::Directory
+    );
     // /d/d is /d itself: 504 levels of it are 504 symlinks, over Linux's 40.
     let error = fs.metadata("/dots").unwrap_err();
     assert!(matches!(error, FsError::TooManySymlinks), "{error:?}");
