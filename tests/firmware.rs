@@ -911,3 +911,108 @@ fn firmware_files_encrypted_x86_64() {
         Some(&secret_file(&dir.0)),
     );
 }
+
+/// The issue's hostile ext4 images through the firmware's `--file`
+/// requests (32 MiB heap): a 4 TiB QCOW2 disk whose ext4 claims 2^32 block
+/// groups, and a symlink whose inode claims 1 TiB, end in `error:` lines
+/// naming the field and the limit, not a panic; the sound file beside the
+/// symlink is read. x86_64 only: two more boots.
+#[test]
+fn firmware_files_on_hostile_ext4_end_in_named_errors_x86_64() {
+    let target = "x86_64-unknown-none";
+    require_tools("qemu-system-x86_64");
+    let elf = build_firmware(target);
+    let dir = TempDir::new("hostile-ext4");
+    fs::create_dir_all(dir.0.join("tree")).unwrap();
+    fs::write(dir.0.join("tree/hello.txt"), b"hello\n").unwrap();
+    std::os::unix::fs::symlink("/hello.txt", dir.0.join("tree/link")).unwrap();
+    let ext4 = |name: &str| {
+        run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-b",
+                "1024",
+                "-O",
+                "^metadata_csum",
+                "-d",
+                "tree",
+                name,
+                "4M",
+            ],
+            &dir.0,
+        );
+    };
+    // 2^32 - 1 blocks of 1 KiB, one per group, on a 4 TiB disk.
+    ext4("groups.raw");
+    let mut bytes = fs::read(dir.0.join("groups.raw")).unwrap();
+    bytes[1024 + 4..1024 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    bytes[1024 + 0x20..1024 + 0x24].copy_from_slice(&1u32.to_le_bytes());
+    fs::write(dir.0.join("groups.raw"), bytes).unwrap();
+    run(
+        "qemu-img",
+        &["convert", "-O", "qcow2", "groups.raw", "groups.qcow2"],
+        &dir.0,
+    );
+    run("qemu-img", &["resize", "groups.qcow2", "4T"], &dir.0);
+    ext4("link.raw");
+    run(
+        "debugfs",
+        &["-w", "-R", "sif /link size 0x10000000000", "link.raw"],
+        &dir.0,
+    );
+    run(
+        "qemu-img",
+        &["convert", "-O", "qcow2", "link.raw", "link.qcow2"],
+        &dir.0,
+    );
+    let boots: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "groups.qcow2",
+            &["/hello.txt"],
+            &[
+                "error: /hello.txt: partition 0: ext2/3/4 superblock: block groups \
+               (s_blocks_count / s_blocks_per_group) is 4294967294, over the limit of 65536 \
+               (the caller's Limits::max_block_groups)",
+            ],
+        ),
+        (
+            "link.qcow2",
+            &["/link", "/hello.txt"],
+            &[
+                "error: /link: ext2/3/4 symlink /link: target length (i_size) 1099511627776 \
+                 bytes is over the limit of 4096 (PATH_MAX)",
+                "file-sha256: /hello.txt \
+                 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
+            ],
+        ),
+    ];
+    for (image, files, expected) in boots {
+        let mut command = Command::new(manifest_dir().join("firmware/run.sh"));
+        command.arg(&elf).arg(dir.0.join(image));
+        for file in files {
+            command.args(["--file", file]);
+        }
+        let output = command
+            .env("QCOW2_FW_TIMEOUT", "300")
+            .output()
+            .expect("run.sh starts");
+        let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+        let context = format!(
+            "{image}:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for line in expected {
+            assert!(
+                stdout.lines().any(|printed| printed.starts_with(line)),
+                "no `{line}` line; {context}"
+            );
+        }
+        assert!(!stdout.contains("panicked"), "{context}");
+        assert!(
+            !output.status.success(),
+            "a refused file fails the run; {context}"
+        );
+    }
+}
