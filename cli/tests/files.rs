@@ -408,11 +408,12 @@ fn ext4_block_counts_on_a_terabyte_disk_end_in_a_named_error_not_an_abort() {
         let error = qcow_error(args);
         assert!(error.contains(expected), "qcow {args:?}: {error}");
     }
-    // `parts` lists the disk, as for any unreadable file system, with the
-    // error in its row (and exit 0: the table itself was read).
+    // `parts` lists the disk with the error in its row, and fails naming it.
     let output = qcow(&["parts", text(&image)]);
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stderr.contains(expected), "{stderr}");
     let row = stdout
         .lines()
         .find(|line| line.contains("whole disk"))
