@@ -52,7 +52,13 @@ pub fn main(info: boot_info::BootInfo) -> ! {
     heap::init();
     let mut probe = stack::Probe::start();
     let result = demo::run(&info, &mut probe);
-    probe.report("reads");
+    // The last phase: the reads (or the files), unless the demo stopped
+    // before them.
+    probe.report(if result.is_ok() {
+        "reads"
+    } else {
+        "until the error"
+    });
     match result {
         Ok(()) => {
             println!("demo: ok");
