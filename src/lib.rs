@@ -126,6 +126,8 @@ mod block;
 mod cache;
 #[cfg(feature = "std")]
 pub mod chain;
+#[cfg(feature = "alloc")]
+pub mod check;
 mod codec;
 mod config;
 #[cfg(feature = "luks")]
@@ -147,7 +149,7 @@ pub mod refcount;
 pub mod snapshot;
 pub mod table;
 
-pub use block::{BlockRead, OutOfBounds};
+pub use block::{read_zero_padded, BlockRead, OutOfBounds};
 pub use config::Config;
 #[cfg(feature = "luks")]
 pub use encryption::Encryption;
