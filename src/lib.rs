@@ -91,7 +91,9 @@
 //! or mapper can walk without decoding bits itself: [`table`] (L1/L2
 //! entries, QEMU's cluster types), [`refcount`], [`bitmap`], [`extension`],
 //! [`feature`], [`snapshot`]; [`Image::extent`] says how a run reads, as
-//! `qemu-img map` does.
+//! `qemu-img map` does. With `alloc`, `check` runs `qemu-img check` over
+//! any [`BlockRead`] (memory: 8 bytes per cluster of the file, bounded by
+//! the caller).
 //!
 //! # Bounds
 //!

@@ -318,3 +318,32 @@ fn findings_past_the_limit_are_counted_not_kept() {
     assert_eq!(capped.findings_dropped, all.findings.len() as u64 - 2);
     assert_eq!(capped.corruptions, all.corruptions);
 }
+
+#[test]
+fn the_l2_tables_walked_are_bounded() {
+    // Three snapshots sharing the active L1 table: four walks of its one
+    // L2 table, as in QEMU.
+    let mut image = clean();
+    let l1 = image.l1_offset;
+    let mut table = Vec::new();
+    for id in [b"1", b"2", b"3"] {
+        let entry = builder::snapshot_entry(l1, 1, 16, id, b"s");
+        table.extend_from_slice(&entry);
+        table.resize(table.len().next_multiple_of(8), 0);
+    }
+    image.set_snapshots(3, &table);
+    let bytes = image.finish();
+    let limits = |max_l2_tables| CheckLimits {
+        max_l2_tables,
+        ..CheckLimits::default()
+    };
+    match check(bytes.as_slice(), &limits(3)) {
+        Err(CheckError::TooManyL2Tables { max: 3 }) => {}
+        other => panic!("expected TooManyL2Tables, got {other:?}"),
+    }
+    let report = check(bytes.as_slice(), &limits(4)).unwrap();
+    // QEMU agrees on the rest: the shared tables' refcounts are too low.
+    let scratch = Scratch::new();
+    let qemu = assert_like_qemu(&file(&scratch, "shared.qcow2", &bytes));
+    assert_eq!(report, qemu);
+}

@@ -22,6 +22,15 @@
 //! (64 MiB) or one bitmap table, and up to [`CheckLimits::max_findings`]
 //! findings (the rest are counted, not kept).
 //!
+//! # Work
+//!
+//! Proportional to the file's clusters (the comparison) plus the L2 tables
+//! walked, one cluster read each. QEMU walks an L2 table once per L1 entry
+//! naming it, in the active table and in every snapshot's, so a small
+//! hostile file can name the same tables billions of times:
+//! [`CheckLimits::max_l2_tables`] bounds the walk, and an image past it is
+//! refused with [`CheckError::TooManyL2Tables`] (where QEMU would run on).
+//!
 //! ```no_run
 //! use qcow2_reader::check::{check, CheckLimits};
 //!
@@ -68,6 +77,12 @@ pub struct CheckLimits {
     pub max_clusters: u64,
     /// Findings kept in [`Report::findings`]; further ones are only counted.
     pub max_findings: usize,
+    /// L2 tables the walk may read (one cluster each), over the active L1
+    /// table and every snapshot's: QEMU walks a table again for each entry
+    /// naming it, so a small hostile file (65536 snapshots sharing one full
+    /// L1 table) would otherwise cost 2^38 cluster reads. The default, 2^22,
+    /// is 2048 snapshots of a 1 TiB disk of 64 KiB clusters.
+    pub max_l2_tables: u64,
 }
 
 impl Default for CheckLimits {
@@ -75,6 +90,7 @@ impl Default for CheckLimits {
         Self {
             max_clusters: 1 << 27,
             max_findings: 100_000,
+            max_l2_tables: 1 << 22,
         }
     }
 }
@@ -89,6 +105,11 @@ pub enum CheckError<E> {
     RefcountTableUnreadable {
         /// Its offset.
         offset: u64,
+    },
+    /// The walk would read more L2 tables than [`CheckLimits::max_l2_tables`].
+    TooManyL2Tables {
+        /// The limit.
+        max: u64,
     },
     /// The file has more clusters than [`CheckLimits::max_clusters`].
     TooManyClusters {
@@ -106,6 +127,10 @@ impl<E: fmt::Display> fmt::Display for CheckError<E> {
             CheckError::RefcountTableUnreadable { offset } => write!(
                 f,
                 "the refcount table at {offset:#x} reaches past the largest offset QEMU reads"
+            ),
+            CheckError::TooManyL2Tables { max } => write!(
+                f,
+                "the check would read more than {max} L2 tables (the active L1 table's and every snapshot's)"
             ),
             CheckError::TooManyClusters { clusters, max } => write!(
                 f,
@@ -171,11 +196,18 @@ pub fn check<R: BlockRead + ?Sized>(
         },
         header,
         max_findings: limits.max_findings,
+        l2_tables_left: limits.max_l2_tables,
+        out_of_work: false,
         storage_error: None,
     };
     let outcome = checker.check();
     if let Some(error) = checker.storage_error.take() {
         return Err(CheckError::Open(error));
+    }
+    if checker.out_of_work {
+        return Err(CheckError::TooManyL2Tables {
+            max: limits.max_l2_tables,
+        });
     }
     if let Err(Stop) = outcome {
         if checker.report.stopped.is_none() {
@@ -208,6 +240,8 @@ struct Checker<'s, R: BlockRead + ?Sized> {
     stored: StoredRefcounts,
     report: Report,
     max_findings: usize,
+    l2_tables_left: u64,
+    out_of_work: bool,
     storage_error: Option<Error<R::Error>>,
 }
 
@@ -414,6 +448,11 @@ impl<R: BlockRead + ?Sized> Checker<'_, R> {
 
     /// Walks one L2 table.
     fn check_l2(&mut self, l2_offset: u64, active: bool) -> Result<(), Stop> {
+        if self.l2_tables_left == 0 {
+            self.out_of_work = true;
+            return Err(Stop);
+        }
+        self.l2_tables_left -= 1;
         // L2 offsets are below 2^56: the read cannot fail but on the storage.
         let Some(table) = self.read(l2_offset, self.cluster_size() as usize) else {
             return Err(Stop);
