@@ -19,8 +19,9 @@
 //! anything is allocated. Besides the counters the check holds at most one
 //! L1 table (QEMU's limit: 32 MiB), the refcount table (8 MiB), one
 //! refcount block and one L2 table (a cluster each), the bitmap directory
-//! (64 MiB) or one bitmap table, and up to [`CheckLimits::max_findings`]
-//! findings (the rest are counted, not kept).
+//! (64 MiB) or one cluster of a bitmap table, and up to [`CheckLimits::max_findings`]
+//! findings of 64 bytes each (plus a snapshot's id and name for the two
+//! snapshot findings; the rest are counted, not kept).
 //!
 //! # Work
 //!
@@ -111,6 +112,11 @@ pub enum CheckError<E> {
         /// The limit.
         max: u64,
     },
+    /// The refcount counters could not be allocated.
+    OutOfMemory {
+        /// Bytes asked for.
+        bytes: u64,
+    },
     /// The file has more clusters than [`CheckLimits::max_clusters`].
     TooManyClusters {
         /// Clusters of the file.
@@ -131,6 +137,10 @@ impl<E: fmt::Display> fmt::Display for CheckError<E> {
             CheckError::TooManyL2Tables { max } => write!(
                 f,
                 "the check would read more than {max} L2 tables (the active L1 table's and every snapshot's)"
+            ),
+            CheckError::OutOfMemory { bytes } => write!(
+                f,
+                "cannot allocate {bytes} bytes for the refcount counters (8 per cluster of the file)"
             ),
             CheckError::TooManyClusters { clusters, max } => write!(
                 f,
@@ -184,10 +194,22 @@ pub fn check<R: BlockRead + ?Sized>(
         header.refcount_table_clusters(),
     )
     .map_err(|error| io_error(error, header.refcount_table_offset()))?;
+    // One more for a reference ending in the partial cluster past the end.
+    let counters = usize::try_from(clusters + 1).map_err(|_| CheckError::TooManyClusters {
+        clusters,
+        max: limits.max_clusters,
+    })?;
+    let mut expected = Vec::new();
+    expected
+        .try_reserve_exact(counters)
+        .map_err(|_| CheckError::OutOfMemory {
+            bytes: counters as u64 * 8,
+        })?;
+    expected.resize(clusters as usize, 0);
     let mut checker = Checker {
         file,
         layout: header.layout(),
-        expected: alloc::vec![0; clusters as usize],
+        expected,
         refcount_max: refcount_layout.max_refcount(),
         stored,
         report: Report {
@@ -544,16 +566,16 @@ impl<R: BlockRead + ?Sized> Checker<'_, R> {
             let snapshot = self.snapshot_entry(entry)?;
             if !snapshot.l1_table_offset.is_multiple_of(self.cluster_size()) {
                 self.found(Finding::SnapshotL1Unaligned {
-                    id: snapshot.id,
-                    name: snapshot.name,
+                    id: snapshot.id.to_string(),
+                    name: snapshot.name.to_string(),
                     l1_offset: snapshot.l1_table_offset,
                 });
                 continue;
             }
             if !l1_table_fits(snapshot.l1_entries) {
                 self.found(Finding::SnapshotL1TooLarge {
-                    id: snapshot.id,
-                    name: snapshot.name,
+                    id: snapshot.id.to_string(),
+                    name: snapshot.name.to_string(),
                     l1_entries: snapshot.l1_entries,
                 });
                 continue;
@@ -596,19 +618,26 @@ impl<R: BlockRead + ?Sized> Checker<'_, R> {
         if bytes > self.file.size {
             return;
         }
-        let Some(table) = self.read(table_offset, bytes as usize) else {
-            self.found(Finding::BitmapTableUnreadable);
-            return;
-        };
-        for entry in bitmap::TableEntry::table(&table) {
-            if !entry.is_valid(self.cluster_size()) {
-                self.found(Finding::BitmapEntryInvalid);
-                continue;
+        // Read a cluster at a time: the table may be as large as the file.
+        let chunk = self.cluster_size();
+        let mut done = 0;
+        while done < bytes {
+            let len = chunk.min(bytes - done);
+            let Some(table) = self.read(table_offset + done, len as usize) else {
+                self.found(Finding::BitmapTableUnreadable);
+                return;
+            };
+            for entry in bitmap::TableEntry::table(&table) {
+                if !entry.is_valid(self.cluster_size()) {
+                    self.found(Finding::BitmapEntryInvalid);
+                    continue;
+                }
+                let offset = entry.data_offset();
+                if offset != 0 {
+                    self.reference(offset, self.cluster_size());
+                }
             }
-            let offset = entry.data_offset();
-            if offset != 0 {
-                self.reference(offset, self.cluster_size());
-            }
+            done += len;
         }
     }
 

@@ -5,8 +5,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::snapshot::SnapshotName;
-
 /// Which of `qemu-img check`'s counters a finding adds to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -19,6 +17,9 @@ pub enum Severity {
 }
 
 /// One problem, as QEMU 7.2 reports it (its `Display` is QEMU's line).
+///
+/// 64 bytes on 64-bit targets; only the snapshot findings own text on the
+/// heap (their id and name, at most 255 bytes each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Finding {
@@ -94,19 +95,19 @@ pub enum Finding {
     },
     /// A snapshot's L1 table is not cluster aligned.
     SnapshotL1Unaligned {
-        /// The snapshot's id.
-        id: SnapshotName,
-        /// Its name.
-        name: SnapshotName,
+        /// The snapshot's id (as QEMU prints it).
+        id: String,
+        /// Its name (as QEMU prints it).
+        name: String,
         /// The L1 table offset.
         l1_offset: u64,
     },
     /// A snapshot's L1 table is above QEMU's 32 MiB limit.
     SnapshotL1TooLarge {
-        /// The snapshot's id.
-        id: SnapshotName,
-        /// Its name.
-        name: SnapshotName,
+        /// The snapshot's id (as QEMU prints it).
+        id: String,
+        /// Its name (as QEMU prints it).
+        name: String,
         /// Its L1 entries.
         l1_entries: u32,
     },
@@ -465,5 +466,39 @@ impl fmt::Display for Report {
             writeln!(f, "Image end offset: {}", self.image_end_offset)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finding_is_small_whatever_its_kind() {
+        // max_findings of them are kept: the size is part of the bound.
+        assert!(
+            core::mem::size_of::<Finding>() <= 64,
+            "{}",
+            core::mem::size_of::<Finding>()
+        );
+    }
+
+    #[test]
+    fn the_exit_code_is_qemu_img_checks() {
+        let mut report = Report::default();
+        assert_eq!(report.exit_code(), 0);
+        report.leaks = 1;
+        assert_eq!(report.exit_code(), 3);
+        report.corruptions = 1;
+        assert_eq!(report.exit_code(), 2);
+        report.check_errors = 1;
+        assert_eq!(report.exit_code(), 1);
+        assert_eq!(report.failure_line().as_deref(), Some("Check failed"));
+        report.stopped = Some(Stopped::Io);
+        assert!(!report.has_summary());
+        assert_eq!(
+            report.failure_line().as_deref(),
+            Some("Check failed: Input/output error")
+        );
     }
 }
