@@ -141,6 +141,7 @@ pub struct Header {
     file_size: u64,
     crypt_method: u32,
     crypto_area: Option<(u64, u64)>,
+    bitmaps: Option<crate::bitmap::DirectoryPlace>,
     #[cfg(feature = "luks")]
     luks: Option<crate::crypto::LuksHeader>,
 }
@@ -192,6 +193,17 @@ impl Header {
         header.read_extensions(storage)?;
         header.check_after_extensions()?;
         header.read_backing_name(storage)?;
+        // QEMU loads the bitmap list and tables when it opens the image,
+        // for `qemu-img info` and `check` too.
+        if let Some(place) = header.bitmaps {
+            crate::bitmap::validate(
+                storage,
+                file_size,
+                place,
+                header.cluster_size(),
+                header.virtual_size(),
+            )?;
+        }
         Ok(header)
     }
 
@@ -396,6 +408,7 @@ impl Header {
             file_size,
             crypt_method,
             crypto_area: None,
+            bitmaps: None,
             #[cfg(feature = "luks")]
             luks: None,
         })
@@ -422,16 +435,27 @@ impl Header {
                     count,
                     directory_size,
                     directory_offset,
+                    reserved,
                 } => {
                     // QEMU ignores an inconsistent bitmaps extension (autoclear bit
                     // off) and validates a consistent one.
                     let consistent = self.autoclear.contains(Autoclear::BITMAPS);
+                    if consistent && reserved != 0 {
+                        return Err(crate::bitmap::BitmapError::ReservedNotZero.into());
+                    }
                     let valid = count != 0
                         && count <= 65535
                         && directory_offset % self.cluster_size() == 0
                         && directory_size <= 1024 * 65535;
                     if consistent && !valid {
                         return Err(HeaderError::InvalidBitmapsExtension { len: 24 }.into());
+                    }
+                    if consistent {
+                        self.bitmaps = Some(crate::bitmap::DirectoryPlace {
+                            count,
+                            offset: directory_offset,
+                            size: directory_size,
+                        });
                     }
                 }
                 Extension::CryptoHeader { offset, len } => {

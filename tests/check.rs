@@ -347,3 +347,29 @@ fn the_l2_tables_walked_are_bounded() {
     let qemu = assert_like_qemu(&file(&scratch, "shared.qcow2", &bytes));
     assert_eq!(report, qemu);
 }
+
+#[test]
+fn the_file_length_counts_whole_512_byte_sectors() {
+    // QEMU's file length is rounded up to 512 bytes: a structure ending
+    // 4096 + 64 bytes past a file that ends 64 bytes into a sector is less
+    // than a 4 KiB cluster past QEMU's end, so it is counted, not an error.
+    let scratch = Scratch::new();
+    let mut image = Qcow2::new(3, 12, 64 << 10);
+    image.write_cluster(0, &[0x5a; 4096]);
+    let mut image = with_refcounts(image);
+    let table = image.append_cluster();
+    let entry = builder::snapshot_entry(0, 0, 16, b"1", &[]);
+    // The name's length only; its bytes lie past the end (zeros).
+    let mut fixed = entry[..57].to_vec();
+    fixed[14..16].copy_from_slice(&4300u16.to_be_bytes());
+    image.bytes.truncate(table as usize);
+    image.bytes.extend_from_slice(&fixed);
+    image.bytes.resize(table as usize + 64, 0);
+    image.put_u32(field::NB_SNAPSHOTS, 1);
+    image.put_u64(field::SNAPSHOTS_OFFSET, table);
+    let report = assert_like_qemu(&file(&scratch, "sector.qcow2", &image.finish()));
+    assert!(!report
+        .findings
+        .iter()
+        .any(|finding| matches!(finding, Finding::PastEndOfFile { .. })));
+}

@@ -413,7 +413,9 @@ impl<R: BlockRead + ?Sized> Checker<'_, R> {
         }
         let end = offset.saturating_add(size);
         // The last cluster may be partly past the end of the file, not more.
-        if end.saturating_sub(self.file.size) >= self.cluster_size() {
+        // QEMU's file length counts whole 512-byte sectors.
+        let file_length = self.file.size.next_multiple_of(512);
+        if end.saturating_sub(file_length) >= self.cluster_size() {
             self.found(Finding::PastEndOfFile { offset, size });
             return;
         }
@@ -651,6 +653,7 @@ impl<R: BlockRead + ?Sized> Checker<'_, R> {
                 count,
                 directory_size,
                 directory_offset,
+                ..
             } = extension
             {
                 return (count > 0).then_some((directory_offset, directory_size));
