@@ -171,6 +171,7 @@ pub struct Header {
     file_size: u64,
     crypt_method: u32,
     crypto_area: Option<(u64, u64)>,
+    bitmaps: Option<crate::bitmap::DirectoryPlace>,
     #[cfg(feature = "luks")]
     luks: Option<crate::crypto::LuksHeader>,
 }
@@ -180,6 +181,23 @@ impl Header {
     /// name from `storage`. The snapshot table is validated by
     /// [`Image::builder`](crate::Image::builder), which is the door to use.
     pub fn read<R: BlockRead + ?Sized>(storage: &R) -> Result<Self, Error<R::Error>> {
+        Self::read_as(storage, Opening::Image)
+    }
+
+    /// Reads the header as QEMU opens an image in check mode (`BDRV_O_CHECK`):
+    /// an empty refcount table is accepted, and the snapshot table's count
+    /// and offset are left to the check, which reports them.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn read_for_check<R: BlockRead + ?Sized>(
+        storage: &R,
+    ) -> Result<Self, Error<R::Error>> {
+        Self::read_as(storage, Opening::Check)
+    }
+
+    fn read_as<R: BlockRead + ?Sized>(
+        storage: &R,
+        opening: Opening,
+    ) -> Result<Self, Error<R::Error>> {
         let file_size = storage.size().map_err(|source| Error::Io {
             source,
             storage: crate::error::Storage::Image,
@@ -195,7 +213,7 @@ impl Header {
         let mut bytes = [0u8; HEADER_READ_BYTES];
         read_zero_padded(storage, file_size, 0, &mut bytes)
             .map_err(|source| io(source, 0, HEADER_READ_BYTES as u64))?;
-        let mut header = match Self::parse_fixed(&bytes, file_size) {
+        let mut header = match Self::parse_fixed(&bytes, file_size, opening) {
             Ok(header) => header,
             Err(HeaderError::UnknownIncompatibleFeatures { bits, .. }) => {
                 return Err(unknown_features_error(storage, &bytes, file_size, bits).into())
@@ -205,6 +223,17 @@ impl Header {
         header.read_extensions(storage)?;
         header.check_after_extensions()?;
         header.read_backing_name(storage)?;
+        // QEMU loads the bitmap list and tables when it opens the image,
+        // for `qemu-img info` and `check` too.
+        if let Some(place) = header.bitmaps {
+            crate::bitmap::validate(
+                storage,
+                file_size,
+                place,
+                header.cluster_size(),
+                header.virtual_size(),
+            )?;
+        }
         Ok(header)
     }
 
@@ -212,6 +241,7 @@ impl Header {
     pub(crate) fn parse_fixed(
         bytes: &[u8; HEADER_READ_BYTES],
         file_size: u64,
+        opening: Opening,
     ) -> Result<Self, HeaderError> {
         let (v2, rest) =
             RawHeaderV2::ref_from_prefix(bytes).map_err(|_| HeaderError::BadMagic { found: 0 })?;
@@ -307,7 +337,7 @@ impl Header {
         }
 
         let refcount_table_clusters = v2.refcount_table_clusters.get();
-        if refcount_table_clusters == 0 {
+        if refcount_table_clusters == 0 && opening == Opening::Image {
             return Err(HeaderError::RefcountTableEmpty);
         }
         if u64::from(refcount_table_clusters) > MAX_REFCOUNT_TABLE_BYTES >> cluster_bits {
@@ -325,19 +355,10 @@ impl Header {
         )?;
 
         let snapshot_count = v2.nb_snapshots.get();
-        if snapshot_count > MAX_SNAPSHOTS {
-            return Err(HeaderError::TooManySnapshots {
-                count: snapshot_count,
-            });
-        }
         let snapshots_offset = v2.snapshots_offset.get();
-        check_table_offset(
-            TableKind::Snapshot,
-            snapshots_offset,
-            u64::from(snapshot_count),
-            SNAPSHOT_ENTRY_FIXED_BYTES,
-            cluster_size,
-        )?;
+        if opening == Opening::Image {
+            check_snapshot_table(snapshot_count, snapshots_offset, cluster_size)?;
+        }
 
         let l1_entries = v2.l1_size.get();
         if !crate::table::l1_table_fits(l1_entries) {
@@ -417,6 +438,7 @@ impl Header {
             file_size,
             crypt_method,
             crypto_area: None,
+            bitmaps: None,
             #[cfg(feature = "luks")]
             luks: None,
         })
@@ -443,16 +465,27 @@ impl Header {
                     count,
                     directory_size,
                     directory_offset,
+                    reserved,
                 } => {
                     // QEMU ignores an inconsistent bitmaps extension (autoclear bit
                     // off) and validates a consistent one.
                     let consistent = self.autoclear.contains(Autoclear::BITMAPS);
+                    if consistent && reserved != 0 {
+                        return Err(crate::bitmap::BitmapError::ReservedNotZero.into());
+                    }
                     let valid = count != 0
                         && count <= 65535
                         && directory_offset % self.cluster_size() == 0
                         && directory_size <= 1024 * 65535;
                     if consistent && !valid {
                         return Err(HeaderError::InvalidBitmapsExtension { len: 24 }.into());
+                    }
+                    if consistent {
+                        self.bitmaps = Some(crate::bitmap::DirectoryPlace {
+                            count,
+                            offset: directory_offset,
+                            size: directory_size,
+                        });
                     }
                 }
                 Extension::CryptoHeader { offset, len } => {
@@ -523,6 +556,12 @@ impl Header {
         if self.crypt_method == 2 && self.crypto_area.is_none() {
             return Err(HeaderError::MissingCryptoHeader);
         }
+        Ok(())
+    }
+
+    /// QEMU's rules on the data file bits, tested when the image is opened
+    /// for I/O (`qemu-img info` opens without I/O and shows such images).
+    pub(crate) fn check_data_file_bits(&self) -> Result<(), HeaderError> {
         let has_data_file = self.incompatible.contains(Incompatible::EXTERNAL_DATA_FILE);
         if has_data_file && self.data_file.is_none() {
             return Err(HeaderError::MissingDataFileName);
@@ -789,6 +828,34 @@ fn extensions_end(backing_file_offset: u64, cluster_size: u64) -> u64 {
 /// QEMU's `validate_table_offset`: aligned, and offset + length does not overflow `i64`.
 /// QEMU's `validate_table_offset`: the table is cluster-aligned and ends
 /// below 2^63.
+/// QEMU's open-time test of the snapshot table's count and offset.
+pub(crate) fn check_snapshot_table(
+    count: u32,
+    offset: u64,
+    cluster_size: u64,
+) -> Result<(), HeaderError> {
+    if count > MAX_SNAPSHOTS {
+        return Err(HeaderError::TooManySnapshots { count });
+    }
+    check_table_offset(
+        TableKind::Snapshot,
+        offset,
+        u64::from(count),
+        SNAPSHOT_ENTRY_FIXED_BYTES,
+        cluster_size,
+    )
+}
+
+/// How the image is opened: QEMU relaxes a few rules for `qemu-img check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// To read it (and for `qemu-img info`).
+    Image,
+    /// To check it (`BDRV_O_CHECK`).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    Check,
+}
+
 pub(crate) fn check_table_offset(
     table: TableKind,
     offset: u64,
