@@ -24,13 +24,18 @@ use std::time::Duration;
 pub const CALIBRATION_FAILURE: &str = "Unable to get accurate CPU usage";
 
 /// How many times a command that failed with [`CALIBRATION_FAILURE`] is
-/// run in all (3 runs of 6 failed on one 2-core machine, 1 of 6 on
-/// another).
-pub const ATTEMPTS: u32 = 5;
+/// run in all. The failures come in runs: on a 2-core machine running
+/// other builds, one image of `tests/luks.rs` failed 5 times in a row
+/// (100 to 400 ms apart), and a loop of its `qemu-img create` failed 5
+/// times of 20; a failed run costs milliseconds.
+pub const ATTEMPTS: u32 = 20;
 
 /// The pause before a second run, grown by this much before each further
-/// one: the calibration measures again, after the clock has ticked.
+/// one up to [`MAX_PAUSE`]: the calibration measures again, later.
 const PAUSE: Duration = Duration::from_millis(100);
+
+/// The longest pause between two runs.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// The id of the secret object every helper here gives QEMU.
 pub const SECRET_ID: &str = "sec0";
@@ -115,6 +120,7 @@ pub struct Qemu {
     args: Vec<OsString>,
     dir: Option<PathBuf>,
     time_limit: Option<u32>,
+    attempts: u32,
 }
 
 impl Qemu {
@@ -136,6 +142,7 @@ impl Qemu {
             args: Vec::new(),
             dir: None,
             time_limit: None,
+            attempts: ATTEMPTS,
         }
     }
 
@@ -178,6 +185,13 @@ impl Qemu {
         self
     }
 
+    /// Runs a command failing with [`CALIBRATION_FAILURE`] `attempts` times
+    /// in all ([`ATTEMPTS`] unless said; this crate's tests say fewer).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
     /// The command line, for messages.
     pub fn command_line(&self) -> String {
         let mut line = self.program.clone();
@@ -216,10 +230,10 @@ impl Qemu {
     }
 
     /// Runs it and returns what it printed, whether it succeeded or not;
-    /// a [`CALIBRATION_FAILURE`] is run again up to [`ATTEMPTS`] times in
+    /// a [`CALIBRATION_FAILURE`] is run again, up to [`ATTEMPTS`] times in
     /// all. For commands whose failure the test looks at.
     pub fn output(&self) -> Output {
-        retrying(self, || self.once())
+        retrying(self, self.attempts, || self.once())
     }
 
     /// Runs it ([`output`](Self::output)); it must succeed, or the test
@@ -255,19 +269,23 @@ pub fn is_calibration_failure(output: &Output) -> bool {
 }
 
 /// `attempt()` once, and again while it fails with [`CALIBRATION_FAILURE`],
-/// [`ATTEMPTS`] times in all; the last output is returned. Each retry is
+/// `attempts` times in all; the last output is returned. Each retry is
 /// said on standard error, naming `what` was run.
-pub fn retrying(what: &dyn fmt::Display, mut attempt: impl FnMut() -> Output) -> Output {
+pub fn retrying(
+    what: &dyn fmt::Display,
+    attempts: u32,
+    mut attempt: impl FnMut() -> Output,
+) -> Output {
     let mut output = attempt();
-    for again in 1..ATTEMPTS {
+    for again in 1..attempts {
         if !is_calibration_failure(&output) {
             break;
         }
         eprintln!(
-            "{what}: {CALIBRATION_FAILURE} (QEMU's PBKDF2 calibration); run {} of {ATTEMPTS}",
+            "{what}: {CALIBRATION_FAILURE} (QEMU's PBKDF2 calibration); run {} of {attempts}",
             again + 1
         );
-        std::thread::sleep(PAUSE * again);
+        std::thread::sleep((PAUSE * again).min(MAX_PAUSE));
         output = attempt();
     }
     output
@@ -455,6 +473,10 @@ pub fn convert_raw_keyed(secret: &QemuSecret, image_opts: &str, out: &Path) {
 mod tests {
     use super::*;
 
+    /// Runs in all for a calibration failure here (fewer than [`ATTEMPTS`],
+    /// whose pauses add up to seconds).
+    const TRIES: u32 = 4;
+
     /// A stand-in for `qemu-img` that fails its first `failures` runs with
     /// `message` on standard error, as `qemu-img: IMAGE: MESSAGE`, then
     /// prints `made`; it counts its runs in a file beside it.
@@ -485,6 +507,7 @@ mod tests {
             Qemu::program("sh")
                 .arg(self.dir.path().join("qemu-img"))
                 .arg("image.qcow2")
+                .attempts(TRIES)
         }
 
         fn runs(&self) -> u32 {
@@ -505,10 +528,10 @@ mod tests {
 
     #[test]
     fn a_calibration_failure_every_time_fails_after_the_last_attempt() {
-        let stand_in = StandIn::new(2 * ATTEMPTS, CALIBRATION_FAILURE);
+        let stand_in = StandIn::new(2 * TRIES, CALIBRATION_FAILURE);
         let output = stand_in.qemu().output();
         assert!(is_calibration_failure(&output));
-        assert_eq!(stand_in.runs(), ATTEMPTS);
+        assert_eq!(stand_in.runs(), TRIES);
         let message = std::panic::catch_unwind(|| stand_in.qemu().run())
             .unwrap_err()
             .downcast::<String>()
