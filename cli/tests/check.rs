@@ -27,6 +27,15 @@ fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).expect("valid JSON")
 }
 
+/// `qemu-img check [--output=json] IMAGE`, which may report problems.
+fn qemu_check(image: &Path, json: bool) -> std::process::Output {
+    let mut qemu = Qemu::img().arg("check");
+    if json {
+        qemu = qemu.arg("--output=json");
+    }
+    qemu.arg(image).output()
+}
+
 /// Exit status and every JSON counter equal QEMU's.
 fn assert_check_like_qemu(image: &Path) -> (i32, String) {
     let ours = qcow(&["check", text(image)]);

@@ -122,14 +122,14 @@ fn cat_reads_what_qemu_reads_under_each_policy() {
     let top = tree.scratch.path("images/top.qcow2");
     let evil = tree.scratch.path("images/evil.qcow2");
     // any and same-dir read the whole chain, as QEMU does.
-    let chain = qemu_raw(&top, None);
+    let chain = qemu_raw(&tree.scratch, &top, &[]);
     for follow in ["any", "same-dir"] {
         assert_eq!(qcow_ok(&["cat", "--follow", follow, text(&top)]), chain);
     }
     // any follows the symlink out, as QEMU does.
     assert_eq!(
         qcow_ok(&["cat", text(&evil)]),
-        qemu_raw(&evil, None),
+        qemu_raw(&tree.scratch, &evil, &[]),
         "default"
     );
     // none reads the image alone, as QEMU with `"backing": null`.
