@@ -15,7 +15,7 @@
 
 use qcow2_testkit::{
     chain_image_opts, convert_raw, create_in, installed, made_disks, qemu_io, qemu_io_keyed,
-    Create, Qemu, QemuSecret, Scratch, LUKS, SECRET_ID,
+    run_in, Create, Qemu, QemuSecret, Scratch, LUKS, SECRET_ID,
 };
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -772,12 +772,14 @@ fn firmware_files_on_hostile_ext4_end_in_named_errors_x86_64() {
     let target = "x86_64-unknown-none";
     require_tools("qemu-system-x86_64");
     let elf = build_firmware(target);
-    let dir = TempDir::new("hostile-ext4");
-    fs::create_dir_all(dir.0.join("tree")).unwrap();
-    fs::write(dir.0.join("tree/hello.txt"), b"hello\n").unwrap();
-    std::os::unix::fs::symlink("/hello.txt", dir.0.join("tree/link")).unwrap();
+    let scratch = Scratch::new();
+    let dir = scratch.dir();
+    fs::create_dir_all(dir.join("tree")).unwrap();
+    fs::write(dir.join("tree/hello.txt"), b"hello\n").unwrap();
+    std::os::unix::fs::symlink("/hello.txt", dir.join("tree/link")).unwrap();
     let ext4 = |name: &str| {
-        run(
+        run_in(
+            Some(dir),
             "mkfs.ext4",
             &[
                 "-q",
@@ -791,31 +793,30 @@ fn firmware_files_on_hostile_ext4_end_in_named_errors_x86_64() {
                 name,
                 "4M",
             ],
-            &dir.0,
         );
     };
     // 2^32 - 1 blocks of 1 KiB, one per group, on a 4 TiB disk.
     ext4("groups.raw");
-    let mut bytes = fs::read(dir.0.join("groups.raw")).unwrap();
+    let mut bytes = fs::read(dir.join("groups.raw")).unwrap();
     bytes[1024 + 4..1024 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     bytes[1024 + 0x20..1024 + 0x24].copy_from_slice(&1u32.to_le_bytes());
-    fs::write(dir.0.join("groups.raw"), bytes).unwrap();
-    run(
+    fs::write(dir.join("groups.raw"), bytes).unwrap();
+    run_in(
+        Some(dir),
         "qemu-img",
         &["convert", "-O", "qcow2", "groups.raw", "groups.qcow2"],
-        &dir.0,
     );
-    run("qemu-img", &["resize", "groups.qcow2", "4T"], &dir.0);
+    run_in(Some(dir), "qemu-img", &["resize", "groups.qcow2", "4T"]);
     ext4("link.raw");
-    run(
+    run_in(
+        Some(dir),
         "debugfs",
         &["-w", "-R", "sif /link size 0x10000000000", "link.raw"],
-        &dir.0,
     );
-    run(
+    run_in(
+        Some(dir),
         "qemu-img",
         &["convert", "-O", "qcow2", "link.raw", "link.qcow2"],
-        &dir.0,
     );
     let boots: [(&str, &[&str], &[&str]); 2] = [
         (
@@ -840,7 +841,7 @@ fn firmware_files_on_hostile_ext4_end_in_named_errors_x86_64() {
     ];
     for (image, files, expected) in boots {
         let mut command = Command::new(manifest_dir().join("firmware/run.sh"));
-        command.arg(&elf).arg(dir.0.join(image));
+        command.arg(&elf).arg(dir.join(image));
         for file in files {
             command.args(["--file", file]);
         }
