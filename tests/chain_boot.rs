@@ -29,6 +29,7 @@
 //! the recipe's version and the boot disk's bytes. Needs what tests/uefi.rs
 //! and tests/firmware.rs need (`scripts/setup.sh`).
 
+use qcow2_testkit::{build_driver, build_firmware};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -221,40 +222,6 @@ fn number_after(line: &str, prefix: &str) -> Option<u64> {
     let rest = &line[line.find(prefix)? + prefix.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
-}
-
-/// Builds the driver for `target` as tests/uefi.rs does (`cargo build`,
-/// the dev profile at opt-level 3, as `cargo run` uses it).
-fn build_driver(target: &str) -> PathBuf {
-    let uefi = repo().join("uefi");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&uefi)
-        .args(["build", "--target", target])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building qcow2.efi for {target} failed");
-    uefi.join("target").join(target).join("debug/qcow2.efi")
-}
-
-/// Builds the firmware for `target` as tests/firmware.rs does (release).
-fn build_firmware(target: &str) -> PathBuf {
-    let firmware = repo().join("firmware");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&firmware)
-        .args(["build", "--release", "--target", target, "--config"])
-        .arg(firmware.join(".cargo/config.toml"))
-        .status()
-        .expect("cargo runs");
-    assert!(
-        status.success(),
-        "building the firmware for {target} failed"
-    );
-    firmware
-        .join("target")
-        .join(target)
-        .join("release/qcow2-firmware")
 }
 
 /// What a run printed.

@@ -14,8 +14,8 @@
 //! same passphrase file that `run.sh --passphrase-file` gets.
 
 use qcow2_testkit::{
-    chain_image_opts, convert_raw, create_in, installed, made_disks, qemu_io, qemu_io_keyed,
-    run_in, Create, Qemu, QemuSecret, Scratch, LUKS, SECRET_ID,
+    build_firmware, chain_image_opts, convert_raw, create_in, installed, made_disks, qemu_io,
+    qemu_io_keyed, run_in, Create, Qemu, QemuSecret, Scratch, LUKS, SECRET_ID,
 };
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -76,30 +76,6 @@ fn require_tools(emulator: &str) {
              tools; install them with: {APT_COMMAND}"
         );
     }
-}
-
-/// Builds the firmware for `target` (release) and returns the ELF's path.
-fn build_firmware(target: &str) -> PathBuf {
-    let firmware = manifest_dir().join("firmware");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The firmware has its own workspace and target directory, so this
-    // does not wait on the lock of the `cargo test` that runs us. Its
-    // config (rustflags, runner) is passed explicitly because cargo reads
-    // configuration from the working directory.
-    let status = Command::new(cargo)
-        .current_dir(&firmware)
-        .args(["build", "--release", "--target", target, "--config"])
-        .arg(firmware.join(".cargo/config.toml"))
-        .status()
-        .expect("cargo runs");
-    assert!(
-        status.success(),
-        "building the firmware for {target} failed"
-    );
-    firmware
-        .join("target")
-        .join(target)
-        .join("release/qcow2-firmware")
 }
 
 /// `qemu-img create -f qcow2 -o <options> <name> <size>` in `dir` (where

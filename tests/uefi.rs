@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use qcow2_testkit::{installed, qemu_io, run, Create, Qemu, QemuSecret, LUKS};
+use qcow2_testkit::{build_driver, installed, qemu_io, run, Create, Qemu, QemuSecret, LUKS};
 
 const SETUP_HINT: &str = "run scripts/setup.sh as root (it installs QEMU 7.2, ovmf, \
     qemu-efi-aarch64, grub-efi-*-bin, mtools, dosfstools, fdisk, e2fsprogs, busybox-static \
@@ -60,21 +60,6 @@ fn require_tools(emulator: &str, firmware: &str) {
         Path::new(firmware).exists(),
         "the firmware {firmware} is missing: {SETUP_HINT}"
     );
-}
-
-/// Builds the driver for `target` and returns the path of `qcow2.efi`.
-fn build_driver(target: &str) -> PathBuf {
-    let uefi = repo().join("uefi");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The driver has its own workspace and target directory, so this does
-    // not wait on the lock of the `cargo test` that runs us.
-    let status = Command::new(cargo)
-        .current_dir(&uefi)
-        .args(["build", "--target", target])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building qcow2.efi for {target} failed");
-    uefi.join("target").join(target).join("debug/qcow2.efi")
 }
 
 fn path_str(path: &Path) -> &str {

@@ -18,10 +18,8 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use qcow2_disk::{EntryKind, FileSystem, Limits, Slice, Table};
-use qcow2_reader_fuzz::{HeapWatch, SparseDisk};
-
-type Volume = FileSystem<Slice<Arc<SparseDisk>>>;
+use qcow2_disk::{FileSystem, Limits, Table};
+use qcow2_reader_fuzz::{read_volume_file, walk_volume, HeapWatch, SparseDisk};
 
 /// The limits the target opens file systems with: the firmware's order of
 /// magnitude, so the allocation bound below holds.
@@ -34,13 +32,8 @@ const LIMITS: Limits = Limits {
 /// the limit (16 bytes per group), or ext4-view's block cache entries and
 /// read buffer (64 KiB blocks at most).
 const MAX_ALLOCATION: usize = (1 << 16) * 16;
-/// Directory levels walked below the root.
-const MAX_DEPTH: u32 = 3;
-/// Entries looked at in one directory, and in all.
-const MAX_ENTRIES: usize = 32;
+/// Entries looked at in all.
 const MAX_TOTAL: u32 = 128;
-/// Bytes read from one file.
-const MAX_FILE_BYTES: u64 = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
     let Some(disk) = SparseDisk::parse(data) else {
@@ -58,10 +51,10 @@ fuzz_target!(|data: &[u8]| {
         };
         let _ = fs.label();
         let mut budget = MAX_TOTAL;
-        walk(&fs, "/", 0, &mut budget);
+        walk_volume(&fs, "/", 0, &mut budget);
         for path in ["/.", "/..", "/a/../b", "/A/./B/", "/link", "/dir/up"] {
             let _ = fs.metadata(path);
-            read_file(&fs, path);
+            read_volume_file(&fs, path);
         }
     }
     assert!(
@@ -70,48 +63,3 @@ fuzz_target!(|data: &[u8]| {
         watch.largest()
     );
 });
-
-fn walk(fs: &Volume, path: &str, depth: u32, budget: &mut u32) {
-    if depth > MAX_DEPTH || *budget == 0 {
-        return;
-    }
-    let mut entries = Vec::new();
-    let listed = fs.read_dir(path, &mut |entry| {
-        if entries.len() < MAX_ENTRIES {
-            entries.push(entry);
-        }
-    });
-    if listed.is_err() {
-        return;
-    }
-    for entry in entries {
-        if *budget == 0 {
-            return;
-        }
-        *budget -= 1;
-        let child = format!("{}/{}", path.trim_end_matches('/'), entry.name);
-        match entry.kind {
-            EntryKind::Directory => walk(fs, &child, depth + 1, budget),
-            EntryKind::File | EntryKind::Symlink => read_file(fs, &child),
-            EntryKind::Other => {}
-        }
-    }
-}
-
-fn read_file(fs: &Volume, path: &str) {
-    let Ok(mut file) = fs.open_file(path) else {
-        return;
-    };
-    let mut buf = [0u8; 4099];
-    let mut total = 0u64;
-    while total < MAX_FILE_BYTES {
-        match file.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(read) => {
-                assert!(read <= buf.len());
-                total += read as u64;
-                assert!(total <= file.len(), "read past the end of {path}");
-            }
-        }
-    }
-}

@@ -487,3 +487,67 @@ impl BlockRead for SparseDisk {
         Ok(self.size)
     }
 }
+
+/// Directory levels [`walk_volume`] goes below the root.
+pub const WALK_MAX_DEPTH: u32 = 3;
+/// Entries [`walk_volume`] looks at in one directory.
+pub const WALK_MAX_ENTRIES: usize = 32;
+/// Bytes [`read_volume_file`] reads from one file.
+pub const WALK_MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Lists `path` of `fs` and below it (at most [`WALK_MAX_DEPTH`] levels,
+/// [`WALK_MAX_ENTRIES`] per directory, `budget` entries in all), reading
+/// every file and symlink met: the `disk` targets' walk.
+pub fn walk_volume<D: BlockRead + 'static>(
+    fs: &qcow2_disk::FileSystem<D>,
+    path: &str,
+    depth: u32,
+    budget: &mut u32,
+) {
+    if depth > WALK_MAX_DEPTH || *budget == 0 {
+        return;
+    }
+    let mut entries = Vec::new();
+    let listed = fs.read_dir(path, &mut |entry| {
+        if entries.len() < WALK_MAX_ENTRIES {
+            entries.push(entry);
+        }
+    });
+    if listed.is_err() {
+        return;
+    }
+    for entry in entries {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        let child = format!("{}/{}", path.trim_end_matches('/'), entry.name);
+        match entry.kind {
+            qcow2_disk::EntryKind::Directory => walk_volume(fs, &child, depth + 1, budget),
+            qcow2_disk::EntryKind::File | qcow2_disk::EntryKind::Symlink => {
+                read_volume_file(fs, &child)
+            }
+            qcow2_disk::EntryKind::Other => {}
+        }
+    }
+}
+
+/// Reads up to [`WALK_MAX_FILE_BYTES`] of the file at `path`: no read may
+/// return more than asked, nor pass the file's size.
+pub fn read_volume_file<D: BlockRead + 'static>(fs: &qcow2_disk::FileSystem<D>, path: &str) {
+    let Ok(mut file) = fs.open_file(path) else {
+        return;
+    };
+    let mut buf = [0u8; 4099];
+    let mut total = 0u64;
+    while total < WALK_MAX_FILE_BYTES {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => {
+                assert!(read <= buf.len());
+                total += read as u64;
+                assert!(total <= file.len(), "read past the end of {path}");
+            }
+        }
+    }
+}

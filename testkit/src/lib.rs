@@ -288,3 +288,42 @@ pub fn rewrite_backing_format(path: &Path, to: BackingFormatExtension) {
         at += 8 + len.div_ceil(8) * 8;
     }
 }
+
+/// Builds the bare-metal firmware for `target` (release, as `cargo run`
+/// does) and returns the ELF's path. The firmware has its own workspace
+/// and target directory, so this does not wait on the lock of the `cargo
+/// test` that runs it; its config (rustflags, runner) is passed explicitly
+/// because cargo reads configuration from the working directory.
+pub fn build_firmware(target: &str) -> PathBuf {
+    let firmware = workspace_root().join("firmware");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&firmware)
+        .args(["build", "--release", "--target", target, "--config"])
+        .arg(firmware.join(".cargo/config.toml"))
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the firmware for {target} failed"
+    );
+    firmware
+        .join("target")
+        .join(target)
+        .join("release/qcow2-firmware")
+}
+
+/// Builds the UEFI driver for `target` (the dev profile at opt-level 3, as
+/// `cargo run` uses it) and returns the path of `qcow2.efi`. Its own
+/// workspace: no wait on the running `cargo test`'s lock.
+pub fn build_driver(target: &str) -> PathBuf {
+    let uefi = workspace_root().join("uefi");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&uefi)
+        .args(["build", "--target", target])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building qcow2.efi for {target} failed");
+    uefi.join("target").join(target).join("debug/qcow2.efi")
+}
