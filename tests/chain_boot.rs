@@ -377,3 +377,40 @@ fn firmware_reads_the_deepest_chain_within_its_stack_budget_x86_64() {
 fn firmware_reads_the_deepest_chain_within_its_stack_budget_aarch64() {
     firmware_chain("aarch64", "aarch64-unknown-none");
 }
+
+/// Six layers of 2 MiB clusters: with the driver's cache configuration each
+/// takes 6.25 MiB, 37.5 MiB in all, over the 32 MiB one image may take
+/// (`IMAGE_BUDGET` in uefi/src/driver/attach.rs): refused with the
+/// driver's error line, before anything is allocated for its caches.
+#[test]
+fn driver_refuses_a_chain_over_its_memory_budget_x86_64() {
+    let driver = build_driver("x86_64-unknown-uefi");
+    let scratch = qcow2_testkit::Scratch::new();
+    let options = "compat=1.1,cluster_size=2M";
+    let mut below: Option<String> = None;
+    for index in 0..6 {
+        let name = format!("budget-{index}.qcow2");
+        let options = match &below {
+            Some(below) => format!("{options},backing_file={below},backing_fmt=qcow2"),
+            None => options.to_string(),
+        };
+        qcow2_testkit::run_in(
+            Some(scratch.dir()),
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", "-o", &options, &name, "16M"],
+        );
+        below = Some(name);
+    }
+    let top = scratch.path(&below.expect("six layers"));
+    let run = boot_driver("x86_64", &driver, &top);
+    let context = run.context();
+    let error = run
+        .line_with("qcow2.efi: error: ")
+        .unwrap_or_else(|| panic!("no error line for the chain over budget\n{context}"));
+    assert!(
+        error.contains("the image's caches need ")
+            && error.contains("over the 33554432 it may take")
+            && !run.success,
+        "{error}\n{context}"
+    );
+}
