@@ -95,6 +95,10 @@ fi
 POSTRM
 chmod 0755 "$tree/DEBIAN/postinst" "$tree/DEBIAN/postrm"
 
+# Reproducible: the same files give the same package bytes (the boot
+# test's disk is rebuilt only when the package changes).
+epoch=$(git log -1 --format=%ct 2>/dev/null || echo 1704067200)
+find "$tree" -exec touch -h -d "@$epoch" {} +
 mkdir -p "$out"
-dpkg-deb --root-owner-group --build "$tree" "$out/$name.deb" >&2
+SOURCE_DATE_EPOCH=$epoch dpkg-deb --root-owner-group --build "$tree" "$out/$name.deb" >&2
 echo "$out/$name.deb"
