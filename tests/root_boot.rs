@@ -10,13 +10,19 @@
 //! `multi-user.target` and powers off; the console must show no I/O or NBD
 //! error from boot to power-off, and no boot script failure.
 //!
+//! And the failure path: the same image under another name on the stick
+//! (the command line inside still names `/debian.qcow2`): one line with
+//! the reason, then initramfs-tools' panic (`panic=-1` on the command line
+//! makes it reboot at once, which ends QEMU), never a hang.
+//!
 //! The stick is attached read-only by QEMU, so the image cannot be written.
 //! Needs root (mmdebstrap's chroot mode), the Debian mirror once (the disk
 //! is cached under `target/root-disk/`), QEMU and OVMF (`scripts/setup.sh`)
 //! and mmdebstrap. A boot takes one to a few minutes under TCG.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -34,30 +40,43 @@ fn last_line_of(command: &mut Command) -> String {
     stdout.lines().last().expect("a line of output").to_string()
 }
 
-#[test]
-fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let deb = last_line_of(
-        Command::new(repo().join("scripts/package.sh")).arg(tmp.join("root-boot-package")),
-    );
-    // run.sh's stick is FAT32 labelled QCOW2DRV, the image at its root.
-    let image = PathBuf::from(last_line_of(
-        Command::new(repo().join("scripts/root-disk.sh")).args([
-            deb.as_str(),
-            "QCOW2DRV",
-            "debian.qcow2",
-        ]),
-    ));
+/// The package and the disk, made once for both tests (they share the
+/// output directories).
+fn image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let deb = last_line_of(
+            Command::new(repo().join("scripts/package.sh")).arg(tmp.join("root-boot-package")),
+        );
+        // run.sh's stick is FAT32 labelled QCOW2DRV, the image at its root.
+        PathBuf::from(last_line_of(
+            Command::new(repo().join("scripts/root-disk.sh")).args([
+                deb.as_str(),
+                "QCOW2DRV",
+                "debian.qcow2",
+            ]),
+        ))
+    })
+}
+
+/// `uefi/run.sh qcow2.efi --file IMAGE`: the image on the FAT32 stick.
+fn boot(image: &Path) -> Output {
     let driver = repo().join("uefi/target/x86_64-unknown-uefi/release/qcow2.efi");
     let work = tempfile::tempdir().unwrap();
-    let output = Command::new(repo().join("uefi/run.sh"))
+    Command::new(repo().join("uefi/run.sh"))
         .arg(&driver)
         .arg("--file")
-        .arg(&image)
+        .arg(image)
         .env("QCOW2_UEFI_TIMEOUT", "900")
         .env("QCOW2_UEFI_WORK", work.path())
         .output()
-        .expect("uefi/run.sh");
+        .expect("uefi/run.sh")
+}
+
+#[test]
+fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
+    let output = boot(image());
     let console = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -84,4 +103,41 @@ fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
         assert!(lines.is_empty(), "{bad:?} on the console: {lines:#?}");
     }
     eprintln!("{}", stderr.lines().last().unwrap_or(""));
+}
+
+#[test]
+fn a_missing_image_file_is_one_line_then_the_rescue_path_not_a_hang() {
+    // The same disk as `other.qcow2`: the driver attaches it (\qcow2.cfg
+    // names it), GRUB boots the kernel, whose command line names
+    // /debian.qcow2, which the stick does not hold.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.qcow2");
+    std::fs::copy(image(), &other).unwrap();
+    let output = boot(&other);
+    let console = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("timeout"),
+        "the boot hung instead of failing: {stderr}\n{console}"
+    );
+    // After initramfs-tools' "Begin: ... " on the same line; a shell
+    // error of the script (`/scripts/local-top/qcow2root: 85: ...`) would
+    // be one more.
+    let reasons: Vec<&str> = console
+        .lines()
+        .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
+        .collect();
+    assert_eq!(
+        reasons,
+        ["qcow2root: no file /debian.qcow2 on LABEL=QCOW2DRV"],
+        "{console}"
+    );
+    assert!(
+        console.contains("Rebooting automatically due to panic= boot argument"),
+        "not initramfs-tools' panic: {console}"
+    );
+    assert!(
+        !console.contains("QCOW2-BOOT-MARKER"),
+        "booted without its image: {console}"
+    );
 }
