@@ -9,7 +9,8 @@
 # Stdout: one line, the path of target/root-disk/x86_64/IMAGE_NAME; the
 # kernel command line inside says qcow2root=LABEL=STICK_LABEL:/IMAGE_NAME,
 # so the image must be copied to the root of a file system with that label.
-# Rebuilt only when the package, this script or the arguments change.
+# Rebuilt only when the package, this script or the arguments change (one
+# cached disk per IMAGE_NAME).
 #
 #   partition 1  ESP (FAT16), GRUB (grub-mkimage, grub.cfg in a memdisk)
 #                loading /vmlinuz and /initrd.img from the root
@@ -57,12 +58,12 @@ key=$({
     sha256sum <"$0"
     echo "$stick_label $image_name"
 } | sha256sum | cut -d' ' -f1)
-if [[ -f $image && -f $out/key && $(cat "$out/key") == "$key" ]]; then
+if [[ -f $image && -f $image.key && $(cat "$image.key") == "$key" ]]; then
     log "up to date: $image"
     echo "$image"
     exit 0
 fi
-rm -f "$out/key"
+rm -f "$image.key"
 
 readonly root_label=qcow2-debian
 readonly esp_mib=8
@@ -146,6 +147,6 @@ dd if="$tmp/root.img" of="$tmp/disk.raw" bs=1M seek="$root_start" conv=notrunc,s
 log "converting to a zstd-compressed QCOW2"
 qemu-img convert -f raw -O qcow2 -c -o compression_type=zstd "$tmp/disk.raw" "$tmp/image.qcow2"
 mv "$tmp/image.qcow2" "$image"
-echo "$key" >"$out/key"
+echo "$key" >"$image.key"
 log "built $image ($(du -h --apparent-size "$image" | cut -f1); raw ${total_mib} MiB)"
 echo "$image"

@@ -10,6 +10,11 @@
 //! `multi-user.target` and powers off; the console must show no I/O or NBD
 //! error from boot to power-off, and no boot script failure.
 //!
+//! Then an overlay beside its base on the stick: a disk whose command line
+//! names `/top.qcow2`, stored as `base.qcow2` under an empty `top.qcow2`
+//! overlay (`qemu-img create -b base.qcow2`), boots the same way through
+//! the chain.
+//!
 //! And the failure path: the same image under another name on the stick
 //! (the command line inside still names `/debian.qcow2`): one line with
 //! the reason, then initramfs-tools' panic (`panic=-1` on the command line
@@ -40,24 +45,28 @@ fn last_line_of(command: &mut Command) -> String {
     stdout.lines().last().expect("a line of output").to_string()
 }
 
-/// The package and the disk, made once for both tests (they share the
-/// output directories).
+/// The package, made once for all tests (they share its directory).
+fn package() -> &'static str {
+    static DEB: OnceLock<String> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        last_line_of(
+            Command::new(repo().join("scripts/package.sh")).arg(tmp.join("root-boot-package")),
+        )
+    })
+}
+
+/// The disk whose command line names `/NAME` on the stick.
+fn disk(name: &str) -> PathBuf {
+    // run.sh's stick is FAT32 labelled QCOW2DRV, the image at its root.
+    PathBuf::from(last_line_of(
+        Command::new(repo().join("scripts/root-disk.sh")).args([package(), "QCOW2DRV", name]),
+    ))
+}
+
 fn image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let deb = last_line_of(
-            Command::new(repo().join("scripts/package.sh")).arg(tmp.join("root-boot-package")),
-        );
-        // run.sh's stick is FAT32 labelled QCOW2DRV, the image at its root.
-        PathBuf::from(last_line_of(
-            Command::new(repo().join("scripts/root-disk.sh")).args([
-                deb.as_str(),
-                "QCOW2DRV",
-                "debian.qcow2",
-            ]),
-        ))
-    })
+    IMAGE.get_or_init(|| disk("debian.qcow2"))
 }
 
 /// `uefi/run.sh qcow2.efi --file IMAGE`: the image on the FAT32 stick.
@@ -76,7 +85,35 @@ fn boot(image: &Path) -> Output {
 
 #[test]
 fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
-    let output = boot(image());
+    assert_boots_cleanly(&boot(image()));
+}
+
+#[test]
+fn debian_boots_from_an_overlay_beside_its_base_on_the_stick() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    std::fs::copy(disk("top.qcow2"), &base).unwrap();
+    let top = dir.path().join("top.qcow2");
+    let made = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+        ])
+        .arg(&top)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_boots_cleanly(&boot(&top));
+}
+
+/// The marker at multi-user.target on the overlay root, and no error line.
+fn assert_boots_cleanly(output: &Output) {
     let console = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
