@@ -13,7 +13,7 @@
 //! Then an overlay beside its base on the stick: a disk whose command line
 //! names `/top.qcow2`, stored as `base.qcow2` under an empty `top.qcow2`
 //! overlay (`qemu-img create -b base.qcow2`), boots the same way through
-//! the chain.
+//! the chain, on two CPUs: two NBD connections (one per reader).
 //!
 //! And the failure path: the same image under another name on the stick
 //! (the command line inside still names `/debian.qcow2`): one line with
@@ -69,8 +69,9 @@ fn image() -> &'static Path {
     IMAGE.get_or_init(|| disk("debian.qcow2"))
 }
 
-/// `uefi/run.sh qcow2.efi --file IMAGE`: the image on the FAT32 stick.
-fn boot(image: &Path) -> Output {
+/// `uefi/run.sh qcow2.efi --file IMAGE`: the image on the FAT32 stick,
+/// the guest with `cpus` CPUs.
+fn boot(image: &Path, cpus: u32) -> Output {
     let driver = repo().join("uefi/target/x86_64-unknown-uefi/release/qcow2.efi");
     let work = tempfile::tempdir().unwrap();
     Command::new(repo().join("uefi/run.sh"))
@@ -78,6 +79,7 @@ fn boot(image: &Path) -> Output {
         .arg("--file")
         .arg(image)
         .env("QCOW2_UEFI_TIMEOUT", "900")
+        .env("QCOW2_UEFI_SMP", cpus.to_string())
         .env("QCOW2_UEFI_WORK", work.path())
         .output()
         .expect("uefi/run.sh")
@@ -85,7 +87,7 @@ fn boot(image: &Path) -> Output {
 
 #[test]
 fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
-    assert_boots_cleanly(&boot(image()));
+    assert_boots_cleanly(&boot(image(), 1));
 }
 
 #[test]
@@ -109,7 +111,15 @@ fn debian_boots_from_an_overlay_beside_its_base_on_the_stick() {
         .status()
         .unwrap();
     assert!(made.success());
-    assert_boots_cleanly(&boot(&top));
+    // Two CPUs: `qcow serve --connect` hands the kernel one connection per
+    // reader, as many readers as CPUs, so this boot runs on two.
+    let output = boot(&top, 2);
+    let console = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        console.contains("Brought up 1 node, 2 CPUs"),
+        "the guest did not get two CPUs:\n{console}"
+    );
+    assert_boots_cleanly(&output);
 }
 
 /// The marker at multi-user.target on the overlay root, and no error line.
@@ -150,7 +160,7 @@ fn a_missing_image_file_is_one_line_then_the_rescue_path_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other.qcow2");
     std::fs::copy(image(), &other).unwrap();
-    let output = boot(&other);
+    let output = boot(&other, 1);
     let console = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
