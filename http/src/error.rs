@@ -109,7 +109,8 @@ impl fmt::Display for HttpError {
                 request,
                 tries,
                 error,
-            } => write!(f, "{request} failed {tries} times, last: {error}"),
+            } if *tries > 1 => write!(f, "{request} failed {tries} times, last: {error}"),
+            ErrorKind::Transport { request, error, .. } => write!(f, "{request} failed: {error}"),
             ErrorKind::OutOfRange { offset, len, size } => write!(
                 f,
                 "read of {len} bytes at offset {offset:#x} is outside the {size}-byte object"

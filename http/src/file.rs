@@ -3,7 +3,7 @@
 //! bounded cache shared by every reader of the object in the process.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -302,12 +302,25 @@ fn transport(request: &str, error: ureq::Error) -> Failed {
         tries: 1,
         error: error.to_string(),
     };
-    match error {
-        ureq::Error::Io(_)
-        | ureq::Error::Timeout(_)
-        | ureq::Error::ConnectionFailed
-        | ureq::Error::Protocol(_) => Failed::Retry(kind),
-        _ => Failed::Fatal(kind),
+    // Worth another try: a connection cut, reset or timed out. Not: a
+    // refused connection, an unknown host, TLS or protocol errors.
+    let transient = match &error {
+        ureq::Error::Timeout(_) => true,
+        ureq::Error::Io(error) => matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::Interrupted
+        ),
+        _ => false,
+    };
+    if transient {
+        Failed::Retry(kind)
+    } else {
+        Failed::Fatal(kind)
     }
 }
 

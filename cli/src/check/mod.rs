@@ -52,6 +52,11 @@ struct Checker {
 /// Runs `qcow check`.
 pub fn run(args: &Args) -> Result<ExitCode> {
     let fail = |error: &dyn std::fmt::Display| Failure::new(&args.image, error);
+    if crate::input::url_of(&args.image).is_some() {
+        return Err(fail(
+            &"check reads local files only (not URLs): download the image first",
+        ));
+    }
     let file = File::open(&args.image).map_err(|error| fail(&error))?;
     let header = Image::builder(&file)
         .map_err(|error| fail(&error))?
