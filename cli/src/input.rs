@@ -234,7 +234,7 @@ fn resolve_error(error: ResolveError) -> ChainError {
             why,
         } => ChainError::Open {
             path: PathBuf::from(name),
-            named_by: Some(PathBuf::from(named_by.as_str())),
+            named_by: Some(PathBuf::from(named_by)),
             source: io::Error::new(io::ErrorKind::InvalidInput, why),
         },
         ResolveError::Http {
@@ -242,9 +242,9 @@ fn resolve_error(error: ResolveError) -> ChainError {
             url,
             error,
         } => ChainError::Open {
-            path: PathBuf::from(url.as_str()),
-            named_by: Some(PathBuf::from(named_by.as_str())),
-            source: without_url(error),
+            path: PathBuf::from(url),
+            named_by: Some(PathBuf::from(named_by)),
+            source: without_url(*error),
         },
         other => ChainError::Open {
             path: PathBuf::new(),

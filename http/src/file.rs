@@ -697,6 +697,14 @@ impl Object {
             self.pin
                 .check(response.headers())
                 .map_err(|what| Failed::Fatal(ErrorKind::Changed { what }))?;
+            // None is asked for; an encoded body is not the object's bytes.
+            if let Some(coding) = header(response.headers(), "content-encoding")
+                .filter(|coding| !coding.eq_ignore_ascii_case("identity"))
+            {
+                return Err(Failed::Fatal(ErrorKind::BadResponse(format!(
+                    "206 for bytes {range} with Content-Encoding {coding}, which was not asked for"
+                ))));
+            }
             let Some((got_first, got_last, total)) = content_range(response.headers()) else {
                 return Err(Failed::Fatal(ErrorKind::BadResponse(format!(
                     "206 for bytes {range} without a readable Content-Range"
@@ -791,6 +799,36 @@ mod tests {
             last_modified: None,
         };
         assert_eq!(strong.precondition(), Some(("If-Match", "\"abc\"")));
+    }
+
+    #[test]
+    fn the_cache_evicts_the_least_recently_used_block_never_one_in_flight() {
+        let mut state = State::default();
+        state.slots.insert(0, Slot::Loading);
+        state.slots.insert(
+            1,
+            Slot::Ready {
+                data: vec![1],
+                used: 5,
+            },
+        );
+        state.slots.insert(
+            2,
+            Slot::Ready {
+                data: vec![2],
+                used: 3,
+            },
+        );
+        // One more fits in 3 after evicting the older ready block.
+        assert_eq!(make_room(&mut state, 3, 1), 1);
+        assert!(state.slots.contains_key(&0) && state.slots.contains_key(&1));
+        assert!(!state.slots.contains_key(&2));
+        // Two more: only block 1 can go; then one fits.
+        assert_eq!(make_room(&mut state, 2, 2), 1);
+        assert!(state.slots.contains_key(&0) && state.slots.len() == 1);
+        // Full of blocks in flight: none fits, nothing evicted.
+        assert_eq!(make_room(&mut state, 1, 1), 0);
+        assert_eq!(state.slots.len(), 1);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum ResolveError {
     /// scheme than `http`/`https` (a local file, for one).
     BadName {
         /// The image naming it.
-        named_by: Url,
+        named_by: String,
         /// The name as stored.
         name: String,
         /// Why.
@@ -34,11 +34,11 @@ pub enum ResolveError {
     /// The server did not give it.
     Http {
         /// The image naming it.
-        named_by: Url,
+        named_by: String,
         /// The URL it resolved to.
-        url: Url,
+        url: String,
         /// What went wrong.
-        error: HttpError,
+        error: Box<HttpError>,
     },
 }
 
@@ -129,7 +129,7 @@ impl Urls {
             })
         };
         let bad = |why: String| ResolveError::BadName {
-            named_by: named_by.clone(),
+            named_by: named_by.to_string(),
             name: name.to_string(),
             why,
         };
@@ -177,15 +177,15 @@ impl Resolver for Urls {
         named_by: &Url,
     ) -> Result<Found<HttpFile, Url>, ResolveError> {
         let text = std::str::from_utf8(name.as_bytes()).map_err(|_| ResolveError::BadName {
-            named_by: named_by.clone(),
+            named_by: named_by.to_string(),
             name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
             why: "not UTF-8, so no URL".into(),
         })?;
         let url = self.resolve(text, role, named_by)?;
         let file = self.client.open(&url).map_err(|error| ResolveError::Http {
-            named_by: named_by.clone(),
-            url: url.clone(),
-            error,
+            named_by: named_by.to_string(),
+            url: url.to_string(),
+            error: Box::new(error),
         })?;
         Ok(Found {
             location: file.url().clone(),
