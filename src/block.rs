@@ -149,7 +149,18 @@ impl BlockRead for std::fs::File {
 
 /// Reads `buf.len()` bytes at `offset` where the store holds only `size`
 /// bytes: the part past the end reads as zeros, as QEMU's block layer does.
-pub(crate) fn read_zero_padded<R: BlockRead + ?Sized>(
+///
+/// The crate's one copy of this rule: its header, snapshot and check reads
+/// use it, and so can a front end presenting a disk whose last block is
+/// partial.
+///
+/// ```
+/// let store: &[u8] = &[1, 2, 3];
+/// let mut buf = [9u8; 4];
+/// qcow2_reader::read_zero_padded(store, 3, 1, &mut buf).unwrap();
+/// assert_eq!(buf, [2, 3, 0, 0]);
+/// ```
+pub fn read_zero_padded<R: BlockRead + ?Sized>(
     storage: &R,
     size: u64,
     offset: u64,

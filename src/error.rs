@@ -222,6 +222,9 @@ pub enum HeaderError {
     /// The LUKS header inside the image is refused.
     #[cfg(feature = "luks")]
     Luks(crate::crypto::CryptoError),
+    /// Persistent bitmaps QEMU refuses at open: the extension's reserved
+    /// field, the bitmap directory or a bitmap table.
+    Bitmaps(crate::bitmap::BitmapError),
     /// A bitmaps extension whose length or contents QEMU refuses.
     InvalidBitmapsExtension {
         /// Its length field.
@@ -329,6 +332,7 @@ impl fmt::Display for HeaderError {
             ),
             #[cfg(feature = "luks")]
             Luks(error) => write!(f, "LUKS header: {error}"),
+            Bitmaps(error) => write!(f, "{error}"),
             InvalidBitmapsExtension { len } => write!(f, "invalid bitmaps extension (length {len})"),
             DataFileNameTooLong { len } => write!(f, "external data file name of {len} bytes is too long (at most 1023)"),
             MissingDataFileName => f.write_str("external data file bit is set but the image names no data file"),
@@ -690,6 +694,12 @@ impl<E> Error<E> {
             Error::Backing { error, .. } => error.innermost(),
             error => error,
         }
+    }
+}
+
+impl<E> From<crate::bitmap::BitmapError> for Error<E> {
+    fn from(error: crate::bitmap::BitmapError) -> Self {
+        Error::Header(HeaderError::Bitmaps(error))
     }
 }
 

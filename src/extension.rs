@@ -70,6 +70,8 @@ pub enum Extension {
         directory_size: u64,
         /// Offset of the bitmap directory.
         directory_offset: u64,
+        /// The reserved field (QEMU refuses a consistent extension where it is not zero).
+        reserved: u32,
     },
     /// Full disk encryption header location (only valid with LUKS): the
     /// extension's own place; [`Header`](crate::Header) checks it against
@@ -170,6 +172,7 @@ impl<'s, R: BlockRead + ?Sized> Extensions<'s, R> {
                     count: bitmaps.nb_bitmaps.get(),
                     directory_size: bitmaps.directory_size.get(),
                     directory_offset: bitmaps.directory_offset.get(),
+                    reserved: bitmaps.reserved.get(),
                 }
             }
             // Its checks need crypt_method, which the header has.

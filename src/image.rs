@@ -288,6 +288,10 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
         if header.backing_file().is_some() && self.backing.is_none() && !self.ignore_backing {
             return Err(Unsupported::MissingBacking.into());
         }
+        // A data file given by the caller stands in for a missing name.
+        if self.data_file.is_none() {
+            header.check_data_file_bits()?;
+        }
         if header.has_data_file() && self.data_file.is_none() {
             return Err(Unsupported::MissingDataFile.into());
         }

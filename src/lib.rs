@@ -91,7 +91,9 @@
 //! or mapper can walk without decoding bits itself: [`table`] (L1/L2
 //! entries, QEMU's cluster types), [`refcount`], [`bitmap`], [`extension`],
 //! [`feature`], [`snapshot`]; [`Image::extent`] says how a run reads, as
-//! `qemu-img map` does.
+//! `qemu-img map` does. With `alloc`, `check` runs `qemu-img check` over
+//! any [`BlockRead`] (memory: 8 bytes per cluster of the file, bounded by
+//! the caller).
 //!
 //! # Bounds
 //!
@@ -128,6 +130,8 @@ mod block;
 mod cache;
 #[cfg(feature = "alloc")]
 pub mod chain;
+#[cfg(feature = "alloc")]
+pub mod check;
 mod codec;
 mod config;
 #[cfg(feature = "luks")]
@@ -149,7 +153,7 @@ pub mod refcount;
 pub mod snapshot;
 pub mod table;
 
-pub use block::{BlockRead, OutOfBounds};
+pub use block::{read_zero_padded, BlockRead, OutOfBounds};
 pub use config::Config;
 #[cfg(feature = "luks")]
 pub use encryption::Encryption;

@@ -13,11 +13,14 @@
 //! compared with `qemu-img convert --object secret,file=...` reading the
 //! same passphrase file that `run.sh --passphrase-file` gets.
 
+use qcow2_testkit::{
+    build_firmware, chain_image_opts, convert_raw, create_in, installed, made_disks, qemu_io,
+    qemu_io_keyed, run_in, Create, Qemu, QemuSecret, Scratch, LUKS, SECRET_ID,
+};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -66,10 +69,7 @@ fn manifest_dir() -> PathBuf {
 
 fn require_tools(emulator: &str) {
     for tool in [emulator, "qemu-img", "qemu-io"] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
+        let found = installed(tool);
         assert!(
             found,
             "`{tool}` is missing: the firmware tests need the QEMU 7.2 system emulators and \
@@ -78,71 +78,10 @@ fn require_tools(emulator: &str) {
     }
 }
 
-/// Builds the firmware for `target` (release) and returns the ELF's path.
-fn build_firmware(target: &str) -> PathBuf {
-    let firmware = manifest_dir().join("firmware");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The firmware has its own workspace and target directory, so this
-    // does not wait on the lock of the `cargo test` that runs us. Its
-    // config (rustflags, runner) is passed explicitly because cargo reads
-    // configuration from the working directory.
-    let status = Command::new(cargo)
-        .current_dir(&firmware)
-        .args(["build", "--release", "--target", target, "--config"])
-        .arg(firmware.join(".cargo/config.toml"))
-        .status()
-        .expect("cargo runs");
-    assert!(
-        status.success(),
-        "building the firmware for {target} failed"
-    );
-    firmware
-        .join("target")
-        .join(target)
-        .join("release/qcow2-firmware")
-}
-
-fn run(program: &str, args: &[&str], dir: &Path) {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} did not start: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// `qemu-img create -f qcow2 -o <options> <name> <size>`.
+/// `qemu-img create -f qcow2 -o <options> <name> <size>` in `dir` (where
+/// QEMU finds relative backing file names).
 fn create(dir: &Path, name: &str, options: &str, size: u64) -> PathBuf {
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            options,
-            name,
-            &size.to_string(),
-        ],
-        dir,
-    );
-    dir.join(name)
-}
-
-/// Runs `qemu-io` commands (`write -P ...`) on a qcow2 image.
-fn write(image: &Path, commands: &[&str]) {
-    let mut args = vec!["-f", "qcow2"];
-    for command in commands {
-        args.extend(["-c", command]);
-    }
-    let image = image.to_str().expect("UTF-8 path");
-    args.push(image);
-    run("qemu-io", &args, Path::new("."));
+    create_in(dir, &dir.join(name), options, &size.to_string())
 }
 
 /// A mix that touches every kind of cluster: data at aligned and odd
@@ -157,13 +96,13 @@ const MIXED: &[&str] = &[
 
 fn v2_64k(dir: &Path) -> PathBuf {
     let image = create(dir, "v2.qcow2", "compat=0.10,cluster_size=65536", 8 * MIB);
-    write(&image, MIXED);
+    qemu_io(&image, MIXED);
     image
 }
 
 fn v3_512(dir: &Path) -> PathBuf {
     let image = create(dir, "v3-512.qcow2", "compat=1.1,cluster_size=512", 8 * MIB);
-    write(&image, MIXED);
+    qemu_io(&image, MIXED);
     image
 }
 
@@ -174,8 +113,8 @@ fn v3_2m(dir: &Path) -> PathBuf {
         "compat=1.1,cluster_size=2097152",
         16 * MIB,
     );
-    write(&image, MIXED);
-    write(&image, &["write -q -P 0x55 9M 3M"]);
+    qemu_io(&image, MIXED);
+    qemu_io(&image, &["write -q -P 0x55 9M 3M"]);
     image
 }
 
@@ -186,9 +125,9 @@ fn extended_l2(dir: &Path) -> PathBuf {
         "compat=1.1,cluster_size=65536,extended_l2=on",
         8 * MIB,
     );
-    write(&image, MIXED);
+    qemu_io(&image, MIXED);
     // Subclusters are 2 KiB here: partial clusters, some zeroed.
-    write(
+    qemu_io(
         &image,
         &[
             "write -q -P 0x66 6144 2048",
@@ -205,7 +144,7 @@ fn extended_l2(dir: &Path) -> PathBuf {
 /// around the device more than once per chunk.
 fn compressed(dir: &Path, name: &str, options: &str) -> PathBuf {
     let image = create(dir, name, options, 8 * MIB);
-    write(
+    qemu_io(
         &image,
         &[
             "write -q -c -P 0x12 0 64k",
@@ -236,15 +175,37 @@ fn zstd(dir: &Path) -> PathBuf {
 /// bytes.
 fn qcow2_chain(dir: &Path) -> PathBuf {
     let base = create(dir, BASE_NAME, "compat=1.1,cluster_size=65536", 8 * MIB);
-    write(&base, MIXED);
+    qemu_io(&base, MIXED);
     let top = create(
         dir,
         "chain-top.qcow2",
         &format!("compat=1.1,cluster_size=65536,backing_file={BASE_NAME},backing_fmt=qcow2"),
         8 * MIB,
     );
-    write(&top, &["write -q -P 0xab 512k 1M", "write -q -z 5M 64k"]);
+    qemu_io(&top, &["write -q -P 0xab 512k 1M", "write -q -z 5M 64k"]);
     top
+}
+
+/// Three layers of 2 MiB clusters: with the firmware's default `Config`
+/// each layer's caches take 7 MiB, so the chain needs 21 MiB, over the
+/// firmware's 20 MiB `CACHE_BUDGET` (before, about five such layers ran
+/// the 32 MiB heap out and panicked).
+fn over_budget_chain(dir: &Path) -> PathBuf {
+    let options = "compat=1.1,cluster_size=2M";
+    create(dir, "budget-base.qcow2", options, 8 * MIB);
+    let middle = create(
+        dir,
+        "budget-middle.qcow2",
+        &format!("{options},backing_file=budget-base.qcow2,backing_fmt=qcow2"),
+        8 * MIB,
+    );
+    qemu_io(&middle, &["write -q -P 0x5a 2M 64k"]);
+    create(
+        dir,
+        "budget-top.qcow2",
+        &format!("{options},backing_file=budget-middle.qcow2,backing_fmt=qcow2"),
+        8 * MIB,
+    )
 }
 
 /// A raw backing file, shorter than the overlay's virtual disk (reads
@@ -259,7 +220,7 @@ fn raw_backing(dir: &Path) -> PathBuf {
         "compat=1.1,cluster_size=65536,backing_file=base.raw,backing_fmt=raw",
         8 * MIB,
     );
-    write(&top, &["write -q -P 0xcd 1M 64k", "write -q -P 0xef 5M 2M"]);
+    qemu_io(&top, &["write -q -P 0xcd 1M 64k", "write -q -P 0xef 5M 2M"]);
     top
 }
 
@@ -272,73 +233,26 @@ fn secret_file(dir: &Path) -> PathBuf {
     path
 }
 
-/// QEMU's `--object` for the passphrase file of `dir`.
-fn secret_object(dir: &Path) -> String {
-    format!("secret,id=sec0,file={}", secret_file(dir).display())
-}
-
-/// `--image-opts` that unlock every layer of the qcow2 chain of `image`
-/// (all encrypted with the one secret) with `sec0`.
-fn encrypted_opts(image: &Path) -> String {
-    let info = Command::new("qemu-img")
-        .args(["info", "--backing-chain", "-U"])
-        .arg(image)
-        .output()
-        .expect("qemu-img info starts");
-    let layers = String::from_utf8_lossy(&info.stdout)
-        .lines()
-        .filter(|line| line.starts_with("image: "))
-        .count();
-    assert!(
-        layers >= 1,
-        "qemu-img info found no image in {}",
-        image.display()
-    );
-    let mut opts = String::from("driver=qcow2");
-    for layer in 0..layers {
-        opts.push_str(&format!(
-            ",{}encrypt.key-secret=sec0",
-            "backing.".repeat(layer)
-        ));
-    }
-    opts + ",file.filename=" + &image.display().to_string().replace(',', ",,")
+/// The passphrase file of `dir` as QEMU's secret.
+fn secret(dir: &Path) -> QemuSecret {
+    QemuSecret::File(secret_file(dir))
 }
 
 /// `qemu-img create` of an encrypted qcow2 image (`encrypt` names the
 /// format and its options) keyed with the passphrase file of `dir`.
 fn create_encrypted(dir: &Path, name: &str, encrypt: &str, size: u64) -> PathBuf {
-    let object = secret_object(dir);
-    let options = format!("encrypt.key-secret=sec0,{encrypt}");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "--object",
-            &object,
-            "-o",
-            &options,
-            name,
-            &size.to_string(),
-        ],
-        dir,
-    );
-    dir.join(name)
+    Create::new(&dir.join(name))
+        .secret(&secret(dir))
+        .options(encrypt)
+        .size(&size.to_string())
+        .dir(dir)
+        .run()
 }
 
 /// Runs `qemu-io` commands on an encrypted image (every layer keyed).
 fn write_encrypted(image: &Path, commands: &[&str]) {
     let dir = image.parent().expect("image in a directory");
-    let object = secret_object(dir);
-    let opts = encrypted_opts(image);
-    let mut args = vec!["--object", &object, "--image-opts"];
-    for command in commands {
-        args.extend(["-c", command]);
-    }
-    args.push(&opts);
-    run("qemu-io", &args, dir);
+    qemu_io_keyed(&secret(dir), &chain_image_opts(image), commands);
 }
 
 /// LUKS with QEMU's defaults: aes-256-xts-plain64, sha256. Made once per
@@ -348,9 +262,9 @@ fn write_encrypted(image: &Path, commands: &[&str]) {
 fn luks_xts(dir: &Path) -> PathBuf {
     static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
     let bytes = IMAGE.get_or_init(|| {
-        let made = TempDir::new("luks-xts");
+        let made = Scratch::new();
         let image = create_encrypted(
-            &made.0,
+            made.dir(),
             "luks-xts.qcow2",
             "encrypt.format=luks,encrypt.iter-time=10",
             8 * MIB,
@@ -435,7 +349,7 @@ fn unaligned_l2(dir: &Path) -> PathBuf {
         "compat=1.1,cluster_size=65536",
         8 * MIB,
     );
-    write(&image, &["write -q -P 0x11 0 64k"]);
+    qemu_io(&image, &["write -q -P 0x11 0 64k"]);
     let mut bytes = fs::read(&image).expect("read image");
     let l1_offset = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;
     let entry = u64::from_be_bytes(bytes[l1_offset..l1_offset + 8].try_into().unwrap());
@@ -449,59 +363,17 @@ fn unaligned_l2(dir: &Path) -> PathBuf {
 /// passphrase file of `dir` when `encrypted`.
 fn expected_digest(image: &Path, dir: &Path, encrypted: bool) -> String {
     let raw = dir.join("expected.raw");
-    let (image_arg, raw_arg) = (image.to_str().unwrap(), raw.to_str().unwrap());
-    if encrypted {
-        let object = secret_object(dir);
-        let opts = encrypted_opts(image);
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "--object",
-                &object,
-                "--image-opts",
-                &opts,
-                "-O",
-                "raw",
-                raw_arg,
-            ],
-            dir,
-        );
+    let bytes = if encrypted {
+        let object = secret(dir).object();
+        let opts = chain_image_opts(image);
+        convert_raw(&["--object", &object, "--image-opts", &opts], &raw)
     } else {
-        run(
-            "qemu-img",
-            &["convert", "-O", "raw", image_arg, raw_arg],
-            dir,
-        );
-    }
-    let bytes = fs::read(&raw).expect("read converted image");
-    fs::remove_file(&raw).ok();
+        convert_raw(&[image.to_str().expect("UTF-8 path")], &raw)
+    };
     Sha256::digest(&bytes)
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-/// A fresh directory under the system's temporary directory.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> Self {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "qcow2-firmware-test-{}-{label}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&path).expect("create temporary directory");
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 fn boot_all<'a>(target: &str, emulator: &str, cases: impl IntoIterator<Item = &'a Case>) {
@@ -510,17 +382,17 @@ fn boot_all<'a>(target: &str, emulator: &str, cases: impl IntoIterator<Item = &'
     let runner = manifest_dir().join("firmware/run.sh");
     let mut failures = Vec::new();
     for case in cases {
-        let dir = TempDir::new(case.name);
-        let image = (case.make)(&dir.0);
+        let dir = Scratch::new();
+        let image = (case.make)(dir.dir());
         let mut command = Command::new(&runner);
         command.arg(&elf).arg(&image);
         match case.passphrase {
             Given::Nothing => {}
             Given::Right => {
-                command.arg("--passphrase-file").arg(secret_file(&dir.0));
+                command.arg("--passphrase-file").arg(secret_file(dir.dir()));
             }
             Given::Wrong => {
-                let wrong = dir.0.join("wrong-passphrase.txt");
+                let wrong = dir.path("wrong-passphrase.txt");
                 fs::write(&wrong, "correct horse battery stapler\n").expect("write passphrase");
                 command.arg("--passphrase-file").arg(wrong);
             }
@@ -541,7 +413,7 @@ fn boot_all<'a>(target: &str, emulator: &str, cases: impl IntoIterator<Item = &'
         let verdict = match &case.expect {
             Expect::Digest => {
                 let encrypted = matches!(case.passphrase, Given::Right);
-                let expected = expected_digest(&image, &dir.0, encrypted);
+                let expected = expected_digest(&image, dir.dir(), encrypted);
                 let unlock = printed("disk 0: unlock: ");
                 // The timed passes' queued read is checked against
                 // read_at by the firmware itself; the line says it ran
@@ -710,12 +582,25 @@ const ENCRYPTED_CASES: &[Case] = &[
     },
 ];
 
+/// A chain whose caches would pass the firmware's memory budget is
+/// refused by name (x86_64 only: the budget is the crate's walk's).
+const BUDGET_CASE: Case = Case {
+    name: "over-budget-chain",
+    make: over_budget_chain,
+    expect: Expect::Error("over the budget of 20971520"),
+    passphrase: Given::Nothing,
+};
+
 #[test]
 fn firmware_x86_64() {
     boot_all(
         "x86_64-unknown-none",
         "qemu-system-x86_64",
-        CASES.iter().chain([&LUKS_CASE]).chain(ENCRYPTED_CASES),
+        CASES
+            .iter()
+            .chain([&LUKS_CASE])
+            .chain(ENCRYPTED_CASES)
+            .chain([&BUDGET_CASE]),
     );
 }
 
@@ -726,21 +611,6 @@ fn firmware_aarch64() {
         "qemu-system-aarch64",
         CASES.iter().chain([&LUKS_CASE]),
     );
-}
-
-/// The disks of the file tests (`scripts/make-disks.sh`: sfdisk, mkfs,
-/// mcopy, debugfs, qemu-img), made once and cached in `target/disks`.
-fn made_disks() -> PathBuf {
-    let dir = manifest_dir().join("target/disks");
-    let status = Command::new(manifest_dir().join("scripts/make-disks.sh"))
-        .arg(&dir)
-        .status()
-        .expect("run scripts/make-disks.sh");
-    assert!(
-        status.success(),
-        "scripts/make-disks.sh failed (see its message above)"
-    );
-    dir
 }
 
 fn file_digest(path: &Path) -> String {
@@ -877,25 +747,16 @@ fn firmware_files_encrypted_x86_64() {
     require_tools("qemu-system-x86_64");
     let disks = made_disks();
     let elf = build_firmware(target);
-    let dir = TempDir::new("files-luks");
-    let image = dir.0.join("mbr-luks.qcow2");
-    let object = secret_object(&dir.0);
-    let source = disks.join("mbr-base.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "--object",
-            &object,
-            "-O",
-            "qcow2",
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
-            source.to_str().expect("UTF-8 path"),
-            image.to_str().expect("UTF-8 path"),
-        ],
-        &dir.0,
-    );
+    let dir = Scratch::new();
+    let image = dir.path("mbr-luks.qcow2");
+    Qemu::img()
+        .arg("convert")
+        .secret(&secret(dir.dir()))
+        .args(["-O", "qcow2", "-o"])
+        .arg(format!("{LUKS},encrypt.key-secret={SECRET_ID}"))
+        .arg(disks.join("mbr-base.qcow2"))
+        .arg(&image)
+        .run();
     check_file_run(
         target,
         &elf,
@@ -908,6 +769,112 @@ fn firmware_files_encrypted_x86_64() {
             ),
         ],
         None,
-        Some(&secret_file(&dir.0)),
+        Some(&secret_file(dir.dir())),
     );
+}
+
+/// The issue's hostile ext4 images through the firmware's `--file`
+/// requests (32 MiB heap): a 4 TiB QCOW2 disk whose ext4 claims 2^32 block
+/// groups, and a symlink whose inode claims 1 TiB, end in `error:` lines
+/// naming the field and the limit, not a panic; the sound file beside the
+/// symlink is read. x86_64 only: two more boots.
+#[test]
+fn firmware_files_on_hostile_ext4_end_in_named_errors_x86_64() {
+    let target = "x86_64-unknown-none";
+    require_tools("qemu-system-x86_64");
+    let elf = build_firmware(target);
+    let scratch = Scratch::new();
+    let dir = scratch.dir();
+    fs::create_dir_all(dir.join("tree")).unwrap();
+    fs::write(dir.join("tree/hello.txt"), b"hello\n").unwrap();
+    std::os::unix::fs::symlink("/hello.txt", dir.join("tree/link")).unwrap();
+    let ext4 = |name: &str| {
+        run_in(
+            Some(dir),
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-b",
+                "1024",
+                "-O",
+                "^metadata_csum",
+                "-d",
+                "tree",
+                name,
+                "4M",
+            ],
+        );
+    };
+    // 2^32 - 1 blocks of 1 KiB, one per group, on a 4 TiB disk.
+    ext4("groups.raw");
+    let mut bytes = fs::read(dir.join("groups.raw")).unwrap();
+    bytes[1024 + 4..1024 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    bytes[1024 + 0x20..1024 + 0x24].copy_from_slice(&1u32.to_le_bytes());
+    fs::write(dir.join("groups.raw"), bytes).unwrap();
+    run_in(
+        Some(dir),
+        "qemu-img",
+        &["convert", "-O", "qcow2", "groups.raw", "groups.qcow2"],
+    );
+    run_in(Some(dir), "qemu-img", &["resize", "groups.qcow2", "4T"]);
+    ext4("link.raw");
+    run_in(
+        Some(dir),
+        "debugfs",
+        &["-w", "-R", "sif /link size 0x10000000000", "link.raw"],
+    );
+    run_in(
+        Some(dir),
+        "qemu-img",
+        &["convert", "-O", "qcow2", "link.raw", "link.qcow2"],
+    );
+    let boots: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "groups.qcow2",
+            &["/hello.txt"],
+            &[
+                "error: /hello.txt: partition 0: ext2/3/4 superblock: block groups \
+               (s_blocks_count / s_blocks_per_group) is 4294967294, over the limit of 65536 \
+               (the caller's Limits::max_block_groups)",
+            ],
+        ),
+        (
+            "link.qcow2",
+            &["/link", "/hello.txt"],
+            &[
+                "error: /link: ext2/3/4 symlink /link: target length (i_size) 1099511627776 \
+                 bytes is over the limit of 4096 (PATH_MAX)",
+                "file-sha256: /hello.txt \
+                 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
+            ],
+        ),
+    ];
+    for (image, files, expected) in boots {
+        let mut command = Command::new(manifest_dir().join("firmware/run.sh"));
+        command.arg(&elf).arg(dir.join(image));
+        for file in files {
+            command.args(["--file", file]);
+        }
+        let output = command
+            .env("QCOW2_FW_TIMEOUT", "300")
+            .output()
+            .expect("run.sh starts");
+        let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+        let context = format!(
+            "{image}:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for line in expected {
+            assert!(
+                stdout.lines().any(|printed| printed.starts_with(line)),
+                "no `{line}` line; {context}"
+            );
+        }
+        assert!(!stdout.contains("panicked"), "{context}");
+        assert!(
+            !output.status.success(),
+            "a refused file fails the run; {context}"
+        );
+    }
 }

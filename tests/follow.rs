@@ -201,15 +201,13 @@ fn same_dir_applies_to_data_files() {
     let images = tree.path("images");
     let image = tree.image("images/inside.qcow2", "data_file=inside.data", 0);
     let image_name = image.to_str().unwrap();
-    let write = ["-f", "qcow2", "-c", "write -P 0x44 0 128k", image_name];
-    run_in(Some(&images), "qemu-io", &write);
+    qemu_io_in(&images, &image, &["write -P 0x44 0 128k"]);
     let chain = open(&image, FollowPolicy::SameDir).unwrap();
     let bytes = crate_read(&*chain.top, 1 << 16);
-    run_in(
-        Some(&images),
-        "qemu-img",
-        &["convert", "-O", "raw", image_name, "q.raw"],
-    );
+    Qemu::img()
+        .args(["convert", "-O", "raw", image_name, "q.raw"])
+        .dir(&images)
+        .run();
     assert_same(
         &std::fs::read(images.join("q.raw")).unwrap(),
         &bytes,

@@ -161,16 +161,11 @@ fn corrupt_compressed_payloads_are_named_errors() {
         };
         bytes[host_offset..host_offset + 16].fill(0xff);
         std::fs::write(&image, &bytes).unwrap();
-        let status = std::process::Command::new("qemu-img")
-            .args([
-                "convert",
-                "-O",
-                "raw",
-                image.to_str().unwrap(),
-                scratch.path("out.raw").to_str().unwrap(),
-            ])
+        let status = Qemu::img()
+            .args(["convert", "-O", "raw"])
+            .arg(&image)
+            .arg(scratch.path("out.raw"))
             .output()
-            .unwrap()
             .status;
         assert!(
             !status.success(),

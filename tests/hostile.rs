@@ -370,21 +370,6 @@ fn refusals() -> Vec<Refusal> {
             HeaderError::BackingFormatTooLong { len: 22 },
             "ext_backing_format: len=22 too large",
         ),
-        // QEMU 7.2's `qemu-img info` opens these two (checked here); the
-        // crate refuses them at open as it did before this suite, since it
-        // could not read their data. A difference to look into.
-        row(
-            "a data file name with the data file bit",
-            set_u64(field::INCOMPATIBLE_FEATURES, 1 << 2),
-            HeaderError::MissingDataFileName,
-            None,
-        ),
-        row(
-            "data-file-raw only with a data file",
-            set_u64(88, 1 << 1),
-            HeaderError::DataFileRawWithoutDataFile,
-            None,
-        ),
         like(
             "backing file name at most 1023 bytes",
             {
@@ -569,6 +554,38 @@ fn snapshot_l1_tables_breaking_a_rule_are_refused_like_qemu() {
         assert!(expected(&error), "L1 at {l1_offset:#x}: {error:?}");
         if let Some(message) = qemu {
             assert!(message.contains(words), "{message}");
+        }
+    }
+}
+
+/// The data file bits without a data file name: `qemu-img info` opens the
+/// image (it does no I/O) and QEMU refuses to open it for reading, so
+/// `Image::builder` takes it and `open` refuses it, naming the rule.
+#[test]
+fn data_file_bits_without_a_name_open_for_info_and_are_refused_for_reading() {
+    let cases = [
+        (
+            (|image: &mut Qcow2| image.put_u64(field::INCOMPATIBLE_FEATURES, 1 << 2))
+                as fn(&mut Qcow2),
+            HeaderError::MissingDataFileName,
+        ),
+        (
+            (|image: &mut Qcow2| image.put_u64(88, 1 << 1)) as fn(&mut Qcow2),
+            HeaderError::DataFileRawWithoutDataFile,
+        ),
+    ];
+    for (mutate, expected) in cases {
+        let mut image = small();
+        mutate(&mut image);
+        let bytes = image.finish();
+        let builder =
+            Image::builder(bytes.as_slice()).expect("the header reads, as in qemu-img info");
+        match builder.open_alloc(&Config::default()) {
+            Err(Error::Header(error)) => assert_eq!(error, expected),
+            other => panic!("{expected:?}: expected a refusal at open, got {other:?}"),
+        }
+        if let Some(result) = qemu::info(&bytes) {
+            assert_eq!(result, Ok(()), "qemu-img info opens it ({expected:?})");
         }
     }
 }
@@ -1323,4 +1340,100 @@ fn reads_allocate_only_the_zstd_window() {
     let mut buf = vec![0u8; 64 << 10];
     let (_, allocations) = heap_use(|| image.read_at(0, &mut buf).unwrap());
     assert_eq!(allocations, 0, "deflate allocates nothing");
+}
+
+// ---- persistent bitmaps ------------------------------------------------------
+
+/// Where the bitmaps extension of a `qemu-img` image sits: the offset of
+/// its data (count, reserved, directory size, directory offset).
+fn bitmaps_extension(bytes: &[u8]) -> usize {
+    let word = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    let mut at = word(field::HEADER_LENGTH) as usize;
+    loop {
+        let (kind, len) = (word(at), word(at + 4) as usize);
+        assert_ne!(kind, 0, "no bitmaps extension");
+        if kind == 0x2385_2875 {
+            return at + 8;
+        }
+        at += 8 + len.next_multiple_of(8);
+    }
+}
+
+/// QEMU loads the bitmap directory and each bitmap table when it opens an
+/// image (`qemu-img info` and `check` too) and refuses one that breaks its
+/// rules (found by mutating such images: `qcow info` opened them).
+#[test]
+fn bitmap_directories_qemu_refuses_are_refused_at_open() {
+    use qcow2_reader::bitmap::BitmapError;
+    let scratch = qcow2_testkit::Scratch::new();
+    let image = scratch.create("bitmap.qcow2", "4M", "");
+    qcow2_testkit::qemu_io(&image, &["write -P 1 0 1M"]);
+    let path = image.to_str().unwrap();
+    qcow2_testkit::qemu_img(&["bitmap", "--add", path, "b0"]);
+    // A table entry to break needs a table: qemu-img writes it on close.
+    qcow2_testkit::qemu_img(&["bitmap", "--add", path, "b1"]);
+    let pristine = std::fs::read(&image).unwrap();
+    assert!(Image::builder(pristine.as_slice()).is_ok());
+    let extension = bitmaps_extension(&pristine);
+    let u64_at =
+        |bytes: &[u8], at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+    let directory = u64_at(&pristine, extension + 16) as usize;
+    let table = u64_at(&pristine, directory) as usize;
+    type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Mutation, BitmapError)> = vec![
+        (
+            "reserved field",
+            Box::new(move |b| b[extension + 4..extension + 8].copy_from_slice(&[0, 0, 0, 1])),
+            BitmapError::ReservedNotZero,
+        ),
+        (
+            "fewer bitmaps than the extension says",
+            Box::new(move |b| b[extension..extension + 4].copy_from_slice(&3u32.to_be_bytes())),
+            BitmapError::LessBitmaps { found: 2 },
+        ),
+        (
+            "more bitmaps than the extension says",
+            Box::new(move |b| b[extension..extension + 4].copy_from_slice(&1u32.to_be_bytes())),
+            BitmapError::MoreBitmaps,
+        ),
+        (
+            "an entry running past the directory",
+            Box::new(move |b| {
+                b[directory + 18..directory + 20].copy_from_slice(&300u16.to_be_bytes())
+            }),
+            BitmapError::BrokenDirectory,
+        ),
+        (
+            "type 1 only",
+            Box::new(move |b| b[directory + 16] = 2),
+            BitmapError::Constraints { index: 0 },
+        ),
+        (
+            "granularity 9 to 31",
+            Box::new(move |b| b[directory + 17] = 8),
+            BitmapError::Constraints { index: 0 },
+        ),
+        (
+            "a valid table entry",
+            Box::new(move |b| b[table..table + 8].copy_from_slice(&0x201u64.to_be_bytes())),
+            BitmapError::TableEntry {
+                index: 0,
+                entry: 0x201,
+            },
+        ),
+    ];
+    for (rule, mutate, expected) in cases {
+        let mut bytes = pristine.clone();
+        mutate(&mut bytes);
+        match Image::builder(bytes.as_slice()) {
+            Err(Error::Header(HeaderError::Bitmaps(error))) => {
+                assert_eq!(error, expected, "{rule}")
+            }
+            Err(other) => panic!("{rule}: wrong error {other}"),
+            Ok(_) => panic!("{rule}: the image opened"),
+        }
+        if let Some(result) = qemu::info(&bytes) {
+            assert!(result.is_err(), "{rule}: qemu-img info opens it");
+        }
+    }
 }

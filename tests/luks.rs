@@ -20,7 +20,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use qcow2_reader::chain::{chain_layers, open_chain, ChainError, ChainOptions, Secret};
@@ -30,7 +29,10 @@ use qcow2_reader::crypto::{
 };
 use qcow2_reader::{Config, Encryption, Error, Image, NoBacking, Unsupported};
 
-use common::{assert_same, assert_scattered_reads, crate_read, run, secret_object, PASSPHRASE};
+use common::{
+    assert_same, assert_scattered_reads, convert_raw_keyed, crate_read, encrypted_image_opts,
+    image_opts, qemu_io_keyed, Create, Qemu, QemuSecret, LUKS, PASSPHRASE,
+};
 
 /// Changing how images are made must not reuse old cached ones.
 const CACHE_VERSION: u32 = 1;
@@ -62,45 +64,17 @@ fn qemu_decrypted(image: &Path, driver: &str) -> Vec<u8> {
     let raw = cached(
         &format!("{}.raw", image.file_name().unwrap().to_str().unwrap()),
         |out| {
-            let opts = format!(
-                "driver={driver},encrypt.key-secret=sec0,file.filename={}",
-                image.display()
-            );
-            let opts = if driver == "luks" {
-                opts.replace("encrypt.key-secret", "key-secret")
-            } else {
-                opts
-            };
-            run(
-                "qemu-img",
-                &[
-                    "convert",
-                    "--object",
-                    &secret_object(),
-                    "--image-opts",
-                    &opts,
-                    "-O",
-                    "raw",
-                    out.to_str().unwrap(),
-                ],
-            );
+            convert_raw_keyed(
+                &QemuSecret::default(),
+                &image_opts(driver, image, &[0]),
+                out,
+            )
         },
     );
     std::fs::read(raw).unwrap()
 }
 
 fn qemu_io_writes(path: &Path, driver: &str, compressed: bool) {
-    let opts = format!(
-        "driver={driver},encrypt.key-secret=sec0,file.filename={}",
-        path.display()
-    );
-    let opts = if driver == "luks" {
-        opts.replace("encrypt.key-secret", "key-secret")
-    } else {
-        opts
-    };
-    let object = secret_object();
-    let mut args = vec!["--object", &object, "--image-opts", &opts];
     let commands: Vec<String> = WRITES
         .iter()
         .map(|w| {
@@ -111,32 +85,22 @@ fn qemu_io_writes(path: &Path, driver: &str, compressed: bool) {
             }
         })
         .collect();
-    for command in &commands {
-        args.extend(["-c", command]);
-    }
-    run("qemu-io", &args);
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+    qemu_io_keyed(
+        &QemuSecret::default(),
+        &image_opts(driver, path, &[0]),
+        &commands,
+    );
 }
 
 /// A LUKS-encrypted qcow2 image with `encrypt.*` options, written by qemu-io.
 fn luks_qcow2(name: &str, options: &str, compressed: bool) -> PathBuf {
     cached(&format!("{name}.qcow2"), |path| {
-        let opts =
-            format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10{options}");
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "--object",
-                &secret_object(),
-                "-o",
-                &opts,
-                path.to_str().unwrap(),
-                VIRTUAL_SIZE,
-            ],
-        );
+        Create::new(path)
+            .secret(&QemuSecret::default())
+            .options(&format!("{LUKS}{options}"))
+            .size(VIRTUAL_SIZE)
+            .run();
         qemu_io_writes(path, "qcow2", compressed);
     })
 }
@@ -549,62 +513,27 @@ fn encrypted_chain() -> (PathBuf, PathBuf, Vec<u8>) {
         false,
     );
     let top = cached("chain-top.qcow2", |path| {
-        let opts = format!(
-            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,backing_file={},backing_fmt=qcow2",
-            base.display()
-        );
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-u",
-                "-f",
-                "qcow2",
-                "--object",
-                &secret_object(),
-                "-o",
-                &opts,
-                path.to_str().unwrap(),
-                VIRTUAL_SIZE,
-            ],
-        );
-        let image_opts = format!(
-            "driver=qcow2,encrypt.key-secret=sec0,backing.encrypt.key-secret=sec0,file.filename={}",
-            path.display()
-        );
-        run(
-            "qemu-io",
-            &[
-                "--object",
-                &secret_object(),
-                "--image-opts",
-                &image_opts,
-                "-c",
-                "write -P 0x66 32768 64k",
-                "-c",
-                "write -P 0x77 3146240 1536",
-            ],
+        Create::new(path)
+            .unsafe_backing()
+            .secret(&QemuSecret::default())
+            .options(&format!(
+                "{LUKS},backing_file={},backing_fmt=qcow2",
+                base.display()
+            ))
+            .size(VIRTUAL_SIZE)
+            .run();
+        qemu_io_keyed(
+            &QemuSecret::default(),
+            &image_opts("qcow2", path, &[0, 1]),
+            &["write -P 0x66 32768 64k", "write -P 0x77 3146240 1536"],
         );
     });
     let raw = cached("chain-top.qcow2.raw", |out| {
-        let image_opts = format!(
-            "driver=qcow2,encrypt.key-secret=sec0,backing.encrypt.key-secret=sec0,file.filename={}",
-            top.display()
-        );
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "--object",
-                &secret_object(),
-                "--image-opts",
-                &image_opts,
-                "-O",
-                "raw",
-                out.to_str().unwrap(),
-            ],
-        );
+        convert_raw_keyed(
+            &QemuSecret::default(),
+            &image_opts("qcow2", &top, &[0, 1]),
+            out,
+        )
     });
     let expected = std::fs::read(raw).unwrap();
     assert_eq!(expected[0], 0x11, "base data reads through");
@@ -673,22 +602,19 @@ fn a_wrong_passphrase_is_its_own_error() {
         "{error}"
     );
     // QEMU agrees.
-    let out = Command::new("qemu-img")
+    let out = Qemu::img()
+        .arg("convert")
+        .secret(&QemuSecret::Passphrase(
+            "correct horse battery stapl".into(),
+        ))
         .args([
-            "convert",
-            "--object",
-            "secret,id=sec0,data=correct horse battery stapl",
             "--image-opts",
-            &format!(
-                "driver=qcow2,encrypt.key-secret=sec0,file.filename={}",
-                path.display()
-            ),
+            &encrypted_image_opts(&path),
             "-O",
             "raw",
             "/dev/null",
         ])
-        .output()
-        .unwrap();
+        .output();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid password"));
 }
@@ -705,22 +631,17 @@ fn patched(name: &str, patch: impl FnOnce(&mut Vec<u8>, (u64, u64))) -> PathBuf 
 
 /// QEMU's refusal of an image, as its error text.
 fn qemu_refusal(path: &Path) -> String {
-    let out = Command::new("qemu-img")
+    let out = Qemu::img()
+        .arg("convert")
+        .secret(&QemuSecret::default())
         .args([
-            "convert",
-            "--object",
-            &secret_object(),
             "--image-opts",
-            &format!(
-                "driver=qcow2,encrypt.key-secret=sec0,file.filename={}",
-                path.display()
-            ),
+            &encrypted_image_opts(path),
             "-O",
             "raw",
             "/dev/null",
         ])
-        .output()
-        .unwrap();
+        .output();
     assert!(!out.status.success(), "QEMU accepted {}", path.display());
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -892,21 +813,12 @@ fn hostile_headers_get_the_error_qemu_gives() {
 #[test]
 fn raw_luks_counts_sectors_from_the_payload() {
     let path = cached("raw.luks", |path| {
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "luks",
-                "--object",
-                &secret_object(),
-                "-o",
-                "key-secret=sec0,iter-time=10,cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv",
-                path.to_str().unwrap(),
-                VIRTUAL_SIZE,
-            ],
-        );
+        Create::new(path)
+            .format("luks")
+            .secret(&QemuSecret::default())
+            .options("iter-time=10,cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv")
+            .size(VIRTUAL_SIZE)
+            .run();
         qemu_io_writes(path, "luks", false);
     });
     let bytes = std::fs::read(&path).unwrap();
@@ -928,21 +840,11 @@ fn raw_luks_counts_sectors_from_the_payload() {
 #[test]
 fn legacy_aes_reads_like_qemu_with_guest_sector_numbers() {
     let path = cached("legacy-aes.qcow2", |path| {
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "--object",
-                &secret_object(),
-                "-o",
-                "encrypt.format=aes,encrypt.key-secret=sec0",
-                path.to_str().unwrap(),
-                VIRTUAL_SIZE,
-            ],
-        );
+        Create::new(path)
+            .secret(&QemuSecret::default())
+            .options("encrypt.format=aes")
+            .size(VIRTUAL_SIZE)
+            .run();
         qemu_io_writes(path, "qcow2", false);
     });
     let image = Qcow2::open(&path);
@@ -1035,25 +937,11 @@ fn a_data_file_decrypts_from_its_own_offsets() {
     let data_path = cache_dir().join(data_name);
     let path = cached("data-file.qcow2", |path| {
         let _ = std::fs::remove_file(&data_path);
-        let opts = format!(
-            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,data_file={}",
-            data_path.display()
-        );
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "--object",
-                &secret_object(),
-                "-o",
-                &opts,
-                path.to_str().unwrap(),
-                VIRTUAL_SIZE,
-            ],
-        );
+        Create::new(path)
+            .secret(&QemuSecret::default())
+            .options(&format!("{LUKS},data_file={}", data_path.display()))
+            .size(VIRTUAL_SIZE)
+            .run();
         qemu_io_writes(path, "qcow2", false);
     });
     let image = Qcow2::open(&path);
@@ -1067,23 +955,16 @@ fn slots_are_tried_in_order_until_one_opens() {
     // the same master key, and the second is found after slot 0 fails.
     let path = cached("two-slots.qcow2", |path| {
         std::fs::copy(default_image(), path).unwrap();
-        run(
-            "qemu-img",
-            &[
-                "amend",
-                "--object",
-                &secret_object(),
-                "--object",
-                "secret,id=sec1,data=second passphrase",
-                "--image-opts",
-                &format!(
-                    "driver=qcow2,file.filename={},encrypt.key-secret=sec0",
-                    path.display()
-                ),
+        Qemu::img()
+            .arg("amend")
+            .secret(&QemuSecret::default())
+            .args(["--object", "secret,id=sec1,data=second passphrase"])
+            .args(["--image-opts", &encrypted_image_opts(path)])
+            .args([
                 "-o",
                 "encrypt.state=active,encrypt.new-secret=sec1,encrypt.iter-time=10",
-            ],
-        );
+            ])
+            .run();
     });
     let image = Qcow2::open(&path);
     let header = image.luks_header();
@@ -1119,55 +1000,25 @@ fn slots_are_tried_in_order_until_one_opens() {
 /// [`encrypted_chain`], and what QEMU reads from it.
 fn plain_overlay_over_encrypted_base() -> (PathBuf, Vec<u8>) {
     let (base, _, _) = encrypted_chain();
-    let image_opts = |path: &Path| {
-        format!(
-            "driver=qcow2,backing.encrypt.key-secret=sec0,file.filename={}",
-            path.display()
-        )
-    };
+    // Only the base is keyed.
+    let image_opts = |path: &Path| image_opts("qcow2", path, &[1]);
     let top = cached("plain-over-luks.qcow2", |path| {
-        let backing = format!("backing_file={},backing_fmt=qcow2", base.display());
-        let path_text = path.to_str().unwrap();
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-u",
-                "-f",
-                "qcow2",
-                "-o",
-                &backing,
-                path_text,
-                VIRTUAL_SIZE,
-            ],
-        );
-        run(
-            "qemu-io",
-            &[
-                "--object",
-                &secret_object(),
-                "--image-opts",
-                &image_opts(path),
-                "-c",
-                "write -P 0x88 65536 4k",
-            ],
+        Create::new(path)
+            .unsafe_backing()
+            .options(&format!(
+                "backing_file={},backing_fmt=qcow2",
+                base.display()
+            ))
+            .size(VIRTUAL_SIZE)
+            .run();
+        qemu_io_keyed(
+            &QemuSecret::default(),
+            &image_opts(path),
+            &["write -P 0x88 65536 4k"],
         );
     });
     let raw = cached("plain-over-luks.qcow2.raw", |out| {
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "--object",
-                &secret_object(),
-                "--image-opts",
-                &image_opts(&top),
-                "-O",
-                "raw",
-                out.to_str().unwrap(),
-            ],
-        );
+        convert_raw_keyed(&QemuSecret::default(), &image_opts(&top), out)
     });
     let expected = std::fs::read(raw).unwrap();
     assert_eq!(expected[0], 0x11, "base data reads through");

@@ -74,7 +74,9 @@ fn plan_map(disk: &Disk<std::fs::File>, size: u64) -> Vec<Run> {
         let piece = piece.expect("plan");
         let (present, offset) = match piece.source {
             Source::Stored { offset, .. } => (true, Some(offset)),
-            Source::Unallocated | Source::PastEnd => (false, None),
+            Source::Unallocated { kept_offset } | Source::PastEnd { kept_offset } => {
+                (false, kept_offset)
+            }
             Source::ZeroCluster { kept_offset } => (true, kept_offset),
             Source::Compressed(_) => (true, None),
         };

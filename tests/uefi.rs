@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use qcow2_testkit::{build_driver, installed, qemu_io, run, Create, Qemu, QemuSecret, LUKS};
+
 const SETUP_HINT: &str = "run scripts/setup.sh as root (it installs QEMU 7.2, ovmf, \
     qemu-efi-aarch64, grub-efi-*-bin, mtools, dosfstools, fdisk, e2fsprogs, busybox-static \
     and the kernels, and builds the boot disks)";
@@ -45,10 +47,7 @@ fn repo() -> PathBuf {
 
 fn require_tools(emulator: &str, firmware: &str) {
     for tool in [emulator, "qemu-img", "qemu-io"] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
+        let found = installed(tool);
         assert!(found, "`{tool}` is missing: {SETUP_HINT}");
     }
     for tool in ["mkfs.vfat", "mcopy"] {
@@ -63,26 +62,6 @@ fn require_tools(emulator: &str, firmware: &str) {
     );
 }
 
-/// Builds the driver for `target` and returns the path of `qcow2.efi`.
-fn build_driver(target: &str) -> PathBuf {
-    let uefi = repo().join("uefi");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The driver has its own workspace and target directory, so this does
-    // not wait on the lock of the `cargo test` that runs us.
-    let status = Command::new(cargo)
-        .current_dir(&uefi)
-        .args(["build", "--target", target])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building qcow2.efi for {target} failed");
-    uefi.join("target").join(target).join("debug/qcow2.efi")
-}
-
-/// Runs `program`, which must succeed, and returns its standard output.
-fn run(program: &str, args: &[&str]) -> String {
-    String::from_utf8_lossy(&qcow2_testkit::run(program, args).stdout).into_owned()
-}
-
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
@@ -90,7 +69,7 @@ fn path_str(path: &Path) -> &str {
 /// The boot disk of `arch`, built (or found cached) by scripts/boot-disk.sh.
 fn boot_disk(arch: &str) -> PathBuf {
     let script = repo().join("scripts/boot-disk.sh");
-    let stdout = run(path_str(&script), &[arch]);
+    let stdout = String::from_utf8_lossy(&run(path_str(&script), &[arch]).stdout).into_owned();
     let disk = PathBuf::from(stdout.trim());
     assert!(
         disk.is_file(),
@@ -122,19 +101,12 @@ fn images(disk: &Path, dir: &Path) -> Images {
     fs::create_dir_all(dir).expect("create image directory");
     let raw = path_str(disk);
     let convert = |options: &str, out: &Path| {
-        let args = [
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-c",
-            "-o",
-            options,
-            raw,
-            path_str(out),
-        ];
-        run("qemu-img", &args);
+        Qemu::img()
+            .args([
+                "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", options, raw,
+            ])
+            .arg(out)
+            .run();
     };
     let zstd = cached(disk, dir.join("zstd.qcow2"), |out: &Path| {
         convert("compression_type=zstd", out)
@@ -146,25 +118,13 @@ fn images(disk: &Path, dir: &Path) -> Images {
         convert("cluster_size=65536", out)
     });
     let overlay = cached(&base, dir.join("overlay.qcow2"), |out| {
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-o",
-                "extended_l2=on,cluster_size=131072,backing_file=base.qcow2,backing_fmt=qcow2",
-                path_str(out),
-            ],
-        );
+        Create::new(out)
+            .options("extended_l2=on,cluster_size=131072,backing_file=base.qcow2,backing_fmt=qcow2")
+            .run();
         // Bytes 0..440 of the protective MBR are boot code that UEFI never
         // runs: rewriting them allocates one 4 KiB subcluster in the
         // overlay, the rest of its cluster still reading from the base.
-        run(
-            "qemu-io",
-            &["-f", "qcow2", "-c", "write -q -P 0xab 0 440", path_str(out)],
-        );
+        qemu_io(out, &["write -q -P 0xab 0 440"]);
     });
     Images {
         zstd,
@@ -185,21 +145,11 @@ fn corrupt_copy(image: &Path, out: &Path) {
 }
 
 fn encrypted(out: &Path) {
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "--object",
-            "secret,id=sec0,data=password",
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
-            path_str(out),
-            "64M",
-        ],
-    );
+    Create::new(out)
+        .secret(&QemuSecret::Passphrase("password".into()))
+        .options(LUKS)
+        .size("64M")
+        .run();
 }
 
 /// How an image reaches the guest.

@@ -41,6 +41,8 @@
 # The last stderr line gives the seconds from QEMU's start to the OS loader's
 # start, to the marker of scripts/boot-disk.sh (when seen) and to QEMU's exit.
 #
+# QCOW2_UEFI_SMP=N gives the guest N CPUs (default 1).
+#
 # QCOW2_UEFI_RECONNECT=1 adds `reconnect -r` after loading the driver: the
 # driver is stopped and started again before the boot.
 #
@@ -200,7 +202,7 @@ raw)
 esac
 
 cp "$vars" "$work/vars.fd"
-qemu+=(-accel tcg -m 512 -nographic -no-reboot -net none
+qemu+=(-accel tcg -m 512 -smp "${QCOW2_UEFI_SMP:-1}" -nographic -no-reboot -net none
     -drive "if=pflash,format=raw,unit=0,readonly=on,file=$code"
     -drive "if=pflash,format=raw,unit=1,file=$work/vars.fd"
     "${drives[@]}")

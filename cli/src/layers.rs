@@ -265,7 +265,9 @@ impl Stack {
             },
             Source::Compressed(_) => status(true, false, true, None),
             Source::ZeroCluster { kept_offset } => status(true, true, false, kept_offset),
-            Source::Unallocated | Source::PastEnd => status(false, true, false, None),
+            Source::Unallocated { kept_offset } | Source::PastEnd { kept_offset } => {
+                status(false, true, false, kept_offset)
+            }
         })
     }
 }

@@ -34,8 +34,7 @@ use layers::Follow;
 struct Cli {
     /// Which backing and data files an image may make the tool open: `any`
     /// (QEMU's behaviour), `same-dir` (only in the image's directory; for
-    /// untrusted images) or `none` (the image alone). `check` opens only the
-    /// image itself whatever the policy.
+    /// untrusted images) or `none` (the image alone).
     #[arg(long, global = true, value_enum, default_value_t = Follow::Any)]
     follow: Follow,
     /// Bytes per range request when the image is an `http://` or `https://`
@@ -91,7 +90,7 @@ fn main() -> ExitCode {
         Command::Map(args) => map::run(&args, cli.follow),
         Command::Cat(args) => cat::run(&args, cli.follow),
         Command::Convert(args) => convert::run(&args, cli.follow),
-        Command::Check(args) => check::run(&args),
+        Command::Check(args) => check::run(&args, cli.follow),
         Command::Bench(args) => bench::run(&args, cli.follow),
         Command::Parts(args) => parts::run(&args, cli.follow),
         Command::Ls(args) => ls::run(&args, cli.follow),

@@ -58,7 +58,20 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
         table_text(disk.table.scheme.name(), &rows)
     };
     print(&text, &args.image)?;
-    Ok(ExitCode::SUCCESS)
+    // The table was read and printed; a file system that could not be read
+    // still fails the command, named on stderr as every other error is.
+    let mut status = ExitCode::SUCCESS;
+    for row in &rows {
+        if let Some(problem) = &row.problem {
+            eprintln!(
+                "qcow: {}: partition {}: {problem}",
+                args.image.display(),
+                row.number
+            );
+            status = ExitCode::FAILURE;
+        }
+    }
+    Ok(status)
 }
 
 fn row(disk: &OpenDisk, part: &Partition) -> Row {

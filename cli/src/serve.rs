@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
+use qcow2_nbd::device::{Device, DeviceOptions};
 use qcow2_nbd::listener::{serve, Listener, ServeOptions, Stop};
+use qcow2_nbd::netlink::Netlink;
 use qcow2_nbd::{Export, Limits, Run};
 use qcow2_reader::chain::Chain;
 use qcow2_reader::Config;
@@ -28,10 +30,13 @@ use crate::failure::{Failure, Result};
 use crate::layers::{open_reader, Access, Follow, Stack};
 use crate::passphrase::KeyArgs;
 
+#[path = "serve_detach.rs"]
+mod detach;
+
 /// Arguments of `qcow serve`.
 #[derive(Debug, clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("listen").required(true).multiple(true).args(["socket", "bind"])),
+    group(clap::ArgGroup::new("listen").required(true).multiple(true).args(["socket", "bind", "connect", "disconnect"])),
     after_help = "Memory: each connection takes at most about 1.7 MiB (a 1 MiB read \
 buffer: reads are served in pieces of 1 MiB, and a read longer than 32 MiB is \
 refused with NBD_EOVERFLOW, or NBD_EINVAL without structured replies; 64 KiB of \
@@ -73,18 +78,59 @@ pub struct Args {
     /// Write the server's process id to this file once it listens (removed at exit).
     #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
+    /// Serve the disk as the kernel's NBD device `/dev/nbdN` (needs root and
+    /// the `nbd` module), set up through NBD's netlink interface: no
+    /// `nbd-client` needed, and no thread waits in the kernel, so signals do
+    /// not drop the device. Read-only, 512-byte blocks, one connection per
+    /// reader. The server runs until the device is disconnected
+    /// (`--disconnect`, `nbd-client -d`) or SIGTERM/SIGINT, which
+    /// disconnect the device first.
+    #[arg(long, value_name = "/dev/nbdN")]
+    connect: Option<String>,
+    /// Disconnect the kernel's NBD device `/dev/nbdN` (whoever serves it)
+    /// and exit; no image is opened.
+    #[arg(long, value_name = "/dev/nbdN", conflicts_with_all = ["socket", "bind", "connect", "fork", "pid_file", "image"])]
+    disconnect: Option<String>,
+    /// Run in the background once ready (the device connected, the sockets
+    /// listening): the command exits 0 only then, or with the server's
+    /// error. The server is started again as `@qcow` (argv[0] starting with
+    /// `@`: systemd's convention for storage daemons of the root file
+    /// system, left running through switch_root and shutdown).
+    #[arg(long)]
+    fork: bool,
+    /// Internal (`--fork`): write `ready` to standard output once serving.
+    #[arg(long, hide = true)]
+    ready_stdout: bool,
     #[command(flatten)]
     key: KeyArgs,
     /// The image.
-    image: PathBuf,
+    #[arg(required_unless_present = "disconnect")]
+    image: Option<PathBuf>,
 }
 
-/// Runs `qcow serve` until SIGTERM or SIGINT.
+/// Runs `qcow serve` until SIGTERM or SIGINT (or, with `--connect`, until
+/// the device is disconnected).
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
+    if let Some(device) = &args.disconnect {
+        let index = device_index(device)?;
+        Netlink::open()
+            .and_then(|mut netlink| netlink.disconnect(index))
+            .map_err(|error| Failure::new(Path::new(device), error))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(image) = args.image.as_deref() else {
+        return Err(Failure::new(Path::new("qcow serve"), "no image given"));
+    };
+    let index = args.connect.as_deref().map(device_index).transpose()?;
+    if args.fork {
+        // The background server opens the image (and asks for a passphrase,
+        // on the same terminal) itself; this process waits for its word.
+        return detach::start(image);
+    }
     let snapshot = args.snapshot.as_deref();
-    let access = args.key.access(&args.image, follow)?;
+    let access = args.key.access(image, follow)?;
     let readers = args.readers.map_or_else(default_readers, |n| n as usize);
-    let export = Arc::new(ImageExport::open(&args.image, snapshot, &access, readers)?);
+    let export = Arc::new(ImageExport::open(image, snapshot, &access, readers)?);
     let mut listeners = Vec::new();
     if let Some(path) = &args.socket {
         listeners.push(Listener::unix(path).map_err(|error| Failure::new(path, error))?);
@@ -94,28 +140,64 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
             Listener::tcp(address).map_err(|error| Failure::new(Path::new(address), error))?;
         listeners.push(listener);
     }
-    let stop = Stop::new().map_err(|error| Failure::new(&args.image, error))?;
+    let fail = |error: io::Error| Failure::new(image, error);
+    let stop = Stop::new().map_err(fail)?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let handle = stop
-            .handle()
-            .map_err(|error| Failure::new(&args.image, error))?;
-        signal_hook::low_level::pipe::register(signal, handle.into_stream())
-            .map_err(|error| Failure::new(&args.image, error))?;
+        let handle = stop.handle().map_err(fail)?;
+        signal_hook::low_level::pipe::register(signal, handle.into_stream()).map_err(fail)?;
     }
-    let pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
     let options = ServeOptions {
         name: args.export_name.clone(),
         limits: Limits::default(),
         max_connections: args.max_connections as usize,
         timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
-        log_prefix: format!("qcow: {}: ", args.image.display()),
+        log_prefix: format!("qcow: {}: ", image.display()),
         ..ServeOptions::default()
     };
+    // The device's sessions end when the kernel lets go of it: then the
+    // server has nothing left to do and stops (`ended`).
+    let device = match (index, &args.connect) {
+        (Some(index), Some(path)) => {
+            let device_options = DeviceOptions {
+                index,
+                connections: readers,
+                limits: options.limits,
+                stack_bytes: options.stack_bytes,
+                log_prefix: options.log_prefix.clone(),
+            };
+            let ended = stop.handle().map_err(fail)?;
+            let device = Device::attach(export.clone(), &device_options, ended)
+                .map_err(|error| Failure::new(Path::new(path), error))?;
+            Some(device)
+        }
+        _ => None,
+    };
+    let pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
+    if args.ready_stdout {
+        detach::ready().map_err(fail)?;
+    }
     let served = serve(&listeners, export, &options, &stop);
     drop(listeners);
+    if let Some(device) = device {
+        // A stop by signal: the device goes first, so that the kernel sends
+        // its disconnect instead of finding the sockets closed (I/O errors).
+        // When the kernel itself ended the sessions, it says so (ENOENT or
+        // EINVAL: not connected), which is fine.
+        let _ = device.disconnect();
+    }
     drop(pid_file);
-    served.map_err(|error| Failure::new(&args.image, error))?;
+    served.map_err(fail)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// N of `/dev/nbdN`, or an error naming the path.
+fn device_index(path: &str) -> Result<u32> {
+    qcow2_nbd::netlink::device_index(path).ok_or_else(|| {
+        Failure::new(
+            Path::new(path),
+            "not an NBD device (expected /dev/nbdN, N a number)",
+        )
+    })
 }
 
 fn default_readers() -> usize {

@@ -27,6 +27,15 @@ fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).expect("valid JSON")
 }
 
+/// `qemu-img check [--output=json] IMAGE`, which may report problems.
+fn qemu_check(image: &Path, json: bool) -> std::process::Output {
+    let mut qemu = Qemu::img().arg("check");
+    if json {
+        qemu = qemu.arg("--output=json");
+    }
+    qemu.arg(image).output()
+}
+
 /// Exit status and every JSON counter equal QEMU's.
 fn assert_check_like_qemu(image: &Path) -> (i32, String) {
     let ours = qcow(&["check", text(image)]);
@@ -151,5 +160,44 @@ fn a_refcount_block_outside_the_file_is_named() {
     assert!(
         out.contains("ERROR refcount block 1 is outside image"),
         "{out}"
+    );
+}
+
+#[test]
+fn a_missing_backing_or_data_file_fails_the_check_like_qemu() {
+    // `qemu-img check` opens the chain and the data file first: without
+    // them it checks nothing and exits with 1.
+    let scratch = Scratch::new();
+    let base = scratch.create("base.qcow2", "1M", "");
+    let top = scratch.create_on("top.qcow2", text(&base), "qcow2");
+    let data = scratch.create("data.qcow2", "1M", "data_file={dir}/data.raw");
+    std::fs::remove_file(&base).unwrap();
+    std::fs::remove_file(scratch.path("data.raw")).unwrap();
+    for image in [&top, &data] {
+        for json in [false, true] {
+            let qemu = qemu_check(image, json);
+            let mut args = vec!["check"];
+            if json {
+                args.push("--json");
+            }
+            args.push(text(image));
+            let ours = qcow(&args);
+            assert_eq!(ours.status.code(), Some(1), "{image:?}");
+            assert_eq!(ours.status.code(), qemu.status.code(), "{image:?}");
+            assert!(
+                ours.stdout.is_empty() && qemu.stdout.is_empty(),
+                "no report"
+            );
+            let message = String::from_utf8_lossy(&ours.stderr);
+            assert!(message.contains("No such file"), "{message}");
+        }
+    }
+    // Under `--follow none` the image is checked alone.
+    let alone = qcow(&["check", "--follow", "none", text(&top)]);
+    assert_eq!(
+        alone.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
     );
 }

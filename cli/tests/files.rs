@@ -354,3 +354,118 @@ fn damaged_gpt_falls_back_with_a_warning_or_fails_naming_both_copies() {
         "{error}"
     );
 }
+
+/// A 4 MiB ext4 (1 KiB blocks, no metadata_csum: patched superblock fields
+/// need no new checksum) made by `mkfs.ext4 -d` from `/hello.txt` and
+/// `/link` -> `/hello.txt`, changed by the `debugfs -w` request `change`,
+/// as a raw file in `scratch`.
+fn small_ext4(scratch: &Scratch, change: &str) -> std::path::PathBuf {
+    let tree = scratch.path("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("hello.txt"), b"hello\n").unwrap();
+    std::os::unix::fs::symlink("/hello.txt", tree.join("link")).unwrap();
+    let raw = scratch.path("ext4.raw");
+    qcow2_testkit::run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "1024",
+            "-O",
+            "^metadata_csum",
+            "-d",
+            text(&tree),
+            text(&raw),
+            "4M",
+        ],
+    );
+    if !change.is_empty() {
+        qcow2_testkit::run("debugfs", &["-w", "-R", change, text(&raw)]);
+    }
+    raw
+}
+
+#[test]
+fn ext4_block_counts_on_a_terabyte_disk_end_in_a_named_error_not_an_abort() {
+    // The issue's image: 4 TiB of virtual disk for a few hundred KiB, whose
+    // superblock says 2^32 - 1 blocks of 1 KiB, one per group: 2^32 block
+    // groups, which ext4-view would allocate 64 GiB for (SIGABRT).
+    let scratch = Scratch::new();
+    let raw = small_ext4(&scratch, "");
+    common::patch(&raw, 1024 + 0x04, &u32::MAX.to_le_bytes()); // s_blocks_count_lo
+    common::patch(&raw, 1024 + 0x20, &1u32.to_le_bytes()); // s_blocks_per_group
+    let image = scratch.path("huge.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", text(&raw), text(&image)]);
+    qemu_img(&["resize", text(&image), "4T"]);
+    assert!(std::fs::metadata(&image).unwrap().len() < 4 << 20);
+    let expected = "block groups (s_blocks_count / s_blocks_per_group) is 4294967294, \
+                    over the limit of 1048576 (the caller's Limits::max_block_groups)";
+    for args in [
+        &["ls", text(&image), "/"][..],
+        &["get", text(&image), "/hello.txt"],
+    ] {
+        let error = qcow_error(args);
+        assert!(error.contains(expected), "qcow {args:?}: {error}");
+    }
+    // `parts` lists the disk with the error in its row, and fails naming it.
+    let output = qcow(&["parts", text(&image)]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stderr.contains(expected), "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|line| line.contains("whole disk"))
+        .expect("the disk's row");
+    assert!(row.contains("4398046511104"), "{row}");
+    assert!(
+        row.contains(&format!("(error: ext2/3/4 superblock: {expected})")),
+        "{row}"
+    );
+}
+
+#[test]
+fn ext4_symlink_claiming_a_terabyte_ends_in_a_named_error_not_an_abort() {
+    let scratch = Scratch::new();
+    let raw = small_ext4(&scratch, "sif /link size 0x10000000000");
+    let image = scratch.path("link.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", text(&raw), text(&image)]);
+    let error = qcow_error(&["get", text(&image), "/link"]);
+    assert!(
+        error.ends_with(
+            "/link: ext2/3/4 symlink /link: target length (i_size) 1099511627776 bytes \
+             is over the limit of 4096 (PATH_MAX)"
+        ),
+        "{error}"
+    );
+    // The rest of the volume reads.
+    assert_eq!(qcow_ok(&["get", text(&image), "/hello.txt"]), b"hello\n");
+    let listing = String::from_utf8(qcow_ok(&["ls", text(&image), "/"])).unwrap();
+    assert!(listing.contains("link"), "{listing}");
+}
+
+#[test]
+fn get_of_a_file_claiming_a_terabyte_streams_instead_of_allocating_it() {
+    // hello.txt's inode says 1 TiB (its one block, then a hole): `get`
+    // writes it in chunks, so a reader that stops after 16 MiB ends it.
+    let scratch = Scratch::new();
+    let raw = small_ext4(&scratch, "sif /hello.txt size 0x10000000000");
+    let image = scratch.path("big-file.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", text(&raw), text(&image)]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qcow"))
+        .args(["get", text(&image), "/hello.txt"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = vec![0u8; 16 << 20];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert_eq!(&head[..6], b"hello\n");
+    assert!(head[6..].iter().all(|&byte| byte == 0));
+}

@@ -163,7 +163,7 @@ fn cat_and_convert_over_http_equal_qemu_img_of_the_local_files() {
     let nginx = Nginx::serve(scratch.dir());
     for name in ["compressed.qcow2", "zstd.qcow2", "top.qcow2"] {
         let local = scratch.path(&format!("images/{name}"));
-        let expected = qemu_raw(&local, None);
+        let expected = qemu_raw(&scratch, &local, &[]);
         let url = nginx.url(&format!("images/{name}"));
         for readahead in ["256K", "2M"] {
             let cat = qcow_ok(&["--http-readahead", readahead, "cat", &url]);
@@ -204,6 +204,12 @@ fn info_over_http_names_the_chain_by_url_with_the_backing_resolved_against_it() 
     );
     assert_eq!(chain[1]["filename"], nginx.url("images/base.qcow2"));
     assert_eq!(chain.as_array().unwrap().len(), 2);
+    // `check` reports on the object as on the local file.
+    let local = scratch.path("images/top.qcow2");
+    assert_eq!(
+        qcow_ok(&["check", &nginx.url("images/top.qcow2")]),
+        qcow_ok(&["check", text(&local)])
+    );
     // `map` names the layer each run comes from by its URL, as qemu-img map names files.
     let map = String::from_utf8(qcow_ok(&["map", &nginx.url("images/top.qcow2")])).unwrap();
     assert!(map.contains(&nginx.url("images/base.qcow2")), "{map}");
@@ -216,7 +222,7 @@ fn a_redirect_is_followed_and_backing_names_resolve_from_where_it_leads() {
     let nginx = Nginx::serve(scratch.dir());
     // `/moved/` holds no base.qcow2: read right only from the final location.
     let cat = qcow_ok(&["cat", &nginx.url("moved/top.qcow2")]);
-    let expected = qemu_raw(&scratch.path("images/top.qcow2"), None);
+    let expected = qemu_raw(&scratch, &scratch.path("images/top.qcow2"), &[]);
     assert_same(&expected, &cat, "qcow cat through a redirect");
 }
 
@@ -246,7 +252,7 @@ fn same_dir_refuses_a_backing_url_outside_the_image_directory() {
     );
     // Under `any` the same chain reads as QEMU reads the local files.
     let cat = qcow_ok(&["--follow", "any", "cat", &url]);
-    let expected = qemu_raw(&scratch.path("images/sub/escape.qcow2"), None);
+    let expected = qemu_raw(&scratch, &scratch.path("images/sub/escape.qcow2"), &[]);
     assert_same(&expected, &cat, "qcow cat --follow any");
     // Under `none` the image alone: the backing file reads as zeros.
     let alone = qcow_ok(&["--follow", "none", "cat", &url]);
@@ -379,7 +385,10 @@ fn answer(stream: TcpStream, object: &[u8], how: Misbehave, index: usize, gets: 
 fn compressed() -> (Vec<u8>, Vec<u8>) {
     let scratch = images();
     let path = scratch.path("images/compressed.qcow2");
-    (std::fs::read(&path).unwrap(), qemu_raw(&path, None))
+    (
+        std::fs::read(&path).unwrap(),
+        qemu_raw(&scratch, &path, &[]),
+    )
 }
 
 #[test]

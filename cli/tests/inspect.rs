@@ -31,7 +31,12 @@ fn assert_same_fields(ours: &Value, qemu: &Value, path: &str) {
 
 fn assert_info_like_qemu(image: &std::path::Path) {
     let ours = json(&qcow_ok(&["info", "--json", text(image)]));
-    let qemu = json(&qemu_img(&["info", "--output=json", "--backing-chain", text(image)]).stdout);
+    let qemu = json(&qemu_img(&[
+        "info",
+        "--output=json",
+        "--backing-chain",
+        text(image),
+    ]));
     assert_same_fields(&ours, &qemu, "info");
     let core = [
         "virtual-size",
@@ -70,13 +75,13 @@ fn assert_info_like_qemu(image: &std::path::Path) {
         "--no-backing-chain",
         text(image),
     ]));
-    let qemu_alone = json(&qemu_img(&["info", "--output=json", text(image)]).stdout);
+    let qemu_alone = json(&qemu_img(&["info", "--output=json", text(image)]));
     assert_same_fields(&alone, &qemu_alone, "info");
 }
 
 fn assert_map_like_qemu(image: &std::path::Path) {
     let ours = qcow_ok(&["map", "--json", text(image)]);
-    let qemu = qemu_img(&["map", "--output=json", text(image)]).stdout;
+    let qemu = qemu_img(&["map", "--output=json", text(image)]);
     assert_eq!(
         String::from_utf8_lossy(&ours),
         String::from_utf8_lossy(&qemu),
@@ -88,7 +93,11 @@ fn assert_map_like_qemu(image: &std::path::Path) {
 fn chain(scratch: &Scratch) -> std::path::PathBuf {
     let raw = scratch.path("bottom.raw");
     qemu_img(&["create", "-q", "-f", "raw", text(&raw), "4M"]);
-    qemu_io(&raw, &["write -P 0x01 0 1M", "write -P 0x01 2M 512k"]);
+    qemu_io_as(
+        &raw,
+        "raw",
+        &["write -P 0x01 0 1M", "write -P 0x01 2M 512k"],
+    );
     let middle = scratch.create_on("middle.qcow2", "bottom.raw", "raw");
     qemu_io(&middle, &["write -P 0x02 1M 1M", "write -z 3M 64k"]);
     let top = scratch.create_on("top.qcow2", "middle.qcow2", "qcow2");

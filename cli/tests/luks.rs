@@ -51,32 +51,20 @@ impl Images {
             overlay: dir.join("overlay.qcow2"),
             dir,
         };
-        let luks = "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10";
-        images.create(&images.xts, luks);
+        images.create(&images.xts, LUKS);
         let essiv = format!(
-            "{luks},encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.ivgen-hash-alg=sha256"
+            "{LUKS},encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.ivgen-hash-alg=sha256"
         );
         images.create(&images.cbc_essiv, &essiv);
-        images.create(&images.aes, "encrypt.format=aes,encrypt.key-secret=sec0");
+        images.create(&images.aes, "encrypt.format=aes");
         if !images.overlay.exists() {
             let partial = images.dir.join("overlay.partial");
-            let backing = format!("backing_file={},backing_fmt=qcow2", text(&images.xts));
-            qemu_img(&[
-                "create",
-                "-q",
-                "-u",
-                "-f",
-                "qcow2",
-                "-o",
-                &backing,
-                text(&partial),
-                "8M",
-            ]);
-            images.write(
-                &partial,
-                "backing.encrypt.key-secret=sec0",
-                &["write -P 0x77 1M 64k"],
-            );
+            Create::new(&partial)
+                .unsafe_backing()
+                .backing(text(&images.xts), "qcow2")
+                .size("8M")
+                .run();
+            images.write(&partial, 1, &["write -P 0x77 1M 64k"]);
             std::fs::rename(&partial, &images.overlay).expect("rename");
         }
         images
@@ -86,11 +74,12 @@ impl Images {
         self.dir.join(name)
     }
 
-    fn secret(&self) -> String {
-        format!("secret,id=sec0,file={}", text(&self.file("pass")))
+    fn secret(&self) -> QemuSecret {
+        QemuSecret::File(self.file("pass"))
     }
 
-    /// An encrypted image made by `qemu-img create -o options`, with data
+    /// An encrypted image made by `qemu-img create -o options` (keyed by
+    /// the passphrase file), with data
     /// written by `qemu-io`: whole clusters, one compressed (stored in the
     /// clear), and partial ones at odd sectors.
     fn create(&self, path: &Path, options: &str) {
@@ -98,21 +87,14 @@ impl Images {
             return;
         }
         let partial = path.with_extension("partial");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "--object",
-            &self.secret(),
-            "-o",
-            options,
-            text(&partial),
-            "8M",
-        ]);
+        Create::new(&partial)
+            .secret(&self.secret())
+            .options(options)
+            .size("8M")
+            .run();
         self.write(
             &partial,
-            "encrypt.key-secret=sec0",
+            0,
             &[
                 "write -P 0x11 0 128k",
                 "write -c -P 0x22 256k 64k",
@@ -123,22 +105,13 @@ impl Images {
         std::fs::rename(&partial, path).expect("rename");
     }
 
-    /// `qemu-io` writes through `--image-opts` with the key options `keys`.
-    fn write(&self, path: &Path, keys: &str, commands: &[&str]) {
-        let opts = format!("driver=qcow2,{keys},file.filename={}", text(path));
-        let secret = self.secret();
-        let mut args = vec!["--object", &secret, "--image-opts", &opts];
-        for command in commands {
-            args.extend(["-c", command]);
-        }
-        let output = std::process::Command::new("qemu-io")
-            .args(&args)
-            .output()
-            .expect("run qemu-io (install qemu-utils)");
-        assert!(
-            output.status.success() && output.stderr.is_empty(),
-            "qemu-io {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
+    /// `qemu-io` writes through `--image-opts`, the key given to the
+    /// layer `keyed` (0 the image, 1 its backing file).
+    fn write(&self, path: &Path, keyed: usize, commands: &[&str]) {
+        qemu_io_keyed(
+            &self.secret(),
+            &image_opts("qcow2", path, &[keyed]),
+            commands,
         );
     }
 
@@ -150,25 +123,10 @@ impl Images {
             image.file_name().unwrap().to_str().unwrap(),
             std::process::id()
         ));
-        let keys = if image == self.overlay {
-            "backing.encrypt.key-secret=sec0"
-        } else {
-            "encrypt.key-secret=sec0"
-        };
-        let opts = format!("driver=qcow2,{keys},file.filename={}", text(image));
-        qemu_img(&[
-            "convert",
-            "--object",
-            &self.secret(),
-            "--image-opts",
-            &opts,
-            "-O",
-            "raw",
-            text(&out),
-        ]);
-        let bytes = std::fs::read(&out).expect("qemu-img output");
-        std::fs::remove_file(&out).expect("remove");
-        bytes
+        let keyed = if image == self.overlay { 1 } else { 0 };
+        let opts = image_opts("qcow2", image, &[keyed]);
+        let object = self.secret().object();
+        convert_raw(&["--object", &object, "--image-opts", &opts], &out)
     }
 }
 
@@ -258,16 +216,13 @@ fn a_wrong_passphrase_file_is_refused_as_wrong() {
     let message = stderr(&output);
     assert!(message.contains("invalid passphrase"), "{message}");
     assert!(message.contains("ends with a newline"), "{message}");
-    let opts = format!(
-        "driver=qcow2,encrypt.key-secret=sec0,file.filename={}",
-        text(&images.xts)
-    );
-    let qemu = std::process::Command::new("qemu-img")
-        .args(["convert", "--object"])
-        .arg(format!("secret,id=sec0,file={}", text(&newline)))
-        .args(["--image-opts", &opts, "-O", "raw", "/dev/null"])
-        .output()
-        .expect("run qemu-img");
+    let qemu = Qemu::img()
+        .arg("convert")
+        .secret(&QemuSecret::File(newline))
+        .arg("--image-opts")
+        .arg(encrypted_image_opts(&images.xts))
+        .args(["-O", "raw", "/dev/null"])
+        .output();
     assert!(!qemu.status.success());
     assert!(
         stderr(&qemu).contains("Invalid password"),
@@ -327,10 +282,7 @@ fn map_and_check_read_encrypted_metadata() {
     let images = Images::get();
     let pass = images.file("pass");
     // A plain overlay's runs from the encrypted base have no offsets either.
-    for (image, keys) in [
-        (&images.xts, "encrypt.key-secret=sec0"),
-        (&images.overlay, "backing.encrypt.key-secret=sec0"),
-    ] {
+    for (image, keyed) in [(&images.xts, 0), (&images.overlay, 1)] {
         let ours = qcow_ok(&[
             "map",
             "--json",
@@ -338,17 +290,17 @@ fn map_and_check_read_encrypted_metadata() {
             text(&pass),
             text(image),
         ]);
-        let opts = format!("driver=qcow2,{keys},file.filename={}", text(image));
+        let opts = image_opts("qcow2", image, &[keyed]);
         let qemu = qemu_img(&[
             "map",
             "--output=json",
             "--object",
-            &images.secret(),
+            &images.secret().object(),
             "--image-opts",
             &opts,
         ]);
         let ours: Value = serde_json::from_slice(&ours).expect("JSON");
-        let qemu: Value = serde_json::from_slice(&qemu.stdout).expect("JSON");
+        let qemu: Value = serde_json::from_slice(&qemu).expect("JSON");
         assert_eq!(
             ours, qemu,
             "qcow map --json against qemu-img map of {image:?}"
@@ -367,7 +319,7 @@ fn qemu_info(image: &Path, json: bool) -> Vec<u8> {
         args.push("--output=json");
     }
     args.push(text(image));
-    qemu_img(&args).stdout
+    qemu_img(&args)
 }
 
 #[test]
@@ -475,17 +427,13 @@ fn files_inside_an_encrypted_disk_read_like_the_plain_disk() {
     let encrypted = images.dir.join("gpt-luks.qcow2");
     if !encrypted.exists() {
         let partial = images.dir.join("gpt-luks.partial");
-        qemu_img(&[
-            "convert",
-            "-O",
-            "qcow2",
-            "--object",
-            &images.secret(),
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
-            text(&plain),
-            text(&partial),
-        ]);
+        Qemu::img()
+            .args(["convert", "-O", "qcow2"])
+            .secret(&images.secret())
+            .arg("-o")
+            .arg(format!("{LUKS},encrypt.key-secret={SECRET_ID}"))
+            .args([&plain, &partial])
+            .run();
         std::fs::rename(&partial, &encrypted).expect("rename");
     }
     let pass = images.file("pass");

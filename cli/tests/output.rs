@@ -196,7 +196,8 @@ fn convert_output_onto_its_own_chain_is_refused_and_image_unchanged() {
     // The output is complete and where it was named, nothing else is left.
     let output = chain.path("out.raw");
     qcow_ok(&["convert", text(&top), text(&output)]);
-    let expected = common::qemu_raw(&top, None);
+    let reference = qcow2_testkit::Scratch::new();
+    let expected = common::qemu_raw(&reference, &top, &[]);
     assert!(
         std::fs::read(&output).unwrap() == expected,
         "convert differs from QEMU"

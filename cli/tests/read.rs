@@ -22,13 +22,15 @@ fn mixed_image(scratch: &Scratch, name: &str, options: &str) -> std::path::PathB
 }
 
 fn assert_reads_like_qemu(image: &std::path::Path, snapshot: Option<&str>) {
-    let expected = qemu_raw(image, snapshot);
     let mut cat_args = vec!["cat"];
     let mut convert_args = vec!["convert"];
     if let Some(snapshot) = snapshot {
         cat_args.extend(["--snapshot", snapshot]);
         convert_args.extend(["-l", snapshot]);
     }
+    // `qemu-img convert` takes the same `-l SNAPSHOT IMAGE`.
+    let source = [&convert_args[1..], &[text(image)]].concat();
+    let expected = convert_raw(&source, &image.with_extension("qemu.raw"));
     cat_args.push(text(image));
     let cat = qcow_ok(&cat_args);
     assert!(
@@ -85,7 +87,7 @@ fn backing_chains_read_like_qemu() {
     let scratch = Scratch::new();
     let raw = scratch.path("bottom.raw");
     qemu_img(&["create", "-q", "-f", "raw", text(&raw), "4M"]);
-    qemu_io(&raw, &["write -P 0x01 0 4M"]);
+    qemu_io_as(&raw, "raw", &["write -P 0x01 0 4M"]);
     let middle = scratch.create_on("middle.qcow2", "bottom.raw", "raw");
     qemu_io(&middle, &["write -P 0x02 1M 1M", "write -z 3M 64k"]);
     // A longer top: past the backing file's end the disk reads as zeros.
@@ -95,7 +97,7 @@ fn backing_chains_read_like_qemu() {
     assert_reads_like_qemu(&top, None);
     assert_reads_like_qemu(&middle, None);
 
-    let expected = qemu_raw(&top, None);
+    let expected = qemu_raw(&scratch, &top, &[]);
     let range = qcow_ok(&[
         "cat",
         "--offset",

@@ -17,6 +17,53 @@ use crate::fat::{Fat, FatFile, Node};
 /// Longest path accepted, in bytes (Linux's `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// Longest symlink target read, in bytes (Linux's `PATH_MAX`; the kernel
+/// reads at most one 4 KiB page of a target). A longer one is refused as
+/// [`FsError::SymlinkTooLong`] before it is read.
+pub const MAX_SYMLINK_BYTES: u64 = 4096;
+
+/// What an open file system may cost, chosen by the caller: the counts a
+/// volume's bytes announce and this crate would otherwise trust. A volume
+/// over a limit is refused with [`FsError::ExtOverLimit`] or
+/// [`FsError::DirectoryTooLarge`], naming the field, its value and the
+/// limit.
+///
+/// A partition's size is no bound on its own: a QCOW2 image claims a
+/// 4 TiB disk in a few hundred KiB, so the counts are also checked here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most ext2/3/4 block groups accepted. `ext4-view` keeps 16 bytes per
+    /// group and reads every group descriptor (32 or 64 bytes) at open.
+    /// Default 2^20: 16 MiB kept; a 128 TiB volume with 4 KiB blocks
+    /// (8 TiB with 1 KiB blocks).
+    pub max_block_groups: u32,
+    /// Largest ext2/3/4 directory searched or listed, in bytes (its
+    /// `i_size`): the blocks read to find a name or list it. Default
+    /// 1 GiB (millions of entries).
+    pub max_directory_bytes: u64,
+    /// Largest ext3/4 journal replayed, in bytes (the journal inode's
+    /// `i_size`), checked only when the volume needs recovery: `ext4-view`
+    /// then reads the journal at open and keeps one map entry per
+    /// journalled block. Default 1 GiB, the largest journal `mke2fs` makes
+    /// by default.
+    pub max_journal_bytes: u64,
+}
+
+impl Limits {
+    /// The default limits: 2^20 block groups, 1 GiB directories, 1 GiB journals.
+    pub const DEFAULT: Self = Self {
+        max_block_groups: 1 << 20,
+        max_directory_bytes: 1 << 30,
+        max_journal_bytes: 1 << 30,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// The kinds of file system read here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsKind {
@@ -121,15 +168,25 @@ pub fn detect<D: BlockRead>(disk: &D) -> Result<Option<FsKind>, FsError> {
 }
 
 impl<D: BlockRead + 'static> FileSystem<D> {
-    /// Opens the file system on `disk` (a partition, or a whole disk).
-    ///
-    /// Memory: ext2/3/4 keeps `ext4-view`'s block cache (at most 256 blocks,
-    /// 1 MiB with 4 KiB blocks, plus a 32 KiB read buffer), its block group
-    /// descriptors (64 bytes per 32768 blocks, bounded here by the
-    /// partition's size) and its journal map; FAT keeps a 4 KiB FAT window.
+    /// Opens the file system on `disk` (a partition, or a whole disk), with
+    /// the [`Limits::DEFAULT`] limits.
     pub fn open(disk: D) -> Result<Self, FsError> {
+        Self::open_with(disk, &Limits::DEFAULT)
+    }
+
+    /// Opens the file system on `disk` within `limits`.
+    ///
+    /// Memory: ext2/3/4 keeps `ext4-view`'s block cache (256 KiB of blocks,
+    /// 512 KiB with 64 KiB blocks, the largest accepted, plus a 32 or
+    /// 64 KiB read buffer), its block group
+    /// descriptors (16 bytes per group, at most
+    /// [`Limits::max_block_groups`], and the descriptor table within the
+    /// partition) and its journal map (one entry per journalled block, read
+    /// only when the volume needs recovery, of a journal of at most
+    /// [`Limits::max_journal_bytes`]); FAT keeps a 4 KiB FAT window.
+    pub fn open_with(disk: D, limits: &Limits) -> Result<Self, FsError> {
         let volume = match detect(&disk)? {
-            Some(FsKind::Ext) => Volume::Ext(Ext4Volume::open(disk)?),
+            Some(FsKind::Ext) => Volume::Ext(Ext4Volume::open(disk, limits)?),
             Some(FsKind::Fat) => Volume::Fat(Fat::open(disk)?),
             None => return Err(FsError::Unknown),
         };
@@ -418,6 +475,33 @@ pub enum FsError {
         /// The partition's size.
         partition_bytes: u64,
     },
+    /// A count an ext2/3/4 superblock announces is over a limit.
+    ExtOverLimit {
+        /// The count, and the fields it comes from.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+        /// What sets the limit.
+        bound: &'static str,
+    },
+    /// A symlink's target is longer than [`MAX_SYMLINK_BYTES`] (its inode's `i_size`).
+    SymlinkTooLong {
+        /// The symlink, with the symlinks before it resolved.
+        path: String,
+        /// The target's length its inode claims.
+        size: u64,
+    },
+    /// A directory is larger than [`Limits::max_directory_bytes`] (its inode's `i_size`).
+    DirectoryTooLarge {
+        /// The directory, with the symlinks before it resolved.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// An ext2/3/4 superblock field has a value `ext4-view` cannot take.
     ExtSuperblock {
         /// The field.
@@ -475,6 +559,18 @@ impl fmt::Display for FsError {
             Self::ExtTooLarge { blocks, block_size, partition_bytes } => write!(
                 f,
                 "corrupt ext2/3/4 superblock: {blocks} blocks of {block_size} bytes do not fit the partition's {partition_bytes} bytes"
+            ),
+            Self::ExtOverLimit { field, value, limit, bound } => write!(
+                f,
+                "ext2/3/4 superblock: {field} is {value}, over the limit of {limit} ({bound})"
+            ),
+            Self::SymlinkTooLong { path, size } => write!(
+                f,
+                "ext2/3/4 symlink {path}: target length (i_size) {size} bytes is over the limit of {MAX_SYMLINK_BYTES} (PATH_MAX)"
+            ),
+            Self::DirectoryTooLarge { path, size, limit } => write!(
+                f,
+                "ext2/3/4 directory {path}: size (i_size) {size} bytes is over the limit of {limit} (the caller's Limits::max_directory_bytes)"
             ),
             Self::ExtSuperblock { field, value } => {
                 write!(f, "corrupt ext2/3/4 superblock: invalid {field} {value}")

@@ -31,17 +31,30 @@
 //!
 //! # Bounds
 //!
+//! Every count read from the disk that sizes an allocation or a walk is
+//! checked before it is used, against the disk's size, a fixed limit, or
+//! the caller's [`Limits`] ([`FileSystem::open_with`]); a partition's size
+//! alone bounds nothing, as a QCOW2 image claims terabytes for free. What
+//! is over a limit fails as an [`FsError`] naming the field, its value and
+//! the limit.
+//!
 //! - Reading a table: one sector per MBR/EBR, at most
 //!   [`table::MAX_LOGICAL_PARTITIONS`] EBRs, a GPT entry array of at most
 //!   [`table::MAX_GPT_ARRAY_BYTES`].
-//! - An open file system: see [`FileSystem::open`].
+//! - An open file system: see [`FileSystem::open_with`]; ext2/3/4 block
+//!   groups at most [`Limits::max_block_groups`] (default 2^20, 16 bytes
+//!   each) and a descriptor table within the partition.
 //! - A directory listed: one block or cluster at a time, entries handed to
 //!   the caller one by one ([`FileSystem::read_dir`]); FAT stops at 65536
-//!   entries, ext2/3/4 at the directory's own size.
-//! - A file read: the caller's buffer; FAT chains and ext4 extent trees are
-//!   followed for at most the volume's size.
+//!   entries, ext2/3/4 at the directory's own size, which is at most
+//!   [`Limits::max_directory_bytes`] (default 1 GiB) for every directory
+//!   listed or searched.
+//! - A file read: the caller's buffer; FAT chains are followed for at most
+//!   the volume's cluster count, ext4 extent trees by `ext4-view` 1.0
+//!   (depth at most 5, each child one level down).
 //! - A path: at most [`fs::MAX_PATH_BYTES`], at most 40 symlinks (ext2/3/4;
-//!   FAT has none).
+//!   FAT has none), each ext2/3/4 symlink target at most
+//!   [`fs::MAX_SYMLINK_BYTES`], checked before it is read.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -58,7 +71,7 @@ pub mod mbr;
 pub mod slice;
 pub mod table;
 
-pub use fs::{Entry, EntryKind, File, FileSystem, FsError, FsKind};
+pub use fs::{Entry, EntryKind, File, FileSystem, FsError, FsKind, Limits};
 pub use location::{Location, LocationError};
 pub use slice::{Slice, SliceError};
 pub use table::{Partition, PartitionKind, Scheme, Table, TableError};

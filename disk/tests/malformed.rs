@@ -10,7 +10,8 @@ use std::sync::Arc;
 use qcow2_disk::fat::dir::MAX_DIR_ENTRIES;
 use qcow2_disk::gpt::GptProblemKind;
 use qcow2_disk::table::MAX_LOGICAL_PARTITIONS;
-use qcow2_disk::{FileSystem, FsError, Scheme, Table, TableError};
+use qcow2_disk::{FileSystem, FsError, Limits, Scheme, Table, TableError};
+use qcow2_reader::{BlockRead, OutOfBounds};
 
 type Disk = Arc<Vec<u8>>;
 
@@ -375,5 +376,310 @@ fn ext_block_count_high_word_counts_without_the_64bit_feature() {
     assert_eq!(
         error.to_string(),
         "corrupt ext2/3/4 superblock: 18691697676288 blocks of 1024 bytes do not fit the partition's 4194304 bytes"
+    );
+}
+
+/// A disk of `size` bytes that holds `bytes` at its start and zeros after
+/// them: what a QCOW2 image of that virtual size costs a few KiB for.
+struct Claimed {
+    bytes: Vec<u8>,
+    size: u64,
+}
+
+impl BlockRead for Claimed {
+    type Error = OutOfBounds;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.size) {
+            return Err(OutOfBounds {
+                offset,
+                len: buf.len(),
+                size: self.size,
+            });
+        }
+        buf.fill(0);
+        if let Some(held) = self
+            .bytes
+            .get(offset.min(self.bytes.len() as u64) as usize..)
+        {
+            let n = held.len().min(buf.len());
+            buf[..n].copy_from_slice(&held[..n]);
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> Result<u64, OutOfBounds> {
+        Ok(self.size)
+    }
+}
+
+/// A 4 MiB ext4 with 1 KiB blocks made by `mkfs.ext4 -d` (without
+/// metadata_csum, so patched superblock fields need no new checksum), with
+/// `/hello.txt`, `/dir/` and `/link` -> `/hello.txt`, then changed by the
+/// `debugfs -w` commands `changes`.
+fn ext4_volume(mkfs_args: &[&str], changes: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("dir")).unwrap();
+    std::fs::write(tree.join("hello.txt"), b"hello\n").unwrap();
+    std::fs::write(tree.join("dir/inner.txt"), b"inner\n").unwrap();
+    std::os::unix::fs::symlink("/hello.txt", tree.join("link")).unwrap();
+    let path = dir.path().join("ext.fs");
+    std::fs::write(&path, vec![0u8; 4 << 20]).unwrap();
+    let mut args = vec![
+        "-q",
+        "-F",
+        "-b",
+        "1024",
+        "-O",
+        "^metadata_csum",
+        "-d",
+        tree.to_str().unwrap(),
+    ];
+    args.extend_from_slice(mkfs_args);
+    args.push(path.to_str().unwrap());
+    run("mkfs.ext4", &args, "");
+    if !changes.is_empty() {
+        run(
+            "debugfs",
+            &["-w", "-f", "-", path.to_str().unwrap()],
+            changes,
+        );
+    }
+    std::fs::read(&path).unwrap()
+}
+
+fn set_u32(bytes: &mut [u8], at: usize, value: u32) {
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+#[test]
+fn ext_block_groups_over_the_callers_limit_are_refused_before_loading() {
+    // The issue's image: a 4 TiB disk (free in QCOW2) whose superblock says
+    // 2^32 - 1 blocks of 1 KiB, one per group. ext4-view would allocate
+    // 64 GiB of group descriptors (16 bytes per group) and abort.
+    let mut bytes = ext4_volume(&[], "");
+    set_u32(&mut bytes, 1024 + 0x04, u32::MAX);
+    set_u32(&mut bytes, 1024 + 0x20, 1);
+    let disk = Arc::new(Claimed {
+        bytes,
+        size: 4 << 40,
+    });
+    let error = FileSystem::open(disk).err().expect("refused");
+    assert!(
+        matches!(
+            error,
+            FsError::ExtOverLimit { value: 0xffff_fffe, limit, .. } if limit == u64::from(Limits::DEFAULT.max_block_groups)
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "ext2/3/4 superblock: block groups (s_blocks_count / s_blocks_per_group) is 4294967294, \
+         over the limit of 1048576 (the caller's Limits::max_block_groups)"
+    );
+}
+
+#[test]
+fn ext_block_group_limit_is_the_callers_choice() {
+    // mkfs.ext4 gives 4 MiB of 1 KiB blocks one group of 8192 blocks; 1024
+    // blocks per group make it 4 groups.
+    let mut bytes = ext4_volume(&["-g", "1024"], "");
+    let groups = |bytes: &[u8]| {
+        (u32::from_le_bytes(bytes[1028..1032].try_into().unwrap()) - 1).div_ceil(1024)
+    };
+    assert_eq!(groups(&bytes), 4);
+    let disk = Arc::new(std::mem::take(&mut bytes));
+    let tight = Limits {
+        max_block_groups: 3,
+        ..Limits::DEFAULT
+    };
+    let error = FileSystem::open_with(disk.clone(), &tight)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            error,
+            FsError::ExtOverLimit {
+                value: 4,
+                limit: 3,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let enough = Limits {
+        max_block_groups: 4,
+        ..Limits::DEFAULT
+    };
+    let fs = FileSystem::open_with(disk, &enough).expect("4 groups within a limit of 4");
+    assert_eq!(read_file(&fs, "/hello.txt").unwrap(), b"hello\n");
+}
+
+#[test]
+fn ext_group_descriptor_table_past_the_partition_is_refused_before_loading() {
+    // 64bit descriptors of one block each and one block per group: the
+    // table (4095 blocks after the superblock's) runs past the 4 MiB.
+    let mut bytes = ext4_volume(&["-O", "64bit"], "");
+    set_u32(&mut bytes, 1024 + 0x20, 1);
+    bytes[1024 + 0xfe..1024 + 0x100].copy_from_slice(&1024u16.to_le_bytes());
+    let error = open(bytes).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "ext2/3/4 superblock: group descriptor table bytes is 4193280, over the limit of 4192256 \
+         (the partition's bytes after the superblock)"
+    );
+}
+
+#[test]
+fn ext_symlink_claiming_a_terabyte_is_refused_before_its_target_is_read() {
+    // ext4-view reads a target whole into a buffer of the inode's size.
+    let bytes = ext4_volume(&[], "sif /link size 0x10000000000\n");
+    let fs = open(bytes).expect("the volume itself is sound");
+    let expected = "ext2/3/4 symlink /link: target length (i_size) 1099511627776 bytes is over the limit of 4096 (PATH_MAX)";
+    let error = read_file(&fs, "/link").unwrap_err();
+    assert!(
+        matches!(
+            error,
+            FsError::SymlinkTooLong {
+                size: 0x100_0000_0000,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.to_string(), expected);
+    assert_eq!(fs.metadata("/link").unwrap_err().to_string(), expected);
+    // Through the symlink, as a directory of the path.
+    assert_eq!(fs.metadata("/link/x").unwrap_err().to_string(), expected);
+    // Listing the directory does not follow it: the size is shown as claimed.
+    let mut sizes = Vec::new();
+    fs.read_dir("/", &mut |entry| sizes.push((entry.name, entry.size)))
+        .unwrap();
+    assert!(
+        sizes.contains(&("link".to_string(), 0x100_0000_0000)),
+        "{sizes:?}"
+    );
+    assert_eq!(read_file(&fs, "/hello.txt").unwrap(), b"hello\n");
+}
+
+#[test]
+fn ext_symlinks_within_the_limit_are_followed_as_linux_does() {
+    // Long targets (a 1 KiB block holds at most 1023 bytes), relative
+    // targets, `..` after a symlink, and a symlink to `.`.
+    let long = format!("{}/hello.txt", "/dir/..".repeat(144));
+    assert_eq!(long.len(), 1018);
+    let loop_of_dots = format!("/{}", ["d"; 505].join("/"));
+    let bytes = ext4_volume(
+        &[],
+        &format!("symlink /dir/up ../link\nsymlink /long {long}\nmkdir /d\nsymlink /d/d .\nsymlink /dots {loop_of_dots}\n"),
+    );
+    let fs = open(bytes).expect("volume");
+    assert_eq!(read_file(&fs, "/dir/up").unwrap(), b"hello\n");
+    assert_eq!(read_file(&fs, "/dir/../dir/./up").unwrap(), b"hello\n");
+    assert_eq!(read_file(&fs, "/long").unwrap(), b"hello\n");
+    assert_eq!(fs.metadata("/dir/up").unwrap().size, 6);
+    assert_eq!(
+        fs.metadata("/d/d/d/d").unwrap().kind,
+        qcow2_disk::EntryKind::Directory
+    );
+    // A trailing `/` only after a directory, also when a symlink leads there.
+    for path in ["/hello.txt/", "/link/", "/dir/up/", "/hello.txt/x"] {
+        let error = fs.metadata(path).unwrap_err();
+        assert!(matches!(error, FsError::NotADirectory), "{path}: {error:?}");
+    }
+    assert_eq!(
+        fs.metadata("/d/d/").unwrap().kind,
+        qcow2_disk::EntryKind::Directory
+    );
+    // /d/d is /d itself: 504 levels of it are 504 symlinks, over Linux's 40.
+    let error = fs.metadata("/dots").unwrap_err();
+    assert!(matches!(error, FsError::TooManySymlinks), "{error:?}");
+}
+
+#[test]
+fn ext_directory_claiming_a_terabyte_is_refused_before_it_is_searched() {
+    let bytes = ext4_volume(&[], "sif /dir size 0x10000000000\n");
+    let fs = open(bytes).expect("volume");
+    let expected = "ext2/3/4 directory /dir: size (i_size) 1099511627776 bytes is over the limit of 1073741824 \
+                    (the caller's Limits::max_directory_bytes)";
+    let error = fs.read_dir("/dir", &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(error, FsError::DirectoryTooLarge { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.to_string(), expected);
+    assert_eq!(
+        read_file(&fs, "/dir/inner.txt").unwrap_err().to_string(),
+        expected
+    );
+    assert_eq!(read_file(&fs, "/hello.txt").unwrap(), b"hello\n");
+}
+
+#[test]
+fn ext_root_directory_over_the_limit_is_refused_at_open() {
+    let bytes = ext4_volume(&[], "sif / size 0x10000000000\n");
+    let error = open(bytes).err().expect("refused");
+    assert!(
+        matches!(error, FsError::DirectoryTooLarge { ref path, .. } if path == "/"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn ext_block_size_over_64_kib_is_refused_before_loading() {
+    // ext4-view takes block sizes up to 2 GiB and caches 8 blocks or more:
+    // a 4 MiB block size made it allocate 32 MiB (found by `disk_sparse`).
+    let mut bytes = ext4_volume(&[], "");
+    set_u32(&mut bytes, 1024 + 0x18, 12);
+    let error = open(bytes).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "corrupt ext2/3/4 superblock: invalid log block size (s_log_block_size; Linux reads at most 6, 64 KiB blocks) 12"
+    );
+}
+
+#[test]
+fn ext_journal_over_the_callers_limit_is_refused_before_it_is_replayed() {
+    // A journal is read at open only when the volume needs recovery; then
+    // ext4-view walks every block of the journal inode's size.
+    let bytes = ext4_volume(
+        &["-O", "metadata_csum,64bit,has_journal"],
+        "feature needs_recovery\n",
+    );
+    // Within the default limit the 1 MiB journal reaches ext4-view, which
+    // wants the checksum features jbd2 sets at mount and mke2fs does not.
+    let error = open(bytes.clone()).err().expect("ext4-view refuses it");
+    assert!(
+        matches!(error, FsError::Ext(_)) && error.to_string().contains("journal"),
+        "{error:?}"
+    );
+    let disk = Arc::new(bytes);
+    let tight = Limits {
+        max_journal_bytes: 512 << 10,
+        ..Limits::DEFAULT
+    };
+    let error = FileSystem::open_with(disk, &tight).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "ext2/3/4 superblock: journal bytes (the journal inode's i_size; the volume needs recovery) \
+         is 1048576, over the limit of 524288 (the caller's Limits::max_journal_bytes)"
+    );
+    let claimed = ext4_volume(
+        &["-O", "metadata_csum,64bit,has_journal"],
+        "feature needs_recovery\nsif <8> size 0x10000000000\n",
+    );
+    let error = open(claimed).err().expect("refused");
+    assert!(
+        matches!(
+            error,
+            FsError::ExtOverLimit {
+                value: 0x100_0000_0000,
+                limit: 0x4000_0000,
+                ..
+            }
+        ),
+        "{error:?}"
     );
 }

@@ -134,7 +134,10 @@ impl fmt::Display for DemoError {
 }
 
 /// Runs the demo; the caller prints the error and sets the exit status.
-pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
+pub fn run(
+    info: &crate::boot_info::BootInfo,
+    probe: &mut crate::stack::Probe,
+) -> Result<(), DemoError> {
     println!(
         "qcow2-firmware {} on {}",
         env!("CARGO_PKG_VERSION"),
@@ -144,7 +147,10 @@ pub fn run(info: &crate::boot_info::BootInfo) -> Result<(), DemoError> {
 
     let disks = disks::discover()?;
     let control::Requests { files, passphrase } = control::read(disks)?;
-    let image = backing::open_qcow2(disks, passphrase.as_ref().map(|p| p.as_bytes()))?;
+    probe.mark("devices");
+    let image = backing::open_qcow2(disks, passphrase.as_ref().map(|p| p.as_bytes()));
+    probe.mark("opening the chain");
+    let image = image?;
     // The keys are in the images now: the passphrase is zeroized here.
     drop(passphrase);
     if !files.is_empty() {

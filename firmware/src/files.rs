@@ -10,8 +10,19 @@ use crate::demo::DemoError;
 use crate::report;
 use crate::{arch, println};
 use alloc::string::{String, ToString};
-use qcow2_disk::{FileSystem, Location, Table};
+use qcow2_disk::{FileSystem, Limits, Location, Table};
 use sha2::{Digest, Sha256};
+
+/// What a file system may announce here, within the 32 MiB heap: 2^16
+/// ext2/3/4 block groups (`ext4-view` keeps 16 bytes per group: 1 MiB; 8 TiB
+/// volumes with 4 KiB blocks) and a 64 MiB journal to replay (one map entry
+/// per journalled block: at most 65536 entries); a volume over either is
+/// refused by name.
+const FS_LIMITS: Limits = Limits {
+    max_block_groups: 1 << 16,
+    max_journal_bytes: 64 << 20,
+    ..Limits::DEFAULT
+};
 
 /// Bytes per file read (the caller's buffer; the file systems keep their own small caches).
 const CHUNK: usize = 1024 * 1024;
@@ -57,7 +68,7 @@ fn hash_file(image: &'static Qcow2, text: &str, buffer: &mut [u8]) -> Result<Fil
     let partition = table
         .select::<ImageError>(location.partition)
         .map_err(|error| error.to_string())?;
-    let fs = FileSystem::open(partition.slice(image))
+    let fs = FileSystem::open_with(partition.slice(image), &FS_LIMITS)
         .map_err(|error| alloc::format!("partition {}: {error}", partition.number))?;
     let mut file = fs
         .open_file(location.path)

@@ -26,6 +26,7 @@ mod hal;
 mod heap;
 mod measure;
 mod report;
+mod stack;
 mod virtio;
 
 use core::panic::PanicInfo;
@@ -49,7 +50,16 @@ pub fn footprint() -> (usize, usize) {
 /// works. Runs the demo and leaves QEMU with its outcome.
 pub fn main(info: boot_info::BootInfo) -> ! {
     heap::init();
-    match demo::run(&info) {
+    let mut probe = stack::Probe::start();
+    let result = demo::run(&info, &mut probe);
+    // The last phase: the reads (or the files), unless the demo stopped
+    // before them.
+    probe.report(if result.is_ok() {
+        "reads"
+    } else {
+        "until the error"
+    });
+    match result {
         Ok(()) => {
             println!("demo: ok");
             arch::exit_success()

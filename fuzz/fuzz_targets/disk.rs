@@ -7,17 +7,11 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use qcow2_disk::{EntryKind, FileSystem, Slice, Table};
+use qcow2_disk::{FileSystem, Table};
+use qcow2_reader_fuzz::{read_volume_file, walk_volume};
 
-type Volume = FileSystem<Slice<Arc<Vec<u8>>>>;
-
-/// Directory levels walked below the root.
-const MAX_DEPTH: u32 = 3;
-/// Entries looked at in one directory, and in all.
-const MAX_ENTRIES: usize = 32;
+/// Entries looked at in all.
 const MAX_TOTAL: u32 = 256;
-/// Bytes read from one file.
-const MAX_FILE_BYTES: u64 = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
     let disk = Arc::new(data.to_vec());
@@ -31,55 +25,10 @@ fuzz_target!(|data: &[u8]| {
         };
         let _ = fs.label();
         let mut budget = MAX_TOTAL;
-        walk(&fs, "/", 0, &mut budget);
+        walk_volume(&fs, "/", 0, &mut budget);
         for path in ["/.", "/..", "/a/../b", "/A/./B/"] {
             let _ = fs.metadata(path);
-            read_file(&fs, path);
+            read_volume_file(&fs, path);
         }
     }
 });
-
-fn walk(fs: &Volume, path: &str, depth: u32, budget: &mut u32) {
-    if depth > MAX_DEPTH || *budget == 0 {
-        return;
-    }
-    let mut entries = Vec::new();
-    let listed = fs.read_dir(path, &mut |entry| {
-        if entries.len() < MAX_ENTRIES {
-            entries.push(entry);
-        }
-    });
-    if listed.is_err() {
-        return;
-    }
-    for entry in entries {
-        if *budget == 0 {
-            return;
-        }
-        *budget -= 1;
-        let child = format!("{}/{}", path.trim_end_matches('/'), entry.name);
-        match entry.kind {
-            EntryKind::Directory => walk(fs, &child, depth + 1, budget),
-            EntryKind::File | EntryKind::Symlink => read_file(fs, &child),
-            EntryKind::Other => {}
-        }
-    }
-}
-
-fn read_file(fs: &Volume, path: &str) {
-    let Ok(mut file) = fs.open_file(path) else {
-        return;
-    };
-    let mut buf = [0u8; 4099];
-    let mut total = 0u64;
-    while total < MAX_FILE_BYTES {
-        match file.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(read) => {
-                assert!(read <= buf.len());
-                total += read as u64;
-                assert!(total <= file.len(), "read past the end of {path}");
-            }
-        }
-    }
-}

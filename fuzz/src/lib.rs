@@ -399,3 +399,155 @@ pub fn skip_long_snapshot_table(image: &[u8]) -> bool {
         .get(60..64)
         .is_some_and(|count| u32::from_be_bytes(count.try_into().unwrap()) > 1024)
 }
+
+/// A disk of a declared size that is zeros except for (offset, bytes)
+/// patches: the `disk_sparse` target's input, which reaches partitions and
+/// file systems of terabytes from a few KiB.
+#[derive(Debug, Clone)]
+pub struct SparseDisk {
+    size: u64,
+    /// In input order; later ones win where they overlap.
+    patches: Vec<(u64, Vec<u8>)>,
+}
+
+impl SparseDisk {
+    /// Largest declared size: 16 TiB.
+    pub const MAX_SIZE: u64 = 1 << 44;
+    /// Smallest declared size: 1 MiB (room for a GPT and its backup).
+    pub const MIN_SIZE: u64 = 1 << 20;
+
+    /// Reads the description: 8 bytes little-endian size (modulo
+    /// [`Self::MAX_SIZE`], at least [`Self::MIN_SIZE`]), then patches of
+    /// 8 bytes little-endian offset (modulo the size), 2 bytes
+    /// little-endian length and the bytes (cut at the input's end and at
+    /// the disk's end). `None` for an input shorter than the size.
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let (size, mut rest) = data.split_first_chunk::<8>()?;
+        let size = (u64::from_le_bytes(*size) % Self::MAX_SIZE).max(Self::MIN_SIZE);
+        let mut patches = Vec::new();
+        while let Some((offset, tail)) = rest.split_first_chunk::<8>() {
+            let Some((len, tail)) = tail.split_first_chunk::<2>() else {
+                break;
+            };
+            let offset = u64::from_le_bytes(*offset) % size;
+            let len = usize::from(u16::from_le_bytes(*len)).min(tail.len());
+            let room = usize::try_from(size - offset).unwrap_or(usize::MAX);
+            patches.push((offset, tail[..len.min(room)].to_vec()));
+            rest = &tail[len..];
+        }
+        Some(Self { size, patches })
+    }
+
+    /// Writes the description of a disk of `size` bytes with `patches`
+    /// (the inverse of [`Self::parse`], for seeds and tests).
+    pub fn describe(size: u64, patches: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut out = size.to_le_bytes().to_vec();
+        for (offset, bytes) in patches {
+            let piece_bytes = usize::from(u16::MAX);
+            for (index, piece) in bytes.chunks(piece_bytes).enumerate() {
+                let at = *offset + (index * piece_bytes) as u64;
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&(piece.len() as u16).to_le_bytes());
+                out.extend_from_slice(piece);
+            }
+        }
+        out
+    }
+}
+
+impl BlockRead for SparseDisk {
+    type Error = OutOfBounds;
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.size) {
+            return Err(OutOfBounds {
+                offset,
+                len: buf.len(),
+                size: self.size,
+            });
+        }
+        let end = offset + buf.len() as u64;
+        buf.fill(0);
+        for (at, bytes) in &self.patches {
+            let patch_end = at + bytes.len() as u64;
+            if patch_end <= offset || *at >= end {
+                continue;
+            }
+            let from = offset.max(*at);
+            let to = end.min(patch_end);
+            let dst = (from - offset) as usize..(to - offset) as usize;
+            let src = (from - at) as usize..(to - at) as usize;
+            buf[dst].copy_from_slice(&bytes[src]);
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> Result<u64, OutOfBounds> {
+        Ok(self.size)
+    }
+}
+
+/// Directory levels [`walk_volume`] goes below the root.
+pub const WALK_MAX_DEPTH: u32 = 3;
+/// Entries [`walk_volume`] looks at in one directory.
+pub const WALK_MAX_ENTRIES: usize = 32;
+/// Bytes [`read_volume_file`] reads from one file.
+pub const WALK_MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Lists `path` of `fs` and below it (at most [`WALK_MAX_DEPTH`] levels,
+/// [`WALK_MAX_ENTRIES`] per directory, `budget` entries in all), reading
+/// every file and symlink met: the `disk` targets' walk.
+pub fn walk_volume<D: BlockRead + 'static>(
+    fs: &qcow2_disk::FileSystem<D>,
+    path: &str,
+    depth: u32,
+    budget: &mut u32,
+) {
+    if depth > WALK_MAX_DEPTH || *budget == 0 {
+        return;
+    }
+    let mut entries = Vec::new();
+    let listed = fs.read_dir(path, &mut |entry| {
+        if entries.len() < WALK_MAX_ENTRIES {
+            entries.push(entry);
+        }
+    });
+    if listed.is_err() {
+        return;
+    }
+    for entry in entries {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        let child = format!("{}/{}", path.trim_end_matches('/'), entry.name);
+        match entry.kind {
+            qcow2_disk::EntryKind::Directory => walk_volume(fs, &child, depth + 1, budget),
+            qcow2_disk::EntryKind::File | qcow2_disk::EntryKind::Symlink => {
+                read_volume_file(fs, &child)
+            }
+            qcow2_disk::EntryKind::Other => {}
+        }
+    }
+}
+
+/// Reads up to [`WALK_MAX_FILE_BYTES`] of the file at `path`: no read may
+/// return more than asked, nor pass the file's size.
+pub fn read_volume_file<D: BlockRead + 'static>(fs: &qcow2_disk::FileSystem<D>, path: &str) {
+    let Ok(mut file) = fs.open_file(path) else {
+        return;
+    };
+    let mut buf = [0u8; 4099];
+    let mut total = 0u64;
+    while total < WALK_MAX_FILE_BYTES {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => {
+                assert!(read <= buf.len());
+                total += read as u64;
+                assert!(total <= file.len(), "read past the end of {path}");
+            }
+        }
+    }
+}

@@ -13,6 +13,8 @@
 //! - [`session`]: one client's handshake and transmission, over any
 //!   `Read`/`Write` pair.
 //! - [`listener`]: sockets, a thread per client, timeouts, stopping.
+//! - [`netlink`]: NBD's generic-netlink messages, to set up `/dev/nbdN`.
+//! - [`device`]: the export served to the kernel as `/dev/nbdN`.
 //! - [`client`]: a minimal client, for tests that must misbehave.
 //!
 //! ```
@@ -62,8 +64,10 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod device;
 pub mod export;
 pub mod listener;
+pub mod netlink;
 pub mod session;
 pub mod wire;
 

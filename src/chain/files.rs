@@ -69,7 +69,7 @@ pub struct ChainOptions {
     /// [`FollowPolicy::None`] for untrusted images).
     pub follow: FollowPolicy,
     /// The passphrase offered to every encrypted layer (feature `luks`);
-    /// `None` refuses encrypted layers with [`Unsupported::NeedsKey`].
+    /// `None` refuses encrypted layers with [`Unsupported::NeedsKey`](crate::Unsupported::NeedsKey).
     #[cfg(feature = "luks")]
     pub secret: Option<Secret>,
 }

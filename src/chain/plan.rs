@@ -54,9 +54,16 @@ pub enum Source {
         kept_offset: Option<u64>,
     },
     /// Allocated in no layer down to the bottom: zeros (an NBD hole).
-    Unallocated,
+    Unallocated {
+        /// The host offset the deciding layer's entry keeps allocated, if
+        /// any (an allocated cluster's unallocated subclusters).
+        kept_offset: Option<u64>,
+    },
     /// Past the end of a backing layer shorter than the layer above: zeros.
-    PastEnd,
+    PastEnd {
+        /// As for `Unallocated`.
+        kept_offset: Option<u64>,
+    },
 }
 
 impl Source {
@@ -64,7 +71,7 @@ impl Source {
     pub fn is_zero(&self) -> bool {
         matches!(
             self,
-            Source::ZeroCluster { .. } | Source::Unallocated | Source::PastEnd
+            Source::ZeroCluster { .. } | Source::Unallocated { .. } | Source::PastEnd { .. }
         )
     }
 }
@@ -167,13 +174,13 @@ impl<S: BlockRead> Disk<S> {
                 },
                 Mapping::Compressed(descriptor) => Source::Compressed(descriptor),
                 Mapping::Zero { kept_offset } => Source::ZeroCluster { kept_offset },
-                Mapping::Unallocated { .. } => {
+                Mapping::Unallocated { kept_offset } => {
                     let Some(backing) = image.backing().and_then(|backing| backing.disk()) else {
-                        return Ok(piece(len, Source::Unallocated));
+                        return Ok(piece(len, Source::Unallocated { kept_offset }));
                     };
                     let backing_size = image.backing_size();
                     if offset >= backing_size {
-                        return Ok(piece(len, Source::PastEnd));
+                        return Ok(piece(len, Source::PastEnd { kept_offset }));
                     }
                     len = len.min(backing_size - offset);
                     disk = backing;

@@ -1,8 +1,10 @@
 //! What the workspace's integration tests share (the crate's, the CLI's and
-//! `qcow2-disk`'s): running QEMU's tools and the disk tools with a message
-//! that names the install command when one is missing, scratch directories,
-//! images made once and kept between runs, and encrypted images keyed the
-//! same way everywhere. Not published; tests only.
+//! `qcow2-disk`'s): the one way to run QEMU's tools ([`Qemu`], [`Create`],
+//! secrets, encrypted chains; QEMU 7.2's transient calibration failure run
+//! again, see the `qemu` module), the disk tools with a message that names
+//! the install command when one is missing, scratch directories, images
+//! made once and kept between runs, and encrypted images keyed the same way
+//! everywhere. Not published; tests only.
 //!
 //! What is specific to one crate (reading through `qcow2_reader`, running
 //! `qcow`) stays in that crate's `tests/common`.
@@ -12,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod qemu;
+pub use qemu::*;
+
 /// The workspace's root directory (where `scripts/` and `target/` are).
 pub fn workspace_root() -> &'static Path {
     // This crate sits one level below the root.
@@ -19,7 +24,7 @@ pub fn workspace_root() -> &'static Path {
 }
 
 /// The command that installs `program` on a fresh machine.
-fn install_hint(program: &str) -> &'static str {
+pub(crate) fn install_hint(program: &str) -> &'static str {
     match program {
         "qemu-img" | "qemu-io" => "apt-get install -y qemu-utils (or scripts/setup.sh)",
         p if p.starts_with("qemu-system") => "scripts/setup.sh",
@@ -31,32 +36,36 @@ fn install_hint(program: &str) -> &'static str {
     }
 }
 
+/// Whether `program --version` runs and succeeds (QEMU's tools, the
+/// emulators): tests that skip without QEMU, or say how to install it.
+pub fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
 /// Runs `program` with `args` in `dir` (the current directory when
 /// `None`) and returns what it printed, whether it succeeded or not; a
 /// program that cannot start fails the test with its install command.
+/// For programs other than QEMU's tools (scripts, `mkfs`): those go
+/// through [`Qemu`], although the calibration rule of [`retrying`] holds
+/// here too.
 pub fn output_in(dir: Option<&Path>, program: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(program);
-    command.args(args);
+    let mut qemu = Qemu::program(program).args(args);
     if let Some(dir) = dir {
-        command.current_dir(dir);
+        qemu = qemu.dir(dir);
     }
-    command.output().unwrap_or_else(|error| {
-        panic!(
-            "cannot run {program}: {error}; install it with: {}",
-            install_hint(program)
-        )
-    })
+    qemu.output()
 }
 
 /// Like [`output_in`] in `dir`, and `program` must succeed.
 pub fn run_in(dir: Option<&Path>, program: &str, args: &[&str]) -> Output {
-    let output = output_in(dir, program, args);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    let mut qemu = Qemu::program(program).args(args);
+    if let Some(dir) = dir {
+        qemu = qemu.dir(dir);
+    }
+    qemu.run()
 }
 
 /// Runs `program`, which must succeed, and returns what it printed.
@@ -66,40 +75,24 @@ pub fn run(program: &str, args: &[&str]) -> Output {
 
 /// Runs `qemu-img` with `args`, which must succeed; returns its stdout.
 pub fn qemu_img(args: &[&str]) -> Vec<u8> {
-    run("qemu-img", args).stdout
+    Qemu::img().args(args).stdout()
 }
 
-/// Creates a qcow2 image with `-o options` of `size`.
-pub fn create(path: &Path, options: &str, size: &str) {
-    let path = path.to_str().expect("UTF-8 path");
-    let mut args = vec!["create", "-q", "-f", "qcow2"];
-    if !options.is_empty() {
-        args.extend(["-o", options]);
-    }
-    args.extend([path, size]);
-    qemu_img(&args);
+/// Creates a qcow2 image with `-o options` of `size`; returns its path.
+pub fn create(path: &Path, options: &str, size: &str) -> PathBuf {
+    Create::new(path).options(options).size(size).run()
 }
 
 /// `qemu-img create -f qcow2 [-o options] PATH SIZE` run from `dir`:
 /// QEMU 7.2 takes a relative backing or data file name from its working
 /// directory (the crate from the image's, `src/chain.rs`).
-pub fn create_in(dir: &Path, path: &Path, options: &str, size: &str) {
-    let mut args = vec!["create", "-q", "-f", "qcow2"];
-    if !options.is_empty() {
-        args.extend(["-o", options]);
-    }
-    args.extend([path.to_str().expect("UTF-8 path"), size]);
-    run_in(Some(dir), "qemu-img", &args);
+pub fn create_in(dir: &Path, path: &Path, options: &str, size: &str) -> PathBuf {
+    Create::new(path).options(options).size(size).dir(dir).run()
 }
 
 /// Runs `qemu-io` commands (each like `write -P 0x11 0 64k`) on a qcow2 image.
 pub fn qemu_io(path: &Path, commands: &[&str]) {
-    let mut args = vec!["-f", "qcow2"];
-    for command in commands {
-        args.extend(["-c", command]);
-    }
-    args.push(path.to_str().expect("UTF-8 path"));
-    run("qemu-io", &args);
+    qemu_io_as(path, "qcow2", commands);
 }
 
 /// A scratch directory for one test's images, removed when dropped.
@@ -136,46 +129,27 @@ impl Scratch {
     /// relative data file name from its working directory, not from the
     /// image's, so tests name them absolutely).
     pub fn create(&self, name: &str, size: &str, options: &str) -> PathBuf {
-        let path = self.path(name);
         let options = options.replace("{dir}", self.dir().to_str().expect("UTF-8 path"));
-        let mut args = vec!["create", "-q", "-f", "qcow2"];
-        if !options.is_empty() {
-            args.extend(["-o", options.as_str()]);
-        }
-        args.push(path.to_str().expect("UTF-8 path"));
+        let mut create = Create::new(&self.path(name))
+            .options(&options)
+            .dir(self.dir());
         if !size.is_empty() {
-            args.push(size);
+            create = create.size(size);
         }
-        run_in(Some(self.dir()), "qemu-img", &args);
-        path
+        create.run()
     }
 
     /// `qemu-img create -f qcow2 -b BACKING -F FORMAT NAME`.
     pub fn create_on(&self, name: &str, backing: &str, format: &str) -> PathBuf {
-        let path = self.path(name);
-        let path_text = path.to_str().expect("UTF-8 path");
-        qemu_img(&[
-            "create", "-q", "-f", "qcow2", "-b", backing, "-F", format, path_text,
-        ]);
-        path
+        Create::new(&self.path(name)).backing(backing, format).run()
     }
 }
 
 /// The virtual disk as QEMU reads it: `qemu-img convert [extra] -O raw`.
 pub fn qemu_raw(scratch: &Scratch, image: &Path, extra: &[&str]) -> Vec<u8> {
-    let out = scratch.path("qemu-reference.raw");
-    let mut args = vec!["convert"];
-    args.extend(extra);
-    args.extend([
-        "-O",
-        "raw",
-        image.to_str().expect("UTF-8 path"),
-        out.to_str().expect("UTF-8 path"),
-    ]);
-    qemu_img(&args);
-    let bytes = std::fs::read(&out).expect("read QEMU's raw output");
-    std::fs::remove_file(&out).expect("remove QEMU's raw output");
-    bytes
+    let mut source = extra.to_vec();
+    source.push(image.to_str().expect("UTF-8 path"));
+    convert_raw(&source, &scratch.path("qemu-reference.raw"))
 }
 
 /// The file `name` in `dir`, made by `create` (given a temporary path in
@@ -235,64 +209,39 @@ pub fn assert_same(expected: &[u8], actual: &[u8], what: &str) {
 /// The passphrase of the encrypted images the tests make.
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
-/// QEMU's `--object` carrying [`PASSPHRASE`] as the secret `sec0`.
-pub fn secret_object() -> String {
-    format!("secret,id=sec0,data={PASSPHRASE}")
-}
-
-/// QEMU's `--image-opts` for an encrypted qcow2 image unlocked by `sec0`.
+/// QEMU's `--image-opts` for an encrypted qcow2 image unlocked by [`QemuSecret`].
 pub fn encrypted_image_opts(image: &Path) -> String {
-    format!(
-        "driver=qcow2,encrypt.key-secret=sec0,file.filename={}",
-        image.display()
-    )
+    image_opts("qcow2", image, &[0])
 }
 
-/// Creates a LUKS-encrypted qcow2 image keyed by [`PASSPHRASE`] (PBKDF2
-/// calibrated to 10 ms, the least `qemu-img` takes, so that unlocking
-/// stays fast), with `-o options` added.
+/// Creates a LUKS-encrypted qcow2 image keyed by [`PASSPHRASE`] (see
+/// [`LUKS`]), with `-o options` added.
 pub fn create_luks(path: &Path, options: &str, size: &str) {
-    let mut opts = String::from("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10");
-    if !options.is_empty() {
-        opts = format!("{opts},{options}");
-    }
-    let object = secret_object();
-    let path = path.to_str().expect("UTF-8 path");
-    qemu_img(&[
-        "create", "-q", "-f", "qcow2", "--object", &object, "-o", &opts, path, size,
-    ]);
+    Create::new(path)
+        .secret(&QemuSecret::default())
+        .options(LUKS)
+        .options(options)
+        .size(size)
+        .run();
 }
 
 /// Runs `qemu-io` commands on an encrypted image made by [`create_luks`].
 pub fn qemu_io_encrypted(path: &Path, commands: &[&str]) {
-    let object = secret_object();
-    let opts = encrypted_image_opts(path);
-    let mut args = vec!["--object", object.as_str(), "--image-opts", opts.as_str()];
-    for command in commands {
-        args.extend(["-c", command]);
-    }
-    run("qemu-io", &args);
+    qemu_io_keyed(
+        &QemuSecret::default(),
+        &encrypted_image_opts(path),
+        commands,
+    );
 }
 
 /// The virtual disk of an encrypted image as QEMU decrypts it.
 pub fn qemu_raw_encrypted(scratch: &Scratch, image: &Path) -> Vec<u8> {
-    let out = scratch.path("qemu-reference.raw");
-    let object = secret_object();
+    let object = QemuSecret::default().object();
     let opts = encrypted_image_opts(image);
-    let out_path = out.to_str().expect("UTF-8 path");
-    qemu_img(&[
-        "convert",
-        "--object",
-        &object,
-        "--image-opts",
-        &opts,
-        "-O",
-        "raw",
-        out_path,
-    ]);
-    let bytes = std::fs::read(&out).expect("read QEMU's raw output");
-    std::fs::remove_file(&out).expect("remove QEMU's raw output");
-    bytes
+    convert_raw(
+        &["--object", &object, "--image-opts", &opts],
+        &scratch.path("qemu-reference.raw"),
+    )
 }
 
 /// What [`rewrite_backing_format`] leaves of an image's backing format.
@@ -338,4 +287,43 @@ pub fn rewrite_backing_format(path: &Path, to: BackingFormatExtension) {
         }
         at += 8 + len.div_ceil(8) * 8;
     }
+}
+
+/// Builds the bare-metal firmware for `target` (release, as `cargo run`
+/// does) and returns the ELF's path. The firmware has its own workspace
+/// and target directory, so this does not wait on the lock of the `cargo
+/// test` that runs it; its config (rustflags, runner) is passed explicitly
+/// because cargo reads configuration from the working directory.
+pub fn build_firmware(target: &str) -> PathBuf {
+    let firmware = workspace_root().join("firmware");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&firmware)
+        .args(["build", "--release", "--target", target, "--config"])
+        .arg(firmware.join(".cargo/config.toml"))
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the firmware for {target} failed"
+    );
+    firmware
+        .join("target")
+        .join(target)
+        .join("release/qcow2-firmware")
+}
+
+/// Builds the UEFI driver for `target` (the dev profile at opt-level 3, as
+/// `cargo run` uses it) and returns the path of `qcow2.efi`. Its own
+/// workspace: no wait on the running `cargo test`'s lock.
+pub fn build_driver(target: &str) -> PathBuf {
+    let uefi = workspace_root().join("uefi");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&uefi)
+        .args(["build", "--target", target])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building qcow2.efi for {target} failed");
+    uefi.join("target").join(target).join("debug/qcow2.efi")
 }

@@ -6,7 +6,6 @@
 //! check that QEMU agrees; without QEMU those checks are skipped.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Byte offsets of header fields.
@@ -310,12 +309,10 @@ pub fn deflate(data: &[u8]) -> Vec<u8> {
 /// The installed QEMU, run on temporary copies of test images.
 pub mod qemu {
     use super::*;
+    use qcow2_testkit::Qemu;
 
     fn available() -> bool {
-        Command::new("qemu-img")
-            .arg("--version")
-            .output()
-            .is_ok_and(|out| out.status.success())
+        qcow2_testkit::installed("qemu-img")
     }
 
     fn temp_file(bytes: &[u8]) -> PathBuf {
@@ -336,11 +333,10 @@ pub mod qemu {
             return None;
         }
         let path = temp_file(bytes);
-        let out = Command::new("qemu-img")
+        let out = Qemu::img()
             .args(["info", "-f", "qcow2"])
             .arg(&path)
-            .output()
-            .unwrap();
+            .output();
         std::fs::remove_file(&path).ok();
         Some(if out.status.success() {
             Ok(())
@@ -354,11 +350,11 @@ pub mod qemu {
         if !available() {
             return None;
         }
-        let out = Command::new("timeout")
-            .args(["20", "qemu-img", "info", "--backing-chain"])
+        let out = Qemu::img()
+            .time_limit(20)
+            .args(["info", "--backing-chain"])
             .arg(path)
-            .output()
-            .unwrap();
+            .output();
         Some(if out.status.success() {
             Ok(())
         } else {
@@ -374,13 +370,12 @@ pub mod qemu {
         }
         let path = temp_file(bytes);
         let raw = path.with_extension("raw");
-        let out = Command::new("qemu-img")
+        let out = Qemu::img()
             .args(["convert", "-f", "qcow2", "-O", "raw"])
             .args(extra)
             .arg(&path)
             .arg(&raw)
-            .output()
-            .unwrap();
+            .output();
         std::fs::remove_file(&path).ok();
         let result = if out.status.success() {
             Ok(std::fs::read(&raw).unwrap())
@@ -397,12 +392,11 @@ pub mod qemu {
             return None;
         }
         let path = temp_file(bytes);
-        let out = Command::new("qemu-io")
+        let out = Qemu::io()
             .args(["-r", "-f", "qcow2", "-c"])
             .arg(format!("read -v {offset} {len}"))
             .arg(&path)
-            .output()
-            .unwrap();
+            .output();
         std::fs::remove_file(&path).ok();
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);

@@ -163,21 +163,14 @@ impl fmt::Display for RequestError {
 
 /// Reads `buf.len()` bytes at `offset` of a virtual disk of `virtual_size`
 /// bytes: the part inside the disk from `disk`, the rest (the tail of a
-/// partial last block) as zeros.
+/// partial last block) as zeros: the crate's one zero-padded read.
 pub fn read_blocks<D: BlockRead + ?Sized>(
     disk: &D,
     virtual_size: u64,
     offset: u64,
     buf: &mut [u8],
 ) -> Result<(), D::Error> {
-    let inside = virtual_size.saturating_sub(offset);
-    let inside = usize::try_from(inside).map_or(buf.len(), |n| n.min(buf.len()));
-    let (head, tail) = buf.split_at_mut(inside);
-    if !head.is_empty() {
-        disk.read_at(offset, head)?;
-    }
-    tail.fill(0);
-    Ok(())
+    qcow2_reader::read_zero_padded(disk, virtual_size, offset, buf)
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! x86_64-unknown-linux-gnu` from `uefi/`) and a fuzz target can reach it:
 //! the checks on a `ReadBlocks` request, reading a virtual disk in whole
 //! blocks, short-read loops over file reads, the `\qcow2.cfg` syntax, how a
-//! backing file name becomes a path, and building the child's device path.
+//! backing file name becomes a path, building the child's device path, and
+//! finding and reading the firmware's stack for the driver's stack line.
 //! The UEFI glue (`src/driver/`) calls these and only translates results
 //! into `EFI_STATUS` values and console lines.
 //!
@@ -26,3 +27,4 @@ pub mod config;
 pub mod device_path;
 pub mod path;
 pub mod short_read;
+pub mod stack;

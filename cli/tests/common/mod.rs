@@ -1,55 +1,15 @@
-//! Helpers shared by the integration tests: run `qcow`, `qemu-img` and
-//! `qemu-io` (through `qcow2-testkit`, shared with the other crates' tests),
-//! and make images in a temporary directory.
+//! Helpers shared by the integration tests: run `qcow`, patch images; run
+//! `qemu-img` and `qemu-io` and make images through `qcow2-testkit` (shared
+//! with the other crates' tests), re-exported here.
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-// Not every test binary makes images.
+// QEMU's tools, scratch directories and cached images are the workspace's
+// (`qcow2-testkit`); not every test binary uses all of it.
 #[allow(unused_imports)]
-pub use qcow2_testkit::Scratch;
-use qcow2_testkit::{output_in, run};
-
-/// Runs `qemu-img`, which must succeed.
-pub fn qemu_img(args: &[&str]) -> Output {
-    run("qemu-img", args)
-}
-
-/// Runs `qemu-img check` on an image, which may report problems.
-pub fn qemu_check(image: &Path, json: bool) -> Output {
-    let mut args = vec!["check"];
-    if json {
-        args.push("--output=json");
-    }
-    args.push(image.to_str().expect("UTF-8 path"));
-    output_in(None, "qemu-img", &args)
-}
-
-/// Runs `qemu-io` commands on an image.
-pub fn qemu_io(image: &Path, commands: &[&str]) {
-    let mut args = Vec::new();
-    for command in commands {
-        args.extend(["-c", command]);
-    }
-    args.push(image.to_str().expect("UTF-8 path"));
-    run("qemu-io", &args);
-}
-
-/// The virtual disk as `qemu-img convert -O raw [-l SNAPSHOT]` writes it.
-pub fn qemu_raw(image: &Path, snapshot: Option<&str>) -> Vec<u8> {
-    let out = image.with_extension("qemu.raw");
-    let mut args = vec!["convert", "-O", "raw"];
-    if let Some(snapshot) = snapshot {
-        args.extend(["-l", snapshot]);
-    }
-    args.push(image.to_str().expect("UTF-8 path"));
-    args.push(out.to_str().expect("UTF-8 path"));
-    qemu_img(&args);
-    let bytes = std::fs::read(&out).expect("qemu-img output");
-    std::fs::remove_file(&out).expect("remove qemu-img output");
-    bytes
-}
+pub use qcow2_testkit::*;
 
 /// Runs the `qcow` binary under test.
 pub fn qcow(args: &[&str]) -> Output {

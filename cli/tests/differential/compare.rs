@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use qcow2_testkit::Qemu;
 use rustix::fs::SeekFrom;
 
 /// Seconds either side may take for one image before it counts as a hang.
@@ -50,20 +51,13 @@ fn run(command: &mut Command) -> Output {
 
 /// `qemu-img convert -f qcow2 -O raw [-l SNAPSHOT] IMAGE OUT` under `timeout`.
 pub fn qemu(image: &Path, snapshot: Option<&str>, out: &Path) -> Verdict {
-    let mut command = Command::new("timeout");
-    command.args([
-        "-k",
-        "5",
-        &TIME_LIMIT_SECS.to_string(),
-        "qemu-img",
-        "convert",
-    ]);
-    command.args(["-f", "qcow2", "-O", "raw"]);
+    let mut qemu = Qemu::img()
+        .time_limit(TIME_LIMIT_SECS)
+        .args(["convert", "-f", "qcow2", "-O", "raw"]);
     if let Some(snapshot) = snapshot {
-        command.args(["-l", snapshot]);
+        qemu = qemu.args(["-l", snapshot]);
     }
-    command.arg(image).arg(out);
-    verdict(&run(&mut command))
+    verdict(&qemu.arg(image).arg(out).output())
 }
 
 /// `qcow ARGS` under `timeout` and `ulimit -v`.

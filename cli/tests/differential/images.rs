@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+// QEMU takes the relative names given to `create` (and stored in images)
+// from its working directory: every tool runs in the image directory.
+use qcow2_testkit::{create_in, qemu_io_in, Qemu};
+
 /// One kind of image: its files as QEMU made them, and which one is corrupted.
 pub struct Kind {
     /// Short name, used in reports and kept file names.
@@ -13,24 +17,6 @@ pub struct Kind {
     pub target: usize,
     /// Internal snapshots also compared (`-l ID`), besides the active state.
     pub snapshots: Vec<&'static str>,
-}
-
-/// Runs a QEMU tool in `dir` (relative names in images are taken from there).
-fn qemu(dir: &Path, program: &str, args: &[&str]) {
-    qcow2_testkit::run_in(Some(dir), program, args);
-}
-
-fn create(dir: &Path, name: &str, options: &str, size: &str) {
-    qcow2_testkit::create_in(dir, Path::new(name), options, size);
-}
-
-fn io(dir: &Path, name: &str, commands: &[&str]) {
-    let mut args = vec!["-f", "qcow2"];
-    for command in commands {
-        args.extend(["-c", command]);
-    }
-    args.push(name);
-    qemu(dir, "qemu-io", &args);
 }
 
 /// Disk contents that compress, but not to nothing: text-like bytes from a
@@ -106,27 +92,32 @@ pub fn make(dir: &Path, name: &'static str) -> Kind {
 fn build(d: &Path, name: &str) -> (Vec<&'static str>, usize, Vec<&'static str>) {
     match name {
         "v2" => {
-            create(d, "v2.qcow2", "compat=0.10", "2M");
-            io(d, "v2.qcow2", WRITES);
+            create_in(d, Path::new("v2.qcow2"), "compat=0.10", "2M");
+            qemu_io_in(d, Path::new("v2.qcow2"), WRITES);
             (vec!["v2.qcow2"], 0, vec![])
         }
         "v3-512" => {
-            create(d, "small.qcow2", "cluster_size=512", "2M");
-            io(d, "small.qcow2", WRITES);
+            create_in(d, Path::new("small.qcow2"), "cluster_size=512", "2M");
+            qemu_io_in(d, Path::new("small.qcow2"), WRITES);
             (vec!["small.qcow2"], 0, vec![])
         }
         "v3-2m" => {
-            create(d, "large.qcow2", "cluster_size=2M", "8M");
+            create_in(d, Path::new("large.qcow2"), "cluster_size=2M", "8M");
             let writes = [
                 "write -P 0x55 0 100k",
                 "write -z 2M 2M",
                 "write -P 0x66 5M 1M",
             ];
-            io(d, "large.qcow2", &writes);
+            qemu_io_in(d, Path::new("large.qcow2"), &writes);
             (vec!["large.qcow2"], 0, vec![])
         }
         "extl2" => {
-            create(d, "ext.qcow2", "extended_l2=on,cluster_size=64k", "2M");
+            create_in(
+                d,
+                Path::new("ext.qcow2"),
+                "extended_l2=on,cluster_size=64k",
+                "2M",
+            );
             let writes = [
                 "write -P 0x11 2k 2k",
                 "write -z 10k 2k",
@@ -134,7 +125,7 @@ fn build(d: &Path, name: &str) -> (Vec<&'static str>, usize, Vec<&'static str>) 
                 "write -P 0x33 128k 64k",
                 "write -z 256k 64k",
             ];
-            io(d, "ext.qcow2", &writes);
+            qemu_io_in(d, Path::new("ext.qcow2"), &writes);
             (vec!["ext.qcow2"], 0, vec![])
         }
         "deflate" | "zstd" => {
@@ -154,45 +145,51 @@ fn build(d: &Path, name: &str) -> (Vec<&'static str>, usize, Vec<&'static str>) 
                 "source.raw",
                 "packed.qcow2",
             ];
-            qemu(d, "qemu-img", &convert);
+            Qemu::img().args(convert).dir(d).run();
             std::fs::remove_file(d.join("source.raw")).unwrap();
-            io(d, "packed.qcow2", &["write -P 0x77 512k 4k"]);
+            qemu_io_in(d, Path::new("packed.qcow2"), &["write -P 0x77 512k 4k"]);
             (vec!["packed.qcow2"], 0, vec![])
         }
         "snapshots" => {
-            create(d, "snap.qcow2", "", "2M");
-            io(
+            create_in(d, Path::new("snap.qcow2"), "", "2M");
+            qemu_io_in(
                 d,
-                "snap.qcow2",
+                Path::new("snap.qcow2"),
                 &["write -P 0x11 0 128k", "write -P 0x12 1M 64k"],
             );
-            qemu(d, "qemu-img", &["snapshot", "-c", "first", "snap.qcow2"]);
-            io(
+            Qemu::img()
+                .args(["snapshot", "-c", "first", "snap.qcow2"])
+                .dir(d)
+                .run();
+            qemu_io_in(
                 d,
-                "snap.qcow2",
+                Path::new("snap.qcow2"),
                 &["write -P 0x21 64k 128k", "write -z 1M 64k"],
             );
-            qemu(d, "qemu-img", &["snapshot", "-c", "second", "snap.qcow2"]);
-            io(d, "snap.qcow2", &["write -P 0x31 1500k 8k"]);
+            Qemu::img()
+                .args(["snapshot", "-c", "second", "snap.qcow2"])
+                .dir(d)
+                .run();
+            qemu_io_in(d, Path::new("snap.qcow2"), &["write -P 0x31 1500k 8k"]);
             (vec!["snap.qcow2"], 0, vec!["first"])
         }
         "lazy" => {
-            create(d, "lazy.qcow2", "lazy_refcounts=on", "2M");
-            io(d, "lazy.qcow2", WRITES);
+            create_in(d, Path::new("lazy.qcow2"), "lazy_refcounts=on", "2M");
+            qemu_io_in(d, Path::new("lazy.qcow2"), WRITES);
             // Left dirty, as after a crash: QEMU reads it read-only without repair.
             set_dirty(&d.join("lazy.qcow2"));
             (vec!["lazy.qcow2"], 0, vec![])
         }
         "chain-top" | "chain-base" => {
-            create(d, "base.qcow2", "", "2M");
-            io(
+            create_in(d, Path::new("base.qcow2"), "", "2M");
+            qemu_io_in(
                 d,
-                "base.qcow2",
+                Path::new("base.qcow2"),
                 &["write -P 0x81 0 1M", "write -P 0x82 1M 512k"],
             );
-            create(
+            create_in(
                 d,
-                "top.qcow2",
+                Path::new("top.qcow2"),
                 "backing_file=base.qcow2,backing_fmt=qcow2",
                 "2M",
             );
@@ -201,7 +198,7 @@ fn build(d: &Path, name: &str) -> (Vec<&'static str>, usize, Vec<&'static str>) 
                 "write -z 512k 64k",
                 "write -P 0x84 1200k 4k",
             ];
-            io(d, "top.qcow2", &writes);
+            qemu_io_in(d, Path::new("top.qcow2"), &writes);
             let target = if name == "chain-top" { 0 } else { 1 };
             (vec!["top.qcow2", "base.qcow2"], target, vec![])
         }

@@ -116,10 +116,11 @@ pub enum AttachError {
     OverBudget {
         /// The image.
         name: String,
-        /// Bytes its caches need.
+        /// Bytes its caches need (down to the layer that crosses the budget).
         bytes: usize,
-        /// Bytes left in the driver's budget.
-        left: usize,
+        /// Bytes it may take: [`IMAGE_BUDGET`], or what is left of
+        /// [`TOTAL_BUDGET`] if that is less.
+        allowed: usize,
     },
     /// The virtual disk cannot be presented as blocks.
     Geometry {
@@ -135,9 +136,13 @@ impl fmt::Display for AttachError {
         match self {
             AttachError::Open { path, status } => write!(f, "{path}: cannot open: {status:?}"),
             AttachError::Chain(error) => error.describe(&Names).fmt(f),
-            AttachError::OverBudget { name, bytes, left } => write!(
+            AttachError::OverBudget {
+                name,
+                bytes,
+                allowed,
+            } => write!(
                 f,
-                "{name}: the image's caches need {bytes} bytes; the driver has {left} of its {TOTAL_BUDGET} left"
+                "{name}: the image's caches need {bytes} bytes, over the {allowed} it may take (the driver allows {IMAGE_BUDGET} per image and {TOTAL_BUDGET} for all images)"
             ),
             AttachError::Geometry { name, error } => write!(f, "{name}: {error}"),
         }
@@ -234,7 +239,7 @@ where
         WalkError::OverBudget { needed, .. } => AttachError::OverBudget {
             name: name.clone(),
             bytes: needed,
-            left: options.max_memory,
+            allowed: options.max_memory,
         },
         error => AttachError::Chain(error),
     })?;
@@ -242,7 +247,7 @@ where
     let memory = budget::reserve(bytes).map_err(|left| AttachError::OverBudget {
         name: name.clone(),
         bytes,
-        left,
+        allowed: left,
     })?;
     let layers = walked.layers.len();
     let disk = walked.disk;

@@ -40,6 +40,7 @@ use uefi_raw::protocol::file_system::SimpleFileSystemProtocol;
 use super::attach::{self, Attached};
 use super::disk::VirtualDisk;
 use super::firmware::{get_protocol, Opened};
+use super::stack::Probe;
 use super::store::{DiskStore, Store};
 use super::{error_line, info_line};
 
@@ -265,18 +266,37 @@ unsafe extern "efiapi" fn start(
     if is_own_child(controller) {
         return Status::UNSUPPORTED;
     }
+    // Paint first: the attach, and the child's connect (the partition and
+    // FAT drivers reading the image through its whole chain), are measured
+    // (in a function of its own, so that its frame is measured too).
+    let mut probe = Probe::start();
+    let status = start_measured(controller, agent, &mut probe);
+    probe.report();
+    status
+}
+
+#[inline(never)]
+fn start_measured(controller: Handle, agent: Handle, probe: &mut Probe) -> Status {
     if let Ok((held, store)) = hold_qcow2_disk(controller, agent) {
-        return start_disk(controller, agent, held, store);
+        return start_disk(controller, agent, held, store, probe);
     }
     match hold_configured_fs(controller, agent) {
-        Ok((held, root, bytes)) => start_files(controller, agent, held, root, &bytes),
+        Ok((held, root, bytes)) => start_files(controller, agent, held, root, &bytes, probe),
         Err(_) => Status::UNSUPPORTED,
     }
 }
 
-fn start_disk(controller: Handle, agent: Handle, held: Opened, store: DiskStore) -> Status {
+fn start_disk(
+    controller: Handle,
+    agent: Handle,
+    held: Opened,
+    store: DiskStore,
+    probe: &mut Probe,
+) -> Status {
     let name = device_name(controller);
-    let attached = match attach::disk_image(&name, Store::Disk(store)) {
+    let attached = attach::disk_image(&name, Store::Disk(store));
+    probe.mark_attach();
+    let attached = match attached {
         Ok(attached) => attached,
         Err(error) => {
             error_line(format_args!("{error}"));
@@ -296,6 +316,7 @@ fn start_files(
     held: Opened,
     mut root: Directory,
     bytes: &[u8],
+    probe: &mut Probe,
 ) -> Status {
     let device = device_name(controller);
     let images = match config::parse(bytes) {
@@ -307,7 +328,11 @@ fn start_files(
     };
     let mut children = Vec::new();
     for (index, path) in images.iter().enumerate() {
-        let attached = match attach::file_image(&mut root, path) {
+        let attached = attach::file_image(&mut root, path);
+        // After each image: with several, the mark includes the lines and
+        // installs of those before it.
+        probe.mark_attach();
+        let attached = match attached {
             Ok(attached) => attached,
             Err(error) => {
                 error_line(format_args!("{error}"));

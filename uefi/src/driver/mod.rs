@@ -9,12 +9,14 @@
 //! - `disk`: the read-only `EFI_BLOCK_IO_PROTOCOL` each image produces.
 //! - `binding`: `EFI_DRIVER_BINDING_PROTOCOL` Supported / Start / Stop.
 //! - `name`: `EFI_COMPONENT_NAME2_PROTOCOL`, the name the shell shows.
+//! - `stack`: how much of the firmware's stack `Start` used (its stack line).
 
 mod attach;
 mod binding;
 mod disk;
 mod firmware;
 mod name;
+mod stack;
 mod store;
 
 use core::fmt;

@@ -19,6 +19,7 @@ global_asm!(
     /* ---- stack: NOLOAD, written before use ---- */
     .pushsection .noinit.boot, "aw", @nobits
     .balign 16
+    .global boot_stack_bottom
 boot_stack_bottom:
     .skip {stack_size}
 boot_stack_top:

@@ -4,6 +4,8 @@
 //! "Adding an architecture").
 
 mod boot;
+
+pub use boot::STACK_SIZE;
 pub mod console;
 mod exit;
 mod mem;

@@ -7,6 +7,8 @@
 //! memory description in [`BootInfo`].
 
 mod boot;
+
+pub use boot::STACK_SIZE;
 pub mod console;
 mod exit;
 mod mem;

@@ -1,0 +1,190 @@
+//! Issue 22's boot test, x86_64, `qcow2root=LABEL=...:/PATH`: a minimal
+//! Debian bookworm with systemd and this project's package installed
+//! (`scripts/root-disk.sh`: `mmdebstrap`, GPT disk with GRUB and an ext4
+//! root, converted to a zstd-compressed QCOW2) is copied to a FAT32 "stick"
+//! and booted under stock OVMF by `uefi/run.sh --file`: the firmware loads
+//! `qcow2.efi`, which attaches the file through `\qcow2.cfg`; GRUB inside
+//! the image loads the kernel; the initramfs mounts the stick, serves the
+//! image with `qcow serve --connect /dev/nbd0 --fork`, and the root mounts
+//! from `/dev/nbd0p2` under a tmpfs overlay. A unit prints the marker at
+//! `multi-user.target` and powers off; the console must show no I/O or NBD
+//! error from boot to power-off, and no boot script failure.
+//!
+//! Then an overlay beside its base on the stick: a disk whose command line
+//! names `/top.qcow2`, stored as `base.qcow2` under an empty `top.qcow2`
+//! overlay (`qemu-img create -b base.qcow2`), boots the same way through
+//! the chain, on two CPUs: two NBD connections (one per reader).
+//!
+//! And the failure path: the same image under another name on the stick
+//! (the command line inside still names `/debian.qcow2`): one line with
+//! the reason, then initramfs-tools' panic (`panic=-1` on the command line
+//! makes it reboot at once, which ends QEMU), never a hang.
+//!
+//! The stick is attached read-only by QEMU, so the image cannot be written.
+//! Needs root (mmdebstrap's chroot mode), the Debian mirror once (the disk
+//! is cached under `target/root-disk/`), QEMU and OVMF (`scripts/setup.sh`)
+//! and mmdebstrap. A boot takes one to a few minutes under TCG.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn last_line_of(command: &mut Command) -> String {
+    let output = command.output().expect("run the command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+    stdout.lines().last().expect("a line of output").to_string()
+}
+
+/// The package, made once for all tests (they share its directory).
+fn package() -> &'static str {
+    static DEB: OnceLock<String> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        last_line_of(
+            Command::new(repo().join("scripts/package.sh")).arg(tmp.join("root-boot-package")),
+        )
+    })
+}
+
+/// The disk whose command line names `/NAME` on the stick.
+fn disk(name: &str) -> PathBuf {
+    // run.sh's stick is FAT32 labelled QCOW2DRV, the image at its root.
+    PathBuf::from(last_line_of(
+        Command::new(repo().join("scripts/root-disk.sh")).args([package(), "QCOW2DRV", name]),
+    ))
+}
+
+fn image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| disk("debian.qcow2"))
+}
+
+/// `uefi/run.sh qcow2.efi --file IMAGE`: the image on the FAT32 stick,
+/// the guest with `cpus` CPUs.
+fn boot(image: &Path, cpus: u32) -> Output {
+    let driver = repo().join("uefi/target/x86_64-unknown-uefi/release/qcow2.efi");
+    let work = tempfile::tempdir().unwrap();
+    Command::new(repo().join("uefi/run.sh"))
+        .arg(&driver)
+        .arg("--file")
+        .arg(image)
+        .env("QCOW2_UEFI_TIMEOUT", "900")
+        .env("QCOW2_UEFI_SMP", cpus.to_string())
+        .env("QCOW2_UEFI_WORK", work.path())
+        .output()
+        .expect("uefi/run.sh")
+}
+
+#[test]
+fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
+    assert_boots_cleanly(&boot(image(), 1));
+}
+
+#[test]
+fn debian_boots_from_an_overlay_beside_its_base_on_the_stick() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    std::fs::copy(disk("top.qcow2"), &base).unwrap();
+    let top = dir.path().join("top.qcow2");
+    let made = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+        ])
+        .arg(&top)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Two CPUs: `qcow serve --connect` hands the kernel one connection per
+    // reader, as many readers as CPUs, so this boot runs on two.
+    let output = boot(&top, 2);
+    let console = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        console.contains("Brought up 1 node, 2 CPUs"),
+        "the guest did not get two CPUs:\n{console}"
+    );
+    assert_boots_cleanly(&output);
+}
+
+/// The marker at multi-user.target on the overlay root, and no error line.
+fn assert_boots_cleanly(output: &Output) {
+    let console = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the boot failed ({}): {stderr}\n{console}",
+        output.status
+    );
+    let marker = console
+        .lines()
+        .find(|line| line.contains("QCOW2-BOOT-MARKER: reached init on x86_64 (multi-user.target"))
+        .unwrap_or_else(|| panic!("no marker at multi-user.target:\n{console}"));
+    assert!(
+        marker.contains("/ is overlay"),
+        "the root is not the overlay: {marker}"
+    );
+    for bad in [
+        "I/O error",
+        "block nbd0:",
+        "qcow2root:",
+        "qcow: ",
+        "EXT4-fs error",
+    ] {
+        let lines: Vec<&str> = console.lines().filter(|line| line.contains(bad)).collect();
+        assert!(lines.is_empty(), "{bad:?} on the console: {lines:#?}");
+    }
+    eprintln!("{}", stderr.lines().last().unwrap_or(""));
+}
+
+#[test]
+fn a_missing_image_file_is_one_line_then_the_rescue_path_not_a_hang() {
+    // The same disk as `other.qcow2`: the driver attaches it (\qcow2.cfg
+    // names it), GRUB boots the kernel, whose command line names
+    // /debian.qcow2, which the stick does not hold.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.qcow2");
+    std::fs::copy(image(), &other).unwrap();
+    let output = boot(&other, 1);
+    let console = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("timeout"),
+        "the boot hung instead of failing: {stderr}\n{console}"
+    );
+    // After initramfs-tools' "Begin: ... " on the same line; a shell
+    // error of the script (`/scripts/local-top/qcow2root: 85: ...`) would
+    // be one more.
+    let reasons: Vec<&str> = console
+        .lines()
+        .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
+        .collect();
+    assert_eq!(
+        reasons,
+        ["qcow2root: no file /debian.qcow2 on LABEL=QCOW2DRV"],
+        "{console}"
+    );
+    assert!(
+        console.contains("Rebooting automatically due to panic= boot argument"),
+        "not initramfs-tools' panic: {console}"
+    );
+    assert!(
+        !console.contains("QCOW2-BOOT-MARKER"),
+        "booted without its image: {console}"
+    );
+}
