@@ -46,10 +46,12 @@ fi
 # `qcow serve`'s tests read its exports with libnbd's nbdinfo and nbdcopy
 # (libnbd-bin). The Debian package is built with dpkg-deb and
 # dpkg-shlibdeps (dpkg-dev), and the root boot test's Debian root with
-# mmdebstrap (scripts/root-disk.sh).
+# mmdebstrap (scripts/root-disk.sh). The tests of reading images over HTTP
+# serve them with nginx (nginx-light, started by the tests themselves on a
+# local port).
 packages=(ovmf qemu-efi-aarch64 grub-efi-amd64-bin mtools dosfstools fdisk
     e2fsprogs busybox-static cpio linux-image-cloud-amd64 libzstd-dev pkg-config
-    libnbd-bin dpkg-dev mmdebstrap)
+    libnbd-bin dpkg-dev mmdebstrap nginx-light)
 mapfile -t installed < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
     sed -n 's/ install ok installed$//p')
 missing=()

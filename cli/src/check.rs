@@ -5,7 +5,6 @@
 //! opened first (as far as `--follow` allows): a missing one fails the
 //! check. The findings go to standard error, the summary to standard output.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,6 +13,7 @@ use qcow2_reader::Header;
 use serde_json::{json, Map, Value};
 
 use crate::failure::{Failure, Result};
+use crate::input::Input;
 use crate::layers::{list_layers, Follow};
 use crate::output::{pretty_json, print};
 
@@ -30,7 +30,7 @@ pub struct Args {
 /// Runs `qcow check`.
 pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
     let image = &args.image;
-    let file = File::open(image).map_err(|error| Failure::new(image, error))?;
+    let file = Input::open(image).map_err(|error| Failure::new(image, error))?;
     open_named_files(&file, image, follow)?;
     let report =
         check(&file, &CheckLimits::default()).map_err(|error| Failure::new(image, error))?;
@@ -58,7 +58,7 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
 /// checks: a missing one is a failure. An image that opens only in check
 /// mode (an empty refcount table, a broken snapshot table) names nothing
 /// this walk could follow, so it is checked alone.
-fn open_named_files(file: &File, image: &Path, follow: Follow) -> Result<()> {
+fn open_named_files(file: &Input, image: &Path, follow: Follow) -> Result<()> {
     if follow == Follow::None {
         return Ok(());
     }

@@ -1,18 +1,17 @@
 //! `qcow info`: the header, features, snapshots and backing chain of an
 //! image, as `qemu-img info --backing-chain` shows them.
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use qcow2_reader::chain::{resolve_name, Layer, LayerFormat};
+use qcow2_reader::chain::{Layer, LayerFormat};
 use qcow2_reader::crypto::{IvGenerator, LuksHeader};
 use qcow2_reader::feature::{Autoclear, Compatible, FeatureKind, Incompatible};
 use qcow2_reader::{is_qcow2, Encryption, Header, Image, Snapshot, Snapshots};
 use serde_json::{json, Map, Value};
 
 use crate::failure::{Failure, Result};
+use crate::input::{resolve_name, Input};
 use crate::layers::{list_layers, Follow};
 use crate::output::{pretty_json, print, utc_text};
 use crate::size::human_size;
@@ -71,7 +70,7 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
 
 /// The top image alone, its header read but its backing file not opened.
 fn lone_layer(path: &Path) -> Result<Layer> {
-    let file = File::open(path).map_err(|error| Failure::new(path, error))?;
+    let file = Input::open(path).map_err(|error| Failure::new(path, error))?;
     if !is_qcow2(&file).map_err(|error| Failure::new(path, error))? {
         return Ok(Layer {
             path: path.to_path_buf(),
@@ -89,12 +88,11 @@ fn lone_layer(path: &Path) -> Result<Layer> {
 
 /// Reads what `info` shows beyond the header: sizes, snapshots and feature names.
 fn describe(layer: Layer) -> std::result::Result<Described, String> {
-    let file = File::open(&layer.path).map_err(|error| error.to_string())?;
-    let metadata = file.metadata().map_err(|error| error.to_string())?;
-    let actual_size = metadata.blocks() * 512;
+    let file = Input::open(&layer.path).map_err(|error| error.to_string())?;
+    let actual_size = file.allocated().map_err(|error| error.to_string())?;
     let Some(header) = &layer.header else {
         return Ok(Described {
-            virtual_size: metadata.len(),
+            virtual_size: file.len().map_err(|error| error.to_string())?,
             layer,
             actual_size,
             snapshots: Vec::new(),
@@ -115,7 +113,7 @@ fn describe(layer: Layer) -> std::result::Result<Described, String> {
 }
 
 /// The names of the feature bits that are set, per kind, as `qemu-img` names them.
-fn feature_names(file: &File, header: &Header) -> Vec<(FeatureKind, Vec<String>)> {
+fn feature_names(file: &Input, header: &Header) -> Vec<(FeatureKind, Vec<String>)> {
     FeatureKind::ALL
         .into_iter()
         .map(|kind| {

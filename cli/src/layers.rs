@@ -8,15 +8,13 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use qcow2_reader::chain::{
-    chain_layers, open_chain, open_disk, resolve_name, Chain, ChainError, ChainOptions, Disk,
-    Layer, Secret, Source, Walked,
-};
+use qcow2_reader::chain::{Chain, ChainError, ChainOptions, Disk, Layer, Secret, Source, Walked};
 use qcow2_reader::follow::FollowPolicy;
 use qcow2_reader::{BlockRead, Config, Image};
 use rustix::fs::SeekFrom;
 
 use crate::failure::{Failure, Result};
+use crate::input::{chain_layers, open_disk, resolve_name, Input};
 use crate::passphrase::is_wrong_passphrase;
 
 /// Which files named by an image the tool may open (`--follow`).
@@ -112,7 +110,7 @@ impl Status {
 pub struct Stack {
     /// The layers, top first.
     pub views: Vec<LayerView>,
-    walked: Walked<File, PathBuf>,
+    walked: Walked<Input, PathBuf>,
 }
 
 /// Opens the chain of `path` for reading, with `snapshot` applied to the top
@@ -128,7 +126,11 @@ pub fn open_reader(
     access: &Access,
 ) -> Result<Chain> {
     let options = qcow2_top_options(path, snapshot, config, access)?;
-    open_chain(path, &options).map_err(|error| access.chain_failure(path, error))
+    let walked = open_disk(path, &options).map_err(|error| access.chain_failure(path, error))?;
+    Ok(Chain {
+        top: Box::new(walked.disk),
+        layers: walked.layers.into_iter().map(Layer::from).collect(),
+    })
 }
 
 /// The chain options for `path`, whose top image must be QCOW2.
@@ -138,7 +140,7 @@ fn qcow2_top_options(
     config: Config,
     access: &Access,
 ) -> Result<ChainOptions> {
-    let file = File::open(path).map_err(|error| Failure::new(path, error))?;
+    let file = Input::open(path).map_err(|error| Failure::new(path, error))?;
     Image::builder(file).map_err(|error| Failure::new(path, error))?;
     Ok(ChainOptions {
         config,
@@ -153,7 +155,7 @@ fn qcow2_top_options(
 /// image opened (no passphrase needed), as far as `follow` allows. The top
 /// image must be QCOW2, as for [`open_reader`].
 pub fn list_layers(path: &Path, follow: Follow) -> Result<Vec<Layer>> {
-    let file = File::open(path).map_err(|error| Failure::new(path, error))?;
+    let file = Input::open(path).map_err(|error| Failure::new(path, error))?;
     Image::builder(file).map_err(|error| Failure::new(path, error))?;
     let options = ChainOptions {
         follow: follow.policy(),
@@ -254,7 +256,11 @@ impl Stack {
         };
         Ok(match piece.source {
             Source::Stored { offset, .. } => match self.walked.disk.layer(piece.depth) {
-                Some((Disk::Raw(raw), _)) => raw_status(&raw.0, start, piece.len, piece.depth)?,
+                Some((Disk::Raw(raw), _)) => match &raw.0 {
+                    Input::File(file) => raw_status(file, start, piece.len, piece.depth)?,
+                    // A web server tells no holes: all of it is data.
+                    Input::Http(_) => status(true, false, true, Some(start)),
+                },
                 _ => status(true, false, true, Some(offset)),
             },
             Source::Compressed(_) => status(true, false, true, None),
@@ -267,7 +273,7 @@ impl Stack {
 }
 
 /// The size of the raw layer at `depth`.
-fn layer_size(disk: &Disk<File>, depth: usize) -> std::result::Result<u64, String> {
+fn layer_size(disk: &Disk<Input>, depth: usize) -> std::result::Result<u64, String> {
     match disk.layer(depth) {
         Some((layer, _)) => layer.size().map_err(|error| error.to_string()),
         None => Err(format!("the chain has no layer {depth}")),

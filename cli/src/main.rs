@@ -11,6 +11,7 @@ mod convert;
 mod failure;
 mod get;
 mod info;
+mod input;
 mod layers;
 mod location;
 mod ls;
@@ -36,6 +37,16 @@ struct Cli {
     /// untrusted images) or `none` (the image alone).
     #[arg(long, global = true, value_enum, default_value_t = Follow::Any)]
     follow: Follow,
+    /// Bytes per range request when the image is an `http://` or `https://`
+    /// URL: a power of two from 256K to 2M.
+    #[arg(long, global = true, value_parser = size::parse_size, default_value = "1M")]
+    http_readahead: u64,
+    /// Range requests in flight at once for a URL read forward (`cat`,
+    /// `get`, `convert`, ...); the threads of `convert` and `get` each fetch
+    /// on their own connection besides. Cached per URL: 4 blocks per
+    /// connection, at least 16 (16 MiB with the defaults).
+    #[arg(long, global = true, default_value_t = 4)]
+    http_connections: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +77,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut http = qcow2_http::HttpOptions::default();
+    http.readahead = cli.http_readahead;
+    http.connections = cli.http_connections;
+    http.cache_blocks = cli.http_connections.saturating_mul(4).max(16);
+    if let Err(message) = input::configure(http) {
+        eprintln!("qcow: {message}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Info(args) => info::run(&args, cli.follow),
         Command::Map(args) => map::run(&args, cli.follow),
