@@ -44,10 +44,11 @@ fi
 # the arm64 pieces itself (no arm64 architecture is added to dpkg). The `qcow`
 # tool's zstd decoder links the system's libzstd, as QEMU does (libzstd-dev).
 # `qcow serve`'s tests read its exports with libnbd's nbdinfo and nbdcopy
-# (libnbd-bin).
+# (libnbd-bin). The firmware and the UEFI driver build libzstd's decoder
+# for their targets with clang (feature `zstd-c-nostd`).
 packages=(ovmf qemu-efi-aarch64 grub-efi-amd64-bin mtools dosfstools fdisk
     e2fsprogs busybox-static cpio linux-image-cloud-amd64 libzstd-dev pkg-config
-    libnbd-bin)
+    libnbd-bin clang)
 mapfile -t installed < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
     sed -n 's/ install ok installed$//p')
 missing=()
