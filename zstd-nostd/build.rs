@@ -32,6 +32,11 @@ fn main() {
     let os = env::var("CARGO_CFG_TARGET_OS").expect("set by cargo");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("set by cargo");
     let freestanding = os == "none" || os == "uefi";
+    // cargo-fuzz builds with `--cfg fuzzing` and maybe a sanitizer: the C
+    // code then gets libFuzzer's coverage (and the sanitizer) too, which
+    // takes clang.
+    let fuzzing = env::var_os("CARGO_CFG_FUZZING").is_some();
+    let sanitizers = env::var("CARGO_CFG_SANITIZE").unwrap_or_default();
 
     let mut build = cc::Build::new();
     for source in SOURCES {
@@ -42,8 +47,14 @@ fn main() {
     println!("cargo:rerun-if-changed=namespace.h");
     let cc_override = env::var_os(format!("CC_{target}"))
         .or_else(|| env::var_os(format!("CC_{}", target.replace('-', "_"))));
-    if freestanding && cc_override.is_none() {
+    if (freestanding || fuzzing) && cc_override.is_none() {
         build.compiler("clang");
+    }
+    if fuzzing {
+        build.flag("-fsanitize=fuzzer-no-link");
+    }
+    if sanitizers.split(',').any(|s| s == "address") {
+        build.flag("-fsanitize=address");
     }
     build
         .include(&lib)
