@@ -107,10 +107,19 @@ impl Decompressor {
         // output with the same decompressor gets a new context.)
         let window = libzstd::window_limit(output.len());
         let window = usize::try_from(window).map_err(|_| DecodeError::ZstdInvalid)?;
+        if self
+            .vendored
+            .as_ref()
+            .is_some_and(|context| context.max_window() < window)
+        {
+            // Freed before the larger one is allocated: one context at a time.
+            self.vendored = None;
+        }
         let context = match &mut self.vendored {
-            Some(context) if context.max_window() >= window => context,
-            // Only a failed allocation (about 100 KiB plus twice the cluster) leaves it unmade.
-            _ => self
+            Some(context) => context,
+            // Only a failed allocation (about 230 KiB plus three times the
+            // cluster, up to two blocks) leaves it unmade.
+            None => self
                 .vendored
                 .insert(zstd_nostd::DCtx::new(window).ok_or(DecodeError::ZstdInvalid)?),
         };
