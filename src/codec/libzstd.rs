@@ -175,8 +175,8 @@ mod tests {
 
     /// Each enabled libzstd, with a maker of a context for a cluster size
     /// (the vendored one is sized for it, as `Decompressor` sizes it).
-    fn contexts() -> alloc::vec::Vec<(&'static str, fn(usize) -> Context)> {
-        let mut all: alloc::vec::Vec<(&'static str, fn(usize) -> Context)> = alloc::vec::Vec::new();
+    fn contexts() -> alloc::vec::Vec<(&'static str, MakeContext)> {
+        let mut all: alloc::vec::Vec<(&'static str, MakeContext)> = alloc::vec::Vec::new();
         #[cfg(feature = "zstd-c")]
         all.push(("system", |_| Context::System(zstd_safe::DCtx::create())));
         #[cfg(feature = "zstd-c-nostd")]
@@ -185,6 +185,9 @@ mod tests {
         }));
         all
     }
+
+    /// Makes a context for a cluster size.
+    type MakeContext = fn(usize) -> Context;
 
     enum Context {
         #[cfg(feature = "zstd-c")]
