@@ -48,10 +48,11 @@ fi
 # dpkg-shlibdeps (dpkg-dev), and the root boot test's Debian root with
 # mmdebstrap (scripts/root-disk.sh). The tests of reading images over HTTP
 # serve them with nginx (nginx-light, started by the tests themselves on a
-# local port).
+# local port). The firmware and the UEFI driver build libzstd's decoder for
+# their targets with clang (feature `zstd-c-nostd`).
 packages=(ovmf qemu-efi-aarch64 grub-efi-amd64-bin mtools dosfstools fdisk
     e2fsprogs busybox-static cpio linux-image-cloud-amd64 libzstd-dev pkg-config
-    libnbd-bin dpkg-dev mmdebstrap nginx-light)
+    libnbd-bin dpkg-dev mmdebstrap nginx-light clang)
 mapfile -t installed < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
     sed -n 's/ install ok installed$//p')
 missing=()

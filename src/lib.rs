@@ -81,7 +81,9 @@
 //!
 //! `std` (files, `std::io` adapters, the backing-chain opener; implies
 //! `alloc`), `alloc` (`ImageBuilder::open_alloc`), `deflate` and `zstd` (the
-//! two codecs of compressed clusters; zstd needs `alloc` for its window).
+//! two codecs of compressed clusters; zstd needs `alloc` for its window),
+//! `zstd-c` and `zstd-c-nostd` (zstd through libzstd: the system's, or
+//! libzstd's decompressor built freestanding for any target).
 //! With none of them the crate builds for `x86_64-unknown-none` and
 //! `aarch64-unknown-none` and reads uncompressed images.
 //!
@@ -106,7 +108,11 @@
 //!   `max(next_power_of_two(cluster_size + 128 KiB) + 1, 8 × min(cluster_size,
 //!   128 KiB))` bytes (256 KiB + 1 up to 32 KiB clusters, 4 MiB + 1 at 2 MiB),
 //!   whatever the compressed data says (measured and fuzzed in
-//!   `tests/hostile.rs` and `fuzz/`).
+//!   `tests/hostile.rs` and `fuzz/`). With `zstd-c-nostd` (libzstd built
+//!   freestanding) it is one buffer, allocated at the first zstd cluster
+//!   and never again: libzstd's `ZSTD_estimateDStreamSize` for the
+//!   cluster-sized window, about 227 KiB plus the window plus two blocks
+//!   (423,712 bytes for 64 KiB clusters).
 //! - Storage reads: [`Image::max_storage_reads`], at most
 //!   [`READS_PER_UNIT`] per cluster (or subcluster) that a request touches.
 //! - Work: proportional to the clusters a request touches; a compressed

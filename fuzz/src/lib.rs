@@ -33,15 +33,31 @@ pub fn zstd_sequence_buffer_max(cluster_size: usize) -> usize {
 pub fn max_read_allocation(cluster_size: usize) -> usize {
     let ring = (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1;
     ring.max(zstd_sequence_buffer_max(cluster_size))
+        .max(vendored_zstd_context(cluster_size))
+}
+
+/// `ZSTD_DCtx` of the vendored libzstd 1.5.4 (feature `zstd-c-nostd`):
+/// 227,040 bytes on x86_64 (its entropy tables and 64 KiB literals buffer).
+const VENDORED_DCTX_MAX: usize = 232 << 10;
+
+/// The vendored libzstd's one buffer (feature `zstd-c-nostd`), allocated
+/// once per image: libzstd's `ZSTD_estimateDStreamSize` for the
+/// cluster-sized window, which is the context, an input block, and the
+/// output buffer of the window plus one block and 64 bytes of slack.
+pub fn vendored_zstd_context(cluster_size: usize) -> usize {
+    let window = cluster_size.max(1 << 10);
+    VENDORED_DCTX_MAX + 2 * zstd_block_limit(cluster_size) + window + 64
 }
 
 /// Most live heap bytes a `read_at` may add (zstd decoder state, kept in the
 /// image after the first compressed cluster): the ring buffer while it grows
 /// (old and new copy), the sequence buffer, the block's compressed bytes and
 /// literals, and the entropy tables.
+/// With the vendored libzstd, its one buffer.
 pub fn max_read_heap(cluster_size: usize) -> usize {
     let ring = (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1;
-    ring + ring / 2 + 1 + zstd_sequence_buffer_max(cluster_size) + 4 * ZSTD_BLOCK_MAX
+    let ruzstd = ring + ring / 2 + 1 + zstd_sequence_buffer_max(cluster_size) + 4 * ZSTD_BLOCK_MAX;
+    ruzstd.max(vendored_zstd_context(cluster_size))
 }
 
 /// The geometry that the read bound depends on.

@@ -5,9 +5,12 @@
 //! can write past the output slice or keep working once it is full, so a
 //! decompression bomb costs one cluster of output and stops there.
 //!
-//! zstd has two decoders: `ruzstd` (pure Rust, `no_std`, feature `zstd`) and
-//! libzstd (feature `zstd-c`, host builds), which spends about a third of
-//! ruzstd's CPU per byte. Both see a frame only after [`zstd`]'s checks of
+//! zstd has three decoders: `ruzstd` (pure Rust, `no_std`, feature `zstd`),
+//! the system's libzstd (feature `zstd-c`, host builds), and libzstd's
+//! decompressor vendored and built freestanding (feature `zstd-c-nostd`,
+//! every target, the firmware's and the UEFI driver's; it wins over
+//! `zstd-c` when both are on). The libzstd ones spend about a third of
+//! ruzstd's CPU per byte. All see a frame only after [`zstd`]'s checks of
 //! its window and block headers, so they accept and refuse the same frames
 //! with the same errors, and libzstd is held to the same memory bound.
 
@@ -33,10 +36,16 @@ impl From<DecodeError> for CodecError {
 /// Decoder state kept between clusters, so the zstd window is allocated once.
 #[derive(Default)]
 pub struct Decompressor {
-    #[cfg(all(feature = "zstd", not(feature = "zstd-c")))]
+    #[cfg(all(
+        feature = "zstd",
+        not(feature = "zstd-c"),
+        not(feature = "zstd-c-nostd")
+    ))]
     zstd: Option<ruzstd::decoding::FrameDecoder>,
-    #[cfg(feature = "zstd-c")]
+    #[cfg(all(feature = "zstd-c", not(feature = "zstd-c-nostd")))]
     libzstd: Option<zstd_safe::DCtx<'static>>,
+    #[cfg(feature = "zstd-c-nostd")]
+    vendored: Option<zstd_nostd::DCtx>,
 }
 
 impl core::fmt::Debug for Decompressor {
@@ -67,7 +76,11 @@ impl Decompressor {
         }
     }
 
-    #[cfg(all(feature = "zstd", not(feature = "zstd-c")))]
+    #[cfg(all(
+        feature = "zstd",
+        not(feature = "zstd-c"),
+        not(feature = "zstd-c-nostd")
+    ))]
     fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
         let decoder = self
             .zstd
@@ -75,7 +88,7 @@ impl Decompressor {
         zstd::decode(decoder, input, output).map_err(CodecError::Decode)
     }
 
-    #[cfg(feature = "zstd-c")]
+    #[cfg(all(feature = "zstd-c", not(feature = "zstd-c-nostd")))]
     fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
         let context = match &mut self.libzstd {
             Some(context) => context,
@@ -83,6 +96,32 @@ impl Decompressor {
             None => self
                 .libzstd
                 .insert(zstd_safe::DCtx::try_create().ok_or(DecodeError::ZstdInvalid)?),
+        };
+        libzstd::decode(context, input, output).map_err(CodecError::Decode)
+    }
+
+    #[cfg(feature = "zstd-c-nostd")]
+    fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+        // The context's memory is sized for the cluster's window, once: an
+        // image's clusters are all one size. (A caller decoding a larger
+        // output with the same decompressor gets a new context.)
+        let window = libzstd::window_limit(output.len());
+        let window = usize::try_from(window).map_err(|_| DecodeError::ZstdInvalid)?;
+        if self
+            .vendored
+            .as_ref()
+            .is_some_and(|context| context.max_window() < window)
+        {
+            // Freed before the larger one is allocated: one context at a time.
+            self.vendored = None;
+        }
+        let context = match &mut self.vendored {
+            Some(context) => context,
+            // Only a failed allocation (about 230 KiB plus three times the
+            // cluster, up to two blocks) leaves it unmade.
+            None => self
+                .vendored
+                .insert(zstd_nostd::DCtx::new(window).ok_or(DecodeError::ZstdInvalid)?),
         };
         libzstd::decode(context, input, output).map_err(CodecError::Decode)
     }
@@ -113,7 +152,7 @@ pub fn codec_feature(codec: CompressionType) -> &'static str {
 }
 
 mod deflate;
-#[cfg(feature = "zstd-c")]
+#[cfg(any(feature = "zstd-c", feature = "zstd-c-nostd"))]
 mod libzstd;
 #[cfg(feature = "zstd")]
 mod zstd;

@@ -63,7 +63,7 @@ pub(super) fn frame_start(input: &[u8]) -> Result<FrameStart, DecodeError> {
     Ok(FrameStart::Frame { window })
 }
 
-#[cfg_attr(feature = "zstd-c", allow(dead_code))] // tested, but libzstd decodes
+#[cfg_attr(any(feature = "zstd-c", feature = "zstd-c-nostd"), allow(dead_code))] // tested, but libzstd decodes
 pub(super) fn decode(
     decoder: &mut FrameDecoder,
     input: &[u8],
@@ -206,7 +206,7 @@ fn sequence_count(section: &[u8]) -> Option<usize> {
 /// `frame` with [`check_block`], before a decoder sees any of them.
 /// Stops quietly where the frame is truncated: the decoder reports that.
 /// (ruzstd, decoding block by block, checks each just before instead.)
-#[cfg(any(feature = "zstd-c", test))]
+#[cfg(any(feature = "zstd-c", feature = "zstd-c-nostd", test))]
 pub(super) fn check_frame_blocks(frame: &[u8], block_max: usize) -> Result<(), DecodeError> {
     let Some(mut rest) = frame_header_len(frame).and_then(|len| frame.get(len..)) else {
         return Ok(());
@@ -230,7 +230,7 @@ pub(super) fn check_frame_blocks(frame: &[u8], block_max: usize) -> Result<(), D
 
 /// The length of a frame header (RFC 8878, 3.1.1.1), magic included;
 /// `None` when truncated.
-#[cfg(any(feature = "zstd-c", test))]
+#[cfg(any(feature = "zstd-c", feature = "zstd-c-nostd", test))]
 fn frame_header_len(frame: &[u8]) -> Option<usize> {
     let descriptor = *frame.get(4)?;
     let single_segment = descriptor & 0x20 != 0;
@@ -241,7 +241,7 @@ fn frame_header_len(frame: &[u8]) -> Option<usize> {
 }
 
 /// Decodes one frame into `output`; the frame must fit.
-#[cfg_attr(feature = "zstd-c", allow(dead_code))]
+#[cfg_attr(any(feature = "zstd-c", feature = "zstd-c-nostd"), allow(dead_code))]
 fn decode_frame(
     decoder: &mut FrameDecoder,
     source: &mut &[u8],

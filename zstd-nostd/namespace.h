@@ -1,0 +1,150 @@
+/*
+ * Gives every external symbol of the vendored decoder the prefix `qcow2_`,
+ * so that a program linking this copy and a system libzstd (the host
+ * build's `zstd-c` feature, through zstd-safe) gets two distinct decoders
+ * instead of a duplicate-symbol error or one silently replacing the other.
+ * Passed to the compiler with `-include` by build.rs.
+ *
+ * Generated from the global symbols of the objects built for the four
+ * firmware targets (x86_64/aarch64, -none and -uefi):
+ *   llvm-nm -g --defined-only *.o | awk 'NF==3 {print $3}' | sort -u
+ * One symbol keeps its name: zstd_common.c #undefs ZSTD_isError before
+ * defining it, which undoes the prefix too. It is the same one-line
+ * comparison in every libzstd version, so whichever definition a program
+ * binds to gives the same answer.
+ *
+ * Regenerate it (same command, over the four targets' objects) whenever
+ * the vendored sources change.
+ */
+#ifndef QCOW2_ZSTD_NAMESPACE_H
+#define QCOW2_ZSTD_NAMESPACE_H
+#define ERR_getErrorString qcow2_ERR_getErrorString
+#define FSE_buildDTable_wksp qcow2_FSE_buildDTable_wksp
+#define FSE_decompress_wksp_bmi2 qcow2_FSE_decompress_wksp_bmi2
+#define FSE_getErrorName qcow2_FSE_getErrorName
+#define FSE_isError qcow2_FSE_isError
+#define FSE_readNCount qcow2_FSE_readNCount
+#define FSE_readNCount_bmi2 qcow2_FSE_readNCount_bmi2
+#define FSE_versionNumber qcow2_FSE_versionNumber
+#define HUF_decompress1X1_DCtx_wksp qcow2_HUF_decompress1X1_DCtx_wksp
+#define HUF_decompress1X2_DCtx_wksp qcow2_HUF_decompress1X2_DCtx_wksp
+#define HUF_decompress1X_DCtx_wksp qcow2_HUF_decompress1X_DCtx_wksp
+#define HUF_decompress1X_usingDTable qcow2_HUF_decompress1X_usingDTable
+#define HUF_decompress4X_hufOnly_wksp qcow2_HUF_decompress4X_hufOnly_wksp
+#define HUF_decompress4X_usingDTable qcow2_HUF_decompress4X_usingDTable
+#define HUF_getErrorName qcow2_HUF_getErrorName
+#define HUF_isError qcow2_HUF_isError
+#define HUF_readDTableX1_wksp qcow2_HUF_readDTableX1_wksp
+#define HUF_readDTableX2_wksp qcow2_HUF_readDTableX2_wksp
+#define HUF_readStats qcow2_HUF_readStats
+#define HUF_readStats_wksp qcow2_HUF_readStats_wksp
+#define HUF_selectDecoder qcow2_HUF_selectDecoder
+#define ZSTD_DCtx_getParameter qcow2_ZSTD_DCtx_getParameter
+#define ZSTD_DCtx_loadDictionary qcow2_ZSTD_DCtx_loadDictionary
+#define ZSTD_DCtx_loadDictionary_advanced qcow2_ZSTD_DCtx_loadDictionary_advanced
+#define ZSTD_DCtx_loadDictionary_byReference qcow2_ZSTD_DCtx_loadDictionary_byReference
+#define ZSTD_DCtx_refDDict qcow2_ZSTD_DCtx_refDDict
+#define ZSTD_DCtx_refPrefix qcow2_ZSTD_DCtx_refPrefix
+#define ZSTD_DCtx_refPrefix_advanced qcow2_ZSTD_DCtx_refPrefix_advanced
+#define ZSTD_DCtx_reset qcow2_ZSTD_DCtx_reset
+#define ZSTD_DCtx_setFormat qcow2_ZSTD_DCtx_setFormat
+#define ZSTD_DCtx_setMaxWindowSize qcow2_ZSTD_DCtx_setMaxWindowSize
+#define ZSTD_DCtx_setParameter qcow2_ZSTD_DCtx_setParameter
+#define ZSTD_DDict_dictContent qcow2_ZSTD_DDict_dictContent
+#define ZSTD_DDict_dictSize qcow2_ZSTD_DDict_dictSize
+#define ZSTD_DStreamInSize qcow2_ZSTD_DStreamInSize
+#define ZSTD_DStreamOutSize qcow2_ZSTD_DStreamOutSize
+#define ZSTD_XXH32 qcow2_ZSTD_XXH32
+#define ZSTD_XXH32_canonicalFromHash qcow2_ZSTD_XXH32_canonicalFromHash
+#define ZSTD_XXH32_copyState qcow2_ZSTD_XXH32_copyState
+#define ZSTD_XXH32_createState qcow2_ZSTD_XXH32_createState
+#define ZSTD_XXH32_digest qcow2_ZSTD_XXH32_digest
+#define ZSTD_XXH32_freeState qcow2_ZSTD_XXH32_freeState
+#define ZSTD_XXH32_hashFromCanonical qcow2_ZSTD_XXH32_hashFromCanonical
+#define ZSTD_XXH32_reset qcow2_ZSTD_XXH32_reset
+#define ZSTD_XXH32_update qcow2_ZSTD_XXH32_update
+#define ZSTD_XXH64 qcow2_ZSTD_XXH64
+#define ZSTD_XXH64_canonicalFromHash qcow2_ZSTD_XXH64_canonicalFromHash
+#define ZSTD_XXH64_copyState qcow2_ZSTD_XXH64_copyState
+#define ZSTD_XXH64_createState qcow2_ZSTD_XXH64_createState
+#define ZSTD_XXH64_digest qcow2_ZSTD_XXH64_digest
+#define ZSTD_XXH64_freeState qcow2_ZSTD_XXH64_freeState
+#define ZSTD_XXH64_hashFromCanonical qcow2_ZSTD_XXH64_hashFromCanonical
+#define ZSTD_XXH64_reset qcow2_ZSTD_XXH64_reset
+#define ZSTD_XXH64_update qcow2_ZSTD_XXH64_update
+#define ZSTD_XXH_versionNumber qcow2_ZSTD_XXH_versionNumber
+#define ZSTD_buildFSETable qcow2_ZSTD_buildFSETable
+#define ZSTD_checkContinuity qcow2_ZSTD_checkContinuity
+#define ZSTD_copyDCtx qcow2_ZSTD_copyDCtx
+#define ZSTD_copyDDictParameters qcow2_ZSTD_copyDDictParameters
+#define ZSTD_createDCtx qcow2_ZSTD_createDCtx
+#define ZSTD_createDCtx_advanced qcow2_ZSTD_createDCtx_advanced
+#define ZSTD_createDDict qcow2_ZSTD_createDDict
+#define ZSTD_createDDict_advanced qcow2_ZSTD_createDDict_advanced
+#define ZSTD_createDDict_byReference qcow2_ZSTD_createDDict_byReference
+#define ZSTD_createDStream qcow2_ZSTD_createDStream
+#define ZSTD_createDStream_advanced qcow2_ZSTD_createDStream_advanced
+#define ZSTD_customCalloc qcow2_ZSTD_customCalloc
+#define ZSTD_customFree qcow2_ZSTD_customFree
+#define ZSTD_customMalloc qcow2_ZSTD_customMalloc
+#define ZSTD_dParam_getBounds qcow2_ZSTD_dParam_getBounds
+#define ZSTD_decodeLiteralsBlock qcow2_ZSTD_decodeLiteralsBlock
+#define ZSTD_decodeSeqHeaders qcow2_ZSTD_decodeSeqHeaders
+#define ZSTD_decodingBufferSize_min qcow2_ZSTD_decodingBufferSize_min
+#define ZSTD_decompress qcow2_ZSTD_decompress
+#define ZSTD_decompressBegin qcow2_ZSTD_decompressBegin
+#define ZSTD_decompressBegin_usingDDict qcow2_ZSTD_decompressBegin_usingDDict
+#define ZSTD_decompressBegin_usingDict qcow2_ZSTD_decompressBegin_usingDict
+#define ZSTD_decompressBlock qcow2_ZSTD_decompressBlock
+#define ZSTD_decompressBlock_internal qcow2_ZSTD_decompressBlock_internal
+#define ZSTD_decompressBound qcow2_ZSTD_decompressBound
+#define ZSTD_decompressContinue qcow2_ZSTD_decompressContinue
+#define ZSTD_decompressDCtx qcow2_ZSTD_decompressDCtx
+#define ZSTD_decompressStream qcow2_ZSTD_decompressStream
+#define ZSTD_decompressStream_simpleArgs qcow2_ZSTD_decompressStream_simpleArgs
+#define ZSTD_decompress_usingDDict qcow2_ZSTD_decompress_usingDDict
+#define ZSTD_decompress_usingDict qcow2_ZSTD_decompress_usingDict
+#define ZSTD_decompressionMargin qcow2_ZSTD_decompressionMargin
+#define ZSTD_estimateDCtxSize qcow2_ZSTD_estimateDCtxSize
+#define ZSTD_estimateDDictSize qcow2_ZSTD_estimateDDictSize
+#define ZSTD_estimateDStreamSize qcow2_ZSTD_estimateDStreamSize
+#define ZSTD_estimateDStreamSize_fromFrame qcow2_ZSTD_estimateDStreamSize_fromFrame
+#define ZSTD_findDecompressedSize qcow2_ZSTD_findDecompressedSize
+#define ZSTD_findFrameCompressedSize qcow2_ZSTD_findFrameCompressedSize
+#define ZSTD_frameHeaderSize qcow2_ZSTD_frameHeaderSize
+#define ZSTD_freeDCtx qcow2_ZSTD_freeDCtx
+#define ZSTD_freeDDict qcow2_ZSTD_freeDDict
+#define ZSTD_freeDStream qcow2_ZSTD_freeDStream
+#define ZSTD_getDecompressedSize qcow2_ZSTD_getDecompressedSize
+#define ZSTD_getDictID_fromDDict qcow2_ZSTD_getDictID_fromDDict
+#define ZSTD_getDictID_fromDict qcow2_ZSTD_getDictID_fromDict
+#define ZSTD_getDictID_fromFrame qcow2_ZSTD_getDictID_fromFrame
+#define ZSTD_getErrorCode qcow2_ZSTD_getErrorCode
+#define ZSTD_getErrorName qcow2_ZSTD_getErrorName
+#define ZSTD_getErrorString qcow2_ZSTD_getErrorString
+#define ZSTD_getFrameContentSize qcow2_ZSTD_getFrameContentSize
+#define ZSTD_getFrameHeader qcow2_ZSTD_getFrameHeader
+#define ZSTD_getFrameHeader_advanced qcow2_ZSTD_getFrameHeader_advanced
+#define ZSTD_getcBlockSize qcow2_ZSTD_getcBlockSize
+#define ZSTD_initDStream qcow2_ZSTD_initDStream
+#define ZSTD_initDStream_usingDDict qcow2_ZSTD_initDStream_usingDDict
+#define ZSTD_initDStream_usingDict qcow2_ZSTD_initDStream_usingDict
+#define ZSTD_initStaticDCtx qcow2_ZSTD_initStaticDCtx
+#define ZSTD_initStaticDDict qcow2_ZSTD_initStaticDDict
+#define ZSTD_initStaticDStream qcow2_ZSTD_initStaticDStream
+#define ZSTD_insertBlock qcow2_ZSTD_insertBlock
+#define ZSTD_isError qcow2_ZSTD_isError
+#define ZSTD_isFrame qcow2_ZSTD_isFrame
+#define ZSTD_isSkippableFrame qcow2_ZSTD_isSkippableFrame
+#define ZSTD_loadDEntropy qcow2_ZSTD_loadDEntropy
+#define ZSTD_nextInputType qcow2_ZSTD_nextInputType
+#define ZSTD_nextSrcSizeToDecompress qcow2_ZSTD_nextSrcSizeToDecompress
+#define ZSTD_readSkippableFrame qcow2_ZSTD_readSkippableFrame
+#define ZSTD_resetDStream qcow2_ZSTD_resetDStream
+#define ZSTD_sizeof_DCtx qcow2_ZSTD_sizeof_DCtx
+#define ZSTD_sizeof_DDict qcow2_ZSTD_sizeof_DDict
+#define ZSTD_sizeof_DStream qcow2_ZSTD_sizeof_DStream
+#define ZSTD_versionNumber qcow2_ZSTD_versionNumber
+#define ZSTD_versionString qcow2_ZSTD_versionString
+#define g_debuglevel qcow2_g_debuglevel
+#endif
