@@ -93,7 +93,7 @@ pub struct Args {
     disconnect: Option<String>,
     /// Run in the background once ready (the device connected, the sockets
     /// listening): the command exits 0 only then, or with the server's
-    /// error. The server is started again as `@qcow` (argv[0] starting with
+    /// error. The server is started again as `@qcow` (`argv[0]` starting with
     /// `@`: systemd's convention for storage daemons of the root file
     /// system, left running through switch_root and shutdown).
     #[arg(long)]

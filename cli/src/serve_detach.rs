@@ -9,8 +9,8 @@
 //! the server failed (it has said why on the shared standard error) and
 //! this process exits with its status.
 //!
-//! The server's argv[0] is `@` and the program's name (`@qcow`): systemd
-//! leaves processes whose argv[0] starts with `@` running through
+//! The server's `argv[0]` is `@` and the program's name (`@qcow`): systemd
+//! leaves processes whose `argv[0]` starts with `@` running through
 //! switch_root and shutdown ("storage daemons for the root file system",
 //! systemd's ROOT_STORAGE_DAEMONS.md), which a server of the root file
 //! system needs: killed, it would take the root away under the running
