@@ -257,7 +257,11 @@ impl Stack {
         Ok(match piece.source {
             Source::Stored { offset, .. } => match self.walked.disk.layer(piece.depth) {
                 Some((Disk::Raw(raw), _)) => match &raw.0 {
-                    Input::File(file) => raw_status(file, start, piece.len, piece.depth)?,
+                    Input::File(file) => {
+                        // The size the walk read: no `metadata` call per piece.
+                        let size = self.views.get(piece.depth).map_or(0, |view| view.size);
+                        raw_status(file, size, start, piece.len, piece.depth)?
+                    }
                     // A web server tells no holes: all of it is data.
                     Input::Http(_) => status(true, false, true, Some(start)),
                 },
@@ -281,8 +285,7 @@ fn layer_size(disk: &Disk<Input>, depth: usize) -> std::result::Result<u64, Stri
 }
 
 /// A raw layer's status from the file system's holes, as QEMU's file driver reports it.
-fn raw_status(file: &File, start: u64, len: u64, depth: usize) -> io::Result<Status> {
-    let size = file.metadata()?.len();
+fn raw_status(file: &File, size: u64, start: u64, len: u64, depth: usize) -> io::Result<Status> {
     let len = len.min(size.saturating_sub(start)).max(1);
     let status = |len, zero: bool| Status {
         start,
