@@ -8,11 +8,10 @@
 //! qcow2-cli`, as `cargo run -p qcow2-testkit --bin compare-check -- DIR...`.
 //! It exits with 1 when an image disagrees.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
-use qcow2_testkit::{output_in, workspace_root};
-use serde_json::Value;
+use qcow2_testkit::check_compare::compare_with_qemu;
+use qcow2_testkit::workspace_root;
 
 fn main() {
     let dirs: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -36,7 +35,7 @@ fn main() {
     images.sort();
     let mut disagreements = 0;
     for image in &images {
-        let differences = compare(&qcow, image);
+        let differences = compare_with_qemu(&qcow, image);
         for difference in &differences {
             println!("{}: {difference}", image.display());
         }
@@ -49,77 +48,4 @@ fn main() {
         disagreements
     );
     std::process::exit(i32::from(disagreements > 0));
-}
-
-/// What differs between `qcow` and QEMU on one image.
-fn compare(qcow: &Path, image: &Path) -> Vec<String> {
-    let dir = image.parent().expect("a file in a directory");
-    let name = image
-        .file_name()
-        .expect("a file name")
-        .to_str()
-        .expect("UTF-8");
-    let mut differences = Vec::new();
-
-    let qemu = output_in(
-        Some(dir),
-        "qemu-img",
-        &["check", "--output=json", "-f", "qcow2", name],
-    );
-    let ours = run(qcow, dir, &["check", "--json", name]);
-    if qemu.status.code() != ours.status.code() {
-        differences.push(format!(
-            "check exit {:?}, qemu-img {:?} ({}) / qcow: {}",
-            ours.status.code(),
-            qemu.status.code(),
-            first_line(&qemu.stderr),
-            first_line(&ours.stderr)
-        ));
-    }
-    match (counters(&qemu.stdout), counters(&ours.stdout)) {
-        (Some(expected), Some(actual)) if expected != actual => {
-            differences.push(format!("check counters {actual} / qemu-img {expected}"))
-        }
-        (Some(_), None) => differences.push("check: qemu-img reports, qcow does not".into()),
-        (None, Some(_)) => differences.push("check: qcow reports, qemu-img does not".into()),
-        _ => {}
-    }
-
-    // Both probe the format: an image whose magic is broken shows as raw.
-    let qemu = output_in(Some(dir), "qemu-img", &["info", "--output=json", name]);
-    let ours = run(qcow, dir, &["info", "--json", "--no-backing-chain", name]);
-    if qemu.status.success() != ours.status.success() {
-        differences.push(format!(
-            "info opens: qcow {}, qemu-img {} ({} / {})",
-            ours.status.success(),
-            qemu.status.success(),
-            first_line(&ours.stderr),
-            first_line(&qemu.stderr)
-        ));
-    }
-    differences
-}
-
-fn run(qcow: &Path, dir: &Path, args: &[&str]) -> Output {
-    Command::new(qcow)
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {qcow:?} (cargo build -p qcow2-cli): {error}"))
-}
-
-/// `check --output=json` without the file name, if it printed one.
-fn counters(stdout: &[u8]) -> Option<Value> {
-    let mut value: Value = serde_json::from_slice(stdout).ok()?;
-    value.as_object_mut()?.remove("filename");
-    Some(value)
-}
-
-fn first_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
