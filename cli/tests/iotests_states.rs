@@ -3,7 +3,8 @@
 //! from `qemu-img create`, then bytes poked into its header, tables and
 //! refcount blocks, with QEMU's own writes in between (iotests 060: overlapping
 //! metadata; 080: header and table input validation; 108: refcount
-//! structures beyond repair by the on-disk refcounts).
+//! structures beyond repair by the on-disk refcounts; 261: broken snapshot
+//! tables).
 //!
 //! The states are described here as data (offset and bytes, as the iotests'
 //! `poke_file` writes them, at the offsets of a default 64 KiB-cluster
@@ -23,6 +24,9 @@ enum Step {
     Make(&'static str, &'static str),
     /// Bytes written at an offset of the file.
     Poke(u64, &'static [u8]),
+    /// Bytes written into a snapshot table entry (by index, at an offset
+    /// inside the entry), found by walking the table as the header says.
+    PokeSnapshot(u32, u64, &'static [u8]),
     /// The file cut or grown to a length.
     Truncate(u64),
     /// `qemu-io` with these arguments (`IMG` is the image); its exit status
@@ -333,7 +337,71 @@ const STATES: &[State] = &[
             Compare,
         ],
     },
+    // 261: snapshot tables.
+    State {
+        test: "261",
+        name: "a v2 image with snapshots forced to v3 (entries without extra data)",
+        steps: &[
+            Make("compat=0.10", "64M"),
+            Img(&["snapshot", "-c", "sn0", "IMG"]),
+            Img(&["snapshot", "-c", "sn1", "IMG"]),
+            Img(&["snapshot", "-c", "sn2", "IMG"]),
+            Compare,
+            Poke(4, b"\x00\x00\x00\x03"),
+            Poke(100, b"\x00\x00\x00\x68"),
+            Poke(96, b"\x00\x00\x00\x04"),
+            Compare,
+        ],
+    },
+    State {
+        test: "261",
+        name: "a snapshot with 64 KiB of unknown extra data",
+        steps: &[
+            Make("", "64M"),
+            Img(&["snapshot", "-c", "sn0", "IMG"]),
+            Img(&["snapshot", "-c", "sn1", "IMG"]),
+            PokeSnapshot(1, 36, b"\x00\x01\x00\x00"),
+            Compare,
+        ],
+    },
+    State {
+        test: "261",
+        name: "more than 65536 snapshots",
+        steps: &[
+            Make("compat=0.10", "64M"),
+            Poke(64, b"\x00\x00\x00\x00\x00\x10\x00\x00"),
+            Poke(60, b"\x00\x02\x00\x00"),
+            Truncate(1048576 + 40 * 131072),
+            Compare,
+        ],
+    },
 ];
+
+/// The file offset of snapshot table entry `index`: the table's offset
+/// from the header, then each entry's length (40 bytes, its extra data,
+/// ID and name, padded to 8).
+fn snapshot_entry(image: &Path, index: u32) -> u64 {
+    let bytes = std::fs::read(image).unwrap();
+    let be = |at: u64, len: usize| {
+        let at = at as usize;
+        bytes[at..at + len]
+            .iter()
+            .fold(0u64, |value, byte| value << 8 | u64::from(*byte))
+    };
+    let mut offset = be(64, 8);
+    for _ in 0..index {
+        let length = 40 + be(offset + 36, 4) + be(offset + 12, 2) + be(offset + 14, 2);
+        offset += length.div_ceil(8) * 8;
+    }
+    offset
+}
+
+fn poke(image: &Path, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(image).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(bytes).unwrap();
+}
 
 fn with_image<'a>(args: &[&'a str], image: &'a str) -> Vec<&'a str> {
     args.iter()
@@ -363,14 +431,9 @@ fn run_state(state: &State, dir: &Path) -> Vec<String> {
                     state.test
                 );
             }
-            Poke(offset, bytes) => {
-                use std::io::{Seek, SeekFrom, Write};
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&image)
-                    .unwrap();
-                file.seek(SeekFrom::Start(*offset)).unwrap();
-                file.write_all(bytes).unwrap();
+            Poke(offset, bytes) => poke(&image, *offset, bytes),
+            PokeSnapshot(entry, offset, bytes) => {
+                poke(&image, snapshot_entry(&image, *entry) + offset, bytes)
             }
             Truncate(length) => std::fs::OpenOptions::new()
                 .write(true)
