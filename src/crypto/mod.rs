@@ -50,7 +50,9 @@ mod hash;
 pub mod legacy;
 pub mod luks;
 pub mod sector;
+mod serpent;
 pub mod spec;
+mod twofish;
 pub mod unlock;
 
 pub use error::{CryptoError, SlotProblem, SpecField, SpecName};

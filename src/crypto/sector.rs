@@ -2,8 +2,10 @@
 //! `qcrypto_block_cipher_decrypt_helper` (`crypto/block.c`) does: each
 //! sector is decrypted on its own, its IV made from its sector number.
 //!
-//! The ciphers are RustCrypto's `aes`, `serpent` and `twofish` (16-byte
-//! blocks, all modes) and `cast5` (8-byte blocks: ECB, CBC and CTR, with the
+//! The ciphers are RustCrypto's `aes` and `serpent` (0.6, adapted to the
+//! `cipher` 0.4 traits in the private module `crypto::serpent`), this
+//! crate's own twofish (`crypto::twofish`: RustCrypto's is 50 times slower
+//! than QEMU's) (16-byte blocks, all modes) and RustCrypto's `cast5` (8-byte blocks: ECB, CBC and CTR, with the
 //! first 8 bytes of the IV, as QEMU's IV length is the block length). The key schedules are built
 //! once; a call allocates nothing, and the key schedules are zeroized when
 //! the [`SectorCipher`] is dropped (the cipher crates' `zeroize` features;
@@ -16,6 +18,8 @@
 //! so there is no ciphertext stealing. `xts-mode` stays the reference in
 //! the tests.
 
+use super::serpent::Serpent;
+use super::twofish::Twofish;
 use aes::{Aes128, Aes192, Aes256};
 use cast5::Cast5;
 use cipher::inout::InOutBuf;
@@ -23,8 +27,6 @@ use cipher::{
     BlockCipher, BlockDecrypt, BlockDecryptMut, BlockEncrypt, BlockSizeUser, InnerIvInit, KeyInit,
     StreamCipher,
 };
-use serpent::Serpent;
-use twofish::Twofish;
 use zeroize::Zeroizing;
 
 use super::error::{CryptoError, SpecName};
