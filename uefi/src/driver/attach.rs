@@ -106,6 +106,11 @@ impl fmt::Display for OpenError {
             ),
             OpenError::Name(error) => write!(f, "cannot use the name: {error}"),
             OpenError::Open { path, status } => write!(f, "cannot open {path}: {status:?}"),
+            // An HTTP error names the URL itself.
+            OpenError::Http {
+                error: HttpOpenError::Http(error),
+                ..
+            } => write!(f, "{error}"),
             OpenError::Http { url, error } => write!(f, "cannot open {url}: {error}"),
         }
     }
@@ -153,6 +158,10 @@ impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttachError::Open { path, status } => write!(f, "{path}: cannot open: {status:?}"),
+            AttachError::Http {
+                error: HttpOpenError::Http(error),
+                ..
+            } => write!(f, "{error}"),
             AttachError::Http { url, error } => write!(f, "{url}: cannot open: {error}"),
             AttachError::Chain(error) => error.describe(&Names).fmt(f),
             AttachError::OverBudget {

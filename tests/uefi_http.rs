@@ -1,0 +1,293 @@
+//! Boots Linux under stock UEFI firmware from a QCOW2 image that a web
+//! server on the host serves, read lazily by `qcow2.efi` over the
+//! firmware's own HTTP stack (`uefi/run.sh --url`: QEMU's user network,
+//! the host being 10.0.2.2 from the guest, a virtio-net NIC).
+//!
+//! The server is Debian's nginx (`nginx-light`, which `scripts/setup.sh`
+//! installs), started here on a free local port with an access log of
+//! each request's `Range`, status and body bytes: the bytes the driver
+//! fetched are counted by the server, not by the driver.
+//!
+//! The image is `scripts/boot-disk.sh`'s disk as a zstd QCOW2, with 32 MiB
+//! of data written past its partitions (standing in for the rest of a real
+//! disk: a root file system the boot never reads). The boot must print the
+//! marker, fetch less than half of the file (the plain boot disk is mostly
+//! the kernel and initramfs, which the boot reads whole: the README gives
+//! its numbers), and send only range requests of at most one read-ahead
+//! block. Two servers' faults must end in the driver's error line naming
+//! the URL and what the server did, never in a boot: a 404, and a server
+//! that ignores `Range` (nginx's `max_ranges 0`: 200 with the whole file).
+//!
+//! One test per architecture, its boots one after the other, the two tests
+//! one after the other (a lock): one QEMU at a time. The image is
+//! cached under `target/uefi-http-test/ARCH/` and remade when the boot disk
+//! changes.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use qcow2_testkit::{build_driver, qemu_io, run, Qemu};
+
+/// Held by each test while it boots: one QEMU at a time on a shared machine.
+static ONE_QEMU: Mutex<()> = Mutex::new(());
+
+/// The driver's read-ahead block (`HTTP_READAHEAD` in `uefi/src/driver/store.rs`).
+const READAHEAD: u64 = 256 << 10;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+fn boot_disk(arch: &str) -> PathBuf {
+    let script = repo().join("scripts/boot-disk.sh");
+    let stdout = String::from_utf8_lossy(&run(path_str(&script), &[arch]).stdout).into_owned();
+    let disk = PathBuf::from(stdout.trim());
+    assert!(
+        disk.is_file(),
+        "boot-disk.sh printed {stdout:?}, not a disk"
+    );
+    disk
+}
+
+/// The boot disk as a zstd QCOW2 grown by 64 MiB, with 32 MiB of a
+/// pattern written (uncompressed) after the disk's last partition.
+fn padded_image(disk: &Path, out: &Path) -> PathBuf {
+    let newer = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    if newer(out).is_some() && newer(out) >= newer(disk) {
+        return out.to_path_buf();
+    }
+    let tmp = out.with_extension("tmp");
+    Qemu::img()
+        .args(["convert", "-f", "raw", "-O", "qcow2", "-c", "-o"])
+        .args(["compression_type=zstd", path_str(disk)])
+        .arg(&tmp)
+        .run();
+    Qemu::img()
+        .args(["resize", "-f", "qcow2", path_str(&tmp), "+64M"])
+        .run();
+    let start = fs::metadata(disk).expect("boot disk").len();
+    qemu_io(&tmp, &[&format!("write -q -P 0x5a {start} 32M")]);
+    fs::rename(&tmp, out).expect("rename image");
+    out.to_path_buf()
+}
+
+/// nginx serving a directory on a free local port with an access log,
+/// stopped when dropped.
+struct Nginx {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Nginx {
+    /// Serves `root` at `/`, and again at `/norange/` without byte ranges.
+    fn serve(root: &Path, dir: &Path) -> Self {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "nginx is not installed: apt-get install nginx-light (scripts/setup.sh does)"
+                )
+            });
+        fs::create_dir_all(dir).unwrap();
+        let log = dir.join("access.log");
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            let d = path_str(dir);
+            let config = format!(
+                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{}}\nhttp {{\n\
+                 log_format ranges '$request_uri \"$http_range\" $status $body_bytes_sent';\n\
+                 access_log {d}/access.log ranges;\nclient_body_temp_path {d}/body;\n\
+                 proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
+                 uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+                 server {{\nlisten 127.0.0.1:{port};\nroot {root};\n\
+                 location /norange/ {{ alias {root}/; max_ranges 0; }}\n}}\n}}\n",
+                root = path_str(root),
+            );
+            let conf = dir.join("nginx.conf");
+            fs::write(&conf, config).unwrap();
+            let mut child = Command::new(binary)
+                .args([
+                    "-p",
+                    d,
+                    "-e",
+                    &format!("{d}/error.log"),
+                    "-c",
+                    path_str(&conf),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nginx");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken meanwhile: another one
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self { child, port, log };
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("nginx did not start (see {}/error.log)", dir.display());
+    }
+
+    /// The URL of `path` as the guest reaches the host.
+    fn guest_url(&self, path: &str) -> String {
+        format!("http://10.0.2.2:{}/{path}", self.port)
+    }
+
+    /// Empties the access log (nginx appends to the same open file).
+    fn clear_log(&self) {
+        fs::write(&self.log, b"").unwrap();
+    }
+
+    /// The requests logged: `(uri, range, status, body bytes)`.
+    fn requests(&self) -> Vec<(String, String, u16, u64)> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let mut fields = line.split(' ');
+                let uri = fields.next().unwrap_or_default().to_string();
+                let range = fields
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_string();
+                let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let bytes = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                (uri, range, status, bytes)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one `run.sh --url` boot printed.
+struct Boot {
+    ok: bool,
+    marker: bool,
+    error_line: Option<String>,
+    stdout: String,
+    stderr: String,
+}
+
+fn boot(driver: &Path, url: &str, work: &Path, marker: &str) -> Boot {
+    let output = Command::new(repo().join("uefi/run.sh"))
+        .arg(driver)
+        .args(["--url", url])
+        .env("QCOW2_UEFI_TIMEOUT", "300")
+        .env("QCOW2_UEFI_WORK", work)
+        .output()
+        .expect("run.sh starts");
+    let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    let error_line = stdout.lines().find_map(|line| {
+        line.split_once("qcow2.efi: error: ")
+            .map(|(_, e)| e.to_string())
+    });
+    Boot {
+        ok: output.status.success(),
+        marker: stdout.contains(marker),
+        error_line,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        stdout,
+    }
+}
+
+fn boots_over_http(arch: &str, target: &str) {
+    let _one = ONE_QEMU
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let driver = build_driver(target);
+    let disk = boot_disk(arch);
+    let dir = repo().join("target/uefi-http-test").join(arch);
+    let www = dir.join("www");
+    fs::create_dir_all(&www).unwrap();
+    let image = padded_image(&disk, &www.join("disk.qcow2"));
+    let file_bytes = fs::metadata(&image).unwrap().len();
+    let nginx = Nginx::serve(&www, &dir.join("nginx"));
+    let work = dir.join("run");
+    let marker = format!("QCOW2-BOOT-MARKER: reached init on {arch}");
+
+    nginx.clear_log();
+    let started = Instant::now();
+    let url = nginx.guest_url("disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker);
+    let requests = nginx.requests();
+    let fetched: u64 = requests.iter().map(|r| r.3).sum();
+    eprintln!(
+        "{arch}: booted from {url} in {:.1} s: {fetched} bytes fetched in {} requests, of a {file_bytes}-byte file ({:.1}%); {}",
+        started.elapsed().as_secs_f64(),
+        requests.len(),
+        fetched as f64 * 100.0 / file_bytes as f64,
+        result.stderr.lines().last().unwrap_or_default()
+    );
+    assert!(
+        result.ok && result.marker && result.error_line.is_none(),
+        "{arch}: the boot over HTTP failed\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+    for (uri, range, status, bytes) in &requests {
+        assert!(
+            *status == 206 && range.starts_with("bytes=") && *bytes <= READAHEAD,
+            "{arch}: a request that is not a range of at most one block: {uri} {range} {status} {bytes}"
+        );
+    }
+    assert!(
+        fetched * 2 < file_bytes,
+        "{arch}: {fetched} bytes fetched of a {file_bytes}-byte file: not lazy"
+    );
+
+    for (path, wanted) in [
+        ("absent.qcow2", "with 404".to_string()),
+        ("norange/disk.qcow2", "ignores range requests".to_string()),
+    ] {
+        nginx.clear_log();
+        let url = nginx.guest_url(path);
+        let result = boot(&driver, &url, &work, &marker);
+        let line = result.error_line.clone().unwrap_or_default();
+        eprintln!("{arch}: {url}: {line}");
+        assert!(
+            !result.ok && !result.marker && line.starts_with(&url) && line.contains(&wanted),
+            "{arch}: {url}: wanted a failed run with an error line naming the URL and `{wanted}`\n--- stdout\n{}--- stderr\n{}",
+            result.stdout,
+            result.stderr
+        );
+    }
+}
+
+#[test]
+fn x86_64_boots_linux_lazily_over_http_and_names_server_faults() {
+    boots_over_http("x86_64", "x86_64-unknown-uefi");
+}
+
+#[test]
+fn aarch64_boots_linux_lazily_over_http_and_names_server_faults() {
+    boots_over_http("aarch64", "aarch64-unknown-uefi");
+}
