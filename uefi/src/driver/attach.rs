@@ -20,6 +20,7 @@
 //! bytes and all attached images together [`TOTAL_BUDGET`]
 //! (`qcow2_uefi::budget`); an image over either is refused by name.
 
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use core::fmt;
 
@@ -298,7 +299,7 @@ fn open_url(url: HttpUrl, nic: uefi::Handle) -> Result<Store, HttpOpenError> {
         super::store::HTTP_CACHE_BLOCKS,
         super::store::HTTP_READAHEAD,
     ));
-    Ok(Store::Http(store))
+    Ok(Store::Http(Box::new(store)))
 }
 
 /// The walk's settings: the driver's depth and cache size, and the

@@ -9,6 +9,7 @@ use core::cell::RefCell;
 use core::fmt;
 use core::ptr::NonNull;
 
+use alloc::boxed::Box;
 use alloc::string::ToString;
 
 use qcow2_reader::BlockRead;
@@ -46,7 +47,7 @@ pub enum StoreError {
     /// A read arrived while another was in progress on the same file.
     Busy,
     /// Reading over HTTP failed (the error names the URL).
-    Http(HttpError),
+    Http(Box<HttpError>),
 }
 
 impl fmt::Display for StoreError {
@@ -156,7 +157,7 @@ pub enum HttpOpenError {
     /// The network or the firmware's HTTP driver.
     Net(super::net::NetError),
     /// The server's answer to the first range request.
-    Http(HttpError),
+    Http(Box<HttpError>),
     /// The cache does not fit in the driver's budget or the pool.
     Memory {
         /// Bytes it needs.
@@ -195,7 +196,7 @@ impl HttpStore {
             probe = found.ok_or_else(|| Fault::BadResponse("no answer".into()))?;
             Ok(())
         })
-        .map_err(HttpOpenError::Http)?;
+        .map_err(|error| HttpOpenError::Http(Box::new(error)))?;
         let (size, pin) = probe;
         let bytes = ReadAhead::memory_bytes(HTTP_READAHEAD, HTTP_CACHE_BLOCKS);
         let memory = qcow2_uefi::budget::reserve(bytes)
@@ -250,7 +251,7 @@ impl HttpStore {
                     len: buf.len() as u64,
                     size,
                 },
-                CacheError::Fetch(error) => StoreError::Http(error),
+                CacheError::Fetch(error) => StoreError::Http(Box::new(error)),
             })
     }
 }
@@ -261,8 +262,9 @@ pub enum Store {
     Disk(DiskStore),
     /// A file.
     File(FileStore),
-    /// An object on a web server.
-    Http(HttpStore),
+    /// An object on a web server (boxed: its cache state is larger than
+    /// the other stores).
+    Http(Box<HttpStore>),
 }
 
 impl Store {
