@@ -17,6 +17,11 @@
 //! block. Two servers' faults must end in the driver's error line naming
 //! the URL and what the server did, never in a boot: a 404, and a server
 //! that ignores `Range` (nginx's `max_ranges 0`: 200 with the whole file).
+//! On x86_64, a small server in this file misbehaves on demand: it answers
+//! 503 to two requests (the driver retries them and boots), or its object
+//! changes after a few requests (it then answers the driver's `If-Match`
+//! with 412, as nginx does: the driver's read error line says the object
+//! changed, and the boot stops).
 //!
 //! One test per architecture, its boots one after the other, the two tests
 //! one after the other (a lock): one QEMU at a time. The image is
@@ -24,10 +29,12 @@
 //! changes.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -188,6 +195,107 @@ impl Drop for Nginx {
     }
 }
 
+/// How the small server misbehaves.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Requests 2 and 3 (after the first, the driver's probe) get 503.
+    Twice503,
+    /// From request 6 on, the object has another `ETag`.
+    ChangeAfter5,
+}
+
+/// A one-object HTTP/1.1 server of `bytes` (ranges, `ETag`, `If-Match`,
+/// keep-alive) that misbehaves as `fault` says; returns its port and a
+/// log of `status range` lines. Its threads end with the test process.
+fn fault_server(bytes: Arc<Vec<u8>>, fault: Fault) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicU32::new(0));
+    let server_log = log.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (bytes, log, count) = (bytes.clone(), server_log.clone(), count.clone());
+            thread::spawn(move || serve_connection(stream, &bytes, fault, &count, &log));
+        }
+    });
+    (port, log)
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    bytes: &[u8],
+    fault: Fault,
+    count: &AtomicU32,
+    log: &Mutex<Vec<String>>,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut out = stream;
+    loop {
+        let (mut range, mut if_match) = (None, None);
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = line.trim_end();
+            if header.is_empty() && !first {
+                break;
+            }
+            first = false;
+            if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim().to_string();
+                match name.to_ascii_lowercase().as_str() {
+                    "range" => range = Some(value),
+                    "if-match" => if_match = Some(value),
+                    _ => {}
+                }
+            }
+        }
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let etag = match fault {
+            Fault::ChangeAfter5 if n > 5 => "\"v2\"",
+            _ => "\"v1\"",
+        };
+        let size = bytes.len() as u64;
+        let span = range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            .filter(|&(a, b)| a <= b && b < size);
+        let status = match (fault, span) {
+            (Fault::Twice503, _) if n == 2 || n == 3 => 503,
+            _ if if_match.as_deref().is_some_and(|tag| tag != etag) => 412,
+            (_, Some(_)) => 206,
+            (_, None) => 416,
+        };
+        log.lock()
+            .unwrap()
+            .push(format!("{status} {}", range.as_deref().unwrap_or("-")));
+        let sent = match (status, span) {
+            (206, Some((a, b))) => {
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{size}\r\nETag: {etag}\r\n\r\n",
+                    b - a + 1
+                );
+                out.write_all(head.as_bytes())
+                    .and_then(|_| out.write_all(&bytes[a as usize..=b as usize]))
+            }
+            (status, _) => out.write_all(
+                format!("HTTP/1.1 {status} Fault\r\nContent-Length: 0\r\nETag: {etag}\r\n\r\n")
+                    .as_bytes(),
+            ),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
 /// What one `run.sh --url` boot printed.
 struct Boot {
     ok: bool,
@@ -219,7 +327,7 @@ fn boot(driver: &Path, url: &str, work: &Path, marker: &str) -> Boot {
     }
 }
 
-fn boots_over_http(arch: &str, target: &str) {
+fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
     let _one = ONE_QEMU
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -280,14 +388,56 @@ fn boots_over_http(arch: &str, target: &str) {
             result.stderr
         );
     }
+    if !with_fault_server {
+        return;
+    }
+    let object = Arc::new(fs::read(&image).unwrap());
+
+    let (port, log) = fault_server(object.clone(), Fault::Twice503);
+    let url = format!("http://10.0.2.2:{port}/disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker);
+    let answers = log.lock().unwrap().clone();
+    let unavailable = answers.iter().filter(|a| a.starts_with("503 ")).count();
+    // The probe, the first block answered 503 twice, then the same range again.
+    let range_of = |i: usize| {
+        answers
+            .get(i)
+            .and_then(|a| a.split_once(' '))
+            .map(|(_, r)| r)
+    };
+    let retried = range_of(1).is_some() && range_of(1) == range_of(3);
+    eprintln!(
+        "{arch}: {url}: two 503 answers: marker {}, {} requests",
+        result.marker,
+        answers.len()
+    );
+    assert!(
+        result.ok && result.marker && unavailable == 2 && retried,
+        "{arch}: two 503s were not retried into a boot ({answers:?})\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+
+    let (port, log) = fault_server(object, Fault::ChangeAfter5);
+    let url = format!("http://10.0.2.2:{port}/disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker);
+    let line = result.error_line.clone().unwrap_or_default();
+    eprintln!("{arch}: {url}: object changed: {line}");
+    assert!(
+        !result.ok && !result.marker && line.contains(&url) && line.contains("changed on the server"),
+        "{arch}: a changed object did not stop the boot with its error line ({:?})\n--- stdout\n{}--- stderr\n{}",
+        log.lock().unwrap(),
+        result.stdout,
+        result.stderr
+    );
 }
 
 #[test]
 fn x86_64_boots_linux_lazily_over_http_and_names_server_faults() {
-    boots_over_http("x86_64", "x86_64-unknown-uefi");
+    boots_over_http("x86_64", "x86_64-unknown-uefi", true);
 }
 
 #[test]
 fn aarch64_boots_linux_lazily_over_http_and_names_server_faults() {
-    boots_over_http("aarch64", "aarch64-unknown-uefi");
+    boots_over_http("aarch64", "aarch64-unknown-uefi", false);
 }

@@ -311,7 +311,12 @@ impl Connection {
         check: impl FnOnce(&Answer) -> Result<(), Fault>,
     ) -> Result<Answer, Fault> {
         let result = self.exchange(url, first, out, precondition, check);
-        if result.is_err() {
+        // Without a `Content-Length` (a chunked answer) bytes past the
+        // range could still be on the connection: it is not reused.
+        if result
+            .as_ref()
+            .map_or(true, |answer| answer.content_length.is_none())
+        {
             self.reset();
         }
         result
