@@ -23,6 +23,12 @@
 //! with 412, as nginx does: the driver's read error line says the object
 //! changed, and the boot stops).
 //!
+//! Over TLS too: nginx serves the same image over `https://` with a server
+//! certificate of a CA made here, whose certificate the firmware gets as
+//! an EFI signature list (`QCOW2_UEFI_CACERTS`, QEMU's `-fw_cfg
+//! etc/edk2/https/cacerts`): both architectures boot it; on x86_64,
+//! without the CA the line says the firmware has no CA certificates.
+//!
 //! One test per architecture, its boots one after the other, the two tests
 //! one after the other (a lock): one QEMU at a time. The image is
 //! cached under `target/uefi-http-test/ARCH/` and remade when the boot disk
@@ -87,17 +93,131 @@ fn padded_image(disk: &Path, out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// A test CA (as the EFI signature list the firmware takes) and a server
+/// certificate it signed for 10.0.2.2, made with `openssl`.
+struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca_list: PathBuf,
+}
+
+fn tls(dir: &Path) -> Tls {
+    fs::create_dir_all(dir).unwrap();
+    let p = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs (apt-get install openssl)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let (ca_key, ca_pem, ca_der) = (p("ca.key"), p("ca.pem"), p("ca.der"));
+    let (key, csr, cert, ext) = (
+        p("server.key"),
+        p("server.csr"),
+        p("server.pem"),
+        p("ext.cnf"),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-keyout",
+        path_str(&ca_key),
+        "-out",
+        path_str(&ca_pem),
+        "-subj",
+        "/CN=qcow2 test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        path_str(&key),
+        "-out",
+        path_str(&csr),
+        "-subj",
+        "/CN=10.0.2.2",
+    ]);
+    fs::write(
+        &ext,
+        "subjectAltName=IP:10.0.2.2\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "30",
+        "-in",
+        path_str(&csr),
+        "-CA",
+        path_str(&ca_pem),
+        "-CAkey",
+        path_str(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        path_str(&cert),
+        "-extfile",
+        path_str(&ext),
+    ]);
+    openssl(&[
+        "x509",
+        "-in",
+        path_str(&ca_pem),
+        "-outform",
+        "der",
+        "-out",
+        path_str(&ca_der),
+    ]);
+    // EFI_SIGNATURE_LIST of one EFI_CERT_X509 entry (UEFI 2.10, 32.4.1):
+    // the type GUID, the list, header and entry sizes, then the entry: an
+    // owner GUID and the DER certificate.
+    let der = fs::read(&ca_der).unwrap();
+    let x509_guid = [
+        0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0,
+        0x72,
+    ];
+    let entry = 16 + der.len() as u32;
+    let mut list = x509_guid.to_vec();
+    list.extend((28 + entry).to_le_bytes());
+    list.extend(0u32.to_le_bytes());
+    list.extend(entry.to_le_bytes());
+    list.extend([0x51; 16]); // the owner: any GUID
+    list.extend(&der);
+    let ca_list = p("cacerts.esl");
+    fs::write(&ca_list, list).unwrap();
+    Tls { cert, key, ca_list }
+}
+
 /// nginx serving a directory on a free local port with an access log,
 /// stopped when dropped.
 struct Nginx {
     child: Child,
     port: u16,
+    /// The same root over TLS, with the test CA's server certificate.
+    tls_port: u16,
     log: PathBuf,
 }
 
 impl Nginx {
-    /// Serves `root` at `/`, and again at `/norange/` without byte ranges.
-    fn serve(root: &Path, dir: &Path) -> Self {
+    /// Serves `root` at `/`, and again at `/norange/` without byte ranges,
+    /// over HTTP and over TLS with `tls` (certificate and key files).
+    fn serve(root: &Path, dir: &Path, tls: &Tls) -> Self {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|path| Path::new(path).exists())
@@ -108,11 +228,14 @@ impl Nginx {
             });
         fs::create_dir_all(dir).unwrap();
         let log = dir.join("access.log");
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
                 .and_then(|listener| listener.local_addr())
                 .expect("a free port")
-                .port();
+                .port()
+        };
+        for _ in 0..5 {
+            let (port, tls_port) = (free_port(), free_port());
             let d = path_str(dir);
             let config = format!(
                 "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
@@ -122,8 +245,12 @@ impl Nginx {
                  proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
                  uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
                  server {{\nlisten 127.0.0.1:{port};\nroot {root};\n\
-                 location /norange/ {{ alias {root}/; max_ranges 0; }}\n}}\n}}\n",
+                 location /norange/ {{ alias {root}/; max_ranges 0; }}\n}}\n\
+                 server {{\nlisten 127.0.0.1:{tls_port} ssl;\nroot {root};\n\
+                 ssl_certificate {cert};\nssl_certificate_key {key};\n}}\n}}\n",
                 root = path_str(root),
+                cert = path_str(&tls.cert),
+                key = path_str(&tls.key),
             );
             let conf = dir.join("nginx.conf");
             fs::write(&conf, config).unwrap();
@@ -146,8 +273,15 @@ impl Nginx {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // the port was taken meanwhile: another one
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Self { child, port, log };
+                if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+                {
+                    return Self {
+                        child,
+                        port,
+                        tls_port,
+                        log,
+                    };
                 }
                 thread::sleep(Duration::from_millis(20));
             }
@@ -160,6 +294,11 @@ impl Nginx {
     /// The URL of `path` as the guest reaches the host.
     fn guest_url(&self, path: &str) -> String {
         format!("http://10.0.2.2:{}/{path}", self.port)
+    }
+
+    /// The TLS URL of `path` as the guest reaches the host.
+    fn guest_tls_url(&self, path: &str) -> String {
+        format!("https://10.0.2.2:{}/{path}", self.tls_port)
     }
 
     /// Empties the access log (nginx appends to the same open file).
@@ -305,8 +444,12 @@ struct Boot {
     stderr: String,
 }
 
-fn boot(driver: &Path, url: &str, work: &Path, marker: &str) -> Boot {
-    let output = Command::new(repo().join("uefi/run.sh"))
+fn boot(driver: &Path, url: &str, work: &Path, marker: &str, ca_list: Option<&Path>) -> Boot {
+    let mut command = Command::new(repo().join("uefi/run.sh"));
+    if let Some(list) = ca_list {
+        command.env("QCOW2_UEFI_CACERTS", list);
+    }
+    let output = command
         .arg(driver)
         .args(["--url", url])
         .env("QCOW2_UEFI_TIMEOUT", "300")
@@ -338,14 +481,15 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
     fs::create_dir_all(&www).unwrap();
     let image = padded_image(&disk, &www.join("disk.qcow2"));
     let file_bytes = fs::metadata(&image).unwrap().len();
-    let nginx = Nginx::serve(&www, &dir.join("nginx"));
+    let tls = tls(&dir.join("tls"));
+    let nginx = Nginx::serve(&www, &dir.join("nginx"), &tls);
     let work = dir.join("run");
     let marker = format!("QCOW2-BOOT-MARKER: reached init on {arch}");
 
     nginx.clear_log();
     let started = Instant::now();
     let url = nginx.guest_url("disk.qcow2");
-    let result = boot(&driver, &url, &work, &marker);
+    let result = boot(&driver, &url, &work, &marker, None);
     let requests = nginx.requests();
     let fetched: u64 = requests.iter().map(|r| r.3).sum();
     eprintln!(
@@ -372,13 +516,29 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
         "{arch}: {fetched} bytes fetched of a {file_bytes}-byte file: not lazy"
     );
 
+    nginx.clear_log();
+    let url = nginx.guest_tls_url("disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker, Some(&tls.ca_list));
+    let fetched_tls: u64 = nginx.requests().iter().map(|r| r.3).sum();
+    eprintln!(
+        "{arch}: booted from {url}: marker {}, {fetched_tls} bytes fetched; {}",
+        result.marker,
+        result.stderr.lines().last().unwrap_or_default()
+    );
+    assert!(
+        result.ok && result.marker && result.error_line.is_none() && fetched_tls * 2 < file_bytes,
+        "{arch}: the boot over https failed\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+
     for (path, wanted) in [
         ("absent.qcow2", "with 404".to_string()),
         ("norange/disk.qcow2", "ignores range requests".to_string()),
     ] {
         nginx.clear_log();
         let url = nginx.guest_url(path);
-        let result = boot(&driver, &url, &work, &marker);
+        let result = boot(&driver, &url, &work, &marker, None);
         let line = result.error_line.clone().unwrap_or_default();
         eprintln!("{arch}: {url}: {line}");
         assert!(
@@ -391,11 +551,22 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
     if !with_fault_server {
         return;
     }
+    let url = nginx.guest_tls_url("disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker, None);
+    let line = result.error_line.clone().unwrap_or_default();
+    eprintln!("{arch}: {url} without CA certificates: {line}");
+    assert!(
+        !result.ok && !result.marker && line.starts_with(&url) && line.contains("no CA certificates"),
+        "{arch}: https without CA certificates gave no line saying so\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+
     let object = Arc::new(fs::read(&image).unwrap());
 
     let (port, log) = fault_server(object.clone(), Fault::Twice503);
     let url = format!("http://10.0.2.2:{port}/disk.qcow2");
-    let result = boot(&driver, &url, &work, &marker);
+    let result = boot(&driver, &url, &work, &marker, None);
     let answers = log.lock().unwrap().clone();
     let unavailable = answers.iter().filter(|a| a.starts_with("503 ")).count();
     // The probe, the first block answered 503 twice, then the same range again.
@@ -420,7 +591,7 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
 
     let (port, log) = fault_server(object, Fault::ChangeAfter5);
     let url = format!("http://10.0.2.2:{port}/disk.qcow2");
-    let result = boot(&driver, &url, &work, &marker);
+    let result = boot(&driver, &url, &work, &marker, None);
     let line = result.error_line.clone().unwrap_or_default();
     eprintln!("{arch}: {url}: object changed: {line}");
     assert!(

@@ -16,7 +16,10 @@
 #   run.sh DRIVER.efi --url URL       the image at URL read over HTTP by the
 #                                     driver (\qcow2.cfg holds URL) through
 #                                     QEMU's user network (the host is
-#                                     10.0.2.2) and a virtio-net NIC
+#                                     10.0.2.2) and a virtio-net NIC; for
+#                                     https://, QCOW2_UEFI_CACERTS=FILE gives
+#                                     the firmware its CA certificates (an
+#                                     EFI signature list)
 #   run.sh DRIVER.efi --driver-option IMAGE
 #                                     as a real machine would: a first boot
 #                                     adds a Driver#### variable with the
@@ -218,6 +221,8 @@ url)
 esac
 net=(-net none)
 [[ $mode != url ]] || net=(-netdev user,id=n0,ipv6=off -device virtio-net-pci,netdev=n0,romfile=)
+# https:// URLs: the CA certificates the firmware trusts (an EFI signature list).
+[[ -z ${QCOW2_UEFI_CACERTS:-} ]] || net+=(-fw_cfg "name=etc/edk2/https/cacerts,file=$QCOW2_UEFI_CACERTS")
 
 cp "$vars" "$work/vars.fd"
 qemu+=(-accel tcg -m 512 -smp "${QCOW2_UEFI_SMP:-1}" -nographic -no-reboot "${net[@]}"

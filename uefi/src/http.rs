@@ -261,15 +261,19 @@ pub enum Fault {
         range: String,
         /// The firmware's status, as text.
         status: String,
+        /// Whether another try may succeed (a reset or a timeout, not a
+        /// refusal such as a missing TLS configuration).
+        transient: bool,
     },
 }
 
 impl Fault {
-    /// Whether another try may succeed: a 5xx or a transport failure.
+    /// Whether another try may succeed: a 5xx or a transient transport
+    /// failure.
     pub fn retry(&self) -> bool {
         match self {
             Fault::Status { status, .. } => (500..600).contains(status),
-            Fault::Transport { .. } => true,
+            Fault::Transport { transient, .. } => *transient,
             _ => false,
         }
     }
@@ -297,6 +301,7 @@ impl fmt::Display for Fault {
                 step,
                 range,
                 status,
+                ..
             } => write!(f, "GET bytes={range}: {step} failed: {status}"),
         }
     }
@@ -696,6 +701,13 @@ mod tests {
         };
         assert!(status(503).retry() && !status(404).retry());
         assert!(!Fault::Changed(String::new()).retry());
+        let transport = |transient| Fault::Transport {
+            step: "send",
+            range: "0-0".into(),
+            status: "TIMEOUT".into(),
+            transient,
+        };
+        assert!(transport(true).retry() && !transport(false).retry());
         let error = HttpError {
             url: "http://h/x".into(),
             fault: status(503),

@@ -156,18 +156,47 @@ fn wait(
                 step,
                 range: range.to_string(),
                 status: "no answer within 10 s".to_string(),
+                transient: true,
             });
         }
     }
     Ok(status())
 }
 
+/// A failed step with the firmware's status. Statuses that say the request
+/// cannot be made (a bad parameter, a missing TLS configuration) are not
+/// worth another try; resets, timeouts and device errors are.
 fn transport(step: &'static str, range: &str, status: Status) -> Fault {
+    let transient = !matches!(
+        status,
+        Status::INVALID_PARAMETER
+            | Status::UNSUPPORTED
+            | Status::NOT_FOUND
+            | Status::ACCESS_DENIED
+            | Status::SECURITY_VIOLATION
+            | Status::OUT_OF_RESOURCES
+    );
     Fault::Transport {
         step,
         range: range.to_string(),
         status: alloc::format!("{status:?}"),
+        transient,
     }
+}
+
+/// A failed send; for `https://`, edk2's HttpDxe answers `NOT_FOUND` when
+/// the firmware has no CA certificates (its `TlsCaCertificate` variable):
+/// the line says so.
+fn send_fault(url: &HttpUrl, range: &str, status: Status) -> Fault {
+    let mut fault = transport("send", range, status);
+    if let Fault::Transport { status: text, .. } = &mut fault {
+        if url.is_https() && status == Status::NOT_FOUND {
+            text.push_str(
+                " (https: the firmware has no CA certificates to check the server with: its TlsCaCertificate variable is missing; OVMF and AAVMF take them from QEMU's -fw_cfg name=etc/edk2/https/cacerts)",
+            );
+        }
+    }
+    fault
 }
 
 /// A NUL-terminated copy of `text` for a header.
@@ -337,6 +366,7 @@ impl Connection {
             step: "connect",
             range: range.clone(),
             status: alloc::format!("{error} (interface {nic:?})"),
+            transient: true,
         })?;
         let http = &mut *child.http;
 
@@ -378,10 +408,10 @@ impl Connection {
             ..Default::default()
         };
         http.request(&mut token)
-            .map_err(|e| transport("send", &range, e.status()))?;
+            .map_err(|e| send_fault(url, &range, e.status()))?;
         let status = wait(http, &raw mut token, "send", &range)?;
         if status.is_error() {
-            return Err(transport("send", &range, status));
+            return Err(send_fault(url, &range, status));
         }
 
         // The headers first, without a body buffer: a refused answer's
