@@ -2,7 +2,8 @@
 //!
 //! The driver reads this file from the root of every file system the
 //! firmware mounts. One image path per line, from the root of the same
-//! file system (`\images\disk.qcow2`; `/` is accepted for `\`); blank
+//! file system (`\images\disk.qcow2`; `/` is accepted for `\`), or an
+//! `http://` URL, kept as written (`crate::http`); blank
 //! lines and lines starting with `#` are ignored. The limits keep a
 //! hostile or mistaken file from costing more than a few KiB.
 
@@ -41,6 +42,13 @@ pub enum ConfigError {
         /// Line number, from 1.
         line: usize,
     },
+    /// An `http://` or `https://` line the driver cannot use.
+    BadUrl {
+        /// Line number, from 1.
+        line: usize,
+        /// Why.
+        error: crate::http::UrlError,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -58,11 +66,13 @@ impl fmt::Display for ConfigError {
                 f,
                 "line {line} is not a file path (empty, `.` or `..` component)"
             ),
+            ConfigError::BadUrl { line, ref error } => write!(f, "line {line}: {error}"),
         }
     }
 }
 
-/// The image paths a configuration file lists, each starting with `\`.
+/// The image paths a configuration file lists, each starting with `\`,
+/// and its URLs as written.
 pub fn parse(bytes: &[u8]) -> Result<Vec<String>, ConfigError> {
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge {
@@ -83,6 +93,14 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<String>, ConfigError> {
         }
         if images.len() == MAX_IMAGES {
             return Err(ConfigError::TooManyImages);
+        }
+        if crate::http::is_url(line) {
+            crate::http::HttpUrl::parse(line).map_err(|error| ConfigError::BadUrl {
+                line: number,
+                error,
+            })?;
+            images.push(String::from(line));
+            continue;
         }
         images.push(normalize(line).ok_or(ConfigError::BadPath { line: number })?);
     }
@@ -115,6 +133,10 @@ mod tests {
             ["\\images\\disk.qcow2", "\\b\\c.qcow2", "\\d.qcow2"]
         );
         assert_eq!(parse(b"").unwrap(), [] as [String; 0]);
+        assert_eq!(
+            parse(b"http://10.0.2.2:8080/d.qcow2\r\n").unwrap(),
+            ["http://10.0.2.2:8080/d.qcow2"]
+        );
         assert_eq!(parse("\u{feff}a\n".as_bytes()).unwrap(), ["\\a"]);
     }
 
@@ -132,6 +154,13 @@ mod tests {
             Err(ConfigError::BadPath { line: 2 })
         );
         assert_eq!(parse(b"dir\\\n"), Err(ConfigError::BadPath { line: 1 }));
+        assert_eq!(
+            parse(b"http://u@h/x\n"),
+            Err(ConfigError::BadUrl {
+                line: 1,
+                error: crate::http::UrlError::UserInfo
+            })
+        );
         let long = [b'a'; MAX_LINE_BYTES + 1];
         assert_eq!(parse(&long), Err(ConfigError::LineTooLong { line: 1 }));
         let many = "x\n".repeat(MAX_IMAGES + 1);

@@ -25,6 +25,7 @@ pub mod blocks;
 pub mod budget;
 pub mod config;
 pub mod device_path;
+pub mod http;
 pub mod path;
 pub mod short_read;
 pub mod stack;

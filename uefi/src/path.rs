@@ -40,7 +40,7 @@ impl fmt::Display for PathError {
 }
 
 /// The last component of `name`, split at `/` and `\`.
-fn file_name(name: &str) -> Result<&str, PathError> {
+pub(crate) fn file_name(name: &str) -> Result<&str, PathError> {
     if name.contains("://") || name.starts_with("json:") {
         return Err(PathError::NotAFile);
     }

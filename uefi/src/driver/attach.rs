@@ -20,6 +20,7 @@
 //! bytes and all attached images together [`TOTAL_BUDGET`]
 //! (`qcow2_uefi::budget`); an image over either is refused by name.
 
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use core::fmt;
 
@@ -30,7 +31,10 @@ use qcow2_uefi::path::{self, PathError};
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode};
 use uefi::{CString16, Status};
 
-use super::store::{FileStore, Store, StoreError};
+use super::info_line;
+use super::net;
+use super::store::{FileStore, HttpOpenError, HttpStore, Store, StoreError};
+use qcow2_uefi::http::HttpUrl;
 
 /// A readable virtual disk of any depth of chain.
 pub type Layer = Disk<Store>;
@@ -86,6 +90,13 @@ pub enum OpenError {
         /// The firmware's status.
         status: Status,
     },
+    /// The object could not be opened over HTTP.
+    Http {
+        /// Its URL.
+        url: String,
+        /// Why.
+        error: HttpOpenError,
+    },
 }
 
 impl fmt::Display for OpenError {
@@ -96,6 +107,12 @@ impl fmt::Display for OpenError {
             ),
             OpenError::Name(error) => write!(f, "cannot use the name: {error}"),
             OpenError::Open { path, status } => write!(f, "cannot open {path}: {status:?}"),
+            // An HTTP error names the URL itself.
+            OpenError::Http {
+                error: HttpOpenError::Http(error),
+                ..
+            } => write!(f, "{error}"),
+            OpenError::Http { url, error } => write!(f, "cannot open {url}: {error}"),
         }
     }
 }
@@ -103,6 +120,13 @@ impl fmt::Display for OpenError {
 /// Why an image is not attached. Each names the file or disk at fault.
 #[derive(Debug)]
 pub enum AttachError {
+    /// The top image cannot be opened over HTTP.
+    Http {
+        /// Its URL.
+        url: String,
+        /// Why.
+        error: HttpOpenError,
+    },
     /// The top image cannot be opened.
     Open {
         /// The file.
@@ -135,6 +159,11 @@ impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttachError::Open { path, status } => write!(f, "{path}: cannot open: {status:?}"),
+            AttachError::Http {
+                error: HttpOpenError::Http(error),
+                ..
+            } => write!(f, "{error}"),
+            AttachError::Http { url, error } => write!(f, "{url}: cannot open: {error}"),
             AttachError::Chain(error) => error.describe(&Names).fmt(f),
             AttachError::OverBudget {
                 name,
@@ -218,6 +247,61 @@ impl Resolver for Volume<'_> {
     }
 }
 
+/// The files beside an image on its web server: the name's last component
+/// in the image URL's directory, as for files on a volume.
+struct Web {
+    nic: uefi::Handle,
+}
+
+impl Resolver for Web {
+    type Store = Store;
+    type Location = String;
+    type Error = OpenError;
+
+    fn open(
+        &mut self,
+        name: &FileName,
+        _role: Role,
+        named_by: &String,
+    ) -> Result<Found<Store, String>, OpenError> {
+        let base = HttpUrl::parse(named_by).map_err(|_| OpenError::Name(PathError::NotAFile))?;
+        let url = base.beside(name.as_bytes()).map_err(OpenError::Name)?;
+        let location = url.to_string();
+        let store = open_url(url, self.nic).map_err(|error| OpenError::Http {
+            url: location.clone(),
+            error,
+        })?;
+        Ok(Found { store, location })
+    }
+
+    fn same_file(&mut self, a: &String, b: &String) -> bool {
+        // Paths on a server are case-sensitive; the scheme and host are not,
+        // but a loop through differently spelt hosts ends at the depth limit.
+        a == b
+    }
+
+    fn describe(&self, location: &String) -> String {
+        location.clone()
+    }
+}
+
+/// Opens one object over HTTP and says so on the console.
+fn open_url(url: HttpUrl, nic: uefi::Handle) -> Result<Store, HttpOpenError> {
+    let store = HttpStore::open(url.clone(), nic)?;
+    info_line(format_args!(
+        "{url}: {} bytes, pinned to {}, {} bytes of read-ahead cache ({} blocks of {} bytes)",
+        store.size(),
+        store.pinned_as(),
+        qcow2_uefi::http::ReadAhead::memory_bytes(
+            super::store::HTTP_READAHEAD,
+            super::store::HTTP_CACHE_BLOCKS
+        ),
+        super::store::HTTP_CACHE_BLOCKS,
+        super::store::HTTP_READAHEAD,
+    ));
+    Ok(Store::Http(Box::new(store)))
+}
+
 /// The walk's settings: the driver's depth and cache size, and the
 /// memory the budget has left, at most [`IMAGE_BUDGET`].
 fn walk_options() -> WalkOptions<'static> {
@@ -287,6 +371,28 @@ pub fn file_image(root: &mut Directory, path: &str) -> Result<Attached, AttachEr
         location: path.to_string(),
     };
     attach(&mut Volume { root }, top)
+}
+
+/// Opens the image at `url` over the network, with its chain from the
+/// same server directory.
+pub fn url_image(url: &str) -> Result<Attached, AttachError> {
+    let http_error = |error| AttachError::Http {
+        url: url.to_string(),
+        error,
+    };
+    let parsed = HttpUrl::parse(url).map_err(|_| {
+        http_error(HttpOpenError::Net(net::NetError::Http(
+            "parse the URL",
+            Status::INVALID_PARAMETER,
+        )))
+    })?;
+    let nic = net::interface().map_err(|error| http_error(HttpOpenError::Net(error)))?;
+    let store = open_url(parsed, nic).map_err(http_error)?;
+    let top = Found {
+        store,
+        location: url.to_string(),
+    };
+    attach(&mut Web { nic }, top)
 }
 
 /// Opens a regular file for reading and learns its size.

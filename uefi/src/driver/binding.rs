@@ -328,7 +328,11 @@ fn start_files(
     };
     let mut children = Vec::new();
     for (index, path) in images.iter().enumerate() {
-        let attached = attach::file_image(&mut root, path);
+        let attached = if qcow2_uefi::http::is_url(path) {
+            attach::url_image(path)
+        } else {
+            attach::file_image(&mut root, path)
+        };
         // After each image: with several, the mark includes the lines and
         // installs of those before it.
         probe.mark_attach();

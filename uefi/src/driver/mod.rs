@@ -4,7 +4,9 @@
 //! - `firmware`: opening and closing protocols by raw GUID (the driver
 //!   model's `BY_DRIVER` / `BY_CHILD_CONTROLLER` bookkeeping).
 //! - `store`: the `BlockRead` stores under an image: a disk read through
-//!   `EFI_DISK_IO_PROTOCOL`, or a file on a file system.
+//!   `EFI_DISK_IO_PROTOCOL`, a file on a file system, or an object on a
+//!   web server.
+//! - `net`: range requests through the firmware's `EFI_HTTP_PROTOCOL`.
 //! - `attach`: opening an image (and, for files, its chain) from a store.
 //! - `disk`: the read-only `EFI_BLOCK_IO_PROTOCOL` each image produces.
 //! - `binding`: `EFI_DRIVER_BINDING_PROTOCOL` Supported / Start / Stop.
@@ -16,6 +18,7 @@ mod binding;
 mod disk;
 mod firmware;
 mod name;
+mod net;
 mod stack;
 mod store;
 

@@ -1,5 +1,6 @@
 //! The stores an image is read from: a whole disk through
-//! `EFI_DISK_IO_PROTOCOL`, or a file through `EFI_FILE_PROTOCOL`.
+//! `EFI_DISK_IO_PROTOCOL`, a file through `EFI_FILE_PROTOCOL`, or an
+//! object on a web server through `EFI_HTTP_PROTOCOL` (`super::net`).
 //!
 //! One enum rather than two types, because an image, its external data file
 //! and its raw backing share one storage type in the crate's `ImageBuilder`.
@@ -8,11 +9,18 @@ use core::cell::RefCell;
 use core::fmt;
 use core::ptr::NonNull;
 
+use alloc::boxed::Box;
+use alloc::string::ToString;
+
 use qcow2_reader::BlockRead;
+use qcow2_uefi::budget::Reservation;
+use qcow2_uefi::http::{self, CacheError, Fault, HttpError, HttpUrl, Pin, ReadAhead};
 use qcow2_uefi::short_read::{self, ShortReadError};
 use uefi::proto::media::file::RegularFile;
 use uefi::Status;
 use uefi_raw::protocol::disk::DiskIoProtocol;
+
+use super::net::Connection;
 
 /// Most bytes asked of a file system driver in one `Read` call.
 const FILE_CHUNK_BYTES: usize = 1 << 20;
@@ -38,6 +46,8 @@ pub enum StoreError {
     },
     /// A read arrived while another was in progress on the same file.
     Busy,
+    /// Reading over HTTP failed (the error names the URL).
+    Http(Box<HttpError>),
 }
 
 impl fmt::Display for StoreError {
@@ -50,6 +60,7 @@ impl fmt::Display for StoreError {
                 "{len} bytes at {offset:#x} are outside the {size} bytes of the store"
             ),
             StoreError::Busy => f.write_str("a read re-entered a read of the same file"),
+            StoreError::Http(ref error) => write!(f, "{error}"),
         }
     }
 }
@@ -91,12 +102,169 @@ impl FileStore {
     }
 }
 
+/// Bytes of one read-ahead block: each range request asks for one
+/// aligned block (the range is 256 KiB to 2 MiB; the smallest
+/// fetches least beyond what a boot reads).
+pub const HTTP_READAHEAD: usize = 256 << 10;
+
+/// Blocks in each HTTP object's cache: [`HTTP_READAHEAD`] times this is
+/// allocated once per object at attach (4 MiB), counted in the budget.
+pub const HTTP_CACHE_BLOCKS: usize = 16;
+
+/// An object on a web server, pinned to the version it had at open.
+pub struct HttpStore {
+    url: HttpUrl,
+    size: u64,
+    pin: Pin,
+    state: RefCell<HttpState>,
+    /// The cache's bytes, counted against the driver's budget.
+    _memory: Reservation,
+}
+
+struct HttpState {
+    connection: Connection,
+    cache: ReadAhead,
+}
+
+/// Runs `once` up to `http::MAX_TRIES` times while its fault is worth
+/// another try, waiting 100 ms, 200 ms, 400 ms between tries.
+fn with_retries<T>(
+    url: &HttpUrl,
+    mut once: impl FnMut() -> Result<T, Fault>,
+) -> Result<T, HttpError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match once() {
+            Ok(value) => return Ok(value),
+            Err(fault) if fault.retry() && tries < http::MAX_TRIES => {
+                uefi::boot::stall(core::time::Duration::from_millis(100 << (tries - 1)));
+            }
+            Err(fault) => {
+                return Err(HttpError {
+                    url: url.to_string(),
+                    fault,
+                    tries,
+                })
+            }
+        }
+    }
+}
+
+/// Why an HTTP object could not be opened.
+#[derive(Debug)]
+pub enum HttpOpenError {
+    /// The network or the firmware's HTTP driver.
+    Net(super::net::NetError),
+    /// The server's answer to the first range request.
+    Http(Box<HttpError>),
+    /// The cache does not fit in the driver's budget or the pool.
+    Memory {
+        /// Bytes it needs.
+        bytes: usize,
+        /// What is left of the budget.
+        left: usize,
+    },
+}
+
+impl fmt::Display for HttpOpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpOpenError::Net(error) => write!(f, "{error}"),
+            HttpOpenError::Http(error) => write!(f, "{error}"),
+            HttpOpenError::Memory { bytes, left } => write!(
+                f,
+                "its read-ahead cache needs {bytes} bytes, over the {left} left of the driver's budget or the pool"
+            ),
+        }
+    }
+}
+
+impl HttpStore {
+    /// Opens `url` through the interface `nic`: its size and version from
+    /// a one-byte range request, and its read-ahead cache allocated.
+    pub fn open(url: HttpUrl, nic: uefi::Handle) -> Result<Self, HttpOpenError> {
+        let mut connection = Connection::new(nic).map_err(HttpOpenError::Net)?;
+        let mut probe = (0, Pin::default());
+        with_retries(&url, || {
+            let mut byte = [0u8; 1];
+            let mut found = None;
+            connection.get_range(&url, 0, &mut byte, None, |answer| {
+                found = Some(http::probe(answer)?);
+                Ok(())
+            })?;
+            probe = found.ok_or_else(|| Fault::BadResponse("no answer".into()))?;
+            Ok(())
+        })
+        .map_err(|error| HttpOpenError::Http(Box::new(error)))?;
+        let (size, pin) = probe;
+        let bytes = ReadAhead::memory_bytes(HTTP_READAHEAD, HTTP_CACHE_BLOCKS);
+        let memory = qcow2_uefi::budget::reserve(bytes)
+            .map_err(|left| HttpOpenError::Memory { bytes, left })?;
+        let cache = ReadAhead::new(size, HTTP_READAHEAD, HTTP_CACHE_BLOCKS).map_err(|_| {
+            HttpOpenError::Memory {
+                bytes,
+                left: qcow2_uefi::budget::left(),
+            }
+        })?;
+        Ok(Self {
+            url,
+            size,
+            pin,
+            state: RefCell::new(HttpState { connection, cache }),
+            _memory: memory,
+        })
+    }
+
+    /// The object's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// `ETag` (or `Last-Modified`) the object is pinned to, for the attach line.
+    pub fn pinned_as(&self) -> &str {
+        self.pin
+            .etag
+            .as_deref()
+            .or(self.pin.last_modified.as_deref())
+            .unwrap_or("no validator")
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let mut state = self.state.try_borrow_mut().map_err(|_| StoreError::Busy)?;
+        let HttpState { connection, cache } = &mut *state;
+        let (url, size, pin) = (&self.url, self.size, &self.pin);
+        cache
+            .read_at(offset, buf, |first, out| {
+                let last = first + out.len() as u64 - 1;
+                with_retries(url, || {
+                    connection
+                        .get_range(url, first, out, pin.precondition(), |answer| {
+                            http::check_range(answer, first, last, size, pin)
+                        })
+                        .map(|_| ())
+                })
+            })
+            .map_err(|error| match error {
+                CacheError::OutOfRange => StoreError::OutOfRange {
+                    offset,
+                    len: buf.len() as u64,
+                    size,
+                },
+                CacheError::Fetch(error) => StoreError::Http(Box::new(error)),
+            })
+    }
+}
+
 /// Where an image's bytes come from.
 pub enum Store {
     /// A whole disk.
     Disk(DiskStore),
     /// A file.
     File(FileStore),
+    /// An object on a web server (boxed: its cache state is larger than
+    /// the other stores).
+    Http(Box<HttpStore>),
 }
 
 impl Store {
@@ -113,6 +281,7 @@ impl Store {
         match self {
             Store::Disk(disk) => disk.size,
             Store::File(file) => file.size,
+            Store::Http(object) => object.size,
         }
     }
 }
@@ -147,6 +316,7 @@ impl BlockRead for Store {
                 }
                 Ok(())
             }
+            Store::Http(object) => object.read(offset, buf),
             Store::File(file) => {
                 let mut file = file.file.try_borrow_mut().map_err(|_| StoreError::Busy)?;
                 let len = buf.len() as u64;

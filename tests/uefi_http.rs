@@ -1,0 +1,614 @@
+//! Boots Linux under stock UEFI firmware from a QCOW2 image that a web
+//! server on the host serves, read lazily by `qcow2.efi` over the
+//! firmware's own HTTP stack (`uefi/run.sh --url`: QEMU's user network,
+//! the host being 10.0.2.2 from the guest, a virtio-net NIC).
+//!
+//! The server is Debian's nginx (`nginx-light`, which `scripts/setup.sh`
+//! installs), started here on a free local port with an access log of
+//! each request's `Range`, status and body bytes: the bytes the driver
+//! fetched are counted by the server, not by the driver.
+//!
+//! The image is `scripts/boot-disk.sh`'s disk as a zstd QCOW2, with 32 MiB
+//! of data written past its partitions (standing in for the rest of a real
+//! disk: a root file system the boot never reads). The boot must print the
+//! marker, fetch less than half of the file (the plain boot disk is mostly
+//! the kernel and initramfs, which the boot reads whole: the README gives
+//! its numbers), and send only range requests of at most one read-ahead
+//! block. Two servers' faults must end in the driver's error line naming
+//! the URL and what the server did, never in a boot: a 404, and a server
+//! that ignores `Range` (nginx's `max_ranges 0`: 200 with the whole file).
+//! On x86_64, a small server in this file misbehaves on demand: it answers
+//! 503 to two requests (the driver retries them and boots), or its object
+//! changes after a few requests (it then answers the driver's `If-Match`
+//! with 412, as nginx does: the driver's read error line says the object
+//! changed, and the boot stops).
+//!
+//! Over TLS too: nginx serves the same image over `https://` with a server
+//! certificate of a CA made here, whose certificate the firmware gets as
+//! an EFI signature list (`QCOW2_UEFI_CACERTS`, QEMU's `-fw_cfg
+//! etc/edk2/https/cacerts`): both architectures boot it; on x86_64,
+//! without the CA the line says the firmware has no CA certificates.
+//!
+//! One test per architecture, its boots one after the other, the two tests
+//! one after the other (a lock): one QEMU at a time. The image is
+//! cached under `target/uefi-http-test/ARCH/` and remade when the boot disk
+//! changes.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use qcow2_testkit::{build_driver, qemu_io, run, Qemu};
+
+/// Held by each test while it boots: one QEMU at a time on a shared machine.
+static ONE_QEMU: Mutex<()> = Mutex::new(());
+
+/// The driver's read-ahead block (`HTTP_READAHEAD` in `uefi/src/driver/store.rs`).
+const READAHEAD: u64 = 256 << 10;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+fn boot_disk(arch: &str) -> PathBuf {
+    let script = repo().join("scripts/boot-disk.sh");
+    let stdout = String::from_utf8_lossy(&run(path_str(&script), &[arch]).stdout).into_owned();
+    let disk = PathBuf::from(stdout.trim());
+    assert!(
+        disk.is_file(),
+        "boot-disk.sh printed {stdout:?}, not a disk"
+    );
+    disk
+}
+
+/// The boot disk as a zstd QCOW2 grown by 64 MiB, with 32 MiB of a
+/// pattern written (uncompressed) after the disk's last partition.
+fn padded_image(disk: &Path, out: &Path) -> PathBuf {
+    let newer = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    if newer(out).is_some() && newer(out) >= newer(disk) {
+        return out.to_path_buf();
+    }
+    let tmp = out.with_extension("tmp");
+    Qemu::img()
+        .args(["convert", "-f", "raw", "-O", "qcow2", "-c", "-o"])
+        .args(["compression_type=zstd", path_str(disk)])
+        .arg(&tmp)
+        .run();
+    Qemu::img()
+        .args(["resize", "-f", "qcow2", path_str(&tmp), "+64M"])
+        .run();
+    let start = fs::metadata(disk).expect("boot disk").len();
+    qemu_io(&tmp, &[&format!("write -q -P 0x5a {start} 32M")]);
+    fs::rename(&tmp, out).expect("rename image");
+    out.to_path_buf()
+}
+
+/// A test CA (as the EFI signature list the firmware takes) and a server
+/// certificate it signed for 10.0.2.2, made with `openssl`.
+struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca_list: PathBuf,
+}
+
+fn tls(dir: &Path) -> Tls {
+    fs::create_dir_all(dir).unwrap();
+    let p = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs (apt-get install openssl)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let (ca_key, ca_pem, ca_der) = (p("ca.key"), p("ca.pem"), p("ca.der"));
+    let (key, csr, cert, ext) = (
+        p("server.key"),
+        p("server.csr"),
+        p("server.pem"),
+        p("ext.cnf"),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-keyout",
+        path_str(&ca_key),
+        "-out",
+        path_str(&ca_pem),
+        "-subj",
+        "/CN=qcow2 test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        path_str(&key),
+        "-out",
+        path_str(&csr),
+        "-subj",
+        "/CN=10.0.2.2",
+    ]);
+    fs::write(
+        &ext,
+        "subjectAltName=IP:10.0.2.2\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "30",
+        "-in",
+        path_str(&csr),
+        "-CA",
+        path_str(&ca_pem),
+        "-CAkey",
+        path_str(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        path_str(&cert),
+        "-extfile",
+        path_str(&ext),
+    ]);
+    openssl(&[
+        "x509",
+        "-in",
+        path_str(&ca_pem),
+        "-outform",
+        "der",
+        "-out",
+        path_str(&ca_der),
+    ]);
+    // EFI_SIGNATURE_LIST of one EFI_CERT_X509 entry (UEFI 2.10, 32.4.1):
+    // the type GUID, the list, header and entry sizes, then the entry: an
+    // owner GUID and the DER certificate.
+    let der = fs::read(&ca_der).unwrap();
+    let x509_guid = [
+        0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0,
+        0x72,
+    ];
+    let entry = 16 + der.len() as u32;
+    let mut list = x509_guid.to_vec();
+    list.extend((28 + entry).to_le_bytes());
+    list.extend(0u32.to_le_bytes());
+    list.extend(entry.to_le_bytes());
+    list.extend([0x51; 16]); // the owner: any GUID
+    list.extend(&der);
+    let ca_list = p("cacerts.esl");
+    fs::write(&ca_list, list).unwrap();
+    Tls { cert, key, ca_list }
+}
+
+/// nginx serving a directory on a free local port with an access log,
+/// stopped when dropped.
+struct Nginx {
+    child: Child,
+    port: u16,
+    /// The same root over TLS, with the test CA's server certificate.
+    tls_port: u16,
+    log: PathBuf,
+}
+
+impl Nginx {
+    /// Serves `root` at `/`, and again at `/norange/` without byte ranges,
+    /// over HTTP and over TLS with `tls` (certificate and key files).
+    fn serve(root: &Path, dir: &Path, tls: &Tls) -> Self {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "nginx is not installed: apt-get install nginx-light (scripts/setup.sh does)"
+                )
+            });
+        fs::create_dir_all(dir).unwrap();
+        let log = dir.join("access.log");
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        for _ in 0..5 {
+            let (port, tls_port) = (free_port(), free_port());
+            let d = path_str(dir);
+            let config = format!(
+                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{}}\nhttp {{\n\
+                 log_format ranges '$request_uri \"$http_range\" $status $body_bytes_sent';\n\
+                 access_log {d}/access.log ranges;\nclient_body_temp_path {d}/body;\n\
+                 proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
+                 uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+                 server {{\nlisten 127.0.0.1:{port};\nroot {root};\n\
+                 location /norange/ {{ alias {root}/; max_ranges 0; }}\n}}\n\
+                 server {{\nlisten 127.0.0.1:{tls_port} ssl;\nroot {root};\n\
+                 ssl_certificate {cert};\nssl_certificate_key {key};\n}}\n}}\n",
+                root = path_str(root),
+                cert = path_str(&tls.cert),
+                key = path_str(&tls.key),
+            );
+            let conf = dir.join("nginx.conf");
+            fs::write(&conf, config).unwrap();
+            let mut child = Command::new(binary)
+                .args([
+                    "-p",
+                    d,
+                    "-e",
+                    &format!("{d}/error.log"),
+                    "-c",
+                    path_str(&conf),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nginx");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken meanwhile: another one
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+                {
+                    return Self {
+                        child,
+                        port,
+                        tls_port,
+                        log,
+                    };
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("nginx did not start (see {}/error.log)", dir.display());
+    }
+
+    /// The URL of `path` as the guest reaches the host.
+    fn guest_url(&self, path: &str) -> String {
+        format!("http://10.0.2.2:{}/{path}", self.port)
+    }
+
+    /// The TLS URL of `path` as the guest reaches the host.
+    fn guest_tls_url(&self, path: &str) -> String {
+        format!("https://10.0.2.2:{}/{path}", self.tls_port)
+    }
+
+    /// Empties the access log (nginx appends to the same open file).
+    fn clear_log(&self) {
+        fs::write(&self.log, b"").unwrap();
+    }
+
+    /// The requests logged: `(uri, range, status, body bytes)`.
+    fn requests(&self) -> Vec<(String, String, u16, u64)> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let mut fields = line.split(' ');
+                let uri = fields.next().unwrap_or_default().to_string();
+                let range = fields
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_string();
+                let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let bytes = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                (uri, range, status, bytes)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How the small server misbehaves.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Requests 2 and 3 (after the first, the driver's probe) get 503.
+    Twice503,
+    /// From request 6 on, the object has another `ETag`.
+    ChangeAfter5,
+}
+
+/// A one-object HTTP/1.1 server of `bytes` (ranges, `ETag`, `If-Match`,
+/// keep-alive) that misbehaves as `fault` says; returns its port and a
+/// log of `status range` lines. Its threads end with the test process.
+fn fault_server(bytes: Arc<Vec<u8>>, fault: Fault) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicU32::new(0));
+    let server_log = log.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (bytes, log, count) = (bytes.clone(), server_log.clone(), count.clone());
+            thread::spawn(move || serve_connection(stream, &bytes, fault, &count, &log));
+        }
+    });
+    (port, log)
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    bytes: &[u8],
+    fault: Fault,
+    count: &AtomicU32,
+    log: &Mutex<Vec<String>>,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut out = stream;
+    loop {
+        let (mut range, mut if_match) = (None, None);
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = line.trim_end();
+            if header.is_empty() && !first {
+                break;
+            }
+            first = false;
+            if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim().to_string();
+                match name.to_ascii_lowercase().as_str() {
+                    "range" => range = Some(value),
+                    "if-match" => if_match = Some(value),
+                    _ => {}
+                }
+            }
+        }
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let etag = match fault {
+            Fault::ChangeAfter5 if n > 5 => "\"v2\"",
+            _ => "\"v1\"",
+        };
+        let size = bytes.len() as u64;
+        let span = range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            .filter(|&(a, b)| a <= b && b < size);
+        let status = match (fault, span) {
+            (Fault::Twice503, _) if n == 2 || n == 3 => 503,
+            _ if if_match.as_deref().is_some_and(|tag| tag != etag) => 412,
+            (_, Some(_)) => 206,
+            (_, None) => 416,
+        };
+        log.lock()
+            .unwrap()
+            .push(format!("{status} {}", range.as_deref().unwrap_or("-")));
+        let sent = match (status, span) {
+            (206, Some((a, b))) => {
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{size}\r\nETag: {etag}\r\n\r\n",
+                    b - a + 1
+                );
+                out.write_all(head.as_bytes())
+                    .and_then(|_| out.write_all(&bytes[a as usize..=b as usize]))
+            }
+            (status, _) => out.write_all(
+                format!("HTTP/1.1 {status} Fault\r\nContent-Length: 0\r\nETag: {etag}\r\n\r\n")
+                    .as_bytes(),
+            ),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// What one `run.sh --url` boot printed.
+struct Boot {
+    ok: bool,
+    marker: bool,
+    error_line: Option<String>,
+    stdout: String,
+    stderr: String,
+}
+
+fn boot(driver: &Path, url: &str, work: &Path, marker: &str, ca_list: Option<&Path>) -> Boot {
+    let mut command = Command::new(repo().join("uefi/run.sh"));
+    if let Some(list) = ca_list {
+        command.env("QCOW2_UEFI_CACERTS", list);
+    }
+    let output = command
+        .arg(driver)
+        .args(["--url", url])
+        .env("QCOW2_UEFI_TIMEOUT", "300")
+        .env("QCOW2_UEFI_WORK", work)
+        .output()
+        .expect("run.sh starts");
+    let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    let error_line = stdout.lines().find_map(|line| {
+        line.split_once("qcow2.efi: error: ")
+            .map(|(_, e)| e.to_string())
+    });
+    Boot {
+        ok: output.status.success(),
+        marker: stdout.contains(marker),
+        error_line,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        stdout,
+    }
+}
+
+fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
+    let _one = ONE_QEMU
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let driver = build_driver(target);
+    let disk = boot_disk(arch);
+    let dir = repo().join("target/uefi-http-test").join(arch);
+    let www = dir.join("www");
+    fs::create_dir_all(&www).unwrap();
+    let image = padded_image(&disk, &www.join("disk.qcow2"));
+    let file_bytes = fs::metadata(&image).unwrap().len();
+    let tls = tls(&dir.join("tls"));
+    let nginx = Nginx::serve(&www, &dir.join("nginx"), &tls);
+    let work = dir.join("run");
+    let marker = format!("QCOW2-BOOT-MARKER: reached init on {arch}");
+
+    nginx.clear_log();
+    let started = Instant::now();
+    let url = nginx.guest_url("disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker, None);
+    let requests = nginx.requests();
+    let fetched: u64 = requests.iter().map(|r| r.3).sum();
+    eprintln!(
+        "{arch}: booted from {url} in {:.1} s: {fetched} bytes fetched in {} requests, of a {file_bytes}-byte file ({:.1}%); {}",
+        started.elapsed().as_secs_f64(),
+        requests.len(),
+        fetched as f64 * 100.0 / file_bytes as f64,
+        result.stderr.lines().last().unwrap_or_default()
+    );
+    assert!(
+        result.ok && result.marker && result.error_line.is_none(),
+        "{arch}: the boot over HTTP failed\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+    for (uri, range, status, bytes) in &requests {
+        assert!(
+            *status == 206 && range.starts_with("bytes=") && *bytes <= READAHEAD,
+            "{arch}: a request that is not a range of at most one block: {uri} {range} {status} {bytes}"
+        );
+    }
+    assert!(
+        fetched * 2 < file_bytes,
+        "{arch}: {fetched} bytes fetched of a {file_bytes}-byte file: not lazy"
+    );
+
+    nginx.clear_log();
+    let url = nginx.guest_tls_url("disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker, Some(&tls.ca_list));
+    let fetched_tls: u64 = nginx.requests().iter().map(|r| r.3).sum();
+    eprintln!(
+        "{arch}: booted from {url}: marker {}, {fetched_tls} bytes fetched; {}",
+        result.marker,
+        result.stderr.lines().last().unwrap_or_default()
+    );
+    assert!(
+        result.ok && result.marker && result.error_line.is_none() && fetched_tls * 2 < file_bytes,
+        "{arch}: the boot over https failed\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+
+    for (path, wanted) in [
+        ("absent.qcow2", "with 404".to_string()),
+        ("norange/disk.qcow2", "ignores range requests".to_string()),
+    ] {
+        nginx.clear_log();
+        let url = nginx.guest_url(path);
+        let result = boot(&driver, &url, &work, &marker, None);
+        let line = result.error_line.clone().unwrap_or_default();
+        eprintln!("{arch}: {url}: {line}");
+        assert!(
+            !result.ok && !result.marker && line.starts_with(&url) && line.contains(&wanted),
+            "{arch}: {url}: wanted a failed run with an error line naming the URL and `{wanted}`\n--- stdout\n{}--- stderr\n{}",
+            result.stdout,
+            result.stderr
+        );
+    }
+    if !with_fault_server {
+        return;
+    }
+    let url = nginx.guest_tls_url("disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker, None);
+    let line = result.error_line.clone().unwrap_or_default();
+    eprintln!("{arch}: {url} without CA certificates: {line}");
+    assert!(
+        !result.ok && !result.marker && line.starts_with(&url) && line.contains("no CA certificates"),
+        "{arch}: https without CA certificates gave no line saying so\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+
+    let object = Arc::new(fs::read(&image).unwrap());
+
+    let (port, log) = fault_server(object.clone(), Fault::Twice503);
+    let url = format!("http://10.0.2.2:{port}/disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker, None);
+    let answers = log.lock().unwrap().clone();
+    let unavailable = answers.iter().filter(|a| a.starts_with("503 ")).count();
+    // The probe, the first block answered 503 twice, then the same range again.
+    let range_of = |i: usize| {
+        answers
+            .get(i)
+            .and_then(|a| a.split_once(' '))
+            .map(|(_, r)| r)
+    };
+    let retried = range_of(1).is_some() && range_of(1) == range_of(3);
+    eprintln!(
+        "{arch}: {url}: two 503 answers: marker {}, {} requests",
+        result.marker,
+        answers.len()
+    );
+    assert!(
+        result.ok && result.marker && unavailable == 2 && retried,
+        "{arch}: two 503s were not retried into a boot ({answers:?})\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+
+    let (port, log) = fault_server(object, Fault::ChangeAfter5);
+    let url = format!("http://10.0.2.2:{port}/disk.qcow2");
+    let result = boot(&driver, &url, &work, &marker, None);
+    let line = result.error_line.clone().unwrap_or_default();
+    eprintln!("{arch}: {url}: object changed: {line}");
+    assert!(
+        !result.ok && !result.marker && line.contains(&url) && line.contains("changed on the server"),
+        "{arch}: a changed object did not stop the boot with its error line ({:?})\n--- stdout\n{}--- stderr\n{}",
+        log.lock().unwrap(),
+        result.stdout,
+        result.stderr
+    );
+}
+
+#[test]
+fn x86_64_boots_linux_lazily_over_http_and_names_server_faults() {
+    boots_over_http("x86_64", "x86_64-unknown-uefi", true);
+}
+
+#[test]
+fn aarch64_boots_linux_lazily_over_http_and_names_server_faults() {
+    boots_over_http("aarch64", "aarch64-unknown-uefi", false);
+}
