@@ -628,6 +628,17 @@ mod tests {
     }
 
     #[test]
+    fn tls_connection_memory_is_the_1_9_mib_the_help_states() {
+        let options = ServeOptions {
+            tls: TlsMode::Require,
+            ..ServeOptions::default()
+        };
+        let bytes = options.connection_bytes();
+        assert!(bytes <= 1_900 << 10, "{bytes} bytes per connection");
+        assert!(bytes > 1_800 << 10, "{bytes} bytes per connection");
+    }
+
+    #[test]
     fn bind_to_a_bad_address_names_it() {
         let error = parse_bind("not an address:x").unwrap_err();
         assert!(error.contains("\"not an address:x\""), "{error}");
