@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 mod qemu;
 pub use qemu::*;
+pub mod nbd_bench;
 pub mod tls;
 
 /// The workspace's root directory (where `scripts/` and `target/` are).
