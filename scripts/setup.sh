@@ -44,15 +44,16 @@ fi
 # the arm64 pieces itself (no arm64 architecture is added to dpkg). The `qcow`
 # tool's zstd decoder links the system's libzstd, as QEMU does (libzstd-dev).
 # `qcow serve`'s tests read its exports with libnbd's nbdinfo and nbdcopy
-# (libnbd-bin). The Debian package is built with dpkg-deb and
-# dpkg-shlibdeps (dpkg-dev), and the root boot test's Debian root with
-# mmdebstrap (scripts/root-disk.sh). The tests of reading images over HTTP
-# serve them with nginx (nginx-light, started by the tests themselves on a
-# local port). The firmware and the UEFI driver build libzstd's decoder for
+# (libnbd-bin), and over TLS with certificates made by openssl; its benchmark
+# (testkit's nbd-bench) reads with fio's nbd engine. The Debian package is
+# built with dpkg-deb and dpkg-shlibdeps (dpkg-dev), and the root boot test's
+# Debian root with mmdebstrap (scripts/root-disk.sh). The tests of reading
+# images over HTTP serve them with nginx (nginx-light, started by the tests
+# themselves on a local port). The firmware and the UEFI driver build libzstd's decoder for
 # their targets with clang (feature `zstd-c-nostd`).
 packages=(ovmf qemu-efi-aarch64 grub-efi-amd64-bin mtools dosfstools fdisk
     e2fsprogs busybox-static cpio linux-image-cloud-amd64 libzstd-dev pkg-config
-    libnbd-bin dpkg-dev mmdebstrap nginx-light clang)
+    libnbd-bin openssl fio dpkg-dev mmdebstrap nginx-light clang)
 mapfile -t installed < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
     sed -n 's/ install ok installed$//p')
 missing=()

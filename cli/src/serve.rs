@@ -22,7 +22,7 @@ use std::time::Duration;
 use qcow2_nbd::device::{Device, DeviceOptions};
 use qcow2_nbd::listener::{serve, Listener, ServeOptions, Stop};
 use qcow2_nbd::netlink::Netlink;
-use qcow2_nbd::{Export, Limits, Run};
+use qcow2_nbd::{Export, Limits, Run, TlsConfig, TlsMode};
 use qcow2_reader::chain::Chain;
 use qcow2_reader::Config;
 
@@ -43,7 +43,8 @@ refused with NBD_EOVERFLOW, or NBD_EINVAL without structured replies; 64 KiB of 
 option data; 64 KiB of block status; 68 KiB of socket buffers; a 512 KiB thread \
 stack), so at most --max-connections times that, plus the image readers' caches \
 (--readers of them, each 1 MiB of tables and up to three clusters) and the \
-layers opened once for block status."
+layers opened once for block status. With TLS, 160 KiB more per connection \
+(rustls's buffers and state): about 1.9 MiB."
 )]
 pub struct Args {
     /// Serve the disk as of this internal snapshot (id or name), like `qemu-nbd -l`.
@@ -101,11 +102,73 @@ pub struct Args {
     /// Internal (`--fork`): write `ready` to standard output once serving.
     #[arg(long, hide = true)]
     ready_stdout: bool,
+    /// TLS (NBD_OPT_STARTTLS): `off`; `on`, clients choose; `require`,
+    /// every option but STARTTLS and ABORT is refused with
+    /// NBD_REP_ERR_TLS_REQD until the client starts TLS. Default: `require`
+    /// when --tls-cert is given (as qemu-nbd with --tls-creds), else `off`.
+    #[arg(long, value_enum, value_name = "off|on|require")]
+    tls: Option<TlsArg>,
+    /// The server's certificate, PEM (the chain, the server's first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key, PEM (PKCS #8, PKCS #1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Clients must present a certificate signed by a CA of this PEM file
+    /// (QEMU's `verify-peer`); without it no client certificate is asked for.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
     #[command(flatten)]
     key: KeyArgs,
     /// The image.
     #[arg(required_unless_present = "disconnect")]
     image: Option<PathBuf>,
+}
+
+/// `--tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TlsArg {
+    Off,
+    On,
+    Require,
+}
+
+/// The TLS mode and configuration of `args`, the certificate files read.
+fn tls(args: &Args) -> Result<(TlsMode, Option<TlsConfig>)> {
+    let mode = match (args.tls, &args.tls_cert) {
+        (None, None) | (Some(TlsArg::Off), None) => return Ok((TlsMode::Off, None)),
+        (Some(TlsArg::Off), Some(_)) => {
+            return Err(Failure::new(
+                Path::new("--tls=off"),
+                "--tls-cert was given too: leave out one of them",
+            ))
+        }
+        (Some(TlsArg::On | TlsArg::Require), None) => {
+            return Err(Failure::new(
+                Path::new("--tls"),
+                "TLS needs --tls-cert FILE and --tls-key FILE",
+            ))
+        }
+        (Some(TlsArg::On), Some(_)) => TlsMode::On,
+        (Some(TlsArg::Require) | None, Some(_)) => TlsMode::Require,
+    };
+    if args.connect.is_some() {
+        return Err(Failure::new(
+            Path::new("--connect"),
+            "the kernel's NBD device does not speak TLS: leave out --tls-cert",
+        ));
+    }
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Err(Failure::new(
+            Path::new("--tls-cert"),
+            "needs --tls-key FILE too",
+        ));
+    };
+    let config = TlsConfig::from_pem_files(cert, key, args.tls_ca.as_deref()).map_err(|error| {
+        let file = error.file.clone().unwrap_or_else(|| cert.clone());
+        Failure::new(&file, error.message)
+    })?;
+    Ok((mode, Some(config)))
 }
 
 /// Runs `qcow serve` until SIGTERM or SIGINT (or, with `--connect`, until
@@ -122,6 +185,9 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
         return Err(Failure::new(Path::new("qcow serve"), "no image given"));
     };
     let index = args.connect.as_deref().map(device_index).transpose()?;
+    // Certificates are read before the fork, so that a bad one fails the
+    // command itself.
+    let (tls_mode, tls_config) = tls(args)?;
     if args.fork {
         // The background server opens the image (and asks for a passphrase,
         // on the same terminal) itself; this process waits for its word.
@@ -152,6 +218,8 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
         max_connections: args.max_connections as usize,
         timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
         log_prefix: format!("qcow: {}: ", image.display()),
+        tls: tls_mode,
+        tls_config,
         ..ServeOptions::default()
     };
     // The device's sessions end when the kernel lets go of it: then the

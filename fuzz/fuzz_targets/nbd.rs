@@ -3,9 +3,12 @@
 //! stream against an export in memory.
 //!
 //! Input: byte 0 chooses the limits (read piece size, option payload
-//! bound), the export name and which export offset fails to read; byte 1
-//! the export's layout; the rest is what the client sends after the
-//! server's greeting (client flags, options, requests).
+//! bound), the export name, which export offset fails to read and the TLS
+//! mode (bits 5-6: off, on, require); byte 1 the export's layout; the rest
+//! is what the client sends after the server's greeting (client flags,
+//! options, requests). An acknowledged `NBD_OPT_STARTTLS` goes on as if
+//! TLS were a transparent layer: the rest of the bytes are the options
+//! (and requests) sent over TLS.
 //!
 //! Checks: nothing panics; the session's heap stays within the limits it
 //! states (`Limits::session_bytes`, twice over for `Vec` growth), whatever
@@ -18,9 +21,10 @@ use std::io::{self, Cursor, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use libfuzzer_sys::fuzz_target;
+use qcow2_nbd::session::Handshake;
 use qcow2_nbd::wire::option::{ExportRequest, MetaContextRequest, OptionHeader};
 use qcow2_nbd::wire::request::Request;
-use qcow2_nbd::{Export, Limits, Run, Session};
+use qcow2_nbd::{Export, Limits, Run, Session, TlsMode};
 use qcow2_reader_fuzz::HeapWatch;
 
 const SIZE: u64 = 256 << 10;
@@ -46,7 +50,11 @@ impl Export for Fake {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = offset + buf.len() as u64;
-        assert!(end <= SIZE, "read of {} bytes at {offset} past the export", buf.len());
+        assert!(
+            end <= SIZE,
+            "read of {} bytes at {offset} past the export",
+            buf.len()
+        );
         self.reads.fetch_add(1, Ordering::Relaxed);
         if self.fail_at.is_some_and(|at| (offset..end).contains(&at)) {
             return Err(io::Error::other("injected failure"));
@@ -128,8 +136,26 @@ fuzz_target!(|data: &[u8]| {
         start: Vec::new(),
     };
     let watch = HeapWatch::start();
-    let mut session = Session::new(&fake, name, limits);
-    let _ = session.run(&mut reader, &mut writer);
+    let tls = [
+        TlsMode::Off,
+        TlsMode::On,
+        TlsMode::Require,
+        TlsMode::Require,
+    ][usize::from((config >> 5) & 3)];
+    let mut session = Session::new(&fake, name, limits).with_tls(tls);
+    let mut outcome = session.handshake(&mut reader, &mut writer);
+    if let Ok(Handshake::StartTls) = outcome {
+        assert_ne!(tls, TlsMode::Off, "STARTTLS acknowledged with TLS off");
+        session.tls_started();
+        outcome = session.options(&mut reader, &mut writer);
+        assert!(
+            !matches!(outcome, Ok(Handshake::StartTls)),
+            "a second STARTTLS acknowledged"
+        );
+    }
+    if let Ok(Handshake::Transmission) = outcome {
+        let _ = session.transmission(&mut reader, &mut writer);
+    }
     drop(session);
     let peak = watch.peak_growth();
     assert!(

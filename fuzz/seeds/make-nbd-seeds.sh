@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seeds of the `nbd` target: byte 0 (limits, export name, failing offset),
+# Seeds of the `nbd` target: byte 0 (limits, export name, failing offset, TLS mode),
 # byte 1 (export layout), then what a client sends after the greeting, as
 # qemu-img and nbdinfo send it: fixed newstyle flags, options, requests.
 set -euo pipefail
@@ -64,3 +64,17 @@ go="00000000 0001 0003"
     option 10 "00000004$(ascii disk)00000000"
     option 2
 } >"$out/options"
+
+# TLS required (byte 0 bits 5-6 = 2): a listing refused with
+# NBD_REP_ERR_TLS_REQD, STARTTLS, then the structured session "over TLS".
+{
+    hex 41 00 00000001
+    option 3
+    option 5
+    option 8
+    option 10 "$meta"
+    option 7 "$go"
+    request 0 0 0 65536
+    request 7 0 0 262144
+    request 2 0 0 0
+} >"$out/starttls"

@@ -121,6 +121,33 @@ impl<S: Read + Write> Client<S> {
         Ok(self.structured)
     }
 
+    /// `NBD_OPT_STARTTLS`, then `wrap` (the client's TLS handshake) over the
+    /// connection once the server acknowledged it: the client over TLS,
+    /// with structured replies forgotten as the server forgets them. A
+    /// refusal is an error naming the reply.
+    pub fn start_tls<T: Read + Write>(
+        mut self,
+        wrap: impl FnOnce(S) -> io::Result<T>,
+    ) -> io::Result<Client<T>> {
+        let replies = self.option(option::STARTTLS, &[])?;
+        match replies.last() {
+            Some(reply) if reply.reply == option_reply::ACK => {}
+            last => {
+                return Err(invalid(format!(
+                    "NBD_OPT_STARTTLS refused: {:?}",
+                    last.map(|reply| (reply.reply, String::from_utf8_lossy(&reply.payload)))
+                )))
+            }
+        }
+        Ok(Client {
+            stream: wrap(self.stream)?,
+            size: self.size,
+            flags: self.flags,
+            structured: false,
+            next_cookie: self.next_cookie,
+        })
+    }
+
     /// `NBD_OPT_SET_META_CONTEXT` of `queries` on export `name`.
     pub fn set_meta_context(
         &mut self,

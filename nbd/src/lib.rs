@@ -13,6 +13,7 @@
 //! - [`session`]: one client's handshake and transmission, over any
 //!   `Read`/`Write` pair.
 //! - [`listener`]: sockets, a thread per client, timeouts, stopping.
+//! - [`tls`]: TLS after `NBD_OPT_STARTTLS`, through rustls.
 //! - [`netlink`]: NBD's generic-netlink messages, to set up `/dev/nbdN`.
 //! - [`device`]: the export served to the kernel as `/dev/nbdN`.
 //! - [`client`]: a minimal client, for tests that must misbehave.
@@ -69,8 +70,10 @@ pub mod export;
 pub mod listener;
 pub mod netlink;
 pub mod session;
+pub mod tls;
 pub mod wire;
 
 pub use export::{Export, Run};
 pub use listener::{Listener, ServeOptions, Stop, StopHandle};
-pub use session::{Limits, Session};
+pub use session::{Limits, Session, TlsMode};
+pub use tls::TlsConfig;

@@ -8,6 +8,10 @@
 //! request in hand (their sockets are shut down for reading, so their next
 //! read sees the end), and `serve` returns once they are gone or the
 //! timeout has passed.
+//!
+//! TLS ([`ServeOptions::tls`]): a client's connection is wrapped in TLS when
+//! its session acknowledges `NBD_OPT_STARTTLS`, and option haggling goes on
+//! over TLS ([`crate::tls`]).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -23,7 +27,8 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags};
 
 use crate::export::Export;
-use crate::session::{Handshake, Limits, Session, SessionError};
+use crate::session::{Handshake, Limits, Session, SessionError, TlsMode};
+use crate::tls::{TlsConfig, TLS_BUFFER_BYTES};
 
 /// NBD's IANA port.
 pub const DEFAULT_PORT: u16 = 10809;
@@ -183,6 +188,11 @@ pub struct ServeOptions {
     pub stack_bytes: usize,
     /// Messages (a client dropped, refused) go to standard error after this prefix.
     pub log_prefix: String,
+    /// How `NBD_OPT_STARTTLS` is answered; anything but
+    /// [`TlsMode::Off`] needs [`ServeOptions::tls_config`].
+    pub tls: TlsMode,
+    /// The server's certificate and key, for TLS.
+    pub tls_config: Option<TlsConfig>,
 }
 
 impl Default for ServeOptions {
@@ -194,15 +204,27 @@ impl Default for ServeOptions {
             timeout: Some(Duration::from_secs(30)),
             stack_bytes: 512 << 10,
             log_prefix: "nbd: ".to_string(),
+            tls: TlsMode::Off,
+            tls_config: None,
         }
     }
 }
 
 impl ServeOptions {
     /// The most memory one connection takes: its session's buffers, the
-    /// socket buffers and its thread's stack.
+    /// socket buffers, its thread's stack, and with TLS on, rustls's state
+    /// and buffers ([`TLS_BUFFER_BYTES`]; the plain read buffer is gone by then).
     pub fn connection_bytes(&self) -> usize {
-        self.limits.session_bytes() + WRITE_BUFFER_BYTES + READ_BUFFER_BYTES + self.stack_bytes
+        let tls = if self.tls == TlsMode::Off {
+            0
+        } else {
+            TLS_BUFFER_BYTES
+        };
+        self.limits.session_bytes()
+            + WRITE_BUFFER_BYTES
+            + READ_BUFFER_BYTES
+            + self.stack_bytes
+            + tls
     }
 }
 
@@ -296,14 +318,24 @@ impl Write for &Connection {
     }
 }
 
-/// Reads from a connection, all of them before `deadline` if one is set
-/// (the handshake's), so that a client trickling bytes cannot stretch it.
-struct DeadlineReader<'c> {
+/// A connection whose reads all end before `deadline` if one is set (the
+/// handshake's), so that a client trickling bytes cannot stretch it.
+struct DeadlineSocket<'c> {
     connection: &'c Connection,
     deadline: Option<Instant>,
 }
 
-impl Read for DeadlineReader<'_> {
+impl Write for DeadlineSocket<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.connection.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for DeadlineSocket<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -353,6 +385,12 @@ pub fn serve<E: Export + 'static>(
     options: &ServeOptions,
     stop: &Stop,
 ) -> io::Result<()> {
+    if options.tls != TlsMode::Off && options.tls_config.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TLS is on but no certificate and key were given",
+        ));
+    }
     let registry = Arc::new(Registry::default());
     let options = Arc::new(options.clone());
     let mut next_id = 0u64;
@@ -464,21 +502,71 @@ fn run_connection<E: Export + ?Sized>(
     let deadline = options.timeout.map(|timeout| Instant::now() + timeout);
     let mut reader = BufReader::with_capacity(
         READ_BUFFER_BYTES,
-        DeadlineReader {
+        DeadlineSocket {
             connection,
             deadline,
         },
     );
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, connection);
-    let mut session = Session::new(export, &options.name, options.limits);
-    if session.handshake(&mut reader, &mut writer)? == Handshake::Ended {
-        return Ok(());
+    let mut session = Session::new(export, &options.name, options.limits).with_tls(options.tls);
+    match session.handshake(&mut reader, &mut writer)? {
+        Handshake::Ended => Ok(()),
+        Handshake::Transmission => {
+            // Clients may sit idle between requests for as long as they like (a
+            // mounted file system); only replies keep the timeout.
+            reader.get_mut().deadline = None;
+            connection.set_read_timeout(None)?;
+            session.transmission(&mut reader, &mut writer)
+        }
+        Handshake::StartTls => {
+            // A client waits for the acknowledgement before its TLS
+            // handshake: bytes already here were sent before it, in the clear.
+            if !reader.buffer().is_empty() {
+                return Err(SessionError::Protocol(format!(
+                    "{} bytes sent after NBD_OPT_STARTTLS before its acknowledgement",
+                    reader.buffer().len()
+                )));
+            }
+            let Some(config) = &options.tls_config else {
+                return Err(SessionError::Protocol(
+                    "TLS acknowledged without a configuration".to_string(),
+                ));
+            };
+            drop(writer);
+            let socket = reader.into_inner();
+            run_tls(connection, config.accept(socket)?, session)
+        }
     }
-    // Clients may sit idle between requests for as long as they like (a
-    // mounted file system); only replies keep the timeout.
-    reader.get_mut().deadline = None;
-    connection.set_read_timeout(None)?;
-    session.transmission(&mut reader, &mut writer)
+}
+
+/// The rest of a session after `NBD_OPT_STARTTLS`: option haggling, then
+/// transmission, over TLS; then TLS's close_notify.
+fn run_tls<E: Export + ?Sized>(
+    connection: &Connection,
+    tls: crate::tls::TlsStream<DeadlineSocket<'_>>,
+    mut session: Session<'_, E>,
+) -> Result<(), SessionError> {
+    session.tls_started();
+    let mut reader = tls.reader();
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, tls.writer());
+    let served = match session.options(&mut reader, &mut writer) {
+        Ok(Handshake::Transmission) => {
+            tls.with_socket(|socket| socket.deadline = None);
+            connection.set_read_timeout(None)?;
+            session.transmission(&mut reader, &mut writer)
+        }
+        Ok(Handshake::Ended) => Ok(()),
+        Ok(Handshake::StartTls) => Err(SessionError::Protocol(
+            "NBD_OPT_STARTTLS acknowledged twice".to_string(),
+        )),
+        Err(error) => Err(error),
+    };
+    if served.is_ok() {
+        writer.flush()?;
+        drop(writer);
+        tls.close();
+    }
+    served
 }
 
 /// After a stop: every client's next read sees the end; wait for them to
@@ -537,6 +625,17 @@ mod tests {
         let bytes = ServeOptions::default().connection_bytes();
         assert!(bytes <= 1_740 << 10, "{bytes} bytes per connection");
         assert!(bytes > 1_600 << 10, "{bytes} bytes per connection");
+    }
+
+    #[test]
+    fn tls_connection_memory_is_the_1_9_mib_the_help_states() {
+        let options = ServeOptions {
+            tls: TlsMode::Require,
+            ..ServeOptions::default()
+        };
+        let bytes = options.connection_bytes();
+        assert!(bytes <= 1_900 << 10, "{bytes} bytes per connection");
+        assert!(bytes > 1_800 << 10, "{bytes} bytes per connection");
     }
 
     #[test]

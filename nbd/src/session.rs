@@ -3,6 +3,11 @@
 //! `Read`/`Write` pair. The listener adds sockets and timeouts around it;
 //! the fuzz target and the tests drive it over bytes in memory.
 //!
+//! TLS: the session answers `NBD_OPT_STARTTLS` as its [`TlsMode`] says;
+//! when it acknowledges one, [`Session::handshake`] returns
+//! [`Handshake::StartTls`] and the caller, who owns the connection, wraps it
+//! in TLS and goes on with [`Session::options`] over the wrapped stream.
+//!
 //! Memory is bounded per session whatever the client asks: option payloads
 //! up to [`Limits::max_option_bytes`] (larger ones are skipped and refused),
 //! one read buffer of at most [`Limits::piece_bytes`] (a read is served in
@@ -121,6 +126,25 @@ pub enum Handshake {
     Transmission,
     /// The client aborted or left.
     Ended,
+    /// `NBD_OPT_STARTTLS` was acknowledged: the next byte on the connection
+    /// is the client's TLS handshake. The caller starts TLS, then calls
+    /// [`Session::options`] over the TLS stream.
+    StartTls,
+}
+
+/// How the session answers `NBD_OPT_STARTTLS`: the protocol's three modes
+/// of a server (its "TLS support" section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// NOTLS: `NBD_OPT_STARTTLS` gets `NBD_REP_ERR_POLICY`.
+    #[default]
+    Off,
+    /// SELECTIVETLS with no TLS-only export: the client may upgrade, or not.
+    On,
+    /// FORCEDTLS: before TLS, every option but `NBD_OPT_STARTTLS` and
+    /// `NBD_OPT_ABORT` gets `NBD_REP_ERR_TLS_REQD`, and
+    /// `NBD_OPT_EXPORT_NAME` (which has no error reply) drops the client.
+    Require,
 }
 
 /// One client's session with one export.
@@ -131,6 +155,9 @@ pub struct Session<'e, E: Export + ?Sized> {
     structured: bool,
     no_zeroes: bool,
     allocation: bool,
+    tls: TlsMode,
+    /// TLS was started (the stream the session is given is the TLS one).
+    tls_started: bool,
     /// Option payloads, reply scratch.
     scratch: Vec<u8>,
     /// Read pieces.
@@ -148,9 +175,17 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
             structured: false,
             no_zeroes: false,
             allocation: false,
+            tls: TlsMode::Off,
+            tls_started: false,
             scratch: Vec::new(),
             piece: Vec::new(),
         }
+    }
+
+    /// The same session answering `NBD_OPT_STARTTLS` as `mode` says.
+    pub fn with_tls(mut self, mode: TlsMode) -> Self {
+        self.tls = mode;
+        self
     }
 
     /// Whether structured replies were negotiated.
@@ -158,12 +193,27 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
         self.structured
     }
 
-    /// The handshake, then transmission until the client leaves.
+    /// The handshake, then transmission until the client leaves, over a
+    /// stream that cannot carry TLS: a session in [`TlsMode::Off`] (one
+    /// in another mode ends with an error when the client starts TLS).
     pub fn run<R: Read, W: Write>(&mut self, reader: &mut R, writer: &mut W) -> Result<()> {
         match self.handshake(reader, writer)? {
             Handshake::Transmission => self.transmission(reader, writer),
             Handshake::Ended => Ok(()),
+            Handshake::StartTls => Err(SessionError::Protocol(
+                "NBD_OPT_STARTTLS acknowledged on a stream without TLS".to_string(),
+            )),
         }
+    }
+
+    /// The caller has started TLS after [`Handshake::StartTls`]: what was
+    /// negotiated before is forgotten, as the protocol requires (a
+    /// man in the middle could have chosen it), and another STARTTLS is
+    /// refused.
+    pub fn tls_started(&mut self) {
+        self.tls_started = true;
+        self.structured = false;
+        self.allocation = false;
     }
 
     fn knows(&self, name: &[u8]) -> bool {
@@ -195,6 +245,17 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
             SessionError::Protocol(format!("client flags {bits:#x} were not offered"))
         })?;
         self.no_zeroes = flags.no_zeroes;
+        self.options(reader, writer)
+    }
+
+    /// Option haggling, until an export is chosen, the client leaves or
+    /// TLS is to start: after the greeting ([`Session::handshake`]), and
+    /// again over the TLS stream after [`Handshake::StartTls`].
+    pub fn options<R: Read, W: Write>(
+        &mut self,
+        reader: &mut R,
+        writer: &mut W,
+    ) -> Result<Handshake> {
         loop {
             let mut header = [0; OptionHeader::LEN];
             if !read_or_eof(reader, &mut header)? {
@@ -220,6 +281,27 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
         let code = header.option;
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
+        if self.tls == TlsMode::Require
+            && !self.tls_started
+            && code != option::STARTTLS
+            && code != option::ABORT
+        {
+            if code == option::EXPORT_NAME {
+                // It has no error reply: the protocol says to disconnect.
+                return Err(SessionError::Protocol(
+                    "NBD_OPT_EXPORT_NAME before TLS, which this server requires".to_string(),
+                ));
+            }
+            skip(reader, u64::from(header.len))?;
+            let message = format!(
+                "{} refused: this server requires TLS (NBD_OPT_STARTTLS) first",
+                option::name(code)
+            );
+            option_reply::push_error(&mut out, code, option_reply::ERR_TLS_REQD, &message);
+            writer.write_all(&out)?;
+            self.scratch = out;
+            return Ok(None);
+        }
         if header.len > self.limits.max_option_bytes {
             if code == option::EXPORT_NAME {
                 // No error reply exists for it: no point reading it first.
@@ -282,12 +364,17 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
                 option_reply::push(out, code, option_reply::ACK, &[]);
             }
             option::STARTTLS if !payload.is_empty() => no_data(out),
-            option::STARTTLS => option_reply::push_error(
+            option::STARTTLS if self.tls == TlsMode::Off => option_reply::push_error(
                 out,
                 code,
                 option_reply::ERR_POLICY,
-                "TLS is not supported by this server yet",
+                "TLS is off on this server",
             ),
+            option::STARTTLS if self.tls_started => invalid(out, "TLS is already on"),
+            option::STARTTLS => {
+                option_reply::push(out, code, option_reply::ACK, &[]);
+                return Ok(Some(Handshake::StartTls));
+            }
             option::INFO | option::GO => return Ok(self.export_info(code, payload, out)),
             option::STRUCTURED_REPLY if !payload.is_empty() => no_data(out),
             option::STRUCTURED_REPLY => {

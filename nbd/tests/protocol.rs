@@ -17,7 +17,7 @@ use qcow2_nbd::wire::option;
 use qcow2_nbd::wire::option_reply;
 use qcow2_nbd::wire::reply::{self, Descriptor, STATE_HOLE, STATE_ZERO};
 use qcow2_nbd::wire::request;
-use qcow2_nbd::{Export, Run};
+use qcow2_nbd::{Export, Run, TlsConfig, TlsMode};
 
 const SIZE: u64 = 1 << 20;
 const HOLE: std::ops::Range<u64> = (64 << 10)..(192 << 10);
@@ -390,4 +390,202 @@ fn stale_socket_file_is_replaced_and_a_regular_file_is_not() {
     let error = Listener::unix(&file).unwrap_err();
     assert!(error.to_string().contains("not a socket"), "{error}");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+// TLS: the protocol's FORCEDTLS (`--tls=require`) and SELECTIVETLS
+// (`--tls=on`) modes, with a rustls client against certificates made by
+// `openssl` (`qcow2_testkit::tls`).
+
+type TlsClient = Client<rustls::StreamOwned<rustls::ClientConnection, UnixStream>>;
+
+fn tls_server(mode: TlsMode, client_ca: bool) -> Server {
+    let certificates = qcow2_testkit::tls::certificates();
+    let ca = client_ca.then_some(certificates.ca_cert.as_path());
+    let config =
+        TlsConfig::from_pem_files(&certificates.server_cert, &certificates.server_key, ca).unwrap();
+    Server::start(ServeOptions {
+        tls: mode,
+        tls_config: Some(config),
+        ..ServeOptions::default()
+    })
+}
+
+/// The client's side of TLS: the test CA trusted, the server named
+/// `localhost`, with the test client's certificate if `with_certificate`.
+fn tls_client_config(with_certificate: bool) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certificates = qcow2_testkit::tls::certificates();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&certificates.ca_cert).unwrap())
+        .unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if with_certificate {
+        let dir = &certificates.client_dir;
+        let chain = vec![CertificateDer::from_pem_file(dir.join("client-cert.pem")).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(dir.join("client-key.pem")).unwrap();
+        builder.with_client_auth_cert(chain, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    Arc::new(config)
+}
+
+/// `NBD_OPT_STARTTLS`, then the TLS handshake, completed before returning.
+fn start_tls(client: Client<UnixStream>, with_certificate: bool) -> io::Result<TlsClient> {
+    let config = tls_client_config(with_certificate);
+    client.start_tls(|mut socket| {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut connection =
+            rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        while connection.is_handshaking() {
+            connection.complete_io(&mut socket)?;
+        }
+        Ok(rustls::StreamOwned::new(connection, socket))
+    })
+}
+
+#[test]
+fn tls_require_refuses_every_option_before_starttls_with_tls_reqd() {
+    let server = tls_server(TlsMode::Require, false);
+    let mut client = server.connect();
+    for (code, payload) in [
+        (option::LIST, &[][..]),
+        (option::STRUCTURED_REPLY, &[]),
+        (option::GO, &[0, 0, 0, 0, 0, 0]),
+        (option::INFO, &[0, 0, 0, 0, 0, 0]),
+        (option::SET_META_CONTEXT, &[0; 8]),
+        (99, b"unknown option"),
+    ] {
+        let replies = client.option(code, payload).unwrap();
+        assert_eq!(
+            replies.iter().map(|reply| reply.reply).collect::<Vec<_>>(),
+            [option_reply::ERR_TLS_REQD],
+            "option {code}"
+        );
+    }
+    let mut client = start_tls(client, false).unwrap();
+    assert!(client.structured_replies().unwrap());
+    client.go("").unwrap().unwrap();
+    assert_eq!(client.size, SIZE);
+    let data = client.read(1000, 300 << 10).unwrap().unwrap();
+    assert_eq!(data, expected(1000, 300 << 10));
+}
+
+#[test]
+fn tls_require_drops_a_client_choosing_by_export_name_before_tls() {
+    let server = tls_server(TlsMode::Require, false);
+    let mut client = server.connect();
+    use std::io::{Read, Write};
+    client
+        .stream()
+        .write_all(
+            &option::OptionHeader {
+                option: option::EXPORT_NAME,
+                len: 0,
+            }
+            .emit(),
+        )
+        .unwrap();
+    let mut rest = Vec::new();
+    // The end of the stream, no export data: the protocol's disconnect.
+    client.stream().read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "{} bytes after NBD_OPT_EXPORT_NAME",
+        rest.len()
+    );
+    // The server goes on: another client gets TLS and the export.
+    let mut other = start_tls(server.connect(), false).unwrap();
+    other.go("").unwrap().unwrap();
+    assert_eq!(other.read(0, 512).unwrap().unwrap(), expected(0, 512));
+}
+
+#[test]
+fn tls_on_forgets_options_negotiated_before_starttls_and_refuses_a_second_one() {
+    let server = tls_server(TlsMode::On, false);
+    let mut client = server.connect();
+    assert!(client.structured_replies().unwrap());
+    let mut client = start_tls(client, false).unwrap();
+    let again = client.option(option::STARTTLS, &[]).unwrap();
+    assert_eq!(again.last().unwrap().reply, option_reply::ERR_INVALID);
+    client.go("").unwrap().unwrap();
+    // Structured replies were negotiated in the clear only: forgotten, so
+    // the read gets a simple reply (a structured one would not parse).
+    assert!(!client.structured);
+    let data = client.read(60 << 10, 200 << 10).unwrap().unwrap();
+    assert_eq!(data, expected(60 << 10, 200 << 10));
+}
+
+#[test]
+fn tls_on_serves_a_client_that_stays_in_the_clear() {
+    let server = tls_server(TlsMode::On, false);
+    let mut client = server.structured();
+    assert_eq!(client.read(0, 4096).unwrap().unwrap(), expected(0, 4096));
+}
+
+#[test]
+fn tls_with_a_client_ca_refuses_a_client_without_a_certificate() {
+    let server = tls_server(TlsMode::Require, true);
+    let refused = start_tls(server.connect(), false);
+    let error = match refused {
+        Ok(mut client) => client.go("").unwrap_err(),
+        Err(error) => error,
+    };
+    // In TLS 1.3 the client's handshake ends before the server checks its
+    // certificate: the client hears of the refusal as the server's alert,
+    // or, when the server has closed the socket before the client writes,
+    // as a broken connection.
+    let alert = error.to_string().to_lowercase().contains("certificate");
+    let closed = matches!(
+        error.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+    );
+    assert!(alert || closed, "{error}");
+    let mut client = start_tls(server.connect(), true).unwrap();
+    client.go("").unwrap().unwrap();
+    assert_eq!(client.read(0, 4096).unwrap().unwrap(), expected(0, 4096));
+}
+
+#[test]
+fn tls_on_without_a_certificate_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::unix(&dir.path().join("nbd.sock")).unwrap();
+    let options = ServeOptions {
+        tls: TlsMode::On,
+        ..ServeOptions::default()
+    };
+    let error = serve(
+        &[listener],
+        Arc::new(Memory),
+        &options,
+        &Stop::new().unwrap(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("certificate"), "{error}");
+}
+
+#[test]
+fn tls_config_names_the_file_that_is_not_pem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, b"not a certificate").unwrap();
+    let certificates = qcow2_testkit::tls::certificates();
+    let error = TlsConfig::from_pem_files(&bogus, &certificates.server_key, None).unwrap_err();
+    assert!(error.to_string().contains("bogus.pem"), "{error}");
+    let error = TlsConfig::from_pem_files(&certificates.server_cert, &bogus, None).unwrap_err();
+    assert!(error.to_string().contains("bogus.pem"), "{error}");
+    let error = TlsConfig::from_pem_files(
+        &certificates.server_cert,
+        &certificates.client_dir.join("client-key.pem"),
+        None,
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("do not go together"), "{error}");
 }

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub mod check_compare;
 mod qemu;
 pub use qemu::*;
+pub mod nbd_bench;
+pub mod tls;
 
 /// The workspace's root directory (where `scripts/` and `target/` are).
 pub fn workspace_root() -> &'static Path {
@@ -33,6 +35,7 @@ pub(crate) fn install_hint(program: &str) -> &'static str {
         "mkfs.vfat" | "mcopy" | "mmd" => "apt-get install -y dosfstools mtools",
         "mkfs.ext4" | "debugfs" => "apt-get install -y e2fsprogs",
         "nbdinfo" | "nbdcopy" => "apt-get install -y libnbd-bin",
+        "openssl" => "apt-get install -y openssl",
         _ => "scripts/setup.sh",
     }
 }

@@ -12,6 +12,7 @@
 
 mod images;
 mod server;
+mod tls;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -401,6 +402,7 @@ fn help_states_the_memory_bound_per_connection() {
     let help = qcow(&["serve", "--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("at most about 1.7 MiB"), "{text}");
+    assert!(text.contains("With TLS, 160 KiB more"), "{text}");
     assert!(text.contains("longer than 32 MiB"), "{text}");
 }
 

@@ -27,6 +27,9 @@ pub const ERR_UNSUP: u32 = ERROR + 1;
 pub const ERR_POLICY: u32 = ERROR + 2;
 /// `NBD_REP_ERR_INVALID`: the option is malformed or misplaced.
 pub const ERR_INVALID: u32 = ERROR + 3;
+/// `NBD_REP_ERR_TLS_REQD`: the server answers nothing but
+/// `NBD_OPT_STARTTLS` and `NBD_OPT_ABORT` before TLS.
+pub const ERR_TLS_REQD: u32 = ERROR + 5;
 /// `NBD_REP_ERR_UNKNOWN`: no export of that name.
 pub const ERR_UNKNOWN: u32 = ERROR + 6;
 /// `NBD_REP_ERR_SHUTDOWN`: the server is shutting down.
