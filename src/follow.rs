@@ -311,6 +311,9 @@ pub enum Reason {
     Absolute,
     /// The name has a `..` component.
     ParentComponent,
+    /// The name is a URL (`scheme://...`), which QEMU opens through a
+    /// network driver: it leads off the machine, which only `any` allows.
+    Url,
     /// The file, symlinks resolved, lies outside the image's directory.
     Outside {
         /// The image's directory, canonical.
@@ -369,6 +372,7 @@ impl fmt::Display for WithoutImage<'_> {
             Reason::NothingFollowed => f.write_str("no named file is opened"),
             Reason::Absolute => f.write_str("an absolute path"),
             Reason::ParentComponent => f.write_str("a path with `..`"),
+            Reason::Url => f.write_str("a URL (only `--follow any` leads off this machine)"),
             Reason::Outside { directory, target } => write!(
                 f,
                 "it leads to {}, outside {}",
@@ -402,9 +406,24 @@ impl std::error::Error for Refusal {
     }
 }
 
+/// Whether `name` reads as a URL: a scheme (a letter, then letters, digits,
+/// `+`, `-` or `.`) followed by `://`.
+fn is_url(name: &str) -> bool {
+    name.split_once("://").is_some_and(|(scheme, _)| {
+        let mut chars = scheme.chars();
+        chars
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
 /// Where `name` leads if it stays in the directory of `image` and in that
 /// of `top`, the chain's top image, whose directory the open starts from.
 fn same_dir(top: &Path, image: &Path, name: &str) -> Result<Beneath, Reason> {
+    if is_url(name) {
+        return Err(Reason::Url);
+    }
     for component in Path::new(name).components() {
         match component {
             Component::Prefix(_) | Component::RootDir => return Err(Reason::Absolute),
@@ -473,6 +492,8 @@ mod tests {
         assert!(matches!(reason("/etc/shadow"), Reason::Absolute));
         assert!(matches!(reason("../other/disk"), Reason::ParentComponent));
         assert!(matches!(reason("a/../../b"), Reason::ParentComponent));
+        assert!(matches!(reason("http://host/base.qcow2"), Reason::Url));
+        assert!(matches!(reason("nbd+unix://x"), Reason::Url));
         assert!(matches!(reason("base"), Reason::Unresolvable { .. }));
     }
 

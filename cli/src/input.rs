@@ -123,8 +123,19 @@ fn without_url(error: HttpError) -> io::Error {
 /// The chain walk's resolver: local files or URLs, as the top image is.
 #[derive(Debug)]
 pub enum Inputs {
-    /// Paths, relative to the naming image's directory.
-    Files(Files),
+    /// Paths, relative to the naming image's directory. A local image may
+    /// name an `http://` or `https://` URL, as QEMU opens through its curl
+    /// driver: under `--follow any` only (no other policy lets a name lead
+    /// off the machine), read through `urls`, made at the first one, which
+    /// also resolves what that remote image names, relative to its URL.
+    Files {
+        /// The local files of the chain.
+        files: Files,
+        /// The policy `files` applies.
+        follow: FollowPolicy,
+        /// The remote part of the chain, once a local image named a URL.
+        urls: Option<Urls>,
+    },
     /// URLs, relative to the naming image's URL.
     Urls(Urls),
 }
@@ -152,7 +163,12 @@ impl Inputs {
                 store: Input::File(found.store),
                 location: found.location,
             };
-            return Ok((Inputs::Files(files), found));
+            let inputs = Inputs::Files {
+                files,
+                follow,
+                urls: None,
+            };
+            return Ok((inputs, found));
         }
         let open_error = |source| ChainError::Open {
             path: path.to_path_buf(),
@@ -184,44 +200,101 @@ impl Resolver for Inputs {
         named_by: &PathBuf,
     ) -> Result<Found<Input, PathBuf>, ChainError> {
         match self {
-            Inputs::Files(files) => {
+            Inputs::Files {
+                files,
+                follow,
+                urls,
+            } => {
+                if let Some(urls) = urls.as_mut().filter(|_| url_of(named_by).is_some()) {
+                    return open_url_relative(urls, name, role, named_by);
+                }
+                let text = String::from_utf8_lossy(name.as_bytes());
+                if *follow == FollowPolicy::Any && qcow2_http::is_url(&text) {
+                    return open_named_url(urls, &text, named_by);
+                }
                 let found = files.open(name, role, named_by)?;
                 Ok(Found {
                     store: Input::File(found.store),
                     location: found.location,
                 })
             }
-            Inputs::Urls(urls) => {
-                let base = location_url(named_by)?;
-                let found = urls.open(name, role, &base).map_err(resolve_error)?;
-                Ok(Found {
-                    store: Input::Http(found.store),
-                    location: PathBuf::from(found.location.as_str()),
-                })
-            }
+            Inputs::Urls(urls) => open_url_relative(urls, name, role, named_by),
         }
     }
 
     fn follows_backing(&self) -> bool {
         match self {
-            Inputs::Files(files) => files.follows_backing(),
+            Inputs::Files { files, .. } => files.follows_backing(),
             Inputs::Urls(urls) => urls.follows_backing(),
         }
     }
 
     fn same_file(&mut self, a: &PathBuf, b: &PathBuf) -> bool {
-        match self {
-            Inputs::Files(files) => files.same_file(a, b),
-            Inputs::Urls(urls) => match (location_url(a), location_url(b)) {
-                (Ok(a), Ok(b)) => urls.same_file(&a, &b),
-                _ => a == b,
+        let urls = match self {
+            Inputs::Files { files, urls, .. } => match (url_of(a), url_of(b)) {
+                (None, None) => return files.same_file(a, b),
+                // A file here and an object on a server.
+                (None, Some(_)) | (Some(_), None) => return false,
+                (Some(_), Some(_)) => match urls {
+                    Some(urls) => urls,
+                    None => return a == b,
+                },
             },
+            Inputs::Urls(urls) => urls,
+        };
+        match (location_url(a), location_url(b)) {
+            (Ok(a), Ok(b)) => urls.same_file(&a, &b),
+            _ => a == b,
         }
     }
 
     fn describe(&self, location: &PathBuf) -> String {
         location.display().to_string()
     }
+}
+
+/// Opens `name`, stored by the remote image at `named_by`, relative to its URL.
+fn open_url_relative(
+    urls: &mut Urls,
+    name: &FileName,
+    role: Role,
+    named_by: &Path,
+) -> Result<Found<Input, PathBuf>, ChainError> {
+    let base = location_url(named_by)?;
+    let found = urls.open(name, role, &base).map_err(resolve_error)?;
+    Ok(Found {
+        store: Input::Http(found.store),
+        location: PathBuf::from(found.location.as_str()),
+    })
+}
+
+/// Opens the URL a local image names (`--follow any`), making the URL
+/// resolver at the first one.
+fn open_named_url(
+    urls: &mut Option<Urls>,
+    url: &str,
+    named_by: &Path,
+) -> Result<Found<Input, PathBuf>, ChainError> {
+    let open_error = |source| ChainError::Open {
+        path: PathBuf::from(url),
+        named_by: Some(named_by.to_path_buf()),
+        source,
+    };
+    let parsed = Url::parse(url)
+        .map_err(|error| open_error(io::Error::new(io::ErrorKind::InvalidInput, error)))?;
+    let urls = match urls {
+        Some(urls) => urls,
+        None => urls.insert(Urls::new(client().map_err(open_error)?, FollowPolicy::Any)),
+    };
+    // Under `any` the URL resolver keeps no directory to hold files to:
+    // its "top" is only where relative names start from.
+    let found = urls
+        .open_top(&parsed)
+        .map_err(|error| open_error(without_url(error)))?;
+    Ok(Found {
+        store: Input::Http(found.store),
+        location: PathBuf::from(found.location.as_str()),
+    })
 }
 
 /// A URL resolver's refusal or failure in the tool's terms.

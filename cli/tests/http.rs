@@ -260,6 +260,50 @@ fn same_dir_refuses_a_backing_url_outside_the_image_directory() {
 }
 
 #[test]
+fn a_local_image_naming_a_backing_url_reads_it_over_http_under_follow_any_only() {
+    let scratch = images();
+    let nginx = Nginx::serve(scratch.dir());
+    // A local overlay of the served base: made on the local copy (what QEMU
+    // reads as the reference), then pointed at the URL without opening it.
+    let overlay = scratch.create_on("local.qcow2", "images/base.qcow2", "qcow2");
+    qemu_io(&overlay, &["write -P 0x44 2M 1M"]);
+    let expected = qemu_raw(&scratch, &overlay, &[]);
+    let base_url = nginx.url("images/base.qcow2");
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-b",
+        &base_url,
+        "-F",
+        "qcow2",
+        text(&overlay),
+    ]);
+
+    // `any` (the default, QEMU's behaviour): the base comes from the server.
+    let cat = qcow_ok(&["cat", text(&overlay)]);
+    assert_same(&expected, &cat, "qcow cat of a local overlay over a URL");
+    let info = qcow_ok(&["info", "--json", text(&overlay)]);
+    let chain: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    assert_eq!(chain[1]["filename"], base_url.as_str(), "{chain}");
+    // No other policy lets a name lead off the machine.
+    for policy in ["same-dir", "none"] {
+        let output = qcow(&["--follow", policy, "cat", text(&overlay)]);
+        if policy == "none" {
+            // The overlay alone: what it wrote, zeros elsewhere.
+            assert!(output.status.success());
+            assert!(output.stdout[..2 << 20].iter().all(|&byte| byte == 0));
+            assert!(output.stdout[2 << 20..3 << 20]
+                .iter()
+                .all(|&byte| byte == 0x44));
+        } else {
+            assert_eq!(output.status.code(), Some(1), "--follow {policy}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(&base_url), "--follow {policy}: {stderr}");
+        }
+    }
+}
+
+#[test]
 fn files_inside_an_image_over_http_read_as_from_the_local_file() {
     let disks = qcow2_testkit::made_disks();
     let nginx = Nginx::serve(disks);
