@@ -40,7 +40,7 @@ fi
 # The UEFI boot tests: stock firmware for both architectures, GRUB's x86_64
 # modules, busybox and the x86_64 kernel; and the tools that build GPT/MBR
 # disks, ext2/3/4 and FAT file systems without root (the boot disks and the
-# file tests' disks of scripts/make-disks.sh). scripts/boot-disk.sh fetches
+# file tests' disks of testkit/src/make_disks.rs). scripts/boot-disk.sh fetches
 # the arm64 pieces itself (no arm64 architecture is added to dpkg). The `qcow`
 # tool's zstd decoder links the system's libzstd, as QEMU does (libzstd-dev).
 # `qcow serve`'s tests read its exports with libnbd's nbdinfo and nbdcopy

@@ -15,6 +15,10 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod qemu;
+
+pub mod boot_disk;
+mod host;
+pub mod make_disks;
 pub use qemu::*;
 
 /// The workspace's root directory (where `scripts/` and `target/` are).
@@ -175,22 +179,14 @@ pub fn cached(dir: &Path, name: &str, create: impl FnOnce(&Path)) -> PathBuf {
     path
 }
 
-/// The disks of the file tests (`scripts/make-disks.sh`: sfdisk, mkfs,
-/// mcopy, debugfs, qemu-img), made once per run and kept in `target/disks`
-/// (the script itself skips what is up to date).
+/// The disks of the file tests ([`make_disks`]: sfdisk, mkfs, mcopy,
+/// debugfs, qemu-img), made once per run and kept in `target/disks`
+/// (nothing is made again while they are up to date).
 pub fn made_disks() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = workspace_root().join("target/disks");
-        let script = workspace_root().join("scripts/make-disks.sh");
-        let status = Command::new(&script)
-            .arg(&dir)
-            .status()
-            .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
-        assert!(
-            status.success(),
-            "scripts/make-disks.sh failed (see its message above)"
-        );
+        make_disks::make(&dir).unwrap_or_else(|error| panic!("make-disks: {error}"));
         dir
     })
 }
