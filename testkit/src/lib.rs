@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 mod qemu;
 
+pub mod bench_compare;
 pub mod boot_disk;
 mod host;
 pub mod make_disks;
+pub mod readme_table;
 pub use qemu::*;
 
 /// The workspace's root directory (where `scripts/` and `target/` are).
