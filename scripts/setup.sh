@@ -46,7 +46,7 @@ fi
 # `qcow serve`'s tests read its exports with libnbd's nbdinfo and nbdcopy
 # (libnbd-bin). The Debian package is built with dpkg-deb and
 # dpkg-shlibdeps (dpkg-dev), and the root boot test's Debian root with
-# mmdebstrap (scripts/root-disk.sh). The tests of reading images over HTTP
+# mmdebstrap (testkit/src/root_disk.rs). The tests of reading images over HTTP
 # serve them with nginx (nginx-light, started by the tests themselves on a
 # local port). The firmware and the UEFI driver build libzstd's decoder for
 # their targets with clang (feature `zstd-c-nostd`).

@@ -1,8 +1,8 @@
 //! The host's tools as the disk builders ([`crate::boot_disk`],
-//! [`crate::make_disks`]) run them: found on `PATH` plus the sbin
-//! directories (where `sfdisk`, `mkfs.*` and `debugfs` live and a user's
-//! `PATH` may lack them), run with their output captured, and a failure
-//! returned as a sentence naming the command and what it printed.
+//! [`crate::make_disks`], [`crate::root_disk`]) run them: found on `PATH`
+//! plus the sbin directories (where `sfdisk`, `mkfs.*` and `debugfs` live
+//! and a user's `PATH` may lack them), run with their output captured, and
+//! a failure returned as a sentence naming the command and what it printed.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -153,21 +153,62 @@ pub fn tree(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Writes `from` into `into` at byte `at`, leaving holes where `from` has
-/// whole zero blocks of `block` bytes (as `dd conv=notrunc,sparse`).
+/// Writes `from` into `into` at byte `at`, a `block` at a time, leaving
+/// holes where `from` has whole zero blocks (as `dd conv=notrunc,sparse`).
 pub fn place(from: &Path, into: &Path, at: u64, block: usize) -> Result<(), String> {
+    use std::io::Read;
     use std::os::unix::fs::FileExt;
-    let bytes = std::fs::read(from).map_err(|error| format!("{}: {error}", from.display()))?;
+    let mut source =
+        std::fs::File::open(from).map_err(|error| format!("{}: {error}", from.display()))?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(into)
         .map_err(|error| format!("{}: {error}", into.display()))?;
-    for (index, piece) in bytes.chunks(block).enumerate() {
-        if piece.iter().all(|&byte| byte == 0) {
-            continue;
+    let mut buffer = vec![0; block];
+    let mut offset = at;
+    loop {
+        // A whole block unless the file ends: `read` may return less.
+        let mut filled = 0;
+        while filled < block {
+            match source.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(read) => filled += read,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(format!("{}: {error}", from.display())),
+            }
         }
-        file.write_all_at(piece, at + (index * block) as u64)
-            .map_err(|error| format!("{}: {error}", into.display()))?;
+        if filled == 0 {
+            return Ok(());
+        }
+        let piece = &buffer[..filled];
+        if piece.iter().any(|&byte| byte != 0) {
+            file.write_all_at(piece, offset)
+                .map_err(|error| format!("{}: {error}", into.display()))?;
+        }
+        offset += filled as u64;
     }
-    Ok(())
+}
+
+/// Runs `command` with its output on this program's stderr (a long job
+/// whose progress the caller should see, while stdout stays the result).
+pub fn run_loud(command: &mut Command) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|error| format!("stderr: {error}"))?;
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stderr))
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|error| format!("cannot run {}: {error}", describe(command)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed ({status}); its output is above",
+            describe(command)
+        ))
+    }
 }

@@ -6,6 +6,11 @@
 //! made once and kept between runs, and encrypted images keyed the same way
 //! everywhere. Not published; tests only.
 //!
+//! The disks the tests boot or read are made here too, with the real
+//! tools ([`boot_disk`], [`make_disks`], [`root_disk`]), and so are the
+//! benchmark against QEMU ([`bench_compare`]) and README's table of it
+//! ([`readme_table`]); the binaries under `src/bin` are their command lines.
+//!
 //! What is specific to one crate (reading through `qcow2_reader`, running
 //! `qcow`) stays in that crate's `tests/common`.
 
@@ -21,6 +26,7 @@ pub mod boot_disk;
 mod host;
 pub mod make_disks;
 pub mod readme_table;
+pub mod root_disk;
 pub use qemu::*;
 
 /// The workspace's root directory (where `scripts/` and `target/` are).
