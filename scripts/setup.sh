@@ -40,14 +40,14 @@ fi
 # The UEFI boot tests: stock firmware for both architectures, GRUB's x86_64
 # modules, busybox and the x86_64 kernel; and the tools that build GPT/MBR
 # disks, ext2/3/4 and FAT file systems without root (the boot disks and the
-# file tests' disks of scripts/make-disks.sh). scripts/boot-disk.sh fetches
+# file tests' disks of testkit/src/make_disks.rs). scripts/boot-disk.sh fetches
 # the arm64 pieces itself (no arm64 architecture is added to dpkg). The `qcow`
 # tool's zstd decoder links the system's libzstd, as QEMU does (libzstd-dev).
 # `qcow serve`'s tests read its exports with libnbd's nbdinfo and nbdcopy
 # (libnbd-bin), and over TLS with certificates made by openssl; its benchmark
 # (testkit's nbd-bench) reads with fio's nbd engine. The Debian package is
 # built with dpkg-deb and dpkg-shlibdeps (dpkg-dev), and the root boot test's
-# Debian root with mmdebstrap (scripts/root-disk.sh). The tests of reading
+# Debian root with mmdebstrap (testkit/src/root_disk.rs). The tests of reading
 # images over HTTP serve them with nginx (nginx-light, started by the tests
 # themselves on a local port). The firmware and the UEFI driver build libzstd's decoder for
 # their targets with clang (feature `zstd-c-nostd`).

@@ -1,4 +1,4 @@
-//! The boot disks of the UEFI boot tests (`scripts/boot-disk.sh`), booted
+//! The boot disks of the UEFI boot tests (`testkit::boot_disk`), booted
 //! raw under the stock firmware (`scripts/boot-raw.sh`: OVMF on x86_64, AAVMF
 //! on aarch64, TCG). A disk that does not boot raw cannot prove anything when
 //! booted through the QCOW2 driver, so this is the baseline.
@@ -7,6 +7,7 @@
 //! scripts fail naming the install command, and so do these tests (they never
 //! pass silently). The first aarch64 build downloads the arm64 packages.
 
+use qcow2_testkit::boot_disk::{self, Arch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,8 +31,9 @@ fn run(script: &Path, args: &[&str]) -> Output {
     output
 }
 
-/// Builds (or finds cached) the disk for `arch`, checking the interface:
-/// one line on stdout, the absolute path of target/boot-disk/ARCH/disk.raw.
+/// Builds (or finds cached) the disk for `arch` through the script that
+/// uefi/run.sh and scripts/boot-raw.sh call, checking its interface: one
+/// line on stdout, the absolute path of target/boot-disk/ARCH/disk.raw.
 fn boot_disk(arch: &str) -> PathBuf {
     let output = run(&repo().join("scripts/boot-disk.sh"), &[arch]);
     let stdout = String::from_utf8(output.stdout).expect("the path is UTF-8");
@@ -117,11 +119,8 @@ fn aarch64_disk_boots_raw_under_aavmf() {
 fn rebuilds_to_the_same_bytes(arch: &str) {
     let cached = std::fs::read(boot_disk(arch)).expect("the cached disk");
     let other = tempfile::tempdir().expect("a temporary directory");
-    std::fs::create_dir(other.path().join("scripts")).expect("mkdir");
-    let script = other.path().join("scripts/boot-disk.sh");
-    std::fs::copy(repo().join("scripts/boot-disk.sh"), &script).expect("copy the script");
     // The arm64 packages that boot_disk fetched, not a second download.
-    let cache = other.path().join("target/boot-disk");
+    let cache = other.path().join("boot-disk");
     std::fs::create_dir_all(&cache).expect("mkdir");
     for fetched in ["arm64-apt", "arm64-root"] {
         std::os::unix::fs::symlink(
@@ -130,16 +129,15 @@ fn rebuilds_to_the_same_bytes(arch: &str) {
         )
         .expect("symlink");
     }
-    let output = run(&script, &[arch]);
-    let rebuilt_path = String::from_utf8(output.stdout).expect("UTF-8");
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("built "),
-        "the copy did not build a disk of its own"
-    );
-    let rebuilt = std::fs::read(rebuilt_path.trim_end()).expect("the rebuilt disk");
+    let arch = Arch::from_name(arch).expect("a known architecture");
+    let rebuilt =
+        boot_disk::build(&cache, arch).unwrap_or_else(|error| panic!("boot-disk: error: {error}"));
+    assert!(rebuilt.built, "the copy did not build a disk of its own");
+    let rebuilt = std::fs::read(&rebuilt.path).expect("the rebuilt disk");
     assert!(
         rebuilt.len() == cached.len() && rebuilt == cached,
-        "the rebuilt {arch} disk differs from the cached one"
+        "the rebuilt {} disk differs from the cached one",
+        arch.name()
     );
 }
 

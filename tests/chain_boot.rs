@@ -3,7 +3,7 @@
 //! `uefi/src/driver/attach.rs` and `firmware/src/backing.rs`), booted and
 //! read within their stated stack budgets; one image more is refused.
 //!
-//! The chain: the boot disk of `scripts/boot-disk.sh` converted to a
+//! The chain: the boot disk of `testkit::boot_disk` converted to a
 //! compressed QCOW2 (`chain-00`), then 15 overlays (`chain-01` ..
 //! `chain-15`), overlay `i` writing 4 KiB at cluster `i` (64 KiB clusters;
 //! the gap between the GPT and the first partition, which nothing reads
@@ -81,13 +81,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The boot disk of `arch`, built (or found cached) by scripts/boot-disk.sh.
+/// The boot disk of `arch`, built (or found cached) by testkit.
 fn boot_disk(arch: &str) -> PathBuf {
-    let script = repo().join("scripts/boot-disk.sh");
-    let output = qcow2_testkit::run(path_str(&script), &[arch]);
-    let disk = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    assert!(disk.is_file(), "boot-disk.sh printed {disk:?}, not a disk");
-    disk
+    qcow2_testkit::boot_disk::path(arch)
 }
 
 /// Rewrites the header extensions of the qcow2 v3 image at `path` so that

@@ -1,6 +1,6 @@
 //! Issue 22's boot test, x86_64, `qcow2root=LABEL=...:/PATH`: a minimal
 //! Debian bookworm with systemd and this project's package installed
-//! (`scripts/root-disk.sh`: `mmdebstrap`, GPT disk with GRUB and an ext4
+//! (`testkit::root_disk`: `mmdebstrap`, GPT disk with GRUB and an ext4
 //! root, converted to a zstd-compressed QCOW2) is copied to a FAT32 "stick"
 //! and booted under stock OVMF by `uefi/run.sh --file`: the firmware loads
 //! `qcow2.efi`, which attaches the file through `\qcow2.cfg`; GRUB inside
@@ -59,9 +59,7 @@ fn package() -> &'static str {
 /// The disk whose command line names `/NAME` on the stick.
 fn disk(name: &str) -> PathBuf {
     // run.sh's stick is FAT32 labelled QCOW2DRV, the image at its root.
-    PathBuf::from(last_line_of(
-        Command::new(repo().join("scripts/root-disk.sh")).args([package(), "QCOW2DRV", name]),
-    ))
+    qcow2_testkit::root_disk::path(Path::new(package()), "QCOW2DRV", name)
 }
 
 fn image() -> &'static Path {

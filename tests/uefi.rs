@@ -1,8 +1,8 @@
 //! Boots Linux from QCOW2 images under stock UEFI firmware through the
 //! `qcow2.efi` driver (uefi/), with the driver's own runner (`uefi/run.sh`).
 //!
-//! The boot disk is `scripts/boot-disk.sh ARCH` (GPT, ESP with GRUB, ext4
-//! root with a Debian kernel and a busybox initramfs whose /init prints
+//! The boot disk is `testkit::boot_disk`'s (GPT, ESP with GRUB, ext4 root
+//! with a Debian kernel and a busybox initramfs whose /init prints
 //! `QCOW2-BOOT-MARKER: reached init on ARCH` and powers off). Each
 //! architecture boots it converted with `qemu-img` to a zstd- and a
 //! deflate-compressed QCOW2 attached as a disk, and as an extended-L2
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use qcow2_testkit::{build_driver, installed, qemu_io, run, Create, Qemu, QemuSecret, LUKS};
+use qcow2_testkit::{build_driver, installed, qemu_io, Create, Qemu, QemuSecret, LUKS};
 
 const SETUP_HINT: &str = "run scripts/setup.sh as root (it installs QEMU 7.2, ovmf, \
     qemu-efi-aarch64, grub-efi-*-bin, mtools, dosfstools, fdisk, e2fsprogs, busybox-static \
@@ -66,16 +66,9 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
-/// The boot disk of `arch`, built (or found cached) by scripts/boot-disk.sh.
+/// The boot disk of `arch`, built (or found cached) by testkit.
 fn boot_disk(arch: &str) -> PathBuf {
-    let script = repo().join("scripts/boot-disk.sh");
-    let stdout = String::from_utf8_lossy(&run(path_str(&script), &[arch]).stdout).into_owned();
-    let disk = PathBuf::from(stdout.trim());
-    assert!(
-        disk.is_file(),
-        "boot-disk.sh printed {stdout:?}, not a disk"
-    );
-    disk
+    qcow2_testkit::boot_disk::path(arch)
 }
 
 /// The images made from one boot disk, cached beside each other.

@@ -1,5 +1,5 @@
 //! `qcow parts`, `qcow ls` and `qcow get` on disks made by the real tools
-//! (`scripts/make-disks.sh`: sfdisk, mkfs, mcopy, debugfs, qemu-img),
+//! (`testkit::make_disks`: sfdisk, mkfs, mcopy, debugfs, qemu-img),
 //! compared with the trees written into them, and their one-line errors.
 
 mod common;

@@ -1,6 +1,6 @@
 //! Output files of `qcow get -o` and `qcow convert`: never an input of the
 //! command, never through a symlink unless asked, never left partial. The
-//! images are the file-system disks of `scripts/make-disks.sh`, a
+//! images are the file-system disks of `testkit::make_disks`, a
 //! `qemu-img` overlay of one, and a copy whose data lives in a data file.
 
 mod common;

@@ -1,7 +1,7 @@
 //! Every file and directory of the test disks, read through the image
 //! (compressed base, or overlay over it), the partition table and the file
 //! system, compared with the tree the tools wrote. The disks are made by
-//! `scripts/make-disks.sh` (sfdisk, mkfs.ext4/ext2 -d, mkfs.vfat + mcopy,
+//! `testkit::make_disks` (sfdisk, mkfs.ext4/ext2 -d, mkfs.vfat + mcopy,
 //! debugfs -w, qemu-img) and cached under `target/disks`.
 
 use std::collections::BTreeMap;

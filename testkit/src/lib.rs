@@ -6,6 +6,11 @@
 //! made once and kept between runs, and encrypted images keyed the same way
 //! everywhere. Not published; tests only.
 //!
+//! The disks the tests boot or read are made here too, with the real
+//! tools ([`boot_disk`], [`make_disks`], [`root_disk`]), and so are the
+//! benchmark against QEMU ([`bench_compare`]) and README's table of it
+//! ([`readme_table`]); the binaries under `src/bin` are their command lines.
+//!
 //! What is specific to one crate (reading through `qcow2_reader`, running
 //! `qcow`) stays in that crate's `tests/common`.
 
@@ -16,6 +21,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod check_compare;
 mod qemu;
+
+pub mod bench_compare;
+pub mod boot_disk;
+mod host;
+pub mod make_disks;
+pub mod readme_table;
+pub mod root_disk;
 pub use qemu::*;
 pub mod nbd_bench;
 pub mod tls;
@@ -179,22 +191,14 @@ pub fn cached(dir: &Path, name: &str, create: impl FnOnce(&Path)) -> PathBuf {
     path
 }
 
-/// The disks of the file tests (`scripts/make-disks.sh`: sfdisk, mkfs,
-/// mcopy, debugfs, qemu-img), made once per run and kept in `target/disks`
-/// (the script itself skips what is up to date).
+/// The disks of the file tests ([`make_disks`]: sfdisk, mkfs, mcopy,
+/// debugfs, qemu-img), made once per run and kept in `target/disks`
+/// (nothing is made again while they are up to date).
 pub fn made_disks() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = workspace_root().join("target/disks");
-        let script = workspace_root().join("scripts/make-disks.sh");
-        let status = Command::new(&script)
-            .arg(&dir)
-            .status()
-            .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
-        assert!(
-            status.success(),
-            "scripts/make-disks.sh failed (see its message above)"
-        );
+        make_disks::make(&dir).unwrap_or_else(|error| panic!("make-disks: {error}"));
         dir
     })
 }

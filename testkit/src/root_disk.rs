@@ -1,0 +1,362 @@
+//! The Debian disk of issue 22's boot test (`tests/root_boot.rs`): a GPT
+//! disk whose root is a minimal Debian bookworm with systemd and this
+//! project's package installed (so its initramfs serves its root from a
+//! QCOW2 file), converted to a zstd-compressed QCOW2.
+//!
+//! - partition 1: the ESP (FAT16), GRUB (`grub-mkimage`, `grub.cfg` in a
+//!   memdisk) loading `/vmlinuz` and `/initrd.img` from the root;
+//! - partition 2: ext4, label `qcow2-debian`: `mmdebstrap
+//!   --variant=minbase` bookworm with systemd-sysv, linux-image-cloud-amd64,
+//!   initramfs-tools, udev, kmod, zstd, the package installed with
+//!   `apt-get`, and a unit that prints `QCOW2-BOOT-MARKER: reached init on
+//!   x86_64 (multi-user.target ...)` once multi-user.target is reached, then
+//!   powers off.
+//!
+//! The kernel command line inside says `qcow2root=LABEL=STICK_LABEL:/IMAGE_NAME`,
+//! so the image must be copied to the root of a file system with that
+//! label. One cached disk per image name under `target/root-disk/x86_64`,
+//! rebuilt only when the package, this file or the arguments change.
+//!
+//! Needs root (mmdebstrap's chroot mode), mmdebstrap, the Debian mirror of
+//! the host's apt sources, grub-efi-amd64-bin, dosfstools, mtools, fdisk,
+//! e2fsprogs and qemu-img.
+
+use crate::host;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const ROOT_LABEL: &str = "qcow2-debian";
+const ESP_MIB: u64 = 8;
+const MARKER: &str = "QCOW2-BOOT-MARKER: reached init on x86_64";
+
+/// Tools the disk is made with, and their Debian packages.
+const TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("grub-mkimage", "grub-efi-amd64-bin"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("mmd", "mtools"),
+    ("sfdisk", "fdisk"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("qemu-img", "qemu-utils"),
+    ("tar", "tar"),
+];
+
+/// The disk for `deb` under the workspace's `target/root-disk/x86_64`,
+/// built or found up to date; a failure fails the test with [`build`]'s
+/// message.
+pub fn path(deb: &Path, stick_label: &str, image_name: &str) -> PathBuf {
+    let root = crate::workspace_root();
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    build(
+        &root.join("target/root-disk/x86_64"),
+        deb,
+        stick_label,
+        image_name,
+    )
+    .unwrap_or_else(|error| panic!("root-disk: error: {error}"))
+}
+
+fn log(message: &str) {
+    eprintln!("root-disk: {message}");
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
+    move |error| format!("{}: {error}", path.display())
+}
+
+/// Builds `out/IMAGE_NAME` (or finds it up to date) and returns its path;
+/// progress goes to stderr. The error is a sentence naming what failed,
+/// with the install command when a tool is missing.
+pub fn build(
+    out: &Path,
+    deb: &Path,
+    stick_label: &str,
+    image_name: &str,
+) -> Result<PathBuf, String> {
+    let deb = deb
+        .canonicalize()
+        .map_err(|error| format!("no package {}: {error}", deb.display()))?;
+    let (missing, _) = host::missing(TOOLS);
+    if let Some(tool) = missing.first() {
+        return Err(format!(
+            "missing {tool}; apt-get install -y mmdebstrap grub-efi-amd64-bin dosfstools mtools fdisk e2fsprogs qemu-utils"
+        ));
+    }
+    let uid = host::run(host::command("id").arg("-u"))?;
+    if String::from_utf8_lossy(&uid).trim() != "0" {
+        return Err("mmdebstrap's chroot mode needs root".into());
+    }
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let image = out.join(image_name);
+    let key_path = out.join(format!("{image_name}.key"));
+    let lock_path = out.join("lock");
+    let _lock = File::create(&lock_path)
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(io_error(&lock_path))?;
+    let mut key = Sha256::new();
+    key.update(Sha256::digest(std::fs::read(&deb).map_err(io_error(&deb))?));
+    key.update(Sha256::digest(include_str!("root_disk.rs")));
+    key.update(format!("{stick_label} {image_name}\n"));
+    let key: String = key
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    if image.is_file()
+        && std::fs::read_to_string(&key_path).is_ok_and(|kept| kept.trim_end() == key)
+    {
+        log(&format!("up to date: {}", image.display()));
+        return Ok(image);
+    }
+    let _ = std::fs::remove_file(&key_path);
+    let staging = tempfile::Builder::new()
+        .prefix("build.")
+        .tempdir_in(out)
+        .map_err(io_error(out))?;
+    let raw_mib = make(staging.path(), &deb, stick_label, image_name)?;
+    std::fs::rename(staging.path().join("image.qcow2"), &image).map_err(io_error(&image))?;
+    std::fs::write(&key_path, format!("{key}\n")).map_err(io_error(&key_path))?;
+    let size = std::fs::metadata(&image).map_err(io_error(&image))?.len();
+    log(&format!(
+        "built {} ({} MiB; raw {raw_mib} MiB)",
+        image.display(),
+        size >> 20
+    ));
+    Ok(image)
+}
+
+/// The first Debian mirror of the host's apt sources (not the security
+/// archive), or deb.debian.org.
+fn mirror() -> String {
+    let targets = host::run(host::command("apt-get").args([
+        "indextargets",
+        "--format",
+        "$(ORIGIN) $(REPO_URI)",
+        "Identifier: Packages",
+    ]))
+    .unwrap_or_default();
+    String::from_utf8_lossy(&targets)
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (origin, uri) = (fields.next()?, fields.next()?);
+            (origin == "Debian" && !uri.contains("security")).then(|| uri.to_string())
+        })
+        .unwrap_or_else(|| "http://deb.debian.org/debian/".into())
+}
+
+/// Disk usage of `dir` in KiB as `du -sk` counts it: allocated blocks,
+/// each hard-linked file once.
+fn disk_usage_kib(dir: &Path) -> Result<u64, String> {
+    let mut seen = BTreeSet::new();
+    let mut bytes = 0;
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(
+        host::tree(dir)
+            .map_err(io_error(dir))?
+            .into_iter()
+            .map(|path| dir.join(path)),
+    );
+    for path in &paths {
+        let meta = std::fs::symlink_metadata(path).map_err(io_error(path))?;
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        bytes += meta.blocks() * 512;
+    }
+    Ok(bytes.div_ceil(1024))
+}
+
+/// Makes `tmp/image.qcow2`; returns the raw disk's size in MiB.
+fn make(tmp: &Path, deb: &Path, stick_label: &str, image_name: &str) -> Result<u64, String> {
+    let cmdline = format!(
+        "root=LABEL={ROOT_LABEL} ro console=ttyS0 panic=-1 qcow2root=LABEL={stick_label}:/{image_name}"
+    );
+    let unit = tmp.join("qcow2-marker.service");
+    std::fs::write(
+        &unit,
+        format!(
+            r#"[Unit]
+Description=Boot test marker: multi-user.target reached, then power off
+After=multi-user.target
+
+[Service]
+Type=oneshot
+StandardOutput=journal+console
+ExecStart=/bin/sh -c 'echo "{MARKER} (multi-user.target, / is $(findmnt -no FSTYPE /), nbd0 $(cat /sys/block/nbd0/size) sectors)"'
+ExecStart=/bin/systemctl --no-block poweroff
+
+[Install]
+WantedBy=multi-user.target
+"#
+        ),
+    )
+    .map_err(io_error(&unit))?;
+    let mirror = mirror();
+    log(&format!("mmdebstrap bookworm from {mirror}"));
+    let deb_name = deb
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", deb.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let root = tmp.join("root");
+    host::run_loud(
+        host::command("mmdebstrap")
+            .args(["--variant=minbase", "--mode=root"])
+            .arg("--include=systemd-sysv,linux-image-cloud-amd64,initramfs-tools,udev,kmod,zstd")
+            .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+            .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+            .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+            .arg(format!("--customize-hook=copy-in {} /tmp", deb.display()))
+            .arg(format!(
+                "--customize-hook=chroot \"$1\" apt-get install -y /tmp/{deb_name}"
+            ))
+            .arg(format!("--customize-hook=rm -f \"$1\"/tmp/{deb_name}"))
+            .arg(format!(
+                "--customize-hook=copy-in {} /etc/systemd/system",
+                unit.display()
+            ))
+            .arg("--customize-hook=chroot \"$1\" systemctl enable qcow2-marker.service")
+            .arg("--customize-hook=echo qcow2-debian >\"$1/etc/hostname\"")
+            .arg(
+                "--customize-hook=printf \"LABEL=qcow2-debian / ext4 ro 0 0\\n\" >\"$1/etc/fstab\"",
+            )
+            .arg("bookworm")
+            .arg(&root)
+            .arg(&mirror),
+    )?;
+    if !root.join("vmlinuz").exists() || !root.join("initrd.img").exists() {
+        return Err("no /vmlinuz or /initrd.img in the root".into());
+    }
+
+    log("GRUB and the ESP");
+    let grub = tmp.join("grub/boot/grub");
+    std::fs::create_dir_all(&grub).map_err(io_error(&grub))?;
+    let config = format!(
+        "set timeout=0\n\
+         if ! search --no-floppy --label --set=root {ROOT_LABEL}; then\n    \
+         echo \"QCOW2-BOOT-ERROR: no file system labelled {ROOT_LABEL}\"\n    \
+         halt\n\
+         fi\n\
+         linux /vmlinuz {cmdline}\n\
+         initrd /initrd.img\n\
+         boot\n"
+    );
+    std::fs::write(grub.join("grub.cfg"), config).map_err(io_error(&grub))?;
+    let memdisk = tmp.join("memdisk.tar");
+    host::run(
+        host::command("tar")
+            .arg("-C")
+            .arg(tmp.join("grub"))
+            .args(["--create", "--format=ustar", "-f"])
+            .arg(&memdisk)
+            .arg("boot"),
+    )?;
+    let efi = tmp.join("BOOTX64.EFI");
+    host::run(
+        host::command("grub-mkimage")
+            .args([
+                "--directory=/usr/lib/grub/x86_64-efi",
+                "--format=x86_64-efi",
+            ])
+            .arg(format!("--output={}", efi.display()))
+            .arg("--prefix=(memdisk)/boot/grub")
+            .arg(format!("--memdisk={}", memdisk.display()))
+            .args([
+                "memdisk",
+                "tar",
+                "part_gpt",
+                "fat",
+                "ext2",
+                "normal",
+                "linux",
+                "boot",
+                "search",
+                "search_label",
+                "test",
+                "echo",
+                "halt",
+            ]),
+    )?;
+    let esp = tmp.join("esp.img");
+    host::run(
+        host::command("mkfs.vfat")
+            .args(["-C", "-F", "16", "-s", "1", "-n", "ESP"])
+            .arg(&esp)
+            .arg((ESP_MIB * 1024).to_string()),
+    )?;
+    host::run(
+        host::command("mmd")
+            .arg("-i")
+            .arg(&esp)
+            .args(["::/EFI", "::/EFI/BOOT"]),
+    )?;
+    host::run(
+        host::command("mcopy")
+            .arg("-i")
+            .arg(&esp)
+            .arg(&efi)
+            .arg("::/EFI/BOOT/BOOTX64.EFI"),
+    )?;
+
+    log("the ext4 root");
+    // Content plus a quarter and 64 MiB for metadata, the journal and what
+    // the first boot writes.
+    let root_mib = disk_usage_kib(&root)? * 5 / 4 / 1024 + 64;
+    let root_image = tmp.join("root.img");
+    host::run_loud(
+        host::command("mkfs.ext4")
+            .args(["-q", "-F", "-L", ROOT_LABEL, "-d"])
+            .arg(&root)
+            .arg(&root_image)
+            .arg(format!("{root_mib}M")),
+    )?;
+    let root_start = 1 + ESP_MIB;
+    let total_mib = root_start + root_mib + 1;
+    let raw = tmp.join("disk.raw");
+    File::create(&raw)
+        .and_then(|file| file.set_len(total_mib << 20))
+        .map_err(io_error(&raw))?;
+    let table = format!(
+        "label: gpt\n\
+         unit: sectors\n\
+         start=2048, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI System Partition\"\n\
+         start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"{ROOT_LABEL}\"\n",
+        ESP_MIB * 2048,
+        root_start * 2048,
+        root_mib * 2048,
+    );
+    host::run_with_input(
+        host::command("sfdisk")
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(&raw),
+        table.as_bytes(),
+    )?;
+    host::place(&esp, &raw, 1 << 20, 1 << 20)?;
+    host::place(&root_image, &raw, root_start << 20, 1 << 20)?;
+    // The root's copy is no longer needed, and it is the bulk of the
+    // build directory: gone before the conversion writes the image.
+    std::fs::remove_file(&root_image).map_err(io_error(&root_image))?;
+
+    log("converting to a zstd-compressed QCOW2");
+    host::run(
+        host::command("qemu-img")
+            .args([
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-c",
+                "-o",
+                "compression_type=zstd",
+            ])
+            .arg(&raw)
+            .arg(tmp.join("image.qcow2")),
+    )?;
+    Ok(total_mib)
+}
