@@ -8,7 +8,7 @@
 //! each request's `Range`, status and body bytes: the bytes the driver
 //! fetched are counted by the server, not by the driver.
 //!
-//! The image is `scripts/boot-disk.sh`'s disk as a zstd QCOW2, with 32 MiB
+//! The image is the boot disk (`testkit::boot_disk`) as a zstd QCOW2, with 32 MiB
 //! of data written past its partitions (standing in for the rest of a real
 //! disk: a root file system the boot never reads). The boot must print the
 //! marker, fetch less than half of the file (the plain boot disk is mostly
@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use qcow2_testkit::{build_driver, qemu_io, run, Qemu};
+use qcow2_testkit::{build_driver, qemu_io, Qemu};
 
 /// Held by each test while it boots: one QEMU at a time on a shared machine.
 static ONE_QEMU: Mutex<()> = Mutex::new(());
@@ -58,17 +58,6 @@ fn repo() -> PathBuf {
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
-}
-
-fn boot_disk(arch: &str) -> PathBuf {
-    let script = repo().join("scripts/boot-disk.sh");
-    let stdout = String::from_utf8_lossy(&run(path_str(&script), &[arch]).stdout).into_owned();
-    let disk = PathBuf::from(stdout.trim());
-    assert!(
-        disk.is_file(),
-        "boot-disk.sh printed {stdout:?}, not a disk"
-    );
-    disk
 }
 
 /// The boot disk as a zstd QCOW2 grown by 64 MiB, with 32 MiB of a
@@ -475,7 +464,7 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let driver = build_driver(target);
-    let disk = boot_disk(arch);
+    let disk = qcow2_testkit::boot_disk::path(arch);
     let dir = repo().join("target/uefi-http-test").join(arch);
     let www = dir.join("www");
     fs::create_dir_all(&www).unwrap();
