@@ -329,6 +329,6 @@ pub fn build_driver(target: &str) -> PathBuf {
 }
 
 mod runner;
-pub use runner::{Failure, RunOutput};
+pub use runner::{stop_children_on_signals, Failure, RunOutput};
 pub mod firmware_run;
 pub mod uefi_run;

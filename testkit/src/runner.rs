@@ -7,6 +7,39 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::Mutex;
+
+/// The process ids of the children that [`ChildGuard`]s hold, for
+/// [`stop_children_on_signals`]: a signal ends the runner without running
+/// destructors.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Makes SIGINT, SIGTERM and SIGHUP kill the runner's QEMU before the
+/// runner exits (with 128 + the signal, as a shell reports it): a runner
+/// stopped by `timeout`, a test harness or a closed terminal leaves no
+/// emulator behind. For the binaries only; a test's process keeps its own
+/// signal handling.
+pub fn stop_children_on_signals() -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|error| format!("cannot install the signal handlers: {error}"))?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let live = LIVE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for pid in live.iter() {
+                // `kill` the program: the standard library offers no kill
+                // by process id, and the crates forbid unsafe code.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            std::process::exit(128 + signal);
+        }
+    });
+    Ok(())
+}
 
 /// What a runner printed and how it ended, for a test that runs it in its
 /// own process: `stdout` is the guest's console, `stderr` the runner's own
@@ -64,6 +97,9 @@ impl ChildGuard {
         let child = command
             .spawn()
             .map_err(|error| format!("cannot start {program}: {error}"))?;
+        LIVE.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(child.id());
         Ok(ChildGuard {
             child,
             reaped: false,
@@ -100,6 +136,10 @@ impl Drop for ChildGuard {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let id = self.child.id();
+        LIVE.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|&live| live != id);
     }
 }
 

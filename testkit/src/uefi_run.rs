@@ -322,6 +322,9 @@ impl UefiRun {
                 work.display()
             ))
         })?;
+        // Named without `..` in messages and QEMU's command line.
+        let work = fs::canonicalize(&work)
+            .map_err(|error| fail(format!("{}: {error}", work.display())))?;
         let tools = Tools { path: &path };
 
         let image = match &self.image {

@@ -31,6 +31,9 @@ fn fail(message: &str) -> ! {
 }
 
 fn main() {
+    if let Err(message) = qcow2_testkit::stop_children_on_signals() {
+        fail(&message);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arch = match args.first().map(String::as_str) {
         Some(arch @ ("x86_64" | "aarch64")) => arch,

@@ -8,6 +8,9 @@ use std::io::Write;
 use qcow2_testkit::uefi_run::UefiRun;
 
 fn main() {
+    if let Err(message) = qcow2_testkit::stop_children_on_signals() {
+        eprintln!("run.sh: {message}");
+    }
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let result = UefiRun::from_args_and_env(&args)
         .and_then(|run| run.run(&mut std::io::stdout(), &mut std::io::stderr()));
