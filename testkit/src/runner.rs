@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Mutex;
 
-/// The process ids of the children that [`ChildGuard`]s hold, for
+/// The process ids of the children that `ChildGuard`s hold, for
 /// [`stop_children_on_signals`]: a signal ends the runner without running
 /// destructors.
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());

@@ -154,7 +154,7 @@ const E_LFANEW: usize = 0x3c;
 const PE_HEAD_LIMIT: u64 = 64 << 10;
 
 /// The architecture of a PE image from its bytes (the first
-/// [`PE_HEAD_LIMIT`] suffice): the DOS header's `MZ`, `e_lfanew`, the
+/// 64 KiB suffice): the DOS header's `MZ`, `e_lfanew`, the
 /// `PE\0\0` signature there and the COFF machine field after it.
 pub fn pe_arch(bytes: &[u8]) -> Result<Arch, String> {
     if bytes.get(..2) != Some(b"MZ") {
