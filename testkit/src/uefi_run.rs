@@ -23,6 +23,14 @@
 //!                                     boot manager, the firmware having
 //!                                     loaded the driver by itself: reaching
 //!                                     the shell is a failure
+//! uefi-run DRIVER.efi --driver-option --file IMAGE
+//!                                     the same with IMAGE attached as a file
+//!                                     on a GPT stick (one FAT32 partition,
+//!                                     PARTUUID $QCOW2_UEFI_STICK_PARTUUID or
+//!                                     a fixed one); the first boot also adds
+//!                                     a Boot#### for the image's ESP, first
+//!                                     in BootOrder (`efibootmgr --create`
+//!                                     on a real machine)
 //! ```
 //!
 //! The architecture comes from the driver's PE machine field, so `cargo
@@ -65,8 +73,13 @@ const SETUP_HINT: &str = "run scripts/setup.sh (as root), or: apt-get install -y
      qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 mtools dosfstools";
 
 /// The usage line of every usage error.
-pub const USAGE: &str =
-    "usage: run.sh DRIVER.efi [IMAGE | --file IMAGE | --raw DISK | --driver-option IMAGE]";
+pub const USAGE: &str = "usage: run.sh DRIVER.efi [IMAGE | --file IMAGE | --raw DISK | \
+     --driver-option [--file] IMAGE]";
+
+/// The stick's partition GUID with `--driver-option --file`, unless
+/// `QCOW2_UEFI_STICK_PARTUUID` names another: `qcow2root=efi` tests
+/// compare the recorded PARTUUID with it.
+pub const STICK_PARTUUID: &str = "6a5c0e1f-3b2d-4c8e-9f70-1d2e3f4a5b6c";
 
 /// What `scripts/boot-disk.sh`'s init prints when the guest got there.
 const MARKER: &str = "QCOW2-BOOT-MARKER: reached init";
@@ -95,6 +108,16 @@ pub enum Mode {
     /// The driver loaded from a `Driver####` variable, the image booted
     /// by the boot manager.
     DriverOption,
+    /// [`Mode::DriverOption`] with the image attached as a file on a GPT
+    /// stick, booted through a `Boot####` for its ESP.
+    DriverOptionFile,
+}
+
+impl Mode {
+    /// Whether the driver comes from a `Driver####` variable.
+    fn driver_option(self) -> bool {
+        matches!(self, Mode::DriverOption | Mode::DriverOptionFile)
+    }
 }
 
 /// The guest architecture, from the driver's PE machine field.
@@ -204,6 +227,9 @@ pub struct UefiRun {
     /// Where work files go (`QCOW2_UEFI_WORK`; default
     /// `target/uefi-run/ARCH` of the workspace).
     pub work: Option<PathBuf>,
+    /// The stick partition's GUID with [`Mode::DriverOptionFile`]
+    /// (`QCOW2_UEFI_STICK_PARTUUID`, default [`STICK_PARTUUID`]).
+    pub stick_partuuid: String,
 }
 
 impl UefiRun {
@@ -217,6 +243,7 @@ impl UefiRun {
             smp: "1".into(),
             reconnect: false,
             work: None,
+            stick_partuuid: STICK_PARTUUID.into(),
         }
     }
 
@@ -228,7 +255,10 @@ impl UefiRun {
         let (mode, rest) = match rest.first().and_then(|arg| arg.to_str()) {
             Some("--file") => (Mode::File, &rest[1..]),
             Some("--raw") => (Mode::Raw, &rest[1..]),
-            Some("--driver-option") => (Mode::DriverOption, &rest[1..]),
+            Some("--driver-option") => match rest.get(1).and_then(|arg| arg.to_str()) {
+                Some("--file") => (Mode::DriverOptionFile, &rest[2..]),
+                _ => (Mode::DriverOption, &rest[1..]),
+            },
             _ => (Mode::Disk, rest),
         };
         if rest.len() > 1 {
@@ -260,6 +290,9 @@ impl UefiRun {
         self.reconnect = non_empty_env("QCOW2_UEFI_RECONNECT").is_some();
         if let Some(value) = non_empty_env("QCOW2_UEFI_WORK") {
             self.work = Some(value.into());
+        }
+        if let Some(value) = non_empty_env("QCOW2_UEFI_STICK_PARTUUID") {
+            self.stick_partuuid = value.to_string_lossy().into_owned();
         }
         Ok(())
     }
@@ -298,8 +331,10 @@ impl UefiRun {
 
         // mkfs.vfat lives in /usr/sbin, outside users' PATH on Debian.
         let path = path_with(&["/usr/sbin", "/sbin"]);
+        let gpt = self.mode == Mode::DriverOptionFile;
         let missing: Vec<&str> = [emulator, "qemu-img", "mkfs.vfat", "mcopy"]
             .into_iter()
+            .chain(gpt.then_some("sfdisk"))
             .filter(|tool| find_program(tool, &path).is_none())
             .collect();
         if !missing.is_empty() {
@@ -348,6 +383,7 @@ impl UefiRun {
             arch,
             reconnect: self.reconnect,
             work: &work,
+            partuuid: gpt.then_some(self.stick_partuuid.as_str()),
         };
         let mut drives: Vec<OsString> = Vec::new();
         let mut raw_drive = |file: &Path| {
@@ -362,7 +398,7 @@ impl UefiRun {
                 raw_drive(&image);
                 raw_drive(&driver_disk);
             }
-            Mode::File => {
+            Mode::File | Mode::DriverOptionFile => {
                 let files = chain_files(&tools, &image)?;
                 stick.make(&tools, &driver_disk, &files)?;
                 raw_drive(&driver_disk);
@@ -395,7 +431,7 @@ impl UefiRun {
             .args(&drives)
             .stdin(Stdio::null());
 
-        if self.mode == Mode::DriverOption {
+        if self.mode.driver_option() {
             driver_option::first_boot(
                 &tools,
                 &mut qemu,
@@ -408,7 +444,7 @@ impl UefiRun {
         }
 
         let loader_line = match self.mode {
-            Mode::Raw | Mode::DriverOption => "BdsDxe: starting Boot",
+            Mode::Raw | Mode::DriverOption | Mode::DriverOptionFile => "BdsDxe: starting Boot",
             Mode::Disk | Mode::File => "qcow2-runner: booting",
         };
         let outcome = watch(
@@ -452,12 +488,32 @@ impl Tools<'_> {
     /// Runs `program` with `args`; its stdout on success, else an error
     /// with the command and what it printed on stderr.
     fn run(&self, program: &str, args: &[&OsStr]) -> Result<Vec<u8>, Failure> {
-        let output = Command::new(program)
+        self.run_with_input(program, args, &[])
+    }
+
+    /// [`Tools::run`] with `input` on the program's stdin.
+    fn run_with_input(
+        &self,
+        program: &str,
+        args: &[&OsStr],
+        input: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
+        let cannot =
+            |error: std::io::Error| Failure::new(1, format!("cannot run {program}: {error}"));
+        let mut child = Command::new(program)
             .args(args)
             .env("PATH", self.path)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| Failure::new(1, format!("cannot run {program}: {error}")))?;
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(cannot)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A program that exits without reading all of it says why on
+            // stderr; the broken pipe adds nothing.
+            let _ = stdin.write_all(input);
+        }
+        let output = child.wait_with_output().map_err(cannot)?;
         if output.status.success() {
             Ok(output.stdout)
         } else {
@@ -605,6 +661,9 @@ struct DriverDisk<'a> {
     arch: Arch,
     reconnect: bool,
     work: &'a Path,
+    /// A GPT stick with one FAT32 partition of this GUID, instead of a
+    /// bare FAT32 disk.
+    partuuid: Option<&'a str>,
 }
 
 impl DriverDisk<'_> {
@@ -676,36 +735,78 @@ impl DriverDisk<'_> {
             fs::remove_file(disk).map_err(|error| io("remove", disk, error))?;
         }
         let kib = bytes.max(40 << 20) / 1024;
-        tools.run(
-            "mkfs.vfat",
-            &[
-                "-C".as_ref(),
-                "-F".as_ref(),
-                "32".as_ref(),
-                "-n".as_ref(),
-                "QCOW2DRV".as_ref(),
-                disk.as_os_str(),
-                kib.to_string().as_ref(),
-            ],
-        )?;
+        match self.partuuid {
+            None => {
+                tools.run(
+                    "mkfs.vfat",
+                    &[
+                        "-C".as_ref(),
+                        "-F".as_ref(),
+                        "32".as_ref(),
+                        "-n".as_ref(),
+                        "QCOW2DRV".as_ref(),
+                        disk.as_os_str(),
+                        kib.to_string().as_ref(),
+                    ],
+                )?;
+            }
+            Some(partuuid) => {
+                // A stick as sold: a GPT with one FAT32 partition, whose
+                // PARTUUID qcow2root=efi names. 1 MiB before it, 1 MiB
+                // after it for the backup GPT.
+                let file = fs::File::create(disk).map_err(|error| io("create", disk, error))?;
+                file.set_len((kib + 2048) * 1024)
+                    .map_err(|error| io("size", disk, error))?;
+                let table = format!(
+                    "label: gpt\nstart=2048, size={}, \
+                     type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid={partuuid}\n",
+                    kib * 2
+                );
+                tools.run_with_input(
+                    "sfdisk",
+                    &["-q".as_ref(), disk.as_os_str()],
+                    table.as_bytes(),
+                )?;
+                tools.run(
+                    "mkfs.vfat",
+                    &[
+                        "--offset=2048".as_ref(),
+                        "-F".as_ref(),
+                        "32".as_ref(),
+                        "-n".as_ref(),
+                        "QCOW2DRV".as_ref(),
+                        disk.as_os_str(),
+                        kib.to_string().as_ref(),
+                    ],
+                )?;
+            }
+        }
+        let disk = &self.mtools_image(disk);
         let mut names: Vec<PathBuf> = fs::read_dir(&dir)
             .map_err(|error| io("list", &dir, error))?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
             .collect();
         names.sort();
-        let mut args: Vec<&OsStr> = vec!["-i".as_ref(), disk.as_os_str()];
+        let mut args: Vec<&OsStr> = vec!["-i".as_ref(), disk];
         args.extend(names.iter().map(|name| name.as_os_str()));
         args.push("::/".as_ref());
         tools.run("mcopy", &args)?;
         for file in files {
             let mut target = OsString::from("::/");
             target.push(file.file_name().unwrap_or_default());
-            tools.run(
-                "mcopy",
-                &["-i".as_ref(), disk.as_os_str(), file.as_os_str(), &target],
-            )?;
+            tools.run("mcopy", &["-i".as_ref(), disk, file.as_os_str(), &target])?;
         }
         Ok(())
+    }
+
+    /// The disk as mtools' `-i` takes it: the partition's offset after
+    /// `@@` on a GPT stick.
+    fn mtools_image(&self, disk: &Path) -> OsString {
+        let mut image = disk.as_os_str().to_owned();
+        if self.partuuid.is_some() {
+            image.push("@@1M");
+        }
+        image
     }
 
     /// Replaces `startup.nsh` on the made disk with `script`.
@@ -719,7 +820,7 @@ impl DriverDisk<'_> {
             &[
                 "-o".as_ref(),
                 "-i".as_ref(),
-                disk.as_os_str(),
+                &self.mtools_image(disk),
                 path.as_os_str(),
                 "::/startup.nsh".as_ref(),
             ],
@@ -735,11 +836,39 @@ impl DriverDisk<'_> {
 mod driver_option {
     use super::*;
 
+    /// The description of the `Boot####` that `--driver-option --file`
+    /// adds for the image's ESP.
+    const ESP_OPTION: &str = "image ESP";
+
     /// The first boot's script: `bcfg driver add 0` for the driver on the
-    /// tagged disk, a dump for the check, and power off.
-    pub(super) fn install_script() -> String {
-        shell_script(&[
-            "@echo -off".to_string(),
+    /// tagged disk, a dump for the check, and power off. With `esp_option`
+    /// (`--driver-option --file`), first a `Boot####` for the image's
+    /// ESP, first in BootOrder, as `efibootmgr --create` does on a real
+    /// machine: without one, the boot manager makes an option for the
+    /// attached image by itself but appends it to BootOrder, after the
+    /// options it already had (here the EFI Shell, which then always starts
+    /// first; on a PC, the installed system).
+    pub(super) fn install_script(boot: &str, esp_option: bool) -> String {
+        let mut lines = vec!["@echo -off".to_string()];
+        if esp_option {
+            // The driver loaded by hand for once, to find the image's ESP.
+            lines.extend([
+                for_every_fs('a'),
+                "  if exist %a:\\qcow2-runner.tag then".into(),
+                "    load %a:\\qcow2.efi".into(),
+                "  endif".into(),
+                "endfor".into(),
+                "connect -r".into(),
+                "map -r".into(),
+                for_every_fs('b'),
+                format!("  if exist %b:\\EFI\\BOOT\\{boot} then"),
+                format!("    bcfg boot add 0 %b:\\EFI\\BOOT\\{boot} \"{ESP_OPTION}\""),
+                "  endif".into(),
+                "endfor".into(),
+                "bcfg boot dump".into(),
+            ]);
+        }
+        lines.extend([
             for_every_fs('a'),
             "  if exist %a:\\qcow2-runner.tag then".into(),
             "    bcfg driver add 0 %a:\\qcow2.efi \"qcow2.efi\"".into(),
@@ -747,7 +876,8 @@ mod driver_option {
             "endfor".into(),
             "bcfg driver dump".into(),
             "reset -s".into(),
-        ])
+        ]);
+        shell_script(&lines)
     }
 
     /// The second boot's script: reaching the shell means the boot
@@ -760,12 +890,16 @@ mod driver_option {
         ])
     }
 
-    /// Whether `bcfg driver dump` listed the option (`Desc - qcow2.efi`,
-    /// any number of spaces before the dash).
-    pub(super) fn option_listed(log: &str) -> bool {
+    /// Whether `bcfg ... dump` listed an option described as
+    /// `description` (`Desc - qcow2.efi`, any number of spaces before the
+    /// dash).
+    pub(super) fn option_listed(log: &str, description: &str) -> bool {
         log.split("Desc").skip(1).any(|rest| {
             let after = rest.trim_start_matches(' ');
-            after.len() < rest.len() && after.starts_with("- qcow2.efi")
+            after.len() < rest.len()
+                && after
+                    .strip_prefix("- ")
+                    .is_some_and(|desc| desc.starts_with(description))
         })
     }
 
@@ -780,7 +914,9 @@ mod driver_option {
         console: &mut dyn Write,
         messages: &mut dyn Write,
     ) -> Result<(), Failure> {
-        stick.replace_startup(tools, disk, &install_script())?;
+        let esp_option = stick.partuuid.is_some();
+        let script = install_script(stick.arch.boot_name(), esp_option);
+        stick.replace_startup(tools, disk, &script)?;
         let _ = writeln!(
             messages,
             "run.sh: first boot: adding Driver0000 with bcfg driver add"
@@ -791,9 +927,17 @@ mod driver_option {
             let _ = console.write_all(&log);
             return Err(Failure::new(1, "the boot that adds Driver0000 failed"));
         }
-        if !option_listed(&String::from_utf8_lossy(&log)) {
+        let log_text = String::from_utf8_lossy(&log);
+        if !option_listed(&log_text, "qcow2.efi") {
             let _ = console.write_all(&log);
             return Err(Failure::new(1, "bcfg did not add Driver0000"));
+        }
+        if esp_option && !option_listed(&log_text, ESP_OPTION) {
+            let _ = console.write_all(&log);
+            return Err(Failure::new(
+                1,
+                "bcfg did not add a Boot#### for the image's ESP",
+            ));
         }
         stick.replace_startup(tools, disk, &shell_reached_script())?;
         let _ = writeln!(
@@ -1029,10 +1173,15 @@ mod tests {
 
     #[test]
     fn the_bcfg_dump_check_takes_any_spacing_before_the_dash() {
-        assert!(driver_option::option_listed("  Desc    - qcow2.efi\r\n"));
-        assert!(driver_option::option_listed("Desc - qcow2.efi"));
-        assert!(!driver_option::option_listed("Desc- qcow2.efi"));
-        assert!(!driver_option::option_listed("Desc   - other.efi"));
+        let listed = driver_option::option_listed;
+        assert!(listed("  Desc    - qcow2.efi\r\n", "qcow2.efi"));
+        assert!(listed("Desc - qcow2.efi", "qcow2.efi"));
+        assert!(!listed("Desc- qcow2.efi", "qcow2.efi"));
+        assert!(!listed("Desc   - other.efi", "qcow2.efi"));
+        assert!(listed(
+            "Desc    - qcow2.efi\nDesc    - image ESP\n",
+            "image ESP"
+        ));
     }
 
     #[test]
@@ -1047,7 +1196,8 @@ mod tests {
 
     #[test]
     fn shell_scripts_end_every_line_with_crlf() {
-        let script = driver_option::install_script();
+        let script = driver_option::install_script("BOOTX64.EFI", true);
+        assert!(script.contains("bcfg boot add 0 %b:\\EFI\\BOOT\\BOOTX64.EFI \"image ESP\"\r\n"));
         assert!(script.ends_with("reset -s\r\n"));
         assert_eq!(script.matches("\r\n").count(), script.matches('\n').count());
         assert!(script.contains(" fs0 fs1 ") && script.contains(" fs19\r\n"));
