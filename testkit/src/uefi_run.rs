@@ -1070,7 +1070,13 @@ fn watch(
     };
     // Lines before this offset are complete and have been looked at.
     let mut scanned = 0;
-    let exited = loop {
+    // Why the watch ended.
+    enum Stop {
+        Exited(std::process::ExitStatus),
+        FailureLine,
+        Timeout,
+    }
+    let stop = loop {
         pump(&mut seen, console);
         let text = String::from_utf8_lossy(&seen[scanned..]);
         for line in text.split('\n') {
@@ -1085,38 +1091,38 @@ fn watch(
             }
         }
         if failure_line(&text).is_some() {
-            outcome.failure = Some(String::new());
-            break None;
+            break Stop::FailureLine;
         }
         scanned += seen[scanned..]
             .iter()
             .rposition(|&byte| byte == b'\n')
             .map_or(0, |at| at + 1);
         match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
+            Ok(Some(status)) => break Stop::Exited(status),
             Ok(None) => {}
             Err(error) => return Err(Failure::new(1, format!("waiting for QEMU: {error}"))),
         }
         if started.elapsed() > timeout {
-            outcome.failure = Some(format!(
-                "timeout: the guest did not power off within {} s",
-                timeout.as_secs()
-            ));
-            break None;
+            break Stop::Timeout;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     outcome.end = started.elapsed();
-    let status = match exited {
-        Some(status) => status,
-        None => {
-            if outcome.failure.as_deref() == Some("") {
+    let status = match stop {
+        Stop::Exited(status) => status,
+        Stop::FailureLine | Stop::Timeout => {
+            outcome.failure = Some(if let Stop::FailureLine = stop {
                 // The line may have been caught half-written: let the rest
                 // arrive, then take it whole.
                 std::thread::sleep(Duration::from_millis(500));
                 pump(&mut seen, console);
-                outcome.failure = failure_line(&String::from_utf8_lossy(&seen));
-            }
+                failure_line(&String::from_utf8_lossy(&seen)).unwrap_or_default()
+            } else {
+                format!(
+                    "timeout: the guest did not power off within {} s",
+                    timeout.as_secs()
+                )
+            });
             child
                 .kill_and_wait()
                 .map_err(|error| Failure::new(1, format!("waiting for QEMU: {error}")))?
