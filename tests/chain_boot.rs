@@ -15,12 +15,12 @@
 //! format); `qemu-img info` must show neither with a backing format.
 //!
 //! Each run prints a stack line, which the tests parse:
-//! - the driver (`uefi/run.sh --file`, the chain on its FAT disk, named by
+//! - the driver (the UEFI runner's `--file` mode, the chain on its FAT disk, named by
 //!   `\qcow2.cfg`): `qcow2.efi: stack: Start used N bytes (...), K bytes of
 //!   the firmware's stack never touched ...`; the boot must reach the
 //!   guest's marker, `N` stay within [`DRIVER_STACK_BUDGET`], and `K` be
 //!   at least [`DRIVER_UNTOUCHED_MIN`];
-//! - the firmware (`firmware/run.sh`, the chain as virtio disks with their
+//! - the firmware (its runner, the chain as virtio disks with their
 //!   names as serials): `stack: the firmware used N bytes (...)`, within
 //!   [`FIRMWARE_STACK_BUDGET`], and the digest of the virtual disk equal to
 //!   that of `qemu-img convert -O raw`.
@@ -29,11 +29,13 @@
 //! the recipe's version and the boot disk's bytes. Needs what tests/uefi.rs
 //! and tests/firmware.rs need (`scripts/setup.sh`).
 
-use qcow2_testkit::{build_driver, build_firmware};
+use qcow2_testkit::firmware_run::FirmwareRun;
+use qcow2_testkit::uefi_run::{Mode, UefiRun};
+use qcow2_testkit::{build_driver, build_firmware, RunOutput};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 /// Images in the deepest chain both accept.
 const DEPTH: usize = 16;
@@ -227,6 +229,16 @@ struct Run {
     stderr: String,
 }
 
+impl From<RunOutput> for Run {
+    fn from(output: RunOutput) -> Self {
+        Run {
+            success: output.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).replace('\r', ""),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
     fn line_with(&self, text: &str) -> Option<&str> {
         self.stdout.lines().find(|line| line.contains(text))
@@ -243,19 +255,10 @@ fn boot_driver(arch: &str, driver: &Path, top: &Path) -> Run {
         .join("target/chain-boot")
         .join(arch)
         .join("run-driver");
-    let output = Command::new(repo().join("uefi/run.sh"))
-        .arg(driver)
-        .arg("--file")
-        .arg(top)
-        .env("QCOW2_UEFI_TIMEOUT", "300")
-        .env("QCOW2_UEFI_WORK", &work)
-        .output()
-        .expect("uefi/run.sh starts");
-    Run {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).replace('\r', ""),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let mut run = UefiRun::new(driver, Mode::File, Some(top.to_path_buf()));
+    run.timeout = Duration::from_secs(300);
+    run.work = Some(work);
+    Run::from(run.output())
 }
 
 fn driver_chain(arch: &str, target: &str) {
@@ -325,17 +328,9 @@ fn firmware_chain(arch: &str, target: &str) {
     qcow2_testkit::qemu_img(&["convert", "-O", "raw", path_str(&top), path_str(&raw)]);
     let expected = sha256_hex(&fs::read(&raw).expect("read the converted disk"));
     fs::remove_file(&raw).ok();
-    let output = Command::new(repo().join("firmware/run.sh"))
-        .arg(&elf)
-        .arg(&top)
-        .env("QCOW2_FW_TIMEOUT", "180")
-        .output()
-        .expect("firmware/run.sh starts");
-    let run = Run {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).replace('\r', ""),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let mut run = FirmwareRun::new(&elf, vec![top.clone()]);
+    run.timeout = Duration::from_secs(180);
+    let run = Run::from(run.output());
     let context = run.context();
     let digest = run
         .line_with("virtual-disk-sha256: ")

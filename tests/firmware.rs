@@ -11,18 +11,21 @@
 //! Encrypted images are made with `encrypt.iter-time=10` (a few tens of
 //! thousands of PBKDF2 iterations, well under a second in the guest) and
 //! compared with `qemu-img convert --object secret,file=...` reading the
-//! same passphrase file that `run.sh --passphrase-file` gets.
+//! same passphrase file that the runner's `--passphrase-file` gets
+//! (`qcow2_testkit::firmware_run`, `firmware/run.sh`'s, called in this
+//! process).
 
+use qcow2_testkit::firmware_run::FirmwareRun;
 use qcow2_testkit::{
     build_firmware, chain_image_opts, convert_raw, create_in, installed, made_disks, qemu_io,
     qemu_io_keyed, run_in, Create, Qemu, QemuSecret, Scratch, LUKS, SECRET_ID,
 };
 use sha2::{Digest, Sha256};
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const APT_COMMAND: &str = "apt-get update && apt-get install -y --allow-downgrades \
     qemu-system-x86 qemu-system-arm qemu-utils/bookworm";
@@ -379,29 +382,23 @@ fn expected_digest(image: &Path, dir: &Path, encrypted: bool) -> String {
 fn boot_all<'a>(target: &str, emulator: &str, cases: impl IntoIterator<Item = &'a Case>) {
     require_tools(emulator);
     let elf = build_firmware(target);
-    let runner = manifest_dir().join("firmware/run.sh");
     let mut failures = Vec::new();
     for case in cases {
         let dir = Scratch::new();
         let image = (case.make)(dir.dir());
-        let mut command = Command::new(&runner);
-        command.arg(&elf).arg(&image);
-        match case.passphrase {
-            Given::Nothing => {}
-            Given::Right => {
-                command.arg("--passphrase-file").arg(secret_file(dir.dir()));
-            }
+        let mut run = FirmwareRun::new(&elf, vec![image.clone()]);
+        run.passphrase_file = match case.passphrase {
+            Given::Nothing => None,
+            Given::Right => Some(secret_file(dir.dir())),
             Given::Wrong => {
                 let wrong = dir.path("wrong-passphrase.txt");
                 fs::write(&wrong, "correct horse battery stapler\n").expect("write passphrase");
-                command.arg("--passphrase-file").arg(wrong);
+                Some(wrong)
             }
-        }
+        };
+        run.timeout = Duration::from_secs(180);
         let started = Instant::now();
-        let output = command
-            .env("QCOW2_FW_TIMEOUT", "180")
-            .output()
-            .expect("run.sh starts");
+        let output = run.output();
         let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let printed = |prefix: &str| {
@@ -427,23 +424,23 @@ fn boot_all<'a>(target: &str, emulator: &str, cases: impl IntoIterator<Item = &'
                     }
                     Some(_) if !encrypted && !queued_checked => Err(format!(
                         "no `queued read: same bytes as read_at` line, status {}",
-                        output.status
+                        output.code
                     )),
-                    Some(digest) if digest == expected && output.status.success() => Ok(()),
+                    Some(digest) if digest == expected && output.success() => Ok(()),
                     Some(digest) => Err(format!(
                         "digest {digest}, expected {expected}, status {}",
-                        output.status
+                        output.code
                     )),
-                    None => Err(format!("no digest printed, status {}", output.status)),
+                    None => Err(format!("no digest printed, status {}", output.code)),
                 }
             }
             Expect::Error(text) => match printed("error: ") {
-                Some(error) if error.contains(text) && !output.status.success() => Ok(()),
+                Some(error) if error.contains(text) && !output.success() => Ok(()),
                 Some(error) => Err(format!(
                     "error `{error}` (wanted `{text}`), status {}",
-                    output.status
+                    output.code
                 )),
-                None => Err(format!("no error printed, status {}", output.status)),
+                None => Err(format!("no error printed, status {}", output.code)),
             },
         };
         let unlocks: Vec<&str> = stdout
@@ -680,22 +677,16 @@ fn check_file_run(
     passphrase: Option<&Path>,
 ) {
     let disks = manifest_dir().join("target/disks");
-    let runner = manifest_dir().join("firmware/run.sh");
-    let mut command = Command::new(&runner);
-    command.arg(elf).arg(image);
-    if let Some(passphrase) = passphrase {
-        command.arg("--passphrase-file").arg(passphrase);
-    }
-    for (location, _) in files {
-        command.args(["--file", location]);
-    }
-    if let Some(location) = missing {
-        command.args(["--file", location]);
-    }
-    let output = command
-        .env("QCOW2_FW_TIMEOUT", "300")
-        .output()
-        .expect("run.sh starts");
+    let mut run = FirmwareRun::new(elf, vec![image.to_path_buf()]);
+    run.passphrase_file = passphrase.map(Path::to_path_buf);
+    run.files = files
+        .iter()
+        .map(|(location, _)| *location)
+        .chain(missing)
+        .map(OsString::from)
+        .collect();
+    run.timeout = Duration::from_secs(300);
+    let output = run.output();
     let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
     let context = format!(
         "{target} {}:\n{stdout}{}",
@@ -713,7 +704,7 @@ fn check_file_run(
         );
     }
     match missing {
-        None => assert!(output.status.success(), "{context}"),
+        None => assert!(output.success(), "{context}"),
         Some(location) => {
             let expected = format!("error: {location}: no such file or directory");
             assert!(
@@ -721,7 +712,7 @@ fn check_file_run(
                 "no `{expected}`; {context}"
             );
             assert!(
-                !output.status.success(),
+                !output.success(),
                 "a missing file must fail the run; {context}"
             );
         }
@@ -851,15 +842,10 @@ fn firmware_files_on_hostile_ext4_end_in_named_errors_x86_64() {
         ),
     ];
     for (image, files, expected) in boots {
-        let mut command = Command::new(manifest_dir().join("firmware/run.sh"));
-        command.arg(&elf).arg(dir.join(image));
-        for file in files {
-            command.args(["--file", file]);
-        }
-        let output = command
-            .env("QCOW2_FW_TIMEOUT", "300")
-            .output()
-            .expect("run.sh starts");
+        let mut run = FirmwareRun::new(&elf, vec![dir.join(image)]);
+        run.files = files.iter().map(OsString::from).collect();
+        run.timeout = Duration::from_secs(300);
+        let output = run.output();
         let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
         let context = format!(
             "{image}:\n{stdout}{}",
@@ -872,9 +858,6 @@ fn firmware_files_on_hostile_ext4_end_in_named_errors_x86_64() {
             );
         }
         assert!(!stdout.contains("panicked"), "{context}");
-        assert!(
-            !output.status.success(),
-            "a refused file fails the run; {context}"
-        );
+        assert!(!output.success(), "a refused file fails the run; {context}");
     }
 }

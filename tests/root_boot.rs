@@ -2,7 +2,8 @@
 //! Debian bookworm with systemd and this project's package installed
 //! (`testkit::root_disk`: `mmdebstrap`, GPT disk with GRUB and an ext4
 //! root, converted to a zstd-compressed QCOW2) is copied to a FAT32 "stick"
-//! and booted under stock OVMF by `uefi/run.sh --file`: the firmware loads
+//! and booted under stock OVMF by the UEFI runner's `--file` mode
+//! (`qcow2_testkit::uefi_run`, `uefi/run.sh`'s): the firmware loads
 //! `qcow2.efi`, which attaches the file through `\qcow2.cfg`; GRUB inside
 //! the image loads the kernel; the initramfs mounts the stick, serves the
 //! image with `qcow serve --connect /dev/nbd0 --fork`, and the root mounts
@@ -26,7 +27,11 @@
 //! and mmdebstrap. A boot takes one to a few minutes under TCG.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use std::time::Duration;
+
+use qcow2_testkit::uefi_run::{Mode, UefiRun};
+use qcow2_testkit::RunOutput;
 use std::sync::OnceLock;
 
 fn repo() -> &'static Path {
@@ -67,29 +72,25 @@ fn image() -> &'static Path {
     IMAGE.get_or_init(|| disk("debian.qcow2"))
 }
 
-/// `uefi/run.sh qcow2.efi --file IMAGE`: the image on the FAT32 stick,
+/// `uefi/run.sh qcow2.efi --file IMAGE`, in this process: the image on the FAT32 stick,
 /// the guest with `cpus` CPUs.
 ///
 /// One guest at a time: three TCG guests at once (one with two CPUs) on a
 /// 2-core host starved the in-guest server past the kernel's 30 s NBD
 /// request timeout in one of three repeated runs (`block nbd0: Connection
 /// timed out, retrying`).
-fn boot(image: &Path, cpus: u32) -> Output {
+fn boot(image: &Path, cpus: u32) -> RunOutput {
     static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_GUEST
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let driver = repo().join("uefi/target/x86_64-unknown-uefi/release/qcow2.efi");
     let work = tempfile::tempdir().unwrap();
-    Command::new(repo().join("uefi/run.sh"))
-        .arg(&driver)
-        .arg("--file")
-        .arg(image)
-        .env("QCOW2_UEFI_TIMEOUT", "900")
-        .env("QCOW2_UEFI_SMP", cpus.to_string())
-        .env("QCOW2_UEFI_WORK", work.path())
-        .output()
-        .expect("uefi/run.sh")
+    let mut run = UefiRun::new(driver, Mode::File, Some(image.to_path_buf()));
+    run.timeout = Duration::from_secs(900);
+    run.smp = cpus.to_string();
+    run.work = Some(work.path().to_path_buf());
+    run.output()
 }
 
 #[test]
@@ -131,13 +132,13 @@ fn debian_boots_from_an_overlay_beside_its_base_on_the_stick() {
 }
 
 /// The marker at multi-user.target on the overlay root, and no error line.
-fn assert_boots_cleanly(output: &Output) {
+fn assert_boots_cleanly(output: &RunOutput) {
     let console = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success(),
-        "the boot failed ({}): {stderr}\n{console}",
-        output.status
+        output.success(),
+        "the boot failed (status {}): {stderr}\n{console}",
+        output.code
     );
     let marker = console
         .lines()

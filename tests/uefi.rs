@@ -1,5 +1,6 @@
 //! Boots Linux from QCOW2 images under stock UEFI firmware through the
-//! `qcow2.efi` driver (uefi/), with the driver's own runner (`uefi/run.sh`).
+//! `qcow2.efi` driver (uefi/), with the driver's own runner (`cargo run`'s,
+//! `qcow2_testkit::uefi_run`, called in this process).
 //!
 //! The boot disk is `testkit::boot_disk`'s (GPT, ESP with GRUB, ext4 root
 //! with a Debian kernel and a busybox initramfs whose /init prints
@@ -29,17 +30,17 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use qcow2_testkit::uefi_run::{Mode, UefiRun};
 use qcow2_testkit::{build_driver, installed, qemu_io, Create, Qemu, QemuSecret, LUKS};
 
 const SETUP_HINT: &str = "run scripts/setup.sh as root (it installs QEMU 7.2, ovmf, \
     qemu-efi-aarch64, grub-efi-*-bin, mtools, dosfstools, fdisk, e2fsprogs, busybox-static \
     and the kernels, and builds the boot disks)";
 
-/// Seconds the runner waits for the guest to power off.
-const BOOT_TIMEOUT_S: &str = "300";
+/// How long the runner waits for the guest to power off.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -245,32 +246,21 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64:
             },
         ]);
     }
-    let runner = repo().join("uefi/run.sh");
     let work = dir.join("run");
     let marker = format!("QCOW2-BOOT-MARKER: reached init on {arch}");
     let mut failures = Vec::new();
     for case in &cases {
         let started = Instant::now();
-        let mut command = Command::new(&runner);
-        command.arg(&driver);
-        match case.attach {
-            Attach::Disk => {}
-            Attach::File => {
-                command.arg("--file");
-            }
-            Attach::DiskReconnected => {
-                command.env("QCOW2_UEFI_RECONNECT", "1");
-            }
-            Attach::DriverOption => {
-                command.arg("--driver-option");
-            }
-        }
-        let output = command
-            .arg(&case.image)
-            .env("QCOW2_UEFI_TIMEOUT", BOOT_TIMEOUT_S)
-            .env("QCOW2_UEFI_WORK", &work)
-            .output()
-            .expect("run.sh starts");
+        let mode = match case.attach {
+            Attach::Disk | Attach::DiskReconnected => Mode::Disk,
+            Attach::File => Mode::File,
+            Attach::DriverOption => Mode::DriverOption,
+        };
+        let mut run = UefiRun::new(&driver, mode, Some(case.image.clone()));
+        run.reconnect = matches!(case.attach, Attach::DiskReconnected);
+        run.timeout = BOOT_TIMEOUT;
+        run.work = Some(work.clone());
+        let output = run.output();
         let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let reached = stdout.contains(&marker);
@@ -287,18 +277,18 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64:
                     "after reconnect -r: detached line {detached}, {attached} attached lines (want 2)"
                 ))
             }
-            Expect::Marker if reached && output.status.success() && error_line.is_none() => Ok(()),
+            Expect::Marker if reached && output.success() && error_line.is_none() => Ok(()),
             Expect::Marker => Err(format!(
                 "marker {}, status {}, error line {error_line:?}",
                 if reached { "seen" } else { "not seen" },
-                output.status
+                output.code
             )),
             Expect::Error(text) => match error_line {
-                Some(line) if line.contains(text) && !output.status.success() && !reached => Ok(()),
+                Some(line) if line.contains(text) && !output.success() && !reached => Ok(()),
                 _ => Err(format!(
                     "wanted a failed run with an error line containing `{text}`; got error \
                      line {error_line:?}, marker {reached}, status {}",
-                    output.status
+                    output.code
                 )),
             },
         };

@@ -1,6 +1,6 @@
 //! Boots Linux under stock UEFI firmware from a QCOW2 image that a web
 //! server on the host serves, read lazily by `qcow2.efi` over the
-//! firmware's own HTTP stack (`uefi/run.sh --url`: QEMU's user network,
+//! firmware's own HTTP stack (the runner's `--url` mode, `Mode::Url`: QEMU's user network,
 //! the host being 10.0.2.2 from the guest, a virtio-net NIC).
 //!
 //! The server is Debian's nginx (`nginx-light`, which `scripts/setup.sh`
@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use qcow2_testkit::uefi_run::{Mode, UefiRun};
 use qcow2_testkit::{build_driver, qemu_io, Qemu};
 
 /// Held by each test while it boots: one QEMU at a time on a shared machine.
@@ -424,7 +425,7 @@ fn serve_connection(
     }
 }
 
-/// What one `run.sh --url` boot printed.
+/// What one `--url` boot printed.
 struct Boot {
     ok: bool,
     marker: bool,
@@ -434,24 +435,19 @@ struct Boot {
 }
 
 fn boot(driver: &Path, url: &str, work: &Path, marker: &str, ca_list: Option<&Path>) -> Boot {
-    let mut command = Command::new(repo().join("uefi/run.sh"));
-    if let Some(list) = ca_list {
-        command.env("QCOW2_UEFI_CACERTS", list);
-    }
-    let output = command
-        .arg(driver)
-        .args(["--url", url])
-        .env("QCOW2_UEFI_TIMEOUT", "300")
-        .env("QCOW2_UEFI_WORK", work)
-        .output()
-        .expect("run.sh starts");
+    let mut run = UefiRun::new(driver, Mode::Url, None);
+    run.url = Some(url.to_string());
+    run.cacerts = ca_list.map(Path::to_path_buf);
+    run.timeout = Duration::from_secs(300);
+    run.work = Some(work.to_path_buf());
+    let output = run.output();
     let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
     let error_line = stdout.lines().find_map(|line| {
         line.split_once("qcow2.efi: error: ")
             .map(|(_, e)| e.to_string())
     });
     Boot {
-        ok: output.status.success(),
+        ok: output.success(),
         marker: stdout.contains(marker),
         error_line,
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

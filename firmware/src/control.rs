@@ -2,7 +2,8 @@
 //!
 //! `run.sh` attaches it last, read-only, with the serial
 //! [`CONTROL_SERIAL`], only when there is something to ask. Its format is
-//! defined here and nowhere else in the firmware (`run.sh` writes it):
+//! defined here and nowhere else in the firmware (the runner writes it:
+//! `testkit/src/firmware_run.rs`, behind `run.sh`):
 //! UTF-8 text, one `key: value` request per line, padded with zeros to
 //! whole sectors (the first zero byte ends the text).
 //!

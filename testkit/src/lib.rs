@@ -335,3 +335,8 @@ pub fn build_driver(target: &str) -> PathBuf {
     assert!(status.success(), "building qcow2.efi for {target} failed");
     uefi.join("target").join(target).join("debug/qcow2.efi")
 }
+
+mod runner;
+pub use runner::{stop_children_on_signals, Failure, RunOutput};
+pub mod firmware_run;
+pub mod uefi_run;
