@@ -8,7 +8,9 @@
 #
 # Stdout: one line, the path of target/root-disk/x86_64/IMAGE_NAME; the
 # kernel command line inside says qcow2root=LABEL=STICK_LABEL:/IMAGE_NAME,
-# so the image must be copied to the root of a file system with that label.
+# so the image must be copied to the root of a file system with that label;
+# with STICK_LABEL `efi` it says qcow2root=efi (the image found through
+# qcow2.efi's EFI variable, wherever it is).
 # Rebuilt only when the package, this script or the arguments change (one
 # cached disk per IMAGE_NAME).
 #
@@ -68,7 +70,10 @@ rm -f "$image.key"
 readonly root_label=qcow2-debian
 readonly esp_mib=8
 readonly marker="QCOW2-BOOT-MARKER: reached init on x86_64"
-readonly cmdline="root=LABEL=$root_label ro console=ttyS0 panic=-1 qcow2root=LABEL=$stick_label:/$image_name"
+qcow2root="LABEL=$stick_label:/$image_name"
+# STICK_LABEL `efi`: the image found through qcow2.efi's EFI variable.
+[[ $stick_label != efi ]] || qcow2root=efi
+readonly cmdline="root=LABEL=$root_label ro console=ttyS0 panic=-1 qcow2root=$qcow2root"
 
 tmp=$(mktemp -d "$out/build.XXXXXX")
 [[ -d $tmp ]] || die "no build directory"

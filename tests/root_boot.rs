@@ -59,8 +59,14 @@ fn package() -> &'static str {
 /// The disk whose command line names `/NAME` on the stick.
 fn disk(name: &str) -> PathBuf {
     // run.sh's stick is FAT32 labelled QCOW2DRV, the image at its root.
+    disk_named("QCOW2DRV", name)
+}
+
+/// The disk `name` whose command line says `qcow2root=LABEL=STICK:/NAME`,
+/// or `qcow2root=efi` when `stick` is `efi`.
+fn disk_named(stick: &str, name: &str) -> PathBuf {
     PathBuf::from(last_line_of(
-        Command::new(repo().join("scripts/root-disk.sh")).args([package(), "QCOW2DRV", name]),
+        Command::new(repo().join("scripts/root-disk.sh")).args([package(), stick, name]),
     ))
 }
 
@@ -77,6 +83,11 @@ fn image() -> &'static Path {
 /// request timeout in one of three repeated runs (`block nbd0: Connection
 /// timed out, retrying`).
 fn boot(image: &Path, cpus: u32) -> Output {
+    boot_as(image, cpus, &["--file"])
+}
+
+/// `uefi/run.sh qcow2.efi MODE... IMAGE`, one guest at a time.
+fn boot_as(image: &Path, cpus: u32, mode: &[&str]) -> Output {
     static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_GUEST
         .lock()
@@ -85,7 +96,7 @@ fn boot(image: &Path, cpus: u32) -> Output {
     let work = tempfile::tempdir().unwrap();
     Command::new(repo().join("uefi/run.sh"))
         .arg(&driver)
-        .arg("--file")
+        .args(mode)
         .arg(image)
         .env("QCOW2_UEFI_TIMEOUT", "900")
         .env("QCOW2_UEFI_SMP", cpus.to_string())
@@ -97,6 +108,33 @@ fn boot(image: &Path, cpus: u32) -> Output {
 #[test]
 fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
     assert_boots_cleanly(&boot(image(), 1));
+}
+
+/// The GPT partition GUID `uefi/run.sh --driver-option --file` gives the
+/// stick's FAT32 partition.
+const STICK_PARTUUID: &str = "6a5c0e1f-3b2d-4c8e-9f70-1d2e3f4a5b6c";
+
+#[test]
+fn debian_boots_with_qcow2root_efi_from_a_driver_option_without_a_shell() {
+    // The command line says `qcow2root=efi`, no path: the driver loaded by
+    // the firmware from Driver0000 attaches the file and records it in its
+    // EFI variable, the boot manager starts GRUB from the image's ESP
+    // through a Boot#### (no UEFI Shell: reaching it fails the run), and
+    // the initramfs finds the stick by the variable's PARTUUID.
+    let image = disk_named("efi", "debian-efi.qcow2");
+    let output = boot_as(&image, 1, &["--driver-option", "--file"]);
+    let console = String::from_utf8_lossy(&output.stdout);
+    let recorded = format!(
+        "qcow2.efi: \\debian-efi.qcow2: recorded for qcow2root=efi as {STICK_PARTUUID}:/debian-efi.qcow2"
+    );
+    assert!(console.contains(&recorded), "no {recorded:?}:\n{console}");
+    let found = format!("qcow2root=efi: the image is PARTUUID={STICK_PARTUUID}:/debian-efi.qcow2");
+    assert!(console.contains(&found), "no {found:?}:\n{console}");
+    assert!(
+        !console.contains("EFI Internal Shell"),
+        "the UEFI Shell ran:\n{console}"
+    );
+    assert_boots_cleanly(&output);
 }
 
 #[test]

@@ -22,6 +22,14 @@
 #                                     boot manager, the firmware having
 #                                     loaded the driver by itself: reaching
 #                                     the shell is a failure
+#   run.sh DRIVER.efi --driver-option --file IMAGE
+#                                     the same with IMAGE attached as a file
+#                                     on a GPT stick (one FAT32 partition,
+#                                     PARTUUID $QCOW2_UEFI_STICK_PARTUUID or
+#                                     a fixed one); the first boot also adds
+#                                     a Boot#### for the image's ESP, first
+#                                     in BootOrder (`efibootmgr --create`
+#                                     on a real machine)
 #
 # Cargo calls it as `runner` (uefi/.cargo/config.toml) with the driver first.
 # The architecture comes from the PE machine field, so `--target
@@ -76,10 +84,16 @@ aa64) arch=aarch64 boot_name=BOOTAA64.EFI ;;
 esac
 
 mode=disk
+# --driver-option --file IMAGE: the image attached as a file, the driver
+# loaded from Driver0000.
+as_file=
 case ${1:-} in
 --file) mode=file && shift ;;
 --raw) mode=raw && shift ;;
---driver-option) mode=option && shift ;;
+--driver-option)
+    mode=option && shift
+    [[ ${1:-} != --file ]] || { as_file=yes && shift; }
+    ;;
 esac
 [[ $# -le 1 ]] || die "usage: run.sh DRIVER.efi [IMAGE | --file IMAGE | --raw DISK | --driver-option IMAGE]"
 image=${1:-}
@@ -105,6 +119,8 @@ esac
 [[ -f $code && -f $vars ]] || die "no firmware at $code: $SETUP_HINT"
 
 work="${QCOW2_UEFI_WORK:-$repo/target/uefi-run/$arch}"
+# The stick's partition with --driver-option --file (a GPT partition GUID).
+readonly STICK_PARTUUID="${QCOW2_UEFI_STICK_PARTUUID:-6a5c0e1f-3b2d-4c8e-9f70-1d2e3f4a5b6c}"
 mkdir -p "$work"
 
 # Plain `cargo run`: the boot disk converted to a zstd-compressed QCOW2,
@@ -176,21 +192,35 @@ make_driver_disk() {
         printf '\\%s\r\n' "$(basename "$1")" >"$dir/qcow2.cfg"
     fi
     rm -f "$disk"
-    mkfs.vfat -C -F 32 -n QCOW2DRV "$disk" $(((bytes < (40 << 20) ? (40 << 20) : bytes) / 1024)) >/dev/null
-    mcopy -i "$disk" "$dir"/* ::/
+    local kib=$(((bytes < (40 << 20) ? (40 << 20) : bytes) / 1024))
+    local target=$disk
+    if [[ $mode == option-file ]]; then
+        # A stick as sold: a GPT with one FAT32 partition, whose PARTUUID
+        # (fixed here, STICK_PARTUUID) qcow2root=efi names. 1 MiB before
+        # it, 1 MiB after it for the backup GPT.
+        truncate -s $(((kib + 2048) * 1024)) "$disk"
+        printf 'label: gpt\nstart=2048, size=%d, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid=%s\n' \
+            $((kib * 2)) "$STICK_PARTUUID" | sfdisk -q "$disk"
+        mkfs.vfat --offset=2048 -F 32 -n QCOW2DRV "$disk" "$kib" >/dev/null
+        target="$disk@@1M"
+    else
+        mkfs.vfat -C -F 32 -n QCOW2DRV "$disk" "$kib" >/dev/null
+    fi
+    mcopy -i "$target" "$dir"/* ::/
     for file in "$@"; do
-        mcopy -i "$disk" "$file" "::/$(basename "$file")"
+        mcopy -i "$target" "$file" "::/$(basename "$file")"
     done
 }
 
 drives=()
+[[ $mode != option || -z $as_file ]] || mode=option-file
 case $mode in
 disk | option)
     make_driver_disk "$work/driver.img"
     drives+=(-drive "file=$image,format=raw,if=virtio,readonly=on")
     drives+=(-drive "file=$work/driver.img,format=raw,if=virtio,readonly=on")
     ;;
-file)
+file | option-file)
     files=()
     while IFS= read -r file; do files+=("$file"); done < <(chain_files "$image")
     make_driver_disk "$work/driver.img" "${files[@]}"
@@ -201,6 +231,8 @@ raw)
     ;;
 esac
 
+stick_target=$work/driver.img
+[[ $mode != option-file ]] || stick_target="$work/driver.img@@1M"
 cp "$vars" "$work/vars.fd"
 qemu+=(-accel tcg -m 512 -smp "${QCOW2_UEFI_SMP:-1}" -nographic -no-reboot -net none
     -drive "if=pflash,format=raw,unit=0,readonly=on,file=$code"
@@ -208,11 +240,32 @@ qemu+=(-accel tcg -m 512 -smp "${QCOW2_UEFI_SMP:-1}" -nographic -no-reboot -net 
     "${drives[@]}")
 
 # --driver-option: the first boot writes Driver0000 into the VARS copy.
-if [[ $mode == option ]]; then
+# With --file also a Boot#### for the image's ESP, first in BootOrder, as
+# `efibootmgr --create` does on a real machine: without one, the firmware's
+# boot manager makes an option for the attached image by itself, but
+# appends it to BootOrder, after the options it already had (here the EFI
+# Shell, which then always starts first; on a PC, the installed system).
+if [[ $mode == option* ]]; then
     fs_list=""
     for n in $(seq 0 19); do fs_list+=" fs$n"; done
     {
         echo "@echo -off"
+        if [[ $mode == option-file ]]; then
+            # The driver loaded by hand for once, to find the image's ESP.
+            echo "for %a in$fs_list"
+            echo "  if exist %a:\\qcow2-runner.tag then"
+            echo "    load %a:\\qcow2.efi"
+            echo "  endif"
+            echo "endfor"
+            echo "connect -r"
+            echo "map -r"
+            echo "for %b in$fs_list"
+            echo "  if exist %b:\\EFI\\BOOT\\$boot_name then"
+            echo "    bcfg boot add 0 %b:\\EFI\\BOOT\\$boot_name \"image ESP\""
+            echo "  endif"
+            echo "endfor"
+            echo "bcfg boot dump"
+        fi
         echo "for %a in$fs_list"
         echo "  if exist %a:\\qcow2-runner.tag then"
         echo "    bcfg driver add 0 %a:\\qcow2.efi \"qcow2.efi\""
@@ -221,7 +274,7 @@ if [[ $mode == option ]]; then
         echo "bcfg driver dump"
         echo "reset -s"
     } | sed 's/$/\r/' >"$work/install.nsh"
-    mcopy -o -i "$work/driver.img" "$work/install.nsh" ::/startup.nsh
+    mcopy -o -i "$stick_target" "$work/install.nsh" ::/startup.nsh
     echo "run.sh: first boot: adding Driver0000 with bcfg driver add" >&2
     if ! timeout "$TIMEOUT" "${qemu[@]}" </dev/null >"$work/install.log" 2>&1; then
         cat "$work/install.log"
@@ -231,10 +284,14 @@ if [[ $mode == option ]]; then
         cat "$work/install.log"
         die "bcfg did not add Driver0000"
     }
+    [[ $mode != option-file ]] || grep -qaE "Desc +- image ESP" "$work/install.log" || {
+        cat "$work/install.log"
+        die "bcfg did not add a Boot#### for the image's ESP"
+    }
     # Reaching the shell on the second boot means the boot manager did not
     # boot the image by itself.
     printf '%s\r\n' "echo \"qcow2-runner: error: the boot manager did not boot the image with the driver loaded from Driver0000\"" >"$work/install.nsh"
-    mcopy -o -i "$work/driver.img" "$work/install.nsh" ::/startup.nsh
+    mcopy -o -i "$stick_target" "$work/install.nsh" ::/startup.nsh
     echo "run.sh: second boot: the firmware loads qcow2.efi from Driver0000" >&2
 fi
 
@@ -256,7 +313,7 @@ trap cleanup EXIT
 # When the OS loader starts: the shell script's line, or, booting raw,
 # the boot manager's.
 case $mode in
-raw | option) loader_line="BdsDxe: starting Boot" ;;
+raw | option*) loader_line="BdsDxe: starting Boot" ;;
 *) loader_line="qcow2-runner: booting" ;;
 esac
 loader_ms=
