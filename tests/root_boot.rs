@@ -15,6 +15,13 @@
 //! overlay (`qemu-img create -b base.qcow2`), boots the same way through
 //! the chain, on two CPUs: two NBD connections (one per reader).
 //!
+//! And `qcow2root=efi` with no shell: a disk whose command line says
+//! `qcow2root=efi`, on a GPT stick, booted by `uefi/run.sh --driver-option
+//! --file`: the firmware loads `qcow2.efi` from `Driver0000`, the driver
+//! records the file in its EFI variable, the boot manager starts GRUB from
+//! a `Boot####` for the image's ESP, and the initramfs finds the stick by
+//! the variable's PARTUUID.
+//!
 //! And the failure path: the same image under another name on the stick
 //! (the command line inside still names `/debian.qcow2`): one line with
 //! the reason, then initramfs-tools' panic (`panic=-1` on the command line
@@ -81,7 +88,9 @@ fn image() -> &'static Path {
 /// One guest at a time: three TCG guests at once (one with two CPUs) on a
 /// 2-core host starved the in-guest server past the kernel's 30 s NBD
 /// request timeout in one of three repeated runs (`block nbd0: Connection
-/// timed out, retrying`).
+/// timed out, retrying`). `qcow serve --connect` now sets a request timeout
+/// of 1,000,000 s, so a slow answer is no longer fatal; one guest at a
+/// time still keeps each boot's time meaningful.
 fn boot(image: &Path, cpus: u32) -> Output {
     boot_as(image, cpus, &["--file"])
 }
@@ -225,6 +234,46 @@ fn a_missing_image_file_is_one_line_then_the_rescue_path_not_a_hang() {
     assert_eq!(
         reasons,
         ["qcow2root: no file /debian.qcow2 on LABEL=QCOW2DRV"],
+        "{console}"
+    );
+    assert!(
+        console.contains("Rebooting automatically due to panic= boot argument"),
+        "not initramfs-tools' panic: {console}"
+    );
+    assert!(
+        !console.contains("QCOW2-BOOT-MARKER"),
+        "booted without its image: {console}"
+    );
+}
+
+#[test]
+fn qcow2root_efi_without_the_variable_is_one_line_then_the_rescue_path() {
+    // The `qcow2root=efi` disk through the shell's `--file` stick: a FAT on
+    // the whole device, no partition table, so no PARTUUID: the driver
+    // attaches the image but records nothing, GRUB boots the kernel, and
+    // the boot script finds no variable.
+    let output = boot(&disk_named("efi", "debian-efi.qcow2"), 1);
+    let console = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("timeout"),
+        "the boot hung instead of failing: {stderr}\n{console}"
+    );
+    assert!(
+        console.contains(
+            "qcow2.efi: \\debian-efi.qcow2: not recorded for qcow2root=efi: \
+             the file system is not on a GPT or MBR partition"
+        ),
+        "the driver did not say why it recorded nothing:\n{console}"
+    );
+    let reasons: Vec<&str> = console
+        .lines()
+        .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
+        .collect();
+    assert_eq!(
+        reasons,
+        ["qcow2root: qcow2root=efi: no EFI variable QcowRootImage \
+          (qcow2.efi attached no image file on a partition)"],
         "{console}"
     );
     assert!(
