@@ -16,6 +16,13 @@
 //! overlay (`qemu-img create -b base.qcow2`), boots the same way through
 //! the chain, on two CPUs: two NBD connections (one per reader).
 //!
+//! And `qcow2root=efi` with no shell: a disk whose command line says
+//! `qcow2root=efi`, on a GPT stick, booted by `uefi/run.sh --driver-option
+//! --file`: the firmware loads `qcow2.efi` from `Driver0000`, the driver
+//! records the file in its EFI variable, the boot manager starts GRUB from
+//! a `Boot####` for the image's ESP, and the initramfs finds the stick by
+//! the variable's PARTUUID.
+//!
 //! And the failure path: the same image under another name on the stick
 //! (the command line inside still names `/debian.qcow2`): one line with
 //! the reason, then initramfs-tools' panic (`panic=-1` on the command line
@@ -30,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use qcow2_testkit::uefi_run::{Mode, UefiRun};
+use qcow2_testkit::uefi_run::{Mode, UefiRun, STICK_PARTUUID};
 use qcow2_testkit::RunOutput;
 use std::sync::OnceLock;
 
@@ -64,7 +71,13 @@ fn package() -> &'static str {
 /// The disk whose command line names `/NAME` on the stick.
 fn disk(name: &str) -> PathBuf {
     // run.sh's stick is FAT32 labelled QCOW2DRV, the image at its root.
-    qcow2_testkit::root_disk::path(Path::new(package()), "QCOW2DRV", name)
+    disk_named("QCOW2DRV", name)
+}
+
+/// The disk `name` whose command line says `qcow2root=LABEL=STICK:/NAME`,
+/// or `qcow2root=efi` when `stick` is `efi`.
+fn disk_named(stick: &str, name: &str) -> PathBuf {
+    qcow2_testkit::root_disk::path(Path::new(package()), stick, name)
 }
 
 fn image() -> &'static Path {
@@ -78,15 +91,21 @@ fn image() -> &'static Path {
 /// One guest at a time: three TCG guests at once (one with two CPUs) on a
 /// 2-core host starved the in-guest server past the kernel's 30 s NBD
 /// request timeout in one of three repeated runs (`block nbd0: Connection
-/// timed out, retrying`).
+/// timed out, retrying`). One guest at a time still keeps each boot's
+/// time meaningful.
 fn boot(image: &Path, cpus: u32) -> RunOutput {
+    boot_as(image, cpus, Mode::File)
+}
+
+/// The runner in `mode` on `image`, one guest at a time.
+fn boot_as(image: &Path, cpus: u32, mode: Mode) -> RunOutput {
     static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_GUEST
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let driver = repo().join("uefi/target/x86_64-unknown-uefi/release/qcow2.efi");
     let work = tempfile::tempdir().unwrap();
-    let mut run = UefiRun::new(driver, Mode::File, Some(image.to_path_buf()));
+    let mut run = UefiRun::new(driver, mode, Some(image.to_path_buf()));
     run.timeout = Duration::from_secs(900);
     run.smp = cpus.to_string();
     run.work = Some(work.path().to_path_buf());
@@ -96,6 +115,29 @@ fn boot(image: &Path, cpus: u32) -> RunOutput {
 #[test]
 fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
     assert_boots_cleanly(&boot(image(), 1));
+}
+
+#[test]
+fn debian_boots_with_qcow2root_efi_from_a_driver_option_without_a_shell() {
+    // The command line says `qcow2root=efi`, no path: the driver loaded by
+    // the firmware from Driver0000 attaches the file and records it in its
+    // EFI variable, the boot manager starts GRUB from the image's ESP
+    // through a Boot#### (no UEFI Shell: reaching it fails the run), and
+    // the initramfs finds the stick by the variable's PARTUUID.
+    let image = disk_named("efi", "debian-efi.qcow2");
+    let output = boot_as(&image, 1, Mode::DriverOptionFile);
+    let console = String::from_utf8_lossy(&output.stdout);
+    let recorded = format!(
+        "qcow2.efi: \\debian-efi.qcow2: recorded for qcow2root=efi as {STICK_PARTUUID}:/debian-efi.qcow2"
+    );
+    assert!(console.contains(&recorded), "no {recorded:?}:\n{console}");
+    let found = format!("qcow2root=efi: the image is PARTUUID={STICK_PARTUUID}:/debian-efi.qcow2");
+    assert!(console.contains(&found), "no {found:?}:\n{console}");
+    assert!(
+        !console.contains("EFI Internal Shell"),
+        "the UEFI Shell ran:\n{console}"
+    );
+    assert_boots_cleanly(&output);
 }
 
 #[test]
@@ -186,6 +228,46 @@ fn a_missing_image_file_is_one_line_then_the_rescue_path_not_a_hang() {
     assert_eq!(
         reasons,
         ["qcow2root: no file /debian.qcow2 on LABEL=QCOW2DRV"],
+        "{console}"
+    );
+    assert!(
+        console.contains("Rebooting automatically due to panic= boot argument"),
+        "not initramfs-tools' panic: {console}"
+    );
+    assert!(
+        !console.contains("QCOW2-BOOT-MARKER"),
+        "booted without its image: {console}"
+    );
+}
+
+#[test]
+fn qcow2root_efi_without_the_variable_is_one_line_then_the_rescue_path() {
+    // The `qcow2root=efi` disk through the shell's `--file` stick: a FAT on
+    // the whole device, no partition table, so no PARTUUID: the driver
+    // attaches the image but records nothing, GRUB boots the kernel, and
+    // the boot script finds no variable.
+    let output = boot(&disk_named("efi", "debian-efi.qcow2"), 1);
+    let console = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("timeout"),
+        "the boot hung instead of failing: {stderr}\n{console}"
+    );
+    assert!(
+        console.contains(
+            "qcow2.efi: \\debian-efi.qcow2: not recorded for qcow2root=efi: \
+             the file system is not on a GPT or MBR partition"
+        ),
+        "the driver did not say why it recorded nothing:\n{console}"
+    );
+    let reasons: Vec<&str> = console
+        .lines()
+        .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
+        .collect();
+    assert_eq!(
+        reasons,
+        ["qcow2root: qcow2root=efi: no EFI variable QcowRootImage \
+          (qcow2.efi attached no image file on a partition)"],
         "{console}"
     );
     assert!(

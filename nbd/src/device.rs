@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 
 use crate::export::Export;
 use crate::listener::StopHandle;
-use crate::netlink::{Connect, Netlink};
+use crate::netlink::{Connect, Netlink, REQUEST_TIMEOUT_SECONDS};
 use crate::session::{Limits, Session, SessionError, TRANSMISSION_FLAGS};
 
 /// The logical block size given to the kernel: 512 bytes, what a disk's
@@ -101,6 +101,7 @@ impl Device {
             size: export.size(),
             block_size: BLOCK_SIZE,
             server_flags: u64::from(TRANSMISSION_FLAGS),
+            timeout_seconds: REQUEST_TIMEOUT_SECONDS,
             sockets: kernel_ends.iter().map(|end| end.as_raw_fd()).collect(),
         };
         let connected = Netlink::open().and_then(|mut netlink| netlink.connect(&connect));

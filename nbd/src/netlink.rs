@@ -60,6 +60,8 @@ pub const NBD_ATTR_INDEX: u16 = 1;
 pub const NBD_ATTR_SIZE_BYTES: u16 = 2;
 /// `NBD_ATTR_BLOCK_SIZE_BYTES` (u64).
 pub const NBD_ATTR_BLOCK_SIZE_BYTES: u16 = 3;
+/// `NBD_ATTR_TIMEOUT` (u64): the request timeout in seconds.
+pub const NBD_ATTR_TIMEOUT: u16 = 4;
 /// `NBD_ATTR_SERVER_FLAGS` (u64): the transmission flags a handshake would have sent.
 pub const NBD_ATTR_SERVER_FLAGS: u16 = 5;
 /// `NBD_ATTR_SOCKETS` (nested `NBD_SOCK_ITEM`s).
@@ -166,6 +168,27 @@ impl Message {
     }
 }
 
+/// The request timeout given to the kernel, in seconds: 1,000,000 s
+/// (11.5 days), so that in practice a request never times out.
+///
+/// Why one at all: without `NBD_ATTR_TIMEOUT` the kernel keeps blk-mq's
+/// default request timeout of 30 s (`nbd_set_cmd_timeout` with 0), and when
+/// it expires on a device with more than one connection,
+/// `nbd_xmit_timeout` marks that connection dead and requeues the request
+/// (Linux 6.1, `drivers/block/nbd.c`); with every connection dead the
+/// device fails. Our server runs in the same machine: a slow answer means
+/// a loaded host (a root boot under TCG on a shared host once logged
+/// `block nbd0: Connection timed out`), never a lost server, and giving up
+/// only kills the root file system. Why this value and not more: the
+/// kernel stores `timeout * HZ` in 32-bit unsigned fields (`tag_set.timeout`,
+/// the queue's `rq_timeout`), and a 32-bit kernel compares jiffies as
+/// signed 32-bit differences, so `timeout * HZ` must stay under 2^31 with
+/// HZ up to 1000: 10^9 does.
+pub const REQUEST_TIMEOUT_SECONDS: u64 = 1_000_000;
+// `timeout * HZ` under 2^31 with HZ at most 1000 (Linux's Kconfig choices),
+// checked when building rather than by a test of a constant.
+const _: () = assert!(REQUEST_TIMEOUT_SECONDS * 1000 < 1 << 31);
+
 /// What the kernel's connect request says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
@@ -177,6 +200,9 @@ pub struct Connect {
     pub block_size: u64,
     /// NBD transmission flags (`NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY`...).
     pub server_flags: u64,
+    /// The request timeout in seconds ([`REQUEST_TIMEOUT_SECONDS`]); 0
+    /// leaves the kernel's default of 30 s.
+    pub timeout_seconds: u64,
     /// The kernel's ends of the connections.
     pub sockets: Vec<RawFd>,
 }
@@ -197,8 +223,11 @@ pub fn connect_message(family: u16, connect: &Connect, sequence: u32) -> Vec<u8>
         .u32(NBD_ATTR_INDEX, connect.index)
         .u64(NBD_ATTR_SIZE_BYTES, connect.size)
         .u64(NBD_ATTR_BLOCK_SIZE_BYTES, connect.block_size)
-        .u64(NBD_ATTR_SERVER_FLAGS, connect.server_flags)
-        .nest(NBD_ATTR_SOCKETS);
+        .u64(NBD_ATTR_SERVER_FLAGS, connect.server_flags);
+    if connect.timeout_seconds != 0 {
+        message.u64(NBD_ATTR_TIMEOUT, connect.timeout_seconds);
+    }
+    message.nest(NBD_ATTR_SOCKETS);
     for &fd in &connect.sockets {
         message
             .nest(NBD_SOCK_ITEM)
@@ -455,6 +484,7 @@ mod tests {
             size: 1 << 30,
             block_size: 512,
             server_flags: 0b1000_0011,
+            timeout_seconds: REQUEST_TIMEOUT_SECONDS,
             sockets: vec![7, 9],
         };
         let bytes = connect_message(0x1d, &connect, 5);
@@ -485,12 +515,18 @@ mod tests {
             u64::from_ne_bytes(bytes[56..64].try_into().unwrap()),
             0b1000_0011
         );
+        // NBD_ATTR_TIMEOUT (4) u64, seconds
+        assert_eq!((u16_at(&bytes, 64), u16_at(&bytes, 66)), (12, 4));
+        assert_eq!(
+            u64::from_ne_bytes(bytes[68..76].try_into().unwrap()),
+            1_000_000
+        );
         // NBD_ATTR_SOCKETS (nested, 7): 4 + 2 * (4 + 8) bytes
         assert_eq!(
-            (u16_at(&bytes, 64), u16_at(&bytes, 66)),
+            (u16_at(&bytes, 76), u16_at(&bytes, 78)),
             (28, 7 | NLA_F_NESTED)
         );
-        for (item, fd) in [(68, 7), (80, 9)] {
+        for (item, fd) in [(80, 7), (92, 9)] {
             // NBD_SOCK_ITEM (nested, 1) holding NBD_SOCK_FD (1) u32
             assert_eq!(
                 (u16_at(&bytes, item), u16_at(&bytes, item + 2)),
@@ -499,7 +535,26 @@ mod tests {
             assert_eq!((u16_at(&bytes, item + 4), u16_at(&bytes, item + 6)), (8, 1));
             assert_eq!(u32_at(&bytes, item + 8), fd);
         }
-        assert_eq!(bytes.len(), 92);
+        assert_eq!(bytes.len(), 104);
+    }
+
+    #[test]
+    fn a_zero_timeout_sends_no_timeout_attribute() {
+        let connect = Connect {
+            index: 1,
+            size: 4096,
+            block_size: 512,
+            server_flags: 1,
+            timeout_seconds: 0,
+            sockets: vec![3],
+        };
+        let bytes = connect_message(0x1d, &connect, 1);
+        // index, size, block size, flags, then the sockets at once
+        assert_eq!(
+            (u16_at(&bytes, 64), u16_at(&bytes, 66)),
+            (16, 7 | NLA_F_NESTED)
+        );
+        assert_eq!(bytes.len(), 80);
     }
 
     #[test]

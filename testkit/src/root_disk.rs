@@ -12,7 +12,9 @@
 //!   x86_64 (multi-user.target ...)` once multi-user.target is reached, then
 //!   powers off.
 //!
-//! The kernel command line inside says `qcow2root=LABEL=STICK_LABEL:/IMAGE_NAME`,
+//! The kernel command line inside says `qcow2root=LABEL=STICK_LABEL:/IMAGE_NAME`
+//! (`qcow2root=efi` when STICK_LABEL is `efi`: the image found through
+//! qcow2.efi's EFI variable),
 //! so the image must be copied to the root of a file system with that
 //! label. One cached disk per image name under `target/root-disk/x86_64`,
 //! rebuilt only when the package, this file or the arguments change.
@@ -173,9 +175,14 @@ fn disk_usage_kib(dir: &Path) -> Result<u64, String> {
 
 /// Makes `tmp/image.qcow2`; returns the raw disk's size in MiB.
 fn make(tmp: &Path, deb: &Path, stick_label: &str, image_name: &str) -> Result<u64, String> {
-    let cmdline = format!(
-        "root=LABEL={ROOT_LABEL} ro console=ttyS0 panic=-1 qcow2root=LABEL={stick_label}:/{image_name}"
-    );
+    // STICK_LABEL `efi`: the image found through qcow2.efi's EFI variable,
+    // wherever it is.
+    let qcow2root = match stick_label {
+        "efi" => "efi".to_string(),
+        label => format!("LABEL={label}:/{image_name}"),
+    };
+    let cmdline =
+        format!("root=LABEL={ROOT_LABEL} ro console=ttyS0 panic=-1 qcow2root={qcow2root}");
     let unit = tmp.join("qcow2-marker.service");
     std::fs::write(
         &unit,

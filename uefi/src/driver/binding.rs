@@ -24,13 +24,15 @@ use core::ptr::NonNull;
 
 use qcow2_uefi::config::{self, CONFIG_PATH, MAX_CONFIG_BYTES};
 use qcow2_uefi::device_path::{self as path_bytes};
+use qcow2_uefi::handoff;
 use qcow2_uefi::short_read;
 use spin::Mutex;
 use uefi::proto::device_path::DevicePath;
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode};
 use uefi::proto::media::fs::SimpleFileSystem;
 use uefi::proto::ProtocolPointer;
-use uefi::{boot, CString16, Handle, Status};
+use uefi::runtime::{self, VariableAttributes, VariableVendor};
+use uefi::{boot, CString16, Guid, Handle, Status};
 use uefi_raw::protocol::block::{BlockIoMedia, BlockIoProtocol};
 use uefi_raw::protocol::device_path::DevicePathProtocol;
 use uefi_raw::protocol::disk::DiskIoProtocol;
@@ -346,7 +348,10 @@ fn start_files(
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let guid = &SimpleFileSystemProtocol::GUID;
         match install_child(controller, agent, guid, index, attached, path) {
-            Ok(child) => children.push(child),
+            Ok(child) => {
+                record_for_linux(controller, path);
+                children.push(child);
+            }
             Err(_) => continue,
         }
     }
@@ -355,6 +360,38 @@ fn start_files(
         return refuse(controller);
     }
     finish_start(controller, held, children)
+}
+
+/// Sets `qcow2root=efi`'s variable (`qcow2_uefi::handoff`) to the image
+/// file at `path` on `controller`'s file system: the partition's PARTUUID
+/// and the path. Each attached file sets it, so with several the last one
+/// attached is named (uefi/README.md). Not an error when it cannot be set:
+/// the image is attached all the same, only `qcow2root=efi` will not find
+/// it; the line says why.
+fn record_for_linux(controller: Handle, path: &str) {
+    let fs_path = device_path(controller).map_or(&[][..], |(bytes, _)| bytes);
+    let value = match handoff::value(fs_path, path) {
+        Ok(value) => value,
+        Err(error) => {
+            info_line(format_args!(
+                "{path}: not recorded for qcow2root=efi: {error}"
+            ));
+            return;
+        }
+    };
+    let Ok(name) = CString16::try_from(handoff::VARIABLE_NAME) else {
+        return;
+    };
+    let vendor = VariableVendor(Guid::from_bytes(handoff::VARIABLE_GUID));
+    let attributes = VariableAttributes::from_bits_truncate(handoff::ATTRIBUTES);
+    let text = core::str::from_utf8(&value).unwrap_or("");
+    match runtime::set_variable(&name, &vendor, attributes, &value) {
+        Ok(()) => info_line(format_args!("{path}: recorded for qcow2root=efi as {text}")),
+        Err(error) => info_line(format_args!(
+            "{path}: not recorded for qcow2root=efi: SetVariable: {:?}",
+            error.status()
+        )),
+    }
 }
 
 /// Records the controller, then connects its children, so that partition
