@@ -14,7 +14,7 @@
 //! Then an overlay beside its base on the stick: a disk whose command line
 //! names `/top.qcow2`, stored as `base.qcow2` under an empty `top.qcow2`
 //! overlay (`qemu-img create -b base.qcow2`), boots the same way through
-//! the chain, on two CPUs: two NBD connections (one per reader).
+//! the chain, on two CPUs.
 //!
 //! And `qcow2root=efi` with no shell: a disk whose command line says
 //! `qcow2root=efi`, on a GPT stick, booted by `uefi/run.sh --driver-option
