@@ -47,9 +47,6 @@ use std::time::{Duration, Instant};
 use qcow2_testkit::uefi_run::{Mode, UefiRun};
 use qcow2_testkit::{build_driver, qemu_io, Qemu};
 
-/// Held by each test while it boots: one QEMU at a time on a shared machine.
-static ONE_QEMU: Mutex<()> = Mutex::new(());
-
 /// The driver's read-ahead block (`HTTP_READAHEAD` in `uefi/src/driver/store.rs`).
 const READAHEAD: u64 = 256 << 10;
 
@@ -456,9 +453,8 @@ fn boot(driver: &Path, url: &str, work: &Path, marker: &str, ca_list: Option<&Pa
 }
 
 fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
-    let _one = ONE_QEMU
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // The two architectures boot at the same time (cargo test's threads),
+    // each against its own nginx and fault server, as tests/uefi.rs does.
     let driver = build_driver(target);
     let disk = qcow2_testkit::boot_disk::path(arch);
     let dir = repo().join("target/uefi-http-test").join(arch);
