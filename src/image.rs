@@ -207,6 +207,17 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
         Ok(plan.total().unwrap_or(usize::MAX))
     }
 
+    /// Bytes the image's decoder allocates from the heap at its first
+    /// compressed cluster and keeps, at most ([`decoder_memory_bytes`] of
+    /// its compression type and cluster size): not part of the memory given
+    /// to [`open`](Self::open); 0 for deflate images.
+    ///
+    /// [`decoder_memory_bytes`]: crate::decoder_memory_bytes
+    pub fn decoder_bytes(&self) -> usize {
+        let cluster_size = usize::try_from(self.header.cluster_size()).unwrap_or(usize::MAX);
+        crate::codec::decoder_memory_bytes(self.header.compression_type(), cluster_size)
+    }
+
     /// Opens the image in `memory`, which must hold [`memory_bytes`](Self::memory_bytes).
     pub fn open<'m>(
         self,

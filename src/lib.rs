@@ -112,7 +112,10 @@
 //!   freestanding) it is one buffer, allocated at the first zstd cluster
 //!   and never again: libzstd's `ZSTD_estimateDStreamSize` for the
 //!   cluster-sized window, about 227 KiB plus the window plus two blocks
-//!   (423,712 bytes for 64 KiB clusters).
+//!   (423,712 bytes for 64 KiB clusters). [`decoder_memory_bytes`] states
+//!   each decoder's whole allocation as a bound
+//!   ([`ImageBuilder::decoder_bytes`] for an image), and the chain walk
+//!   counts it in its budget.
 //! - Storage reads: [`Image::max_storage_reads`], at most
 //!   [`READS_PER_UNIT`] per cluster (or subcluster) that a request touches.
 //! - Work: proportional to the clusters a request touches; a compressed
@@ -160,6 +163,7 @@ pub mod snapshot;
 pub mod table;
 
 pub use block::{read_zero_padded, BlockRead, OutOfBounds};
+pub use codec::decoder_memory_bytes;
 pub use config::Config;
 #[cfg(feature = "luks")]
 pub use encryption::Encryption;

@@ -173,3 +173,71 @@ fn contiguous_clusters_are_one_read() {
     assert_eq!(reads, runs);
     assert!(buf.iter().all(|&b| b == 0x3c));
 }
+
+/// The chain walk counts each zstd layer's decoder in its memory budget
+/// (allocated at the layer's first compressed cluster, not at open), and a
+/// deflate layer's as nothing: a budget that holds the caches alone refuses
+/// a zstd chain by name, before anything is allocated.
+#[test]
+fn chain_budget_counts_the_zstd_decoders() {
+    use qcow2_reader::chain::{walk, Files, WalkError, WalkOptions};
+    use qcow2_reader::follow::FollowPolicy;
+    use qcow2_reader::{decoder_memory_bytes, CompressionType};
+
+    let scratch = Scratch::new();
+    for (codec, compression) in [
+        (CompressionType::Zstd, "zstd"),
+        (CompressionType::Deflate, "zlib"),
+    ] {
+        let base = scratch.path(&format!("base-{compression}.qcow2"));
+        let top = scratch.path(&format!("top-{compression}.qcow2"));
+        let options = format!("cluster_size=64k,compression_type={compression}");
+        create(&base, &options, "4M");
+        qemu_io(&base, &["write -c -P 0x5a 0 64k"]);
+        create(
+            &top,
+            &format!(
+                "{options},backing_file={},backing_fmt=qcow2",
+                base.display()
+            ),
+            "4M",
+        );
+        let bytes = std::fs::read(&top).unwrap();
+        let builder = Image::builder(bytes.as_slice()).unwrap();
+        let caches = builder
+            .memory_bytes(&WalkOptions::default().config)
+            .unwrap();
+        let decoder = decoder_memory_bytes(codec, 64 << 10);
+        assert_eq!(builder.decoder_bytes(), decoder, "{compression}");
+        assert_eq!(
+            decoder == 0,
+            codec == CompressionType::Deflate,
+            "{compression}"
+        );
+        let layer = caches + decoder;
+        let open = |max_memory: usize| {
+            let mut options = WalkOptions::default();
+            options.max_memory = max_memory;
+            let mut files = Files::new(FollowPolicy::Any);
+            let found = files.open_top(&top).unwrap();
+            walk(&mut files, found, &options).map_err(Box::new)
+        };
+
+        let walked = open(2 * layer).unwrap_or_else(|_| panic!("{compression}: refused"));
+        assert_eq!(walked.memory_bytes(), 2 * layer, "{compression}");
+        let mut cluster = vec![0u8; 64 << 10];
+        walked.disk.read_at(0, &mut cluster).unwrap();
+        assert!(cluster.iter().all(|&b| b == 0x5a), "{compression}");
+
+        match open(2 * caches + decoder) {
+            Ok(_) => assert_eq!(decoder, 0, "{compression}: a zstd chain over budget opened"),
+            Err(error) => {
+                assert!(decoder > 0, "{compression}: refused");
+                assert!(
+                    matches!(*error, WalkError::OverBudget { needed, .. } if needed == 2 * layer),
+                    "{compression}: {error:?}"
+                );
+            }
+        }
+    }
+}

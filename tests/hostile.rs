@@ -14,8 +14,8 @@ use std::cell::Cell;
 
 use builder::{field, qemu, Qcow2, ZstdBlock, COPIED, ZERO};
 use qcow2_reader::{
-    BlockRead, Config, CorruptError, DecodeError, Error, HeaderError, Image, OutOfBounds,
-    Snapshots, TableKind,
+    BlockRead, CompressionType, Config, CorruptError, DecodeError, Error, HeaderError, Image,
+    OutOfBounds, Snapshots, TableKind,
 };
 
 /// The largest 512-aligned offset: aligned, and overflowing any table.
@@ -1266,28 +1266,11 @@ fn heap_use(f: impl FnOnce()) -> (u64, u64) {
 /// A zstd block's decoded size at most (the format's Block_Maximum_Size).
 const ZSTD_BLOCK_MAX: usize = 128 << 10;
 
-/// The largest block a frame the crate decodes into one cluster may hold:
-/// its window is at most the cluster (1 KiB for 512-byte clusters).
-fn zstd_block_limit(cluster_size: usize) -> usize {
-    cluster_size.clamp(1 << 10, ZSTD_BLOCK_MAX)
-}
-
-/// ruzstd's sequence buffer at most: 12 bytes per sequence, at most one
-/// sequence per 3 bytes of the block (the crate refuses headers announcing
-/// more), doubled by `Vec`'s growth when a reused decoder needs more.
-fn zstd_sequence_buffer_max(cluster_size: usize) -> usize {
-    2 * 12 * (zstd_block_limit(cluster_size) / 3)
-}
-
-/// The largest single allocation one `read_at` can cause (fuzz/README.md, "Bounds").
-fn max_read_allocation(cluster_size: usize) -> usize {
-    ((cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1)
-        .max(zstd_sequence_buffer_max(cluster_size))
-}
-
-/// The most the heap grows during one `read_at` (fuzz/README.md, "Bounds").
+/// The most the heap grows during one `read_at`: the zstd decoder's
+/// memory, as the crate states it for the decoder this build uses (ruzstd,
+/// the system's libzstd, or the vendored one).
 fn max_read_growth(cluster_size: usize) -> u64 {
-    (2 * max_read_allocation(cluster_size) + 4 * ZSTD_BLOCK_MAX) as u64
+    qcow2_reader::decoder_memory_bytes(CompressionType::Zstd, cluster_size) as u64
 }
 
 #[test]

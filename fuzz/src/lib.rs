@@ -36,17 +36,10 @@ pub fn max_read_allocation(cluster_size: usize) -> usize {
         .max(vendored_zstd_context(cluster_size))
 }
 
-/// `ZSTD_DCtx` of the vendored libzstd 1.5.4 (feature `zstd-c-nostd`):
-/// 227,040 bytes on x86_64 (its entropy tables and 64 KiB literals buffer).
-const VENDORED_DCTX_MAX: usize = 232 << 10;
-
-/// The vendored libzstd's one buffer (feature `zstd-c-nostd`), allocated
-/// once per image: libzstd's `ZSTD_estimateDStreamSize` for the
-/// cluster-sized window, which is the context, an input block, and the
-/// output buffer of the window plus one block and 64 bytes of slack.
+/// The vendored libzstd's one buffer (the fuzz build's decoder,
+/// `zstd-c-nostd`), allocated once per image: the crate's own bound.
 pub fn vendored_zstd_context(cluster_size: usize) -> usize {
-    let window = cluster_size.max(1 << 10);
-    VENDORED_DCTX_MAX + 2 * zstd_block_limit(cluster_size) + window + 64
+    qcow2_reader::decoder_memory_bytes(qcow2_reader::CompressionType::Zstd, cluster_size)
 }
 
 /// Most live heap bytes a `read_at` may add (zstd decoder state, kept in the

@@ -147,9 +147,9 @@ pub enum ChainError {
     },
     /// The follow policy refuses a file an image names.
     Refused(Refusal),
-    /// The layers' caches together would exceed the budget.
+    /// The layers' caches and decoders together would exceed the budget.
     OverBudget {
-        /// The layer whose caches cross it.
+        /// The layer whose memory crosses it.
         path: PathBuf,
         /// Bytes the layers down to it need.
         needed: usize,
@@ -197,7 +197,7 @@ impl fmt::Display for ChainError {
                 budget,
             } => write!(
                 f,
-                "{}: the chain's caches would take {needed} bytes, over the budget of {budget}",
+                "{}: the chain's caches and decoders would take {needed} bytes, over the budget of {budget}",
                 path.display()
             ),
         }

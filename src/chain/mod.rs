@@ -12,7 +12,7 @@
 //!   as QEMU; any other format is refused by name;
 //! - at most [`WalkOptions::max_depth`] images, no file twice (the
 //!   resolver says which locations are the same file);
-//! - the caches of every layer together within [`WalkOptions::max_memory`],
+//! - the caches and decoders of every layer together within [`WalkOptions::max_memory`],
 //!   each allocated once, fallibly: a pool too small is an error, never
 //!   the allocator's panic;
 //! - one [`Secret`] offered to every encrypted layer (feature `luks`);
@@ -24,8 +24,10 @@
 //! [`Backing`], one call level per layer that a request falls through.
 //!
 //! Memory: per QCOW2 layer [`ImageBuilder::memory_bytes`] of the options'
-//! [`Config`], plus a few hundred bytes of bookkeeping (header, names); the
-//! whole is bounded by [`WalkOptions::max_memory`] and the depth limit.
+//! [`Config`], [`ImageBuilder::decoder_bytes`] for its zstd decoder
+//! (allocated at its first compressed cluster, counted here at the walk),
+//! plus a few hundred bytes of bookkeeping (header, names); the whole is
+//! bounded by [`WalkOptions::max_memory`] and the depth limit.
 
 #[cfg(feature = "std")]
 mod files;
@@ -124,7 +126,7 @@ pub trait Resolver {
 pub struct WalkOptions<'a> {
     /// Most images in the chain, the top included.
     pub max_depth: usize,
-    /// Most bytes the caches of all layers may take together.
+    /// Most bytes the caches and zstd decoders of all layers may take together.
     pub max_memory: usize,
     /// Cache sizes of every QCOW2 layer.
     pub config: Config,
@@ -181,7 +183,9 @@ pub struct LayerInfo<L> {
     pub header: Option<Header>,
     /// Where its external data file is, if it has one.
     pub data_file: Option<L>,
-    /// Bytes its caches took (0 for raw layers, and before opening).
+    /// Bytes its caches took, plus what its zstd decoder may allocate at its
+    /// first compressed cluster ([`ImageBuilder::decoder_bytes`]); 0 for raw
+    /// layers, and before opening.
     pub memory_bytes: usize,
 }
 
@@ -227,9 +231,10 @@ pub enum WalkError<L, E, S> {
         /// The format name.
         format: FormatName,
     },
-    /// The layers' caches together would exceed [`WalkOptions::max_memory`].
+    /// The layers' caches and decoders together would exceed
+    /// [`WalkOptions::max_memory`].
     OverBudget {
-        /// The layer whose caches would cross the budget.
+        /// The layer whose memory would cross the budget.
         layer: L,
         /// Bytes all layers down to this one need.
         needed: usize,
@@ -302,7 +307,7 @@ impl<L, E: fmt::Display, S: fmt::Display> fmt::Display for Described<'_, L, E, S
             ),
             WalkError::OverBudget { needed, budget, .. } => write!(
                 f,
-                "{name}: the chain's caches would take {needed} bytes, over the budget of {budget}"
+                "{name}: the chain's caches and decoders would take {needed} bytes, over the budget of {budget}"
             ),
         }
     }
@@ -420,7 +425,7 @@ pub struct Walked<S: BlockRead, L> {
 }
 
 impl<S: BlockRead, L> Walked<S, L> {
-    /// Bytes the caches of all layers took.
+    /// Bytes the caches of all layers took, with their zstd decoders' at most.
     pub fn memory_bytes(&self) -> usize {
         self.layers.iter().map(|layer| layer.memory_bytes).sum()
     }
@@ -682,13 +687,14 @@ fn budget<R: Resolver>(
     let mut needed = 0usize;
     for (layer, pending) in layers.iter_mut().zip(pending) {
         if let Pending::Qcow2(builder) = pending {
-            layer.memory_bytes =
+            let caches =
                 builder
                     .memory_bytes(&options.config)
                     .map_err(|error| WalkError::Image {
                         layer: layer.location.clone(),
                         error,
                     })?;
+            layer.memory_bytes = caches.saturating_add(builder.decoder_bytes());
         }
         needed = needed.saturating_add(layer.memory_bytes);
         if needed > options.max_memory {

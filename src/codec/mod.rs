@@ -135,6 +135,82 @@ impl Decompressor {
     }
 }
 
+/// Bytes the decoder of `codec` allocates for an image of `cluster_size`
+/// clusters, at most: allocated at the image's first cluster of that codec
+/// and kept, on top of [`ImageBuilder::memory_bytes`](crate::ImageBuilder::memory_bytes).
+/// The chain walk counts it in its budget.
+///
+/// - deflate: 0 (`miniz_oxide` decodes with its state on the stack);
+/// - zstd through the vendored libzstd (`zstd-c-nostd`): its one buffer,
+///   `ZSTD_estimateDStreamSize` of the cluster-sized window (423,712 bytes
+///   for 64 KiB clusters);
+/// - zstd through the system's libzstd (`zstd-c`): the same 1.5 layout
+///   bounded with a margin for the context's size in other releases;
+/// - zstd through `ruzstd`: its ring buffer (the window plus one block,
+///   rounded up to a power of two, plus one byte) and its sequence buffer,
+///   each twice (a copy while it grows), and four blocks of literals,
+///   compressed bytes and tables;
+/// - zstd in a build without a zstd decoder: 0 (its clusters are refused).
+///
+/// `tests/hostile.rs` and the `decode` fuzz target hold each decoder to it.
+pub fn decoder_memory_bytes(codec: CompressionType, cluster_size: usize) -> usize {
+    match codec {
+        CompressionType::Deflate => 0,
+        CompressionType::Zstd => zstd_decoder_bytes(cluster_size),
+    }
+}
+
+/// zstd's largest block (its Block_Maximum_Size).
+#[cfg_attr(any(not(feature = "zstd"), feature = "zstd-c-nostd"), allow(dead_code))]
+const ZSTD_BLOCK_BYTES: usize = 128 << 10;
+
+#[cfg(feature = "zstd-c-nostd")]
+fn zstd_decoder_bytes(cluster_size: usize) -> usize {
+    let window = libzstd::window_limit(cluster_size);
+    zstd_nostd::DCtx::memory_size(usize::try_from(window).unwrap_or(usize::MAX))
+}
+
+#[cfg(all(feature = "zstd-c", not(feature = "zstd-c-nostd")))]
+fn zstd_decoder_bytes(cluster_size: usize) -> usize {
+    // libzstd 1.5.4's `ZSTD_DCtx` is 227,040 bytes on x86_64; 256 KiB leaves
+    // room for other releases. Then an input block, and the output buffer
+    // of the window plus one block and 64 bytes of slack.
+    const CONTEXT_BYTES: usize = 256 << 10;
+    let window = usize::try_from(libzstd::window_limit(cluster_size)).unwrap_or(usize::MAX);
+    let block = window.min(ZSTD_BLOCK_BYTES);
+    CONTEXT_BYTES
+        .saturating_add(window)
+        .saturating_add(2 * block)
+        .saturating_add(64)
+}
+
+#[cfg(all(
+    feature = "zstd",
+    not(feature = "zstd-c"),
+    not(feature = "zstd-c-nostd")
+))]
+fn zstd_decoder_bytes(cluster_size: usize) -> usize {
+    // The window is at most the cluster (1 KiB for 512-byte clusters).
+    let block = cluster_size.clamp(1 << 10, ZSTD_BLOCK_BYTES);
+    let ring = cluster_size
+        .saturating_add(ZSTD_BLOCK_BYTES)
+        .checked_next_power_of_two()
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    // 12 bytes per sequence, at most one per 3 bytes of the block (longer
+    // headers are refused), doubled by `Vec`'s growth.
+    let sequences = 2 * 12 * (block / 3);
+    ring.saturating_add(sequences)
+        .saturating_mul(2)
+        .saturating_add(4 * ZSTD_BLOCK_BYTES)
+}
+
+/// Without a zstd decoder, zstd clusters are refused and nothing is allocated.
+#[cfg(not(feature = "zstd"))]
+fn zstd_decoder_bytes(_cluster_size: usize) -> usize {
+    0
+}
+
 /// Whether this build can read clusters compressed with `codec`.
 pub fn codec_enabled(codec: CompressionType) -> bool {
     match codec {

@@ -1,7 +1,8 @@
-//! The driver's memory budget: the caches of all attached images together.
+//! The driver's memory budget: the caches and decoders of all attached
+//! images together.
 //!
-//! Each attached image reserves the bytes its chain's caches took
-//! ([`reserve`]); the [`Reservation`] lives with the image and gives the
+//! Each attached image reserves the bytes its chain's caches took and its
+//! zstd decoders may take ([`reserve`]); the [`Reservation`] lives with the image and gives the
 //! bytes back when the image is detached (dropped). An image that would
 //! take the total past [`TOTAL_BYTES`] is refused, so that a `\qcow2.cfg`
 //! listing the same chain many times, or many volumes carrying one, cannot
@@ -9,7 +10,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// Most bytes of cache all attached images may take together.
+/// Most bytes of cache and decoder memory all attached images may take together.
 pub const TOTAL_BYTES: usize = 64 << 20;
 
 /// Bytes reserved now.

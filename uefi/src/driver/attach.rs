@@ -16,7 +16,9 @@
 //! disk is stopped: with [`config`], 256 KiB of table cache plus three
 //! clusters (one decompressed cluster and two of compressed input), so
 //! 448 KiB for 64 KiB clusters and at most 6.25 MiB for 2 MiB clusters, per
-//! layer. One image (its whole chain) may take at most [`IMAGE_BUDGET`]
+//! layer; a zstd layer's decoder adds `ImageBuilder::decoder_bytes` at its
+//! first compressed cluster (423,712 bytes for 64 KiB clusters), counted
+//! here at the walk. One image (its whole chain) may take at most [`IMAGE_BUDGET`]
 //! bytes and all attached images together [`TOTAL_BUDGET`]
 //! (`qcow2_uefi::budget`); an image over either is refused by name.
 
@@ -55,12 +57,13 @@ pub fn config() -> Config {
 /// Most images in one chain, the top included.
 pub const MAX_CHAIN_DEPTH: usize = 16;
 
-/// Most bytes of cache one attached image (its whole chain) may take:
-/// 16 layers of 64 KiB clusters take 7 MiB; 5 layers of 2 MiB clusters
-/// 31.25 MiB.
+/// Most bytes of cache and zstd decoder memory one attached image (its
+/// whole chain) may take: 16 layers of 64 KiB clusters take 7 MiB (13.5 MiB
+/// if they are zstd images); 5 layers of 2 MiB clusters 31.25 MiB (43.8 MiB
+/// with zstd, over the budget).
 pub const IMAGE_BUDGET: usize = 32 << 20;
 
-/// Most bytes of cache all attached images may take together.
+/// Most bytes of cache and decoder memory all attached images may take together.
 pub const TOTAL_BUDGET: usize = budget::TOTAL_BYTES;
 
 /// An opened image: its virtual disk and the memory its layers took.
@@ -140,7 +143,7 @@ pub enum AttachError {
     OverBudget {
         /// The image.
         name: String,
-        /// Bytes its caches need (down to the layer that crosses the budget).
+        /// Bytes its caches and decoders need (down to the layer that crosses the budget).
         bytes: usize,
         /// Bytes it may take: [`IMAGE_BUDGET`], or what is left of
         /// [`TOTAL_BUDGET`] if that is less.
@@ -171,7 +174,7 @@ impl fmt::Display for AttachError {
                 allowed,
             } => write!(
                 f,
-                "{name}: the image's caches need {bytes} bytes, over the {allowed} it may take (the driver allows {IMAGE_BUDGET} per image and {TOTAL_BUDGET} for all images)"
+                "{name}: the image's caches and decoders need {bytes} bytes, over the {allowed} it may take (the driver allows {IMAGE_BUDGET} per image and {TOTAL_BUDGET} for all images)"
             ),
             AttachError::Geometry { name, error } => write!(f, "{name}: {error}"),
         }

@@ -456,7 +456,7 @@ fn install_child(
     match parent_use {
         Ok(parent_use) => {
             info_line(format_args!(
-                "attached {name}: {virtual_size} bytes, {layers} image(s), {memory_bytes} bytes of cache"
+                "attached {name}: {virtual_size} bytes, {layers} image(s), {memory_bytes} bytes of cache and decoders"
             ));
             Ok(Child {
                 handle,
