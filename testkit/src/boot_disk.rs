@@ -283,6 +283,7 @@ impl Inputs {
     fn key(&self) -> Result<String, String> {
         let mut key = Sha256::new();
         key.update(Sha256::digest(include_str!("boot_disk.rs")));
+        key.update(Sha256::digest(include_str!("host.rs")));
         for file in [&self.kernel, &self.busybox] {
             key.update(Sha256::digest(std::fs::read(file).map_err(io_error(file))?));
         }
@@ -332,33 +333,19 @@ impl Inputs {
         self.make_grub(tmp, &efi)?;
         self.make_esp(&efi, &tmp.join("esp.img"))?;
         let root_mib = self.make_root(tmp, &tmp.join("initrd.img"), &tmp.join("root.img"))?;
-        // Layout in MiB: 1 for the GPT, the ESP, the root, 1 for the backup GPT.
-        let (esp_start, root_start) = (1, 1 + ESP_MIB);
-        let total_mib = root_start + root_mib + 1;
         let raw = tmp.join("disk.raw");
-        File::create(&raw)
-            .and_then(|file| file.set_len(total_mib << 20))
-            .map_err(io_error(&raw))?;
-        let table = format!(
-            "label: gpt\n\
-             label-id: {DISK_GUID}\n\
-             unit: sectors\n\
-             start={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid={ESP_PART_UUID}, name=\"EFI System Partition\"\n\
-             start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid={ROOT_PART_UUID}, name=\"{ROOT_LABEL}\"\n",
-            esp_start * 2048,
-            ESP_MIB * 2048,
-            root_start * 2048,
-            root_mib * 2048,
-        );
-        host::run_with_input(
-            host::command("sfdisk")
-                .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
-                .args(["--quiet", "--no-reread", "--no-tell-kernel"])
-                .arg(&raw),
-            table.as_bytes(),
+        let total_mib = host::gpt_esp_root(
+            &raw,
+            (&tmp.join("esp.img"), ESP_MIB),
+            (&tmp.join("root.img"), root_mib),
+            ROOT_LABEL,
+            Some(host::GptIds {
+                disk: DISK_GUID,
+                esp: ESP_PART_UUID,
+                root: ROOT_PART_UUID,
+                epoch: EPOCH,
+            }),
         )?;
-        host::place(&tmp.join("esp.img"), &raw, esp_start << 20, 1 << 20)?;
-        host::place(&tmp.join("root.img"), &raw, root_start << 20, 1 << 20)?;
         std::fs::rename(&raw, disk).map_err(io_error(disk))?;
         log(&format!(
             "built {}: {total_mib} MiB (ESP {ESP_MIB} MiB, root {root_mib} MiB)",

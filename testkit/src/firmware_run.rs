@@ -228,20 +228,7 @@ impl FirmwareRun {
     /// Runs QEMU from this process, the console and the messages kept as
     /// the binary would print them: for tests.
     pub fn output(&self) -> RunOutput {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let code = match self.run(&mut stdout, &mut stderr) {
-            Ok(()) => 0,
-            Err(failure) => {
-                let _ = writeln!(stderr, "run.sh: {}", failure.message);
-                failure.code
-            }
-        };
-        RunOutput {
-            stdout,
-            stderr,
-            code,
-        }
+        RunOutput::collect("run.sh: ", |console, messages| self.run(console, messages))
     }
 
     /// Boots the firmware: the serial console goes to `console` and QEMU's

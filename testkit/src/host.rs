@@ -189,6 +189,71 @@ pub fn place(from: &Path, into: &Path, at: u64, block: usize) -> Result<(), Stri
     }
 }
 
+/// Fixed identities for a reproducible GPT disk: the disk's GUID, the two
+/// partitions' UUIDs, and the time `sfdisk` is told it is.
+#[derive(Debug, Clone, Copy)]
+pub struct GptIds {
+    /// The disk's GUID (`label-id`).
+    pub disk: &'static str,
+    /// The ESP's partition UUID.
+    pub esp: &'static str,
+    /// The root partition's UUID.
+    pub root: &'static str,
+    /// `SOURCE_DATE_EPOCH` for `sfdisk`.
+    pub epoch: u64,
+}
+
+/// Writes `raw`, a GPT disk of two partitions in MiB: the file system image
+/// `esp` (`esp_mib`) as the EFI System Partition from 1 MiB, then `root`
+/// (`root_mib`) as a Linux partition named `root_name`, and 1 MiB for the
+/// backup table. Random identities unless `ids` fixes them. Returns the
+/// disk's size in MiB.
+pub fn gpt_esp_root(
+    raw: &Path,
+    (esp, esp_mib): (&Path, u64),
+    (root, root_mib): (&Path, u64),
+    root_name: &str,
+    ids: Option<GptIds>,
+) -> Result<u64, String> {
+    let (esp_start, root_start) = (1, 1 + esp_mib);
+    let total_mib = root_start + root_mib + 1;
+    std::fs::File::create(raw)
+        .and_then(|file| file.set_len(total_mib << 20))
+        .map_err(|error| format!("{}: {error}", raw.display()))?;
+    let (label_id, esp_uuid, root_uuid) = match ids {
+        Some(ids) => (
+            format!("label-id: {}\n", ids.disk),
+            format!(", uuid={}", ids.esp),
+            format!(", uuid={}", ids.root),
+        ),
+        None => Default::default(),
+    };
+    let table = format!(
+        "label: gpt\n\
+         {label_id}\
+         unit: sectors\n\
+         start={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B{esp_uuid}, name=\"EFI System Partition\"\n\
+         start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4{root_uuid}, name=\"{root_name}\"\n",
+        esp_start * 2048,
+        esp_mib * 2048,
+        root_start * 2048,
+        root_mib * 2048,
+    );
+    let mut sfdisk = command("sfdisk");
+    if let Some(ids) = ids {
+        sfdisk.env("SOURCE_DATE_EPOCH", ids.epoch.to_string());
+    }
+    run_with_input(
+        sfdisk
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(raw),
+        table.as_bytes(),
+    )?;
+    place(esp, raw, esp_start << 20, 1 << 20)?;
+    place(root, raw, root_start << 20, 1 << 20)?;
+    Ok(total_mib)
+}
+
 /// Runs `command` with its output on this program's stderr (a long job
 /// whose progress the caller should see, while stdout stays the result).
 pub fn run_loud(command: &mut Command) -> Result<(), String> {

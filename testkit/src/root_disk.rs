@@ -102,6 +102,7 @@ pub fn build(
     let mut key = Sha256::new();
     key.update(Sha256::digest(std::fs::read(&deb).map_err(io_error(&deb))?));
     key.update(Sha256::digest(include_str!("root_disk.rs")));
+    key.update(Sha256::digest(include_str!("host.rs")));
     key.update(format!("{stick_label} {image_name}\n"));
     let key: String = key
         .finalize()
@@ -322,29 +323,14 @@ WantedBy=multi-user.target
             .arg(&root_image)
             .arg(format!("{root_mib}M")),
     )?;
-    let root_start = 1 + ESP_MIB;
-    let total_mib = root_start + root_mib + 1;
     let raw = tmp.join("disk.raw");
-    File::create(&raw)
-        .and_then(|file| file.set_len(total_mib << 20))
-        .map_err(io_error(&raw))?;
-    let table = format!(
-        "label: gpt\n\
-         unit: sectors\n\
-         start=2048, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI System Partition\"\n\
-         start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"{ROOT_LABEL}\"\n",
-        ESP_MIB * 2048,
-        root_start * 2048,
-        root_mib * 2048,
-    );
-    host::run_with_input(
-        host::command("sfdisk")
-            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
-            .arg(&raw),
-        table.as_bytes(),
+    let total_mib = host::gpt_esp_root(
+        &raw,
+        (&esp, ESP_MIB),
+        (&root_image, root_mib),
+        ROOT_LABEL,
+        None,
     )?;
-    host::place(&esp, &raw, 1 << 20, 1 << 20)?;
-    host::place(&root_image, &raw, root_start << 20, 1 << 20)?;
     // The root's copy is no longer needed, and it is the bulk of the
     // build directory: gone before the conversion writes the image.
     std::fs::remove_file(&root_image).map_err(io_error(&root_image))?;

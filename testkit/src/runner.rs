@@ -56,6 +56,29 @@ pub struct RunOutput {
 }
 
 impl RunOutput {
+    /// Runs `run` with the console and the messages captured, as the
+    /// runner's binary prints them: a failure's message last on stderr
+    /// after `prefix` (`run.sh: ` or `run.sh: error: `).
+    pub fn collect(
+        prefix: &str,
+        run: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<(), Failure>,
+    ) -> Self {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let code = match run(&mut stdout, &mut stderr) {
+            Ok(()) => 0,
+            Err(failure) => {
+                stderr.extend_from_slice(format!("{prefix}{}\n", failure.message).as_bytes());
+                failure.code
+            }
+        };
+        RunOutput {
+            stdout,
+            stderr,
+            code,
+        }
+    }
+
     /// Whether the run succeeded (the binary would exit with 0).
     pub fn success(&self) -> bool {
         self.code == 0

@@ -331,20 +331,9 @@ impl UefiRun {
     /// Runs the guest in this process, the console and the messages kept
     /// as the binary would print them: for tests.
     pub fn output(&self) -> RunOutput {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let code = match self.run(&mut stdout, &mut stderr) {
-            Ok(()) => 0,
-            Err(failure) => {
-                let _ = writeln!(stderr, "run.sh: error: {}", failure.message);
-                failure.code
-            }
-        };
-        RunOutput {
-            stdout,
-            stderr,
-            code,
-        }
+        RunOutput::collect("run.sh: error: ", |console, messages| {
+            self.run(console, messages)
+        })
     }
 
     /// Boots the guest: the serial console goes to `console` as it comes,
