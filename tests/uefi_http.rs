@@ -38,7 +38,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -191,133 +191,39 @@ fn tls(dir: &Path) -> Tls {
     Tls { cert, key, ca_list }
 }
 
-/// nginx serving a directory on a free local port with an access log,
-/// stopped when dropped.
-struct Nginx {
-    child: Child,
-    port: u16,
-    /// The same root over TLS, with the test CA's server certificate.
-    tls_port: u16,
-    log: PathBuf,
-}
+/// nginx serving the images over HTTP (server 0, with `/norange/` serving
+/// the same files without byte ranges) and over TLS (server 1).
+struct Nginx(qcow2_testkit::nginx::Nginx);
 
 impl Nginx {
-    /// Serves `root` at `/`, and again at `/norange/` without byte ranges,
-    /// over HTTP and over TLS with `tls` (certificate and key files).
     fn serve(root: &Path, dir: &Path, tls: &Tls) -> Self {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|path| Path::new(path).exists())
-            .unwrap_or_else(|| {
-                panic!(
-                    "nginx is not installed: apt-get install nginx-light (scripts/setup.sh does)"
-                )
-            });
-        fs::create_dir_all(dir).unwrap();
-        let log = dir.join("access.log");
-        let free_port = || {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free port")
-                .port()
+        use qcow2_testkit::nginx::Server;
+        let plain = Server {
+            tls: None,
+            directives: format!(
+                "location /norange/ {{ alias {}/; max_ranges 0; }}",
+                path_str(root)
+            ),
         };
-        for _ in 0..5 {
-            let (port, tls_port) = (free_port(), free_port());
-            let d = path_str(dir);
-            let config = format!(
-                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-                 events {{}}\nhttp {{\n\
-                 log_format ranges '$request_uri \"$http_range\" $status $body_bytes_sent';\n\
-                 access_log {d}/access.log ranges;\nclient_body_temp_path {d}/body;\n\
-                 proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
-                 uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
-                 server {{\nlisten 127.0.0.1:{port};\nroot {root};\n\
-                 location /norange/ {{ alias {root}/; max_ranges 0; }}\n}}\n\
-                 server {{\nlisten 127.0.0.1:{tls_port} ssl;\nroot {root};\n\
-                 ssl_certificate {cert};\nssl_certificate_key {key};\n}}\n}}\n",
-                root = path_str(root),
-                cert = path_str(&tls.cert),
-                key = path_str(&tls.key),
-            );
-            let conf = dir.join("nginx.conf");
-            fs::write(&conf, config).unwrap();
-            let mut child = Command::new(binary)
-                .args([
-                    "-p",
-                    d,
-                    "-e",
-                    &format!("{d}/error.log"),
-                    "-c",
-                    path_str(&conf),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nginx");
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken meanwhile: another one
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
-                {
-                    return Self {
-                        child,
-                        port,
-                        tls_port,
-                        log,
-                    };
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("nginx did not start (see {}/error.log)", dir.display());
+        let secure = Server {
+            tls: Some((tls.cert.clone(), tls.key.clone())),
+            directives: String::new(),
+        };
+        Self(qcow2_testkit::nginx::Nginx::serve(
+            root,
+            dir,
+            &[plain, secure],
+        ))
     }
 
     /// The URL of `path` as the guest reaches the host.
     fn guest_url(&self, path: &str) -> String {
-        format!("http://10.0.2.2:{}/{path}", self.port)
+        format!("http://10.0.2.2:{}/{path}", self.0.port(0))
     }
 
     /// The TLS URL of `path` as the guest reaches the host.
     fn guest_tls_url(&self, path: &str) -> String {
-        format!("https://10.0.2.2:{}/{path}", self.tls_port)
-    }
-
-    /// Empties the access log (nginx appends to the same open file).
-    fn clear_log(&self) {
-        fs::write(&self.log, b"").unwrap();
-    }
-
-    /// The requests logged: `(uri, range, status, body bytes)`.
-    fn requests(&self) -> Vec<(String, String, u16, u64)> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| {
-                let mut fields = line.split(' ');
-                let uri = fields.next().unwrap_or_default().to_string();
-                let range = fields
-                    .next()
-                    .unwrap_or_default()
-                    .trim_matches('"')
-                    .to_string();
-                let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let bytes = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                (uri, range, status, bytes)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("https://10.0.2.2:{}/{path}", self.0.port(1))
     }
 }
 
@@ -467,12 +373,12 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
     let work = dir.join("run");
     let marker = format!("QCOW2-BOOT-MARKER: reached init on {arch}");
 
-    nginx.clear_log();
+    nginx.0.clear_log();
     let started = Instant::now();
     let url = nginx.guest_url("disk.qcow2");
     let result = boot(&driver, &url, &work, &marker, None);
-    let requests = nginx.requests();
-    let fetched: u64 = requests.iter().map(|r| r.3).sum();
+    let requests = nginx.0.requests();
+    let fetched: u64 = requests.iter().map(|r| r.bytes).sum();
     eprintln!(
         "{arch}: booted from {url} in {:.1} s: {fetched} bytes fetched in {} requests, of a {file_bytes}-byte file ({:.1}%); {}",
         started.elapsed().as_secs_f64(),
@@ -486,7 +392,13 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
         result.stdout,
         result.stderr
     );
-    for (uri, range, status, bytes) in &requests {
+    for qcow2_testkit::nginx::Request {
+        uri,
+        range,
+        status,
+        bytes,
+    } in &requests
+    {
         assert!(
             *status == 206 && range.starts_with("bytes=") && *bytes <= READAHEAD,
             "{arch}: a request that is not a range of at most one block: {uri} {range} {status} {bytes}"
@@ -497,10 +409,10 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
         "{arch}: {fetched} bytes fetched of a {file_bytes}-byte file: not lazy"
     );
 
-    nginx.clear_log();
+    nginx.0.clear_log();
     let url = nginx.guest_tls_url("disk.qcow2");
     let result = boot(&driver, &url, &work, &marker, Some(&tls.ca_list));
-    let fetched_tls: u64 = nginx.requests().iter().map(|r| r.3).sum();
+    let fetched_tls: u64 = nginx.0.requests().iter().map(|r| r.bytes).sum();
     eprintln!(
         "{arch}: booted from {url}: marker {}, {fetched_tls} bytes fetched; {}",
         result.marker,
@@ -517,7 +429,7 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
         ("absent.qcow2", "with 404".to_string()),
         ("norange/disk.qcow2", "ignores range requests".to_string()),
     ] {
-        nginx.clear_log();
+        nginx.0.clear_log();
         let url = nginx.guest_url(path);
         let result = boot(&driver, &url, &work, &marker, None);
         let line = result.error_line.clone().unwrap_or_default();

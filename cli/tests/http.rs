@@ -10,92 +10,38 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{qcow, qcow_ok, qemu_img, qemu_io, qemu_raw, text, Scratch};
 use qcow2_testkit::assert_same;
 
 /// nginx serving a directory on a free local port, stopped when dropped.
 struct Nginx {
-    child: Child,
-    port: u16,
+    server: qcow2_testkit::nginx::Nginx,
     _conf: Scratch,
 }
 
 impl Nginx {
     /// Serves `root`; `/moved/top.qcow2` redirects (302) to `/images/top.qcow2`.
     fn serve(root: &Path) -> Self {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|path| Path::new(path).exists())
-            .unwrap_or_else(|| {
-                panic!(
-                    "nginx is not installed: apt-get install nginx-light (scripts/setup.sh does)"
-                )
-            });
-        for _ in 0..5 {
-            let conf = Scratch::new();
-            let port = free_port();
-            let dir = text(conf.dir());
-            let config = format!(
-                "daemon off;\nmaster_process off;\npid {dir}/nginx.pid;\n\
-                 error_log {dir}/error.log;\nevents {{}}\nhttp {{\n\
-                 access_log off;\nclient_body_temp_path {dir}/body;\n\
-                 proxy_temp_path {dir}/proxy;\nfastcgi_temp_path {dir}/fastcgi;\n\
-                 uwsgi_temp_path {dir}/uwsgi;\nscgi_temp_path {dir}/scgi;\n\
-                 server {{\nlisten 127.0.0.1:{port};\nroot {root};\n\
-                 location = /moved/top.qcow2 {{ return 302 /images/top.qcow2; }}\n}}\n}}\n",
-                root = text(root),
-            );
-            let conf_path = conf.path("nginx.conf");
-            std::fs::write(&conf_path, config).unwrap();
-            let mut child = Command::new(binary)
-                .args(["-p", dir, "-c", text(&conf_path)])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nginx");
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    // The port was taken meanwhile: another one.
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Self {
-                        child,
-                        port,
-                        _conf: conf,
-                    };
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let conf = Scratch::new();
+        let redirect = qcow2_testkit::nginx::Server {
+            tls: None,
+            directives: "location = /moved/top.qcow2 { return 302 /images/top.qcow2; }".into(),
+        };
+        let server = qcow2_testkit::nginx::Nginx::serve(root, conf.dir(), &[redirect]);
+        Self {
+            server,
+            _conf: conf,
         }
-        panic!("nginx did not start (see its error.log)");
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
+        format!("http://127.0.0.1:{}/{path}", self.server.port(0))
     }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Pseudo-random bytes (xorshift): clusters that do not compress, so the

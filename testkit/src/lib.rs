@@ -30,6 +30,7 @@ pub mod readme_table;
 pub mod root_disk;
 pub use qemu::*;
 pub mod nbd_bench;
+pub mod nginx;
 pub mod tls;
 
 /// The workspace's root directory (where `scripts/` and `target/` are).
