@@ -99,6 +99,11 @@ fn boot(image: &Path, cpus: u32) -> RunOutput {
 
 /// The runner in `mode` on `image`, one guest at a time.
 fn boot_as(image: &Path, cpus: u32, mode: Mode) -> RunOutput {
+    boot_in(image, cpus, mode, None)
+}
+
+/// [`boot_as`], the stick writable and kept in `stick_dir` when given.
+fn boot_in(image: &Path, cpus: u32, mode: Mode, stick_dir: Option<&Path>) -> RunOutput {
     static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_GUEST
         .lock()
@@ -108,13 +113,52 @@ fn boot_as(image: &Path, cpus: u32, mode: Mode) -> RunOutput {
     let mut run = UefiRun::new(driver, mode, Some(image.to_path_buf()));
     run.timeout = Duration::from_secs(900);
     run.smp = cpus.to_string();
-    run.work = Some(work.path().to_path_buf());
+    run.work = Some(stick_dir.unwrap_or(work.path()).to_path_buf());
+    run.writable_stick = stick_dir.is_some();
     run.output()
 }
 
+/// Two boots in a row from a writable stick: each reaches multi-user.target
+/// on a root that does not hold what the earlier boot wrote to `/`, and the
+/// image file on the stick is byte for byte the file copied there.
 #[test]
-fn debian_boots_to_multi_user_from_a_zstd_qcow2_file_on_a_fat_stick() {
-    assert_boots_cleanly(&boot(image(), 1));
+fn debian_boots_twice_from_a_zstd_qcow2_file_on_a_writable_fat_stick_and_leaves_it_unchanged() {
+    let made = sha256_of(&std::fs::read(image()).unwrap());
+    let mut file = image().to_path_buf();
+    let sticks = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for (round, work) in sticks.iter().enumerate() {
+        let output = boot_in(&file, 1, Mode::File, Some(work.path()));
+        assert_boots_cleanly(&output);
+        // The stick after the boot: the image as the guest left it.
+        let after = work.path().join("debian.qcow2");
+        qcow2_testkit::run(
+            "mcopy",
+            &[
+                "-n",
+                "-i",
+                work.path().join("driver.img").to_str().expect("UTF-8 path"),
+                "::/debian.qcow2",
+                after.to_str().expect("UTF-8 path"),
+            ],
+        );
+        let left = sha256_of(&std::fs::read(&after).unwrap());
+        assert_eq!(
+            left,
+            made,
+            "boot {} changed the image on the stick",
+            round + 1
+        );
+        // The next boot starts from the stick's file as this boot left it.
+        file = after;
+    }
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 #[test]
@@ -189,6 +233,10 @@ fn assert_boots_cleanly(output: &RunOutput) {
     assert!(
         marker.contains("/ is overlay"),
         "the root is not the overlay: {marker}"
+    );
+    assert!(
+        marker.contains("written at an earlier boot: no"),
+        "the root kept a file an earlier boot wrote: {marker}"
     );
     for bad in [
         "I/O error",

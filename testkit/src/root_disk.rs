@@ -9,8 +9,10 @@
 //!   --variant=minbase` bookworm with systemd-sysv, linux-image-cloud-amd64,
 //!   initramfs-tools, udev, kmod, zstd, the package installed with
 //!   `apt-get`, and a unit that prints `QCOW2-BOOT-MARKER: reached init on
-//!   x86_64 (multi-user.target ...)` once multi-user.target is reached, then
-//!   powers off.
+//!   x86_64 (multi-user.target ...)` once multi-user.target is reached, with
+//!   whether `/qcow2-boot-test`, which it then writes, was there from an
+//!   earlier boot (`written at an earlier boot: no` on a root that forgets
+//!   its writes), then powers off.
 //!
 //! The kernel command line inside says `qcow2root=LABEL=STICK_LABEL:/IMAGE_NAME`
 //! (`qcow2root=efi` when STICK_LABEL is `efi`: the image found through
@@ -195,7 +197,7 @@ After=multi-user.target
 [Service]
 Type=oneshot
 StandardOutput=journal+console
-ExecStart=/bin/sh -c 'echo "{MARKER} (multi-user.target, / is $(findmnt -no FSTYPE /), nbd0 $(cat /sys/block/nbd0/size) sectors)"'
+ExecStart=/bin/sh -c 'if [ -e /qcow2-boot-test ]; then w=yes; else w=no; fi; date >/qcow2-boot-test; echo "{MARKER} (multi-user.target, / is $(findmnt -no FSTYPE /), nbd0 $(cat /sys/block/nbd0/size) sectors, written at an earlier boot: $w)"'
 ExecStart=/bin/systemctl --no-block poweroff
 
 [Install]

@@ -242,6 +242,10 @@ pub struct UefiRun {
     pub stick_partuuid: String,
     /// The image's URL with [`Mode::Url`].
     pub url: Option<String>,
+    /// Attach the stick of [`Mode::File`] and [`Mode::DriverOptionFile`]
+    /// writable, as a real one is (read-only otherwise): the stick stays
+    /// in [`work`](Self::work) as `driver.img` for the caller to look into.
+    pub writable_stick: bool,
     /// The CA certificates the firmware trusts for `https://`, an EFI
     /// signature list (`QCOW2_UEFI_CACERTS`), given to it through fw_cfg.
     pub cacerts: Option<PathBuf>,
@@ -260,6 +264,7 @@ impl UefiRun {
             work: None,
             stick_partuuid: STICK_PARTUUID.into(),
             url: None,
+            writable_stick: false,
             cacerts: None,
         }
     }
@@ -409,24 +414,27 @@ impl UefiRun {
             url: self.url.as_deref(),
         };
         let mut drives: Vec<OsString> = Vec::new();
-        let mut raw_drive = |file: &Path| {
+        let mut raw_drive = |file: &Path, writable: bool| {
             let mut value = OsString::from("file=");
             value.push(file);
-            value.push(",format=raw,if=virtio,readonly=on");
+            value.push(",format=raw,if=virtio");
+            if !writable {
+                value.push(",readonly=on");
+            }
             drives.extend(["-drive".into(), value]);
         };
         match self.mode {
             Mode::Disk | Mode::DriverOption => {
                 stick.make(&tools, &driver_disk, &[])?;
-                raw_drive(&image);
-                raw_drive(&driver_disk);
+                raw_drive(&image, false);
+                raw_drive(&driver_disk, false);
             }
             Mode::File | Mode::DriverOptionFile => {
                 let files = chain_files(&tools, &image)?;
                 stick.make(&tools, &driver_disk, &files)?;
-                raw_drive(&driver_disk);
+                raw_drive(&driver_disk, self.writable_stick);
             }
-            Mode::Raw => raw_drive(&image),
+            Mode::Raw => raw_drive(&image, false),
             Mode::Url => {
                 stick.make(&tools, &driver_disk, &[])?;
                 // The driver disk first in the boot order keeps OVMF from
