@@ -118,103 +118,12 @@ fn boot_in(image: &Path, cpus: u32, mode: Mode, stick_dir: Option<&Path>) -> Run
     run.output()
 }
 
-/// Two boots in a row from a writable stick: each reaches multi-user.target
-/// on a root that does not hold what the earlier boot wrote to `/`, and the
-/// image file on the stick is byte for byte the file copied there.
-#[test]
-fn debian_boots_twice_from_a_zstd_qcow2_file_on_a_writable_fat_stick_and_leaves_it_unchanged() {
-    let made = sha256_of(&std::fs::read(image()).unwrap());
-    let mut file = image().to_path_buf();
-    let sticks = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    for (round, work) in sticks.iter().enumerate() {
-        let output = boot_in(&file, 1, Mode::File, Some(work.path()));
-        assert_boots_cleanly(&output);
-        // The stick after the boot: the image as the guest left it.
-        let after = work.path().join("debian.qcow2");
-        qcow2_testkit::run(
-            "mcopy",
-            &[
-                "-n",
-                "-i",
-                work.path().join("driver.img").to_str().expect("UTF-8 path"),
-                "::/debian.qcow2",
-                after.to_str().expect("UTF-8 path"),
-            ],
-        );
-        let left = sha256_of(&std::fs::read(&after).unwrap());
-        assert_eq!(
-            left,
-            made,
-            "boot {} changed the image on the stick",
-            round + 1
-        );
-        // The next boot starts from the stick's file as this boot left it.
-        file = after;
-    }
-}
-
 fn sha256_of(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes)
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-#[test]
-fn debian_boots_with_qcow2root_efi_from_a_driver_option_without_a_shell() {
-    // The command line says `qcow2root=efi`, no path: the driver loaded by
-    // the firmware from Driver0000 attaches the file and records it in its
-    // EFI variable, the boot manager starts GRUB from the image's ESP
-    // through a Boot#### (no UEFI Shell: reaching it fails the run), and
-    // the initramfs finds the stick by the variable's PARTUUID.
-    let image = disk_named("efi", "debian-efi.qcow2");
-    let output = boot_as(&image, 1, Mode::DriverOptionFile);
-    let console = String::from_utf8_lossy(&output.stdout);
-    let recorded = format!(
-        "qcow2.efi: \\debian-efi.qcow2: recorded for qcow2root=efi as {STICK_PARTUUID}:/debian-efi.qcow2"
-    );
-    assert!(console.contains(&recorded), "no {recorded:?}:\n{console}");
-    let found = format!("qcow2root=efi: the image is PARTUUID={STICK_PARTUUID}:/debian-efi.qcow2");
-    assert!(console.contains(&found), "no {found:?}:\n{console}");
-    assert!(
-        !console.contains("EFI Internal Shell"),
-        "the UEFI Shell ran:\n{console}"
-    );
-    assert_boots_cleanly(&output);
-}
-
-#[test]
-fn debian_boots_from_an_overlay_beside_its_base_on_the_stick() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base.qcow2");
-    std::fs::copy(disk("top.qcow2"), &base).unwrap();
-    let top = dir.path().join("top.qcow2");
-    // Through testkit, as every image of the tests (it fails the test with
-    // qemu-img's message, and retries only its calibration failure).
-    qcow2_testkit::run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            top.to_str().expect("UTF-8 path"),
-        ],
-    );
-    // Two CPUs: `qcow serve --connect` hands the kernel one connection per
-    // reader, as many readers as CPUs, so this boot runs on two.
-    let output = boot(&top, 2);
-    let console = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        console.contains("Brought up 1 node, 2 CPUs"),
-        "the guest did not get two CPUs:\n{console}"
-    );
-    assert_boots_cleanly(&output);
 }
 
 /// The marker at multi-user.target on the overlay root, and no error line.
@@ -251,79 +160,177 @@ fn assert_boots_cleanly(output: &RunOutput) {
     eprintln!("{}", stderr.lines().last().unwrap_or(""));
 }
 
-#[test]
-fn a_missing_image_file_is_one_line_then_the_rescue_path_not_a_hang() {
-    // The same disk as `other.qcow2`: the driver attaches it (\qcow2.cfg
-    // names it), GRUB boots the kernel, whose command line names
-    // /debian.qcow2, which the stick does not hold.
-    let dir = tempfile::tempdir().unwrap();
-    let other = dir.path().join("other.qcow2");
-    std::fs::copy(image(), &other).unwrap();
-    let output = boot(&other, 1);
-    let console = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("timeout"),
-        "the boot hung instead of failing: {stderr}\n{console}"
-    );
-    // After initramfs-tools' "Begin: ... " on the same line; a shell
-    // error of the script (`/scripts/local-top/qcow2root: 85: ...`) would
-    // be one more.
-    let reasons: Vec<&str> = console
-        .lines()
-        .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
-        .collect();
-    assert_eq!(
-        reasons,
-        ["qcow2root: no file /debian.qcow2 on LABEL=QCOW2DRV"],
-        "{console}"
-    );
-    assert!(
-        console.contains("Rebooting automatically due to panic= boot argument"),
-        "not initramfs-tools' panic: {console}"
-    );
-    assert!(
-        !console.contains("QCOW2-BOOT-MARKER"),
-        "booted without its image: {console}"
-    );
-}
+/// The tests, in a module of their own so that `scripts/test.sh` can run
+/// them beside the rest of the suite (`--skip root_boot::` there).
+mod root_boot {
+    use super::*;
 
-#[test]
-fn qcow2root_efi_without_the_variable_is_one_line_then_the_rescue_path() {
-    // The `qcow2root=efi` disk through the shell's `--file` stick: a FAT on
-    // the whole device, no partition table, so no PARTUUID: the driver
-    // attaches the image but records nothing, GRUB boots the kernel, and
-    // the boot script finds no variable.
-    let output = boot(&disk_named("efi", "debian-efi.qcow2"), 1);
-    let console = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("timeout"),
-        "the boot hung instead of failing: {stderr}\n{console}"
-    );
-    assert!(
-        console.contains(
-            "qcow2.efi: \\debian-efi.qcow2: not recorded for qcow2root=efi: \
-             the file system is not on a GPT or MBR partition"
-        ),
-        "the driver did not say why it recorded nothing:\n{console}"
-    );
-    let reasons: Vec<&str> = console
-        .lines()
-        .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
-        .collect();
-    assert_eq!(
-        reasons,
-        ["qcow2root: qcow2root=efi: no EFI variable QcowRootImage \
-          (qcow2.efi attached no image file on a partition)"],
-        "{console}"
-    );
-    assert!(
-        console.contains("Rebooting automatically due to panic= boot argument"),
-        "not initramfs-tools' panic: {console}"
-    );
-    assert!(
-        !console.contains("QCOW2-BOOT-MARKER"),
-        "booted without its image: {console}"
-    );
+    /// Two boots in a row from a writable stick: each reaches multi-user.target
+    /// on a root that does not hold what the earlier boot wrote to `/`, and the
+    /// image file on the stick is byte for byte the file copied there.
+    #[test]
+    fn debian_boots_twice_from_a_zstd_qcow2_file_on_a_writable_fat_stick_and_leaves_it_unchanged() {
+        let made = sha256_of(&std::fs::read(image()).unwrap());
+        let mut file = image().to_path_buf();
+        let sticks = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        for (round, work) in sticks.iter().enumerate() {
+            let output = boot_in(&file, 1, Mode::File, Some(work.path()));
+            assert_boots_cleanly(&output);
+            // The stick after the boot: the image as the guest left it.
+            let after = work.path().join("debian.qcow2");
+            qcow2_testkit::run(
+                "mcopy",
+                &[
+                    "-n",
+                    "-i",
+                    work.path().join("driver.img").to_str().expect("UTF-8 path"),
+                    "::/debian.qcow2",
+                    after.to_str().expect("UTF-8 path"),
+                ],
+            );
+            let left = sha256_of(&std::fs::read(&after).unwrap());
+            assert_eq!(
+                left,
+                made,
+                "boot {} changed the image on the stick",
+                round + 1
+            );
+            // The next boot starts from the stick's file as this boot left it.
+            file = after;
+        }
+    }
+
+    #[test]
+    fn debian_boots_with_qcow2root_efi_from_a_driver_option_without_a_shell() {
+        // The command line says `qcow2root=efi`, no path: the driver loaded by
+        // the firmware from Driver0000 attaches the file and records it in its
+        // EFI variable, the boot manager starts GRUB from the image's ESP
+        // through a Boot#### (no UEFI Shell: reaching it fails the run), and
+        // the initramfs finds the stick by the variable's PARTUUID.
+        let image = disk_named("efi", "debian-efi.qcow2");
+        let output = boot_as(&image, 1, Mode::DriverOptionFile);
+        let console = String::from_utf8_lossy(&output.stdout);
+        let recorded = format!(
+            "qcow2.efi: \\debian-efi.qcow2: recorded for qcow2root=efi as {STICK_PARTUUID}:/debian-efi.qcow2"
+        );
+        assert!(console.contains(&recorded), "no {recorded:?}:\n{console}");
+        let found =
+            format!("qcow2root=efi: the image is PARTUUID={STICK_PARTUUID}:/debian-efi.qcow2");
+        assert!(console.contains(&found), "no {found:?}:\n{console}");
+        assert!(
+            !console.contains("EFI Internal Shell"),
+            "the UEFI Shell ran:\n{console}"
+        );
+        assert_boots_cleanly(&output);
+    }
+
+    #[test]
+    fn debian_boots_from_an_overlay_beside_its_base_on_the_stick() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        std::fs::copy(disk("top.qcow2"), &base).unwrap();
+        let top = dir.path().join("top.qcow2");
+        // Through testkit, as every image of the tests (it fails the test with
+        // qemu-img's message, and retries only its calibration failure).
+        qcow2_testkit::run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.qcow2",
+                "-F",
+                "qcow2",
+                top.to_str().expect("UTF-8 path"),
+            ],
+        );
+        // Two CPUs: `qcow serve --connect` hands the kernel one connection per
+        // reader, as many readers as CPUs, so this boot runs on two.
+        let output = boot(&top, 2);
+        let console = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            console.contains("Brought up 1 node, 2 CPUs"),
+            "the guest did not get two CPUs:\n{console}"
+        );
+        assert_boots_cleanly(&output);
+    }
+
+    #[test]
+    fn a_missing_image_file_is_one_line_then_the_rescue_path_not_a_hang() {
+        // The same disk as `other.qcow2`: the driver attaches it (\qcow2.cfg
+        // names it), GRUB boots the kernel, whose command line names
+        // /debian.qcow2, which the stick does not hold.
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.qcow2");
+        std::fs::copy(image(), &other).unwrap();
+        let output = boot(&other, 1);
+        let console = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("timeout"),
+            "the boot hung instead of failing: {stderr}\n{console}"
+        );
+        // After initramfs-tools' "Begin: ... " on the same line; a shell
+        // error of the script (`/scripts/local-top/qcow2root: 85: ...`) would
+        // be one more.
+        let reasons: Vec<&str> = console
+            .lines()
+            .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
+            .collect();
+        assert_eq!(
+            reasons,
+            ["qcow2root: no file /debian.qcow2 on LABEL=QCOW2DRV"],
+            "{console}"
+        );
+        assert!(
+            console.contains("Rebooting automatically due to panic= boot argument"),
+            "not initramfs-tools' panic: {console}"
+        );
+        assert!(
+            !console.contains("QCOW2-BOOT-MARKER"),
+            "booted without its image: {console}"
+        );
+    }
+
+    #[test]
+    fn qcow2root_efi_without_the_variable_is_one_line_then_the_rescue_path() {
+        // The `qcow2root=efi` disk through the shell's `--file` stick: a FAT on
+        // the whole device, no partition table, so no PARTUUID: the driver
+        // attaches the image but records nothing, GRUB boots the kernel, and
+        // the boot script finds no variable.
+        let output = boot(&disk_named("efi", "debian-efi.qcow2"), 1);
+        let console = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("timeout"),
+            "the boot hung instead of failing: {stderr}\n{console}"
+        );
+        assert!(
+            console.contains(
+                "qcow2.efi: \\debian-efi.qcow2: not recorded for qcow2root=efi: \
+                 the file system is not on a GPT or MBR partition"
+            ),
+            "the driver did not say why it recorded nothing:\n{console}"
+        );
+        let reasons: Vec<&str> = console
+            .lines()
+            .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
+            .collect();
+        assert_eq!(
+            reasons,
+            ["qcow2root: qcow2root=efi: no EFI variable QcowRootImage \
+              (qcow2.efi attached no image file on a partition)"],
+            "{console}"
+        );
+        assert!(
+            console.contains("Rebooting automatically due to panic= boot argument"),
+            "not initramfs-tools' panic: {console}"
+        );
+        assert!(
+            !console.contains("QCOW2-BOOT-MARKER"),
+            "booted without its image: {console}"
+        );
+    }
 }
