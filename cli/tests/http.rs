@@ -10,6 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -435,4 +436,61 @@ fn a_connection_dropped_mid_body_is_retried_and_the_read_completes() {
 fn http_options_out_of_range_are_refused_by_name() {
     let stderr = stderr_of(&["--http-readahead", "4M", "cat", "http://127.0.0.1:1/x"]);
     assert!(stderr.contains("read-ahead"), "{stderr}");
+}
+
+/// `qcow` with `SSL_CERT_FILE` set to `ca` (the system's trust, as curl
+/// reads it), or to an empty bundle when `None`.
+fn qcow_trusting(ca: Option<&Path>, scratch: &Scratch, args: &[&str]) -> std::process::Output {
+    let empty = scratch.path("no-ca.pem");
+    std::fs::write(&empty, b"").unwrap();
+    Command::new(env!("CARGO_BIN_EXE_qcow"))
+        .args(args)
+        .env("SSL_CERT_FILE", ca.unwrap_or(&empty))
+        .env_remove("SSL_CERT_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run qcow")
+}
+
+/// `https://` against a real TLS server (nginx with the tests' CA's
+/// certificate for localhost): trusted through the system's trust
+/// (`SSL_CERT_FILE`, as curl), the chain reads as `qemu-img convert` of the
+/// local files; a server the system does not trust is an error naming the
+/// URL and the certificate, never bytes.
+#[test]
+fn https_reads_through_the_systems_trust_and_refuses_an_untrusted_server() {
+    let scratch = images();
+    let certificates = qcow2_testkit::tls::certificates();
+    let server = qcow2_testkit::nginx::Nginx::serve(
+        scratch.dir(),
+        &scratch.path("nginx-tls"),
+        &[qcow2_testkit::nginx::Server {
+            tls: Some((
+                certificates.server_cert.clone(),
+                certificates.server_key.clone(),
+            )),
+            directives: String::new(),
+        }],
+    );
+    let url = format!("https://localhost:{}/images/top.qcow2", server.port(0));
+    let expected = qemu_raw(&scratch, &scratch.path("images/top.qcow2"), &[]);
+    let trusted = qcow_trusting(Some(&certificates.ca_cert), &scratch, &["cat", &url]);
+    assert!(
+        trusted.status.success(),
+        "qcow cat {url}: {}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert_same(&expected, &trusted.stdout, &format!("qcow cat {url}"));
+
+    let untrusted = qcow_trusting(None, &scratch, &["cat", &url]);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{stderr}");
+    assert!(
+        untrusted.stdout.is_empty(),
+        "bytes from an untrusted server"
+    );
+    assert!(
+        stderr.contains(&url) && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
 }

@@ -128,6 +128,15 @@ impl Client {
             .timeout_recv_body(Some(options.timeout))
             .max_idle_connections_per_host(64)
             .user_agent(concat!("qcow2-http/", env!("CARGO_PKG_VERSION")))
+            // The system's trust (its CA bundle, or `SSL_CERT_FILE` /
+            // `SSL_CERT_DIR`), as curl and QEMU's curl driver: an object
+            // store behind an organisation's own CA is trusted where the
+            // machine trusts it.
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            )
             .build();
         Ok(Self {
             inner: Arc::new(ClientInner {
