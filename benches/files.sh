@@ -17,17 +17,9 @@ set -euo pipefail
 REPS=${REPS:-5}
 FILE_MIB=${FILE_MIB:-512}
 BENCH_DIR=${BENCH_DIR:-/dev/shm/qcow-files-bench}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-log() { printf '%s\n' "$*" >&2; }
 
-if [[ -z ${QCOW:-} ]]; then
-    log "building qcow (release)"
-    cargo build --quiet --release -p qcow2-cli --manifest-path "$ROOT/Cargo.toml"
-    QCOW=$ROOT/target/release/qcow
-fi
-for tool in qemu-img sfdisk mkfs.ext4 debugfs; do
-    command -v "$tool" >/dev/null || { log "missing $tool (run scripts/setup.sh)"; exit 1; }
-done
+source "$(dirname "$0")/common.sh"
+need "run scripts/setup.sh" qemu-img sfdisk mkfs.ext4 debugfs
 
 mkdir -p "$BENCH_DIR"
 cd "$BENCH_DIR"

@@ -18,20 +18,10 @@ set -euo pipefail
 REPS=${REPS:-3}
 SIZE_MIB=${SIZE_MIB:-512}
 BENCH_DIR=${BENCH_DIR:-/dev/shm/qcow-bench-http}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-
-log() { printf '%s\n' "$*" >&2; }
-
-if [[ -z ${QCOW:-} ]]; then
-    log "building qcow (release)"
-    cargo build --quiet --release -p qcow2-cli --manifest-path "$ROOT/Cargo.toml"
-    QCOW=$ROOT/target/release/qcow
-fi
+source "$(dirname "$0")/common.sh"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || { log "missing nginx (apt-get install nginx-light)"; exit 1; }
-for tool in qemu-img curl python3; do
-    command -v "$tool" >/dev/null || { log "missing $tool"; exit 1; }
-done
+need "run scripts/setup.sh" qemu-img curl python3
 
 mkdir -p "$BENCH_DIR/www" "$BENCH_DIR/nginx"
 cd "$BENCH_DIR"

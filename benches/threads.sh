@@ -13,18 +13,8 @@ set -euo pipefail
 
 REPS=${REPS:-3}
 BENCH_DIR=${BENCH_DIR:-/dev/shm/qcow-bench-threads}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-
-log() { printf '%s\n' "$*" >&2; }
-
-if [[ -z ${QCOW:-} ]]; then
-    log "building qcow (release)"
-    cargo build --quiet --release -p qcow2-cli --manifest-path "$ROOT/Cargo.toml"
-    QCOW=$ROOT/target/release/qcow
-fi
-for tool in qemu-img qemu-io; do
-    command -v "$tool" >/dev/null || { log "missing $tool (apt-get install qemu-utils)"; exit 1; }
-done
+source "$(dirname "$0")/common.sh"
+need "apt-get install qemu-utils" qemu-img qemu-io
 
 mkdir -p "$BENCH_DIR"
 cd "$BENCH_DIR"
