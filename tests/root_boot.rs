@@ -169,6 +169,33 @@ fn assert_boots_cleanly(output: &RunOutput) {
     eprintln!("{}", stderr.lines().last().unwrap_or(""));
 }
 
+/// The boot script's one line `reason`, then initramfs-tools' panic (a
+/// reboot with `panic=-1`, which ends QEMU): never the marker, never a hang.
+fn assert_one_line_then_the_rescue_path(output: &RunOutput, reason: &str) {
+    let console = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("timeout"),
+        "the boot hung instead of failing: {stderr}\n{console}"
+    );
+    // After initramfs-tools' "Begin: ... " on the same line; a shell error
+    // of the script (`/scripts/local-top/qcow2root: 85: ...`) would be one
+    // more.
+    let reasons: Vec<&str> = console
+        .lines()
+        .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
+        .collect();
+    assert_eq!(reasons, [reason], "{console}");
+    assert!(
+        console.contains("Rebooting automatically due to panic= boot argument"),
+        "not initramfs-tools' panic: {console}"
+    );
+    assert!(
+        !console.contains("QCOW2-BOOT-MARKER"),
+        "booted without its image: {console}"
+    );
+}
+
 /// The tests, in a module of their own so that `scripts/test.sh` can run
 /// them beside the rest of the suite (`--skip root_boot::` there).
 mod root_boot {
@@ -275,31 +302,9 @@ mod root_boot {
         let other = dir.path().join("other.qcow2");
         std::fs::copy(image(), &other).unwrap();
         let output = boot(&other, 1);
-        let console = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !stderr.contains("timeout"),
-            "the boot hung instead of failing: {stderr}\n{console}"
-        );
-        // After initramfs-tools' "Begin: ... " on the same line; a shell
-        // error of the script (`/scripts/local-top/qcow2root: 85: ...`) would
-        // be one more.
-        let reasons: Vec<&str> = console
-            .lines()
-            .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
-            .collect();
-        assert_eq!(
-            reasons,
-            ["qcow2root: no file /debian.qcow2 on LABEL=QCOW2DRV"],
-            "{console}"
-        );
-        assert!(
-            console.contains("Rebooting automatically due to panic= boot argument"),
-            "not initramfs-tools' panic: {console}"
-        );
-        assert!(
-            !console.contains("QCOW2-BOOT-MARKER"),
-            "booted without its image: {console}"
+        assert_one_line_then_the_rescue_path(
+            &output,
+            "qcow2root: no file /debian.qcow2 on LABEL=QCOW2DRV",
         );
     }
 
@@ -311,11 +316,6 @@ mod root_boot {
         // the boot script finds no variable.
         let output = boot(&disk_named("efi", "debian-efi.qcow2"), 1);
         let console = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !stderr.contains("timeout"),
-            "the boot hung instead of failing: {stderr}\n{console}"
-        );
         assert!(
             console.contains(
                 "qcow2.efi: \\debian-efi.qcow2: not recorded for qcow2root=efi: \
@@ -323,23 +323,10 @@ mod root_boot {
             ),
             "the driver did not say why it recorded nothing:\n{console}"
         );
-        let reasons: Vec<&str> = console
-            .lines()
-            .filter_map(|line| line.find("qcow2root: ").map(|at| &line[at..]))
-            .collect();
-        assert_eq!(
-            reasons,
-            ["qcow2root: qcow2root=efi: no EFI variable QcowRootImage \
-              (qcow2.efi attached no image file on a partition)"],
-            "{console}"
-        );
-        assert!(
-            console.contains("Rebooting automatically due to panic= boot argument"),
-            "not initramfs-tools' panic: {console}"
-        );
-        assert!(
-            !console.contains("QCOW2-BOOT-MARKER"),
-            "booted without its image: {console}"
+        assert_one_line_then_the_rescue_path(
+            &output,
+            "qcow2root: qcow2root=efi: no EFI variable QcowRootImage \
+             (qcow2.efi attached no image file on a partition)",
         );
     }
 
