@@ -90,7 +90,7 @@ fn ucs2(bytes: &[u8], total: usize) -> Result<String, LoadOptionsError> {
         .chunks_exact(2)
         .map(|pair| u16::from_le_bytes([pair[0], pair[1]]));
     let terminated = units.clone().any(|unit| unit == 0);
-    if !terminated && bytes.len() % 2 != 0 {
+    if !terminated && !bytes.len().is_multiple_of(2) {
         return Err(LoadOptionsError::OddUcs2Length { bytes: total });
     }
     char::decode_utf16(units.take_while(|&unit| unit != 0))
@@ -100,7 +100,10 @@ fn ucs2(bytes: &[u8], total: usize) -> Result<String, LoadOptionsError> {
 
 /// UTF-8 `bytes` up to the first NUL byte.
 fn utf8(bytes: &[u8]) -> Result<String, LoadOptionsError> {
-    let end = bytes.iter().position(|&byte| byte == 0).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(bytes.len());
     core::str::from_utf8(&bytes[..end])
         .map(String::from)
         .map_err(|_| LoadOptionsError::NotText)
