@@ -29,6 +29,13 @@
 //! etc/edk2/https/cacerts`): both architectures boot it; on x86_64,
 //! without the CA the line says the firmware has no CA certificates.
 //!
+//! On x86_64 (only: each such run is two boots), the runner's
+//! `--driver-option --url` (`Mode::DriverOptionUrl`): the URL in
+//! `Driver0000`'s load options, no `\qcow2.cfg` on any disk, the firmware
+//! booting the image's ESP with no shell: the marker is reached and the
+//! console says the URL came from the load options; load options that are
+//! not a URL end the boot with one error line naming them.
+//!
 //! One test per architecture, its boots one after the other, the two tests
 //! one after the other (a lock): one QEMU at a time. The image is
 //! cached under `target/uefi-http-test/ARCH/` and remade when the boot disk
