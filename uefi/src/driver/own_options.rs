@@ -6,7 +6,7 @@
 //! Not attached at the entry point: the firmware loads `Driver####`
 //! options before it connects the consoles (edk2's `BdsEntry`), so the
 //! console lines of an attach there (the URL, the network, an error) would
-//! be lost; and `Start` on a volume is where `\qcow2.cfg` URLs are attached
+//! come before there is a console to show them (not tried); and `Start` on a volume is where `\qcow2.cfg` URLs are attached
 //! already, with the network brought up the same way.
 
 use alloc::string::String;
