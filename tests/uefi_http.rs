@@ -29,8 +29,9 @@
 //! etc/edk2/https/cacerts`): both architectures boot it; on x86_64,
 //! without the CA the line says the firmware has no CA certificates.
 //!
-//! On x86_64 (only: each such run is two boots), the runner's
-//! `--driver-option --url` (`Mode::DriverOptionUrl`): the URL in
+//! On both architectures, the runner's `--driver-option --url`
+//! (`Mode::DriverOptionUrl`, two boots: the first through the shell adds
+//! the `Driver####` and a `Boot####` for the image's ESP): the URL in
 //! `Driver0000`'s load options, no `\qcow2.cfg` on any disk, the firmware
 //! booting the image's ESP with no shell: the marker is reached and the
 //! console says the URL came from the load options; load options that are
@@ -435,9 +436,7 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
         "{arch}: {fetched} bytes fetched of a {file_bytes}-byte file: not lazy"
     );
 
-    if with_fault_server {
-        boots_from_load_options(&driver, &nginx, &dir.join("driver-option"), &marker);
-    }
+    boots_from_load_options(arch, &driver, &nginx, &dir.join("driver-option"), &marker);
 
     nginx.0.clear_log();
     let url = nginx.guest_tls_url("disk.qcow2");
@@ -530,14 +529,14 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
 /// by `bcfg driver -opt`), no `\qcow2.cfg` on any disk: the firmware loads
 /// the driver and boots the image's ESP by itself; then load options that
 /// are not a URL end the boot with one error line naming them.
-fn boots_from_load_options(driver: &Path, nginx: &Nginx, work: &Path, marker: &str) {
+fn boots_from_load_options(arch: &str, driver: &Path, nginx: &Nginx, work: &Path, marker: &str) {
     nginx.0.clear_log();
     let url = nginx.guest_url("disk.qcow2");
     let result = boot_from_load_options(driver, &url, None, work, marker);
     let fetched: u64 = nginx.0.requests().iter().map(|r| r.bytes).sum();
     let taken = format!("qcow2.efi: {url}: from the driver's load options");
     eprintln!(
-        "x86_64: booted from {url} in Driver0000's load options: marker {}, {fetched} bytes fetched; {}",
+        "{arch}: booted from {url} in Driver0000's load options: marker {}, {fetched} bytes fetched; {}",
         result.marker,
         result.stderr.lines().last().unwrap_or_default()
     );
@@ -547,7 +546,7 @@ fn boots_from_load_options(driver: &Path, nginx: &Nginx, work: &Path, marker: &s
             && result.error_line.is_none()
             && result.stdout.contains(&taken)
             && result.stdout.contains("BdsDxe: starting Boot"),
-        "the boot with the URL in the driver's load options failed\n--- stdout\n{}--- stderr\n{}",
+        "{arch}: the boot with the URL in the driver's load options failed\n--- stdout\n{}--- stderr\n{}",
         result.stdout,
         result.stderr
     );
@@ -558,13 +557,13 @@ fn boots_from_load_options(driver: &Path, nginx: &Nginx, work: &Path, marker: &s
         .expect("mdir runs (mtools)");
     assert!(
         !config.status.success(),
-        "the driver's disk still holds \\qcow2.cfg"
+        "{arch}: the driver's disk still holds \\qcow2.cfg"
     );
 
     let result = boot_from_load_options(driver, &url, Some("not-a-url"), work, marker);
     let line = result.error_line.clone().unwrap_or_default();
     let errors = result.stdout.matches("qcow2.efi: error: ").count();
-    eprintln!("x86_64: load options `not-a-url`: {line}");
+    eprintln!("{arch}: load options `not-a-url`: {line}");
     assert!(
         !result.ok
             && !result.marker
@@ -572,7 +571,7 @@ fn boots_from_load_options(driver: &Path, nginx: &Nginx, work: &Path, marker: &s
             && line.starts_with("the driver's load options: ")
             && line.contains("not-a-url")
             && line.contains("not an http:// or https:// URL"),
-        "load options that are not a URL gave no one line naming them\n--- stdout\n{}--- stderr\n{}",
+        "{arch}: load options that are not a URL gave no one line naming them\n--- stdout\n{}--- stderr\n{}",
         result.stdout,
         result.stderr
     );

@@ -1371,6 +1371,18 @@ mod tests {
     }
 
     #[test]
+    fn the_command_line_selects_the_driver_option_url_mode() {
+        let args = ["d.efi", "--driver-option", "--url", "http://h/x"].map(OsString::from);
+        let run = UefiRun::from_args_and_env(&args).unwrap();
+        assert_eq!(run.mode, Mode::DriverOptionUrl);
+        assert_eq!(run.url.as_deref(), Some("http://h/x"));
+        assert_eq!(run.image, None);
+        let args = ["d.efi", "--driver-option", "--url"].map(OsString::from);
+        assert!(UefiRun::from_args_and_env(&args).is_err());
+        assert!(USAGE.contains("--driver-option --url URL"));
+    }
+
+    #[test]
     fn load_options_reach_bcfg_quoted_and_escaped() {
         assert_eq!(
             driver_option::shell_quoted("http://h/x"),
