@@ -29,6 +29,14 @@
 //! etc/edk2/https/cacerts`): both architectures boot it; on x86_64,
 //! without the CA the line says the firmware has no CA certificates.
 //!
+//! On both architectures, the runner's `--driver-option --url`
+//! (`Mode::DriverOptionUrl`, two boots: the first through the shell adds
+//! the `Driver####` and a `Boot####` for the image's ESP): the URL in
+//! `Driver0000`'s load options, no `\qcow2.cfg` on any disk, the firmware
+//! booting the image's ESP with no shell: the marker is reached and the
+//! console says the URL came from the load options; load options that are
+//! not a URL end the boot with one error line naming them.
+//!
 //! One test per architecture, its boots one after the other, the two tests
 //! one after the other (a lock): one QEMU at a time. The image is
 //! cached under `target/uefi-http-test/ARCH/` and remade when the boot disk
@@ -341,6 +349,25 @@ fn boot(driver: &Path, url: &str, work: &Path, marker: &str, ca_list: Option<&Pa
     let mut run = UefiRun::new(driver, Mode::Url, None);
     run.url = Some(url.to_string());
     run.cacerts = ca_list.map(Path::to_path_buf);
+    run_boot(run, work, marker)
+}
+
+/// A `--driver-option --url` boot: `Driver0000`'s load options hold
+/// `load_options` (the URL when `None`), no `\qcow2.cfg` on the driver's disk.
+fn boot_from_load_options(
+    driver: &Path,
+    url: &str,
+    load_options: Option<&str>,
+    work: &Path,
+    marker: &str,
+) -> Boot {
+    let mut run = UefiRun::new(driver, Mode::DriverOptionUrl, None);
+    run.url = Some(url.to_string());
+    run.load_options = load_options.map(str::to_string);
+    run_boot(run, work, marker)
+}
+
+fn run_boot(mut run: UefiRun, work: &Path, marker: &str) -> Boot {
     run.timeout = Duration::from_secs(300);
     run.work = Some(work.to_path_buf());
     let output = run.output();
@@ -408,6 +435,8 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
         fetched * 2 < file_bytes,
         "{arch}: {fetched} bytes fetched of a {file_bytes}-byte file: not lazy"
     );
+
+    boots_from_load_options(arch, &driver, &nginx, &dir.join("driver-option"), &marker);
 
     nginx.0.clear_log();
     let url = nginx.guest_tls_url("disk.qcow2");
@@ -491,6 +520,58 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
         !result.ok && !result.marker && line.contains(&url) && line.contains("changed on the server"),
         "{arch}: a changed object did not stop the boot with its error line ({:?})\n--- stdout\n{}--- stderr\n{}",
         log.lock().unwrap(),
+        result.stdout,
+        result.stderr
+    );
+}
+
+/// The URL in the driver's load options (`Driver0000`'s optional data, set
+/// by `bcfg driver -opt`), no `\qcow2.cfg` on any disk: the firmware loads
+/// the driver and boots the image's ESP by itself; then load options that
+/// are not a URL end the boot with one error line naming them.
+fn boots_from_load_options(arch: &str, driver: &Path, nginx: &Nginx, work: &Path, marker: &str) {
+    nginx.0.clear_log();
+    let url = nginx.guest_url("disk.qcow2");
+    let result = boot_from_load_options(driver, &url, None, work, marker);
+    let fetched: u64 = nginx.0.requests().iter().map(|r| r.bytes).sum();
+    let taken = format!("qcow2.efi: {url}: from the driver's load options");
+    eprintln!(
+        "{arch}: booted from {url} in Driver0000's load options: marker {}, {fetched} bytes fetched; {}",
+        result.marker,
+        result.stderr.lines().last().unwrap_or_default()
+    );
+    assert!(
+        result.ok
+            && result.marker
+            && result.error_line.is_none()
+            && result.stdout.contains(&taken)
+            && result.stdout.contains("BdsDxe: starting Boot"),
+        "{arch}: the boot with the URL in the driver's load options failed\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+    let driver_disk = work.join("driver.img");
+    let config = Command::new("mdir")
+        .args(["-i", path_str(&driver_disk), "::/qcow2.cfg"])
+        .output()
+        .expect("mdir runs (mtools)");
+    assert!(
+        !config.status.success(),
+        "{arch}: the driver's disk still holds \\qcow2.cfg"
+    );
+
+    let result = boot_from_load_options(driver, &url, Some("not-a-url"), work, marker);
+    let line = result.error_line.clone().unwrap_or_default();
+    let errors = result.stdout.matches("qcow2.efi: error: ").count();
+    eprintln!("{arch}: load options `not-a-url`: {line}");
+    assert!(
+        !result.ok
+            && !result.marker
+            && errors == 1
+            && line.starts_with("the driver's load options: ")
+            && line.contains("not-a-url")
+            && line.contains("not an http:// or https:// URL"),
+        "{arch}: load options that are not a URL gave no one line naming them\n--- stdout\n{}--- stderr\n{}",
         result.stdout,
         result.stderr
     );

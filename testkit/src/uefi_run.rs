@@ -38,6 +38,16 @@
 //!                                     a Boot#### for the image's ESP, first
 //!                                     in BootOrder (`efibootmgr --create`
 //!                                     on a real machine)
+//! uefi-run DRIVER.efi --driver-option --url URL
+//!                                     the image at URL, named in the
+//!                                     driver's load options (`bcfg driver
+//!                                     -opt`; `efibootmgr --driver -@ FILE`
+//!                                     on a real machine), network
+//!                                     as with --url; the first boot finds
+//!                                     the image's ESP through a \qcow2.cfg
+//!                                     holding URL to add its Boot####,
+//!                                     and the runner deletes that
+//!                                     \qcow2.cfg before the second boot
 //! ```
 //!
 //! The architecture comes from the driver's PE machine field, so `cargo
@@ -81,7 +91,7 @@ const SETUP_HINT: &str = "run scripts/setup.sh (as root), or: apt-get install -y
 
 /// The usage line of every usage error.
 pub const USAGE: &str = "usage: run.sh DRIVER.efi [IMAGE | --file IMAGE | --raw DISK | \
-     --url URL | --driver-option [--file] IMAGE]";
+     --url URL | --driver-option [--file] IMAGE | --driver-option --url URL]";
 
 /// The stick's partition GUID with `--driver-option --file`, unless
 /// `QCOW2_UEFI_STICK_PARTUUID` names another: `qcow2root=efi` tests
@@ -121,12 +131,25 @@ pub enum Mode {
     /// The image read over HTTP: [`UefiRun::url`] in `\qcow2.cfg`, the
     /// guest on QEMU's user network with a virtio-net NIC.
     Url,
+    /// [`Mode::DriverOption`] with the image read over HTTP as in
+    /// [`Mode::Url`], its URL in `Driver0000`'s optional data (the
+    /// driver's load options) and no `\qcow2.cfg` on the driver's disk;
+    /// booted through a `Boot####` for its ESP.
+    DriverOptionUrl,
 }
 
 impl Mode {
     /// Whether the driver comes from a `Driver####` variable.
     fn driver_option(self) -> bool {
-        matches!(self, Mode::DriverOption | Mode::DriverOptionFile)
+        matches!(
+            self,
+            Mode::DriverOption | Mode::DriverOptionFile | Mode::DriverOptionUrl
+        )
+    }
+
+    /// Whether the image comes over the network.
+    fn url(self) -> bool {
+        matches!(self, Mode::Url | Mode::DriverOptionUrl)
     }
 }
 
@@ -240,8 +263,12 @@ pub struct UefiRun {
     /// The stick partition's GUID with [`Mode::DriverOptionFile`]
     /// (`QCOW2_UEFI_STICK_PARTUUID`, default [`STICK_PARTUUID`]).
     pub stick_partuuid: String,
-    /// The image's URL with [`Mode::Url`].
+    /// The image's URL with [`Mode::Url`] and [`Mode::DriverOptionUrl`].
     pub url: Option<String>,
+    /// The text that `bcfg driver -opt` gives `Driver0000` with
+    /// [`Mode::DriverOptionUrl`], when not [`url`](Self::url) (tests of
+    /// load options the driver refuses).
+    pub load_options: Option<String>,
     /// Attach the stick of [`Mode::File`] and [`Mode::DriverOptionFile`]
     /// writable, as a real one is (read-only otherwise): the stick stays
     /// in [`work`](Self::work) as `driver.img` for the caller to look into.
@@ -264,13 +291,15 @@ impl UefiRun {
             work: None,
             stick_partuuid: STICK_PARTUUID.into(),
             url: None,
+            load_options: None,
             writable_stick: false,
             cacerts: None,
         }
     }
 
-    /// The run the command line asks for (`DRIVER.efi [--file|--raw|
-    /// --driver-option] [IMAGE]`), with the settings of the environment.
+    /// The run the command line asks for (`DRIVER.efi [--file|--raw|--url|
+    /// --driver-option [--file|--url]] [IMAGE|URL]`), with the settings of
+    /// the environment.
     pub fn from_args_and_env(args: &[OsString]) -> Result<Self, Failure> {
         let usage = || Failure::new(1, USAGE);
         let (driver, rest) = args.split_first().ok_or_else(usage)?;
@@ -280,6 +309,7 @@ impl UefiRun {
             Some("--url") => (Mode::Url, &rest[1..]),
             Some("--driver-option") => match rest.get(1).and_then(|arg| arg.to_str()) {
                 Some("--file") => (Mode::DriverOptionFile, &rest[2..]),
+                Some("--url") => (Mode::DriverOptionUrl, &rest[2..]),
                 _ => (Mode::DriverOption, &rest[1..]),
             },
             _ => (Mode::Disk, rest),
@@ -287,7 +317,7 @@ impl UefiRun {
         if rest.len() > 1 {
             return Err(usage());
         }
-        if mode == Mode::Url {
+        if mode.url() {
             let url = rest
                 .first()
                 .and_then(|url| url.to_str())
@@ -391,7 +421,7 @@ impl UefiRun {
             Some(image) => image.clone(),
             None if self.mode == Mode::Disk => demo_image(&tools, arch, &work, messages)?,
             // No local image: the driver stands in for one in the checks below.
-            None if self.mode == Mode::Url => self.driver.clone(),
+            None if self.mode.url() => self.driver.clone(),
             None => {
                 return Err(fail(
                     "--file, --raw and --driver-option need an image".into(),
@@ -412,6 +442,10 @@ impl UefiRun {
             work: &work,
             partuuid: gpt.then_some(self.stick_partuuid.as_str()),
             url: self.url.as_deref(),
+            load_options: match self.mode {
+                Mode::DriverOptionUrl => self.load_options.as_deref().or(self.url.as_deref()),
+                _ => None,
+            },
         };
         let mut drives: Vec<OsString> = Vec::new();
         let mut raw_drive = |file: &Path, writable: bool| {
@@ -435,7 +469,7 @@ impl UefiRun {
                 raw_drive(&driver_disk, self.writable_stick);
             }
             Mode::Raw => raw_drive(&image, false),
-            Mode::Url => {
+            Mode::Url | Mode::DriverOptionUrl => {
                 stick.make(&tools, &driver_disk, &[])?;
                 // The driver disk first in the boot order keeps OVMF from
                 // trying PXE and HTTP boot on the NIC for minutes (it then
@@ -451,7 +485,7 @@ impl UefiRun {
             }
         }
         let mut network: Vec<OsString> = vec!["-net".into(), "none".into()];
-        if self.mode == Mode::Url {
+        if self.mode.url() {
             network = vec![
                 "-netdev".into(),
                 "user,id=n0,ipv6=off".into(),
@@ -504,7 +538,9 @@ impl UefiRun {
         }
 
         let loader_line = match self.mode {
-            Mode::Raw | Mode::DriverOption | Mode::DriverOptionFile => "BdsDxe: starting Boot",
+            Mode::Raw | Mode::DriverOption | Mode::DriverOptionFile | Mode::DriverOptionUrl => {
+                "BdsDxe: starting Boot"
+            }
             Mode::Disk | Mode::File | Mode::Url => "qcow2-runner: booting",
         };
         let outcome = watch(
@@ -726,6 +762,8 @@ struct DriverDisk<'a> {
     partuuid: Option<&'a str>,
     /// A URL for `\qcow2.cfg` instead of a file.
     url: Option<&'a str>,
+    /// The text for `Driver0000`'s optional data ([`Mode::DriverOptionUrl`]).
+    load_options: Option<&'a str>,
 }
 
 impl DriverDisk<'_> {
@@ -874,6 +912,16 @@ impl DriverDisk<'_> {
         image
     }
 
+    /// Deletes `name` from the root of the made disk.
+    fn delete(&self, tools: &Tools, disk: &Path, name: &str) -> Result<(), Failure> {
+        let target = format!("::/{name}");
+        tools.run(
+            "mdel",
+            &["-i".as_ref(), &self.mtools_image(disk), target.as_ref()],
+        )?;
+        Ok(())
+    }
+
     /// Replaces `startup.nsh` on the made disk with `script`.
     fn replace_startup(&self, tools: &Tools, disk: &Path, script: &str) -> Result<(), Failure> {
         let path = self.work.join("install.nsh");
@@ -905,15 +953,38 @@ mod driver_option {
     /// adds for the image's ESP.
     const ESP_OPTION: &str = "image ESP";
 
+    /// `text` as one argument of a UEFI Shell command whose quotes reach
+    /// the command: the shell removes bare quotes from arguments and
+    /// keeps `^"`, and `^` also escapes the shell's `%` variables, `#`
+    /// comments and itself.
+    pub(super) fn shell_quoted(text: &str) -> String {
+        let mut quoted = String::from("^\"");
+        for c in text.chars() {
+            if matches!(c, '^' | '"' | '%' | '#') {
+                quoted.push('^');
+            }
+            quoted.push(c);
+        }
+        quoted + "^\""
+    }
+
     /// The first boot's script: `bcfg driver add 0` for the driver on the
-    /// tagged disk, a dump for the check, and power off. With `esp_option`
-    /// (`--driver-option --file`), first a `Boot####` for the image's
+    /// tagged disk, `load_options` (`--driver-option --url`) as its
+    /// optional data with `bcfg driver -opt N "TEXT"` (which takes quoted
+    /// text as the data, stored as NUL-terminated UCS-2; the quotes must
+    /// reach it: [`shell_quoted`]), a dump for the check, and power off.
+    /// With `esp_option` (`--driver-option --file` and `--url`), first a
+    /// `Boot####` for the image's
     /// ESP, first in BootOrder, as `efibootmgr --create` does on a real
     /// machine: without one, the boot manager makes an option for the
     /// attached image by itself but appends it to BootOrder, after the
     /// options it already had (here the EFI Shell, which then always starts
     /// first; on a PC, the installed system).
-    pub(super) fn install_script(boot: &str, esp_option: bool) -> String {
+    pub(super) fn install_script(
+        boot: &str,
+        esp_option: bool,
+        load_options: Option<&str>,
+    ) -> String {
         let mut lines = vec!["@echo -off".to_string()];
         if esp_option {
             // The driver loaded by hand for once, to find the image's ESP.
@@ -939,9 +1010,18 @@ mod driver_option {
             "    bcfg driver add 0 %a:\\qcow2.efi \"qcow2.efi\"".into(),
             "  endif".into(),
             "endfor".into(),
-            "bcfg driver dump".into(),
-            "reset -s".into(),
         ]);
+        if let Some(text) = load_options {
+            // Option 1, not 0: the shell of Debian's OVMF and AAVMF (edk2
+            // 2022.11) reads the `0 ` of `-opt 0 "..."` as no number
+            // ("Invalid argument - 'Option Index'"; TianoCore bug 3080,
+            // fixed in edk2 by e99d532fd7 in 2024). With one option in
+            // DriverOrder, bcfg takes entry 1 of its copy of DriverOrder,
+            // which it allocates with four zeroed entries more than the
+            // variable: 0, Driver0000 (the dump below checks it got the data).
+            lines.push(format!("bcfg driver -opt 1 {}", shell_quoted(text)));
+        }
+        lines.extend(["bcfg driver dump -v".into(), "reset -s".into()]);
         shell_script(&lines)
     }
 
@@ -968,8 +1048,22 @@ mod driver_option {
         })
     }
 
+    /// Whether the dump lists optional data (`Optional- Y`) for the first
+    /// option described as `description`.
+    pub(super) fn option_has_data(log: &str, description: &str) -> bool {
+        log.split("Option:").any(|option| {
+            option_listed(option, description)
+                && option
+                    .split("Optional-")
+                    .nth(1)
+                    .is_some_and(|rest| rest.trim_start().starts_with('Y'))
+        })
+    }
+
     /// Runs the first boot (QEMU as `qemu` will run it, output to
-    /// `install.log`) and puts the second boot's script in place.
+    /// `install.log`) and puts the second boot's script in place; with
+    /// load options, deletes the `\qcow2.cfg` the first boot found the
+    /// image's ESP through.
     pub(super) fn first_boot(
         tools: &Tools,
         qemu: &mut Command,
@@ -979,8 +1073,9 @@ mod driver_option {
         console: &mut dyn Write,
         messages: &mut dyn Write,
     ) -> Result<(), Failure> {
-        let esp_option = stick.partuuid.is_some();
-        let script = install_script(stick.arch.boot_name(), esp_option);
+        let load_options = stick.load_options;
+        let esp_option = stick.partuuid.is_some() || load_options.is_some();
+        let script = install_script(stick.arch.boot_name(), esp_option, load_options);
         stick.replace_startup(tools, disk, &script)?;
         let _ = writeln!(
             messages,
@@ -1003,6 +1098,16 @@ mod driver_option {
                 1,
                 "bcfg did not add a Boot#### for the image's ESP",
             ));
+        }
+        if load_options.is_some() {
+            if !option_has_data(&log_text, "qcow2.efi") {
+                let _ = console.write_all(&log);
+                return Err(Failure::new(
+                    1,
+                    "bcfg driver -opt did not give Driver0000 its load options",
+                ));
+            }
+            stick.delete(tools, disk, "qcow2.cfg")?;
         }
         stick.replace_startup(tools, disk, &shell_reached_script())?;
         let _ = writeln!(
@@ -1266,10 +1371,50 @@ mod tests {
     }
 
     #[test]
+    fn the_command_line_selects_the_driver_option_url_mode() {
+        let args = ["d.efi", "--driver-option", "--url", "http://h/x"].map(OsString::from);
+        let run = UefiRun::from_args_and_env(&args).unwrap();
+        assert_eq!(run.mode, Mode::DriverOptionUrl);
+        assert_eq!(run.url.as_deref(), Some("http://h/x"));
+        assert_eq!(run.image, None);
+        let args = ["d.efi", "--driver-option", "--url"].map(OsString::from);
+        assert!(UefiRun::from_args_and_env(&args).is_err());
+        assert!(USAGE.contains("--driver-option --url URL"));
+    }
+
+    #[test]
+    fn load_options_reach_bcfg_quoted_and_escaped() {
+        assert_eq!(
+            driver_option::shell_quoted("http://h/x"),
+            "^\"http://h/x^\""
+        );
+        assert_eq!(
+            driver_option::shell_quoted("a%b#c^d\"e"),
+            "^\"a^%b^#c^^d^\"e^\""
+        );
+    }
+
+    #[test]
+    fn the_dump_check_finds_the_optional_data_of_the_option() {
+        let dump = "Option: 00. Variable: Driver0000\r\n  Desc    - qcow2.efi\r\n  DevPath - PciRoot(0x0)\r\n  Optional- Y\r\n";
+        assert!(driver_option::option_has_data(dump, "qcow2.efi"));
+        let other = dump.replace("Optional- Y", "Optional- N");
+        assert!(!driver_option::option_has_data(&other, "qcow2.efi"));
+        let two = format!(
+            "{other}Option: 01. Variable: Driver0001\r\n  Desc    - x\r\n  Optional- Y\r\n"
+        );
+        assert!(!driver_option::option_has_data(&two, "qcow2.efi"));
+    }
+
+    #[test]
     fn shell_scripts_end_every_line_with_crlf() {
-        let script = driver_option::install_script("BOOTX64.EFI", true);
+        let script = driver_option::install_script("BOOTX64.EFI", true, None);
         assert!(script.contains("bcfg boot add 0 %b:\\EFI\\BOOT\\BOOTX64.EFI \"image ESP\"\r\n"));
         assert!(script.ends_with("reset -s\r\n"));
+        assert!(!script.contains("-opt"));
+        let script = driver_option::install_script("BOOTX64.EFI", true, Some("http://h:80/d"));
+        assert!(script
+            .contains("\r\nbcfg driver -opt 1 ^\"http://h:80/d^\"\r\nbcfg driver dump -v\r\n"));
         assert_eq!(script.matches("\r\n").count(), script.matches('\n').count());
         assert!(script.contains(" fs0 fs1 ") && script.contains(" fs19\r\n"));
     }

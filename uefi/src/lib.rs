@@ -4,8 +4,9 @@
 //! it builds and is unit-tested on the host (`cargo test --target
 //! x86_64-unknown-linux-gnu` from `uefi/`) and a fuzz target can reach it:
 //! the checks on a `ReadBlocks` request, reading a virtual disk in whole
-//! blocks, short-read loops over file reads, the `\qcow2.cfg` syntax, how a
-//! backing file name becomes a path, building the child's device path, the
+//! blocks, short-read loops over file reads, the `\qcow2.cfg` syntax, the
+//! driver's load options (URLs in that syntax), how a backing file name
+//! becomes a path, building the child's device path, the
 //! `qcow2root=efi` variable's value, and finding and reading the firmware's stack for the driver's stack line.
 //! The UEFI glue (`src/driver/`) calls these and only translates results
 //! into `EFI_STATUS` values and console lines.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod device_path;
 pub mod handoff;
 pub mod http;
+pub mod load_options;
 pub mod path;
 pub mod short_read;
 pub mod stack;

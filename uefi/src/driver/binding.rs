@@ -7,7 +7,9 @@
 //!   `EFI_DISK_IO_PROTOCOL` (taken `BY_DRIVER`: the firmware's DiskIo
 //!   driver already holds the BlockIo);
 //! - a file system (`EFI_SIMPLE_FILE_SYSTEM_PROTOCOL`, taken `BY_DRIVER`)
-//!   whose root holds `\qcow2.cfg`, listing image files to attach.
+//!   whose root holds `\qcow2.cfg`, listing image files to attach, or
+//!   the volume the driver was loaded from when the driver's load options
+//!   list URLs (`own_options`).
 //!
 //! Each attached image becomes a child handle with a read-only BlockIo and
 //! the parent's device path plus a vendor node, and is connected so that
@@ -25,6 +27,7 @@ use core::ptr::NonNull;
 use qcow2_uefi::config::{self, CONFIG_PATH, MAX_CONFIG_BYTES};
 use qcow2_uefi::device_path::{self as path_bytes};
 use qcow2_uefi::handoff;
+use qcow2_uefi::load_options::LoadOptionsError;
 use qcow2_uefi::short_read;
 use spin::Mutex;
 use uefi::proto::device_path::DevicePath;
@@ -42,6 +45,7 @@ use uefi_raw::protocol::file_system::SimpleFileSystemProtocol;
 use super::attach::{self, Attached};
 use super::disk::VirtualDisk;
 use super::firmware::{get_protocol, Opened};
+use super::own_options;
 use super::stack::Probe;
 use super::store::{DiskStore, Store};
 use super::{error_line, info_line};
@@ -184,18 +188,31 @@ fn hold_qcow2_disk(controller: Handle, agent: Handle) -> Result<(Opened, DiskSto
     Ok((held, store))
 }
 
-/// A file system with `\qcow2.cfg`, held, with its configuration's bytes.
+/// What a file system lists to attach: its `\qcow2.cfg`'s bytes and, on
+/// the volume the driver was loaded from, the URLs of the driver's load
+/// options (`own_options`).
+struct Listed {
+    config: Option<Vec<u8>>,
+    options: Option<Result<Vec<String>, LoadOptionsError>>,
+}
+
+/// A file system with `\qcow2.cfg` or the driver's load options, held,
+/// with what it lists.
 fn hold_configured_fs(
     controller: Handle,
     agent: Handle,
-) -> Result<(Opened, Directory, Vec<u8>), Status> {
+) -> Result<(Opened, Directory, Listed), Status> {
+    let options = own_options::for_volume(controller);
     let held = Opened::by_driver(controller, &SimpleFileSystemProtocol::GUID, agent)?;
     // SAFETY: the interface is a SimpleFileSystemProtocol, which the
     // `uefi` wrapper is a transparent newtype of; it stays valid while held.
     let fs = unsafe { &mut *SimpleFileSystem::mut_ptr_from_ffi(held.interface().as_ptr()) };
     let mut root = fs.open_volume().map_err(|e| e.status())?;
-    let bytes = read_config(&mut root).ok_or(Status::UNSUPPORTED)?;
-    Ok((held, root, bytes))
+    let config = read_config(&mut root);
+    if config.is_none() && options.is_none() {
+        return Err(Status::UNSUPPORTED);
+    }
+    Ok((held, root, Listed { config, options }))
 }
 
 /// The bytes of `\qcow2.cfg`, or `None` when there is none. A file too
@@ -283,7 +300,7 @@ fn start_measured(controller: Handle, agent: Handle, probe: &mut Probe) -> Statu
         return start_disk(controller, agent, held, store, probe);
     }
     match hold_configured_fs(controller, agent) {
-        Ok((held, root, bytes)) => start_files(controller, agent, held, root, &bytes, probe),
+        Ok((held, root, listed)) => start_files(controller, agent, held, root, listed, probe),
         Err(_) => Status::UNSUPPORTED,
     }
 }
@@ -317,17 +334,13 @@ fn start_files(
     agent: Handle,
     held: Opened,
     mut root: Directory,
-    bytes: &[u8],
+    listed: Listed,
     probe: &mut Probe,
 ) -> Status {
-    let device = device_name(controller);
-    let images = match config::parse(bytes) {
-        Ok(images) => images,
-        Err(error) => {
-            error_line(format_args!("{device}{CONFIG_PATH}: {error}"));
-            return refuse(controller);
-        }
-    };
+    let images = listed_images(controller, listed);
+    if images.is_empty() {
+        return refuse(controller);
+    }
     let mut children = Vec::new();
     for (index, path) in images.iter().enumerate() {
         let attached = if qcow2_uefi::http::is_url(path) {
@@ -360,6 +373,35 @@ fn start_files(
         return refuse(controller);
     }
     finish_start(controller, held, children)
+}
+
+/// The images a volume lists: the load options' URLs first (on the
+/// volume the driver was loaded from: as the first lines of its
+/// `\qcow2.cfg`, so that their children's device paths do not depend on
+/// whether the volume has one), then its `\qcow2.cfg`'s lines. A list
+/// refused is named on the console and adds nothing.
+fn listed_images(controller: Handle, listed: Listed) -> Vec<String> {
+    let mut images = Vec::new();
+    match listed.options {
+        Some(Ok(urls)) => {
+            for url in &urls {
+                info_line(format_args!("{url}: from the driver's load options"));
+            }
+            images.extend(urls);
+        }
+        Some(Err(error)) => error_line(format_args!("the driver's load options: {error}")),
+        None => {}
+    }
+    if let Some(bytes) = listed.config {
+        match config::parse(&bytes) {
+            Ok(lines) => images.extend(lines),
+            Err(error) => {
+                let device = device_name(controller);
+                error_line(format_args!("{device}{CONFIG_PATH}: {error}"));
+            }
+        }
+    }
+    images
 }
 
 /// Sets `qcow2root=efi`'s variable (`qcow2_uefi::handoff`) to the image

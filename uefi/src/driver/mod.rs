@@ -7,6 +7,7 @@
 //!   `EFI_DISK_IO_PROTOCOL`, a file on a file system, or an object on a
 //!   web server.
 //! - `net`: range requests through the firmware's `EFI_HTTP_PROTOCOL`.
+//! - `own_options`: the URLs in the driver's own load options (`Driver####`).
 //! - `attach`: opening an image (and, for files, its chain) from a store.
 //! - `disk`: the read-only `EFI_BLOCK_IO_PROTOCOL` each image produces.
 //! - `binding`: `EFI_DRIVER_BINDING_PROTOCOL` Supported / Start / Stop.
@@ -19,6 +20,7 @@ mod disk;
 mod firmware;
 mod name;
 mod net;
+mod own_options;
 mod stack;
 mod store;
 
@@ -63,6 +65,8 @@ fn info_line(message: fmt::Arguments) {
 
 #[entry]
 fn main() -> Status {
+    // Before the binding is installed: `Supported` looks for them.
+    own_options::read();
     // Without a name the driver still works: its failure is not fatal.
     let _ = name::install();
     match binding::install() {
