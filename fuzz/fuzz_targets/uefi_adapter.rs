@@ -1,13 +1,16 @@
 //! The plain logic of the UEFI driver (`uefi/src/lib.rs`) on arbitrary
 //! input: `ReadBlocks` checks and the block read over a byte store, the
-//! `\qcow2.cfg` parser, backing-name paths, and the device path walk. None
-//! may panic, and each result must keep its documented promise.
+//! `\qcow2.cfg` parser (paths and URLs), the driver's load options, URLs
+//! and the names beside them, the HTTP answer rules (`Content-Range`, the
+//! probe and range checks), backing-name paths, and the device path walk.
+//! None may panic, and each result must keep its documented promise.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use qcow2_uefi::blocks::{read_blocks, BlockRequest, Geometry, BLOCK_SIZE};
-use qcow2_uefi::{config, device_path, path};
+use qcow2_uefi::http::{self, Answer, HttpUrl, Pin};
+use qcow2_uefi::{config, device_path, load_options, path};
 
 #[derive(Arbitrary, Debug)]
 struct Request {
@@ -26,8 +29,15 @@ fuzz_target!(|data: &[u8]| {
     let rest = input.take_rest();
     block_reads(&request, rest);
     let images = config_paths(rest);
-    backing_paths(images.first().map_or("\\images\\top.qcow2", String::as_str), rest);
+    let image = images
+        .iter()
+        .find(|line| !http::is_url(line))
+        .map_or("\\images\\top.qcow2", String::as_str);
+    backing_paths(image, rest);
     device_paths(rest, request.media_id);
+    load_option_urls(rest);
+    urls_beside(rest);
+    answers(rest, request.lba, u64::from(request.buffer_size));
 });
 
 fn block_reads(request: &Request, disk: &[u8]) {
@@ -64,7 +74,12 @@ fn config_paths(text: &[u8]) -> Vec<String> {
         Ok(images) => {
             assert!(images.len() <= config::MAX_IMAGES);
             for image in &images {
-                assert!(image.starts_with('\\') && !image.contains('/'));
+                if http::is_url(image) {
+                    // URL lines are kept as written, and parse.
+                    assert!(HttpUrl::parse(image).is_ok(), "{image:?}");
+                } else {
+                    assert!(image.starts_with('\\') && !image.contains('/'));
+                }
                 assert!(image.len() <= config::MAX_LINE_BYTES + 1);
             }
             images
@@ -76,7 +91,9 @@ fn config_paths(text: &[u8]) -> Vec<String> {
 fn backing_paths(image: &str, name: &[u8]) {
     if let Ok(resolved) = path::beside(image, name) {
         let directory = path::directory_of(image);
-        let file = resolved.strip_prefix(directory).expect("the image's directory");
+        let file = resolved
+            .strip_prefix(directory)
+            .expect("the image's directory");
         assert!(!file.is_empty() && !file.contains(['/', '\\']));
         assert!(resolved.len() <= path::MAX_PATH_BYTES + directory.len());
     }
@@ -98,5 +115,70 @@ fn device_paths(bytes: &[u8], index: u32) {
         let child = device_path::child_path(parent, index);
         assert_eq!(&child[child.len() - 4..], &[0x7f, 0xff, 4, 0]);
         assert!(device_path::is_own_child(&child[..child.len() - 4]));
+    }
+}
+
+/// The driver's load options: URLs only, as `\qcow2.cfg` lines, each one
+/// that parses.
+fn load_option_urls(bytes: &[u8]) {
+    if let Ok(urls) = load_options::urls(bytes) {
+        assert!(urls.len() <= config::MAX_IMAGES);
+        for url in &urls {
+            assert!(http::is_url(url) && HttpUrl::parse(url).is_ok(), "{url:?}");
+        }
+    }
+}
+
+/// A URL from the input's first line, and the name beside it from the
+/// rest: what `parse` accepts is a URL again, and a name beside it stays
+/// on the same server.
+fn urls_beside(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let Ok(url) = HttpUrl::parse(first) else {
+        return;
+    };
+    assert!(http::is_url(url.as_str()));
+    assert_eq!(HttpUrl::parse(url.as_str()).as_ref(), Ok(&url));
+    if let Ok(beside) = url.beside(rest.as_bytes()) {
+        assert_eq!(beside.host(), url.host());
+        assert_eq!(beside.is_https(), url.is_https());
+    }
+}
+
+/// The answer rules on headers made of the input: a `Content-Range` that
+/// parses is ordered, a probe gives a size, and a range check passes only
+/// for exactly the range asked for, at the pinned size.
+fn answers(bytes: &[u8], first: u64, len: u64) {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.lines();
+    let mut answer = Answer {
+        status: 206,
+        ..Answer::default()
+    };
+    answer.with_header("Content-Range", lines.next().unwrap_or_default());
+    if let Some(length) = lines.next() {
+        answer.with_header("Content-Length", length);
+    }
+    if let Some(etag) = lines.next() {
+        answer.with_header("ETag", etag);
+    }
+    let value = answer.content_range.clone().unwrap_or_default();
+    if let Some((a, b, _)) = http::content_range(&value) {
+        assert!(a <= b);
+    }
+    if let Ok((size, pin)) = http::probe(&answer) {
+        assert!(size > 0);
+        assert_eq!(pin.etag, answer.etag);
+    }
+    let last = first.saturating_add(len);
+    let pin = Pin {
+        etag: answer.etag.clone(),
+        last_modified: None,
+    };
+    if http::check_range(&answer, first, last, u64::MAX, &pin).is_ok() {
+        let (a, b, total) = http::content_range(&value).expect("a checked Content-Range");
+        assert_eq!((a, b), (first, last));
+        assert!(total.is_none_or(|total| total == u64::MAX));
     }
 }

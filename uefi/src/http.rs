@@ -82,7 +82,7 @@ pub struct HttpUrl {
 }
 
 impl HttpUrl {
-    /// Parses `text`; a URL without a path gets `/`.
+    /// Parses `text`; a URL without a path gets `/` (before its query).
     pub fn parse(text: &str) -> Result<Self, UrlError> {
         if text.len() > MAX_URL_BYTES {
             return Err(UrlError::TooLong);
@@ -107,8 +107,13 @@ impl HttpUrl {
             return Err(UrlError::UserInfo);
         }
         let mut text = text.to_string();
-        if host_len == rest.len() {
-            text.push('/');
+        if !rest[host_len..].starts_with('/') {
+            // A path of its own, before any query (`http://h?q` is
+            // `http://h/?q`), so that the names beside it stay on this host.
+            text.insert(scheme_len + host_len, '/');
+            if text.len() > MAX_URL_BYTES {
+                return Err(UrlError::TooLong);
+            }
         }
         Ok(Self {
             text,
@@ -141,7 +146,10 @@ impl HttpUrl {
         let path_end = self.text[self.host_end..]
             .find('?')
             .map_or(self.text.len(), |at| self.host_end + at);
-        let directory_end = self.text[..path_end].rfind('/').unwrap_or(self.host_end) + 1;
+        // Searched in the path only (which starts with `/`), never in the
+        // scheme's `//`: the file stays on this host.
+        let directory_end =
+            self.host_end + self.text[self.host_end..path_end].rfind('/').unwrap_or(0) + 1;
         let directory = &self.text[..directory_end];
         if directory.len() + file.len() > MAX_URL_BYTES {
             return Err(PathError::TooLong);
@@ -606,6 +614,22 @@ mod tests {
         assert_eq!(bare.beside(b"b.raw").unwrap().as_str(), "http://h/b.raw");
         assert_eq!(url.beside(b"http://evil/x"), Err(PathError::NotAFile));
         assert_eq!(url.beside(b"dir/"), Err(PathError::NoFileName));
+    }
+
+    /// Found by the `uefi_adapter` fuzz target: `http://h?q` had no path,
+    /// so the directory of a name beside it was searched back into the
+    /// scheme's `//`, and the backing file `evil.example` of an image at
+    /// `http://h?q` became `http://evil.example`, another host.
+    #[test]
+    fn a_name_beside_a_url_without_a_path_stays_on_its_host() {
+        let url = HttpUrl::parse("http://10.0.2.2?v=1").unwrap();
+        assert_eq!(url.as_str(), "http://10.0.2.2/?v=1");
+        assert_eq!(url.host(), "10.0.2.2");
+        let beside = url.beside(b"evil.example").unwrap();
+        assert_eq!(beside.as_str(), "http://10.0.2.2/evil.example");
+        assert_eq!(beside.host(), "10.0.2.2");
+        let long = format!("http://h?{}", "q".repeat(MAX_URL_BYTES - "http://h?".len()));
+        assert_eq!(HttpUrl::parse(&long), Err(UrlError::TooLong));
     }
 
     #[test]
