@@ -8,7 +8,9 @@
 # adds); with DELAY_MS > 0 the three clients talk to nginx through
 # `latency-proxy` (qcow2-testkit), which holds every chunk DELAY_MS in
 # each direction (a round trip of 2 x DELAY_MS; this kernel has no netem),
-# and with RATE_MBIT also caps each direction at that rate.
+# with RATE_MBIT also caps each direction at that rate, and with
+# HANDSHAKE=1 makes each new connection wait the round trip TCP's
+# handshake costs on a real link (the proxy itself accepts at once).
 #
 #   benches/http.sh                 # builds target/release/qcow first
 #   REPS=3 SIZE_MIB=512 BENCH_DIR=/dev/shm/x QCOW=path/to/qcow benches/http.sh
@@ -26,6 +28,7 @@ SIZE_MIB=${SIZE_MIB:-512}
 BENCH_DIR=${BENCH_DIR:-/dev/shm/qcow-bench-http}
 DELAY_MS=${DELAY_MS:-0}
 RATE_MBIT=${RATE_MBIT:-}
+HANDSHAKE=${HANDSHAKE:-0}
 source "$(dirname "$0")/common.sh"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || { log "missing nginx (apt-get install nginx-light)"; exit 1; }
@@ -81,7 +84,7 @@ if ((DELAY_MS > 0)); then
     fi
     : >proxy.port
     "$PROXY" --listen 127.0.0.1:0 --to "127.0.0.1:$port" --delay-ms "$DELAY_MS" \
-        ${RATE_MBIT:+--rate-mbit "$RATE_MBIT"} >proxy.port &
+        ${RATE_MBIT:+--rate-mbit "$RATE_MBIT"} $( ((HANDSHAKE)) && echo --handshake) >proxy.port &
     proxy_pid=$!
     for _ in $(seq 100); do
         [[ -s proxy.port ]] && break
@@ -89,7 +92,7 @@ if ((DELAY_MS > 0)); then
     done
     [[ -s proxy.port ]] || { log "latency-proxy did not start"; exit 1; }
     url=http://127.0.0.1:$(head -n 1 proxy.port)
-    where="$DELAY_MS ms each way, $((2 * DELAY_MS)) ms round trip${RATE_MBIT:+, $RATE_MBIT Mbit/s each way}, through latency-proxy"
+    where="$DELAY_MS ms each way, $((2 * DELAY_MS)) ms round trip${RATE_MBIT:+, $RATE_MBIT Mbit/s each way}$( ((HANDSHAKE)) && echo ", a round trip per new connection"), through latency-proxy"
 fi
 log "load: $(uptime)"
 

@@ -13,9 +13,13 @@
 //! that rate shared by all connections: a chunk also waits for the link
 //! to have sent the chunks before it, then for its own bytes.
 //!
-//! What it does not model: TCP's slow start and congestion window (each
-//! side's TCP talks to the proxy over loopback, where acknowledgements
-//! come at once), loss and jitter.
+//! The proxy accepts a connection at once (over loopback), so a new
+//! connection costs no round trip before its first request, where TCP's
+//! handshake costs one on a real link; with `--handshake`, a connection's
+//! first bytes to the target leave no earlier than a round trip after it
+//! was accepted, as they would. What it does not model: TCP's slow start
+//! and congestion window (each side's TCP talks to the proxy over
+//! loopback, where acknowledgements come at once), loss and jitter.
 
 #![forbid(unsafe_code)]
 
@@ -47,6 +51,9 @@ pub struct Config {
     /// Bits per second of each direction's link, all connections together;
     /// `None`: no limit of the proxy's own.
     pub rate: Option<u64>,
+    /// Whether a connection's first bytes to the target wait a round trip
+    /// (`2 x delay`) after it was accepted: TCP's handshake on a real link.
+    pub handshake: bool,
 }
 
 /// Why the proxy cannot start.
@@ -68,7 +75,7 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(message) => write!(
                 f,
-                "{message}\nusage: latency-proxy [--listen 127.0.0.1:PORT] --to HOST:PORT --delay-ms N [--rate-mbit N]"
+                "{message}\nusage: latency-proxy [--listen 127.0.0.1:PORT] --to HOST:PORT --delay-ms N [--rate-mbit N] [--handshake]"
             ),
             Error::Listen { address, source } => write!(f, "cannot listen on {address}: {source}"),
         }
@@ -79,10 +86,11 @@ impl std::error::Error for Error {}
 
 impl Config {
     /// Reads `--listen ADDR` (default `127.0.0.1:0`), `--to HOST:PORT`,
-    /// `--delay-ms N` and `--rate-mbit N`.
+    /// `--delay-ms N`, `--rate-mbit N` and `--handshake`.
     pub fn from_args(args: &[String]) -> Result<Self, Error> {
         let mut listen = "127.0.0.1:0".to_string();
         let (mut to, mut delay_ms, mut rate_mbit) = (None, None, None);
+        let mut handshake = false;
         let mut args = args.iter();
         while let Some(flag) = args.next() {
             let mut value = || {
@@ -94,6 +102,7 @@ impl Config {
                 "--to" => to = Some(value()?.clone()),
                 "--delay-ms" => delay_ms = Some(number(flag, value()?)?),
                 "--rate-mbit" => rate_mbit = Some(number(flag, value()?)?),
+                "--handshake" => handshake = true,
                 _ => return Err(Error::Usage(format!("unknown argument {flag}"))),
             }
         }
@@ -107,6 +116,7 @@ impl Config {
             to,
             delay: Duration::from_millis(delay_ms),
             rate: rate_mbit.map(|mbit| mbit * 1_000_000),
+            handshake,
         })
     }
 }
@@ -124,6 +134,9 @@ pub struct Proxy {
     /// Client to target, and target to client: each shared by every
     /// connection (it holds the rate's clock).
     links: [Arc<Link>; 2],
+    /// How long after its accept a connection's first bytes may reach
+    /// the target, at the earliest: a round trip with `--handshake`.
+    setup: Duration,
 }
 
 impl Proxy {
@@ -138,6 +151,11 @@ impl Proxy {
             listener,
             to: config.to.clone(),
             links: [link(), link()],
+            setup: if config.handshake {
+                config.delay * 2
+            } else {
+                Duration::ZERO
+            },
         })
     }
 
@@ -158,10 +176,11 @@ impl Proxy {
                 Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(error) => return error,
             };
+            let not_before = Instant::now() + self.setup;
             let to = self.to.clone();
             let links = self.links.clone();
             thread::spawn(move || {
-                if let Err(error) = connect(client, &to, links) {
+                if let Err(error) = connect(client, &to, links, not_before) {
                     eprintln!("latency-proxy: cannot connect to {to}: {error}");
                 }
             });
@@ -177,16 +196,22 @@ impl Proxy {
     }
 }
 
-/// Connects `client` to `to` and starts both directions.
-fn connect(client: TcpStream, to: &str, links: [Arc<Link>; 2]) -> io::Result<()> {
+/// Connects `client` to `to` and starts both directions; the client's
+/// bytes are read no earlier than `not_before` (the handshake's round trip).
+fn connect(
+    client: TcpStream,
+    to: &str,
+    links: [Arc<Link>; 2],
+    not_before: Instant,
+) -> io::Result<()> {
     let target = TcpStream::connect(resolve(to)?)?;
     // The proxy's own writes must not wait for Nagle's algorithm: the
     // delay is the one it adds on purpose, the ends keep their own setting.
     client.set_nodelay(true)?;
     target.set_nodelay(true)?;
     let [up, down] = links;
-    forward(client.try_clone()?, target.try_clone()?, up)?;
-    forward(target, client, down)
+    forward(client.try_clone()?, target.try_clone()?, up, not_before)?;
+    forward(target, client, down, Instant::now())
 }
 
 fn resolve(to: &str) -> io::Result<SocketAddr> {
@@ -197,13 +222,13 @@ fn resolve(to: &str) -> io::Result<SocketAddr> {
 
 /// Forwards what `from` sends to `to` through a queue on `link`: one
 /// thread reads and stamps, one writes when each chunk is due.
-fn forward(from: TcpStream, to: TcpStream, link: Arc<Link>) -> io::Result<()> {
+fn forward(from: TcpStream, to: TcpStream, link: Arc<Link>, not_before: Instant) -> io::Result<()> {
     let queue = Arc::new(Queue::default());
     let reader_queue = queue.clone();
     let writer_from = from.try_clone()?;
     thread::Builder::new()
         .name("latency-proxy read".into())
-        .spawn(move || read_side(from, &reader_queue, &link))?;
+        .spawn(move || read_side(from, &reader_queue, &link, not_before))?;
     thread::Builder::new()
         .name("latency-proxy write".into())
         .spawn(move || write_side(to, &writer_from, &queue))?;
@@ -319,14 +344,16 @@ impl Queue {
 /// Reads `from` until its end or an error, stamping each chunk with the
 /// time it is due; the end (or the error, as an end) goes through the
 /// queue too, so the other side sees it after the data, delayed as well.
-fn read_side(mut from: TcpStream, queue: &Queue, link: &Link) {
+fn read_side(mut from: TcpStream, queue: &Queue, link: &Link, not_before: Instant) {
     let mut buffer = vec![0; CHUNK];
     loop {
         let read = match from.read(&mut buffer) {
             Ok(0) | Err(_) => 0,
             Ok(read) => read,
         };
-        let now = Instant::now();
+        // Bytes the client sent before the handshake would have ended
+        // count as sent at its end.
+        let now = Instant::now().max(not_before);
         let item = if read == 0 {
             Item::End
         } else {
@@ -386,18 +413,19 @@ mod tests {
         address
     }
 
-    fn proxy(to: SocketAddr, delay_ms: u64) -> SocketAddr {
-        let args: Vec<String> = ["--to", &to.to_string(), "--delay-ms", &delay_ms.to_string()]
-            .iter()
-            .map(|arg| arg.to_string())
-            .collect();
+    fn proxy(to: SocketAddr, delay_ms: u64, more: &[&str]) -> SocketAddr {
+        let to = to.to_string();
+        let delay_ms = delay_ms.to_string();
+        let mut args = vec!["--to", &to, "--delay-ms", &delay_ms];
+        args.extend(more);
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         let config = Config::from_args(&args).expect("arguments");
         Proxy::bind(&config).expect("bind").spawn().expect("run")
     }
 
     #[test]
     fn a_round_trip_takes_twice_the_delay_and_keeps_the_bytes() {
-        let address = proxy(echo_server(), 40);
+        let address = proxy(echo_server(), 40, &[]);
         let mut stream = TcpStream::connect(address).expect("connect");
         let message: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let start = Instant::now();
@@ -431,6 +459,32 @@ mod tests {
         );
     }
 
+    /// How long one byte takes there and back through `stream`.
+    fn round_trip(stream: &mut TcpStream) -> Duration {
+        let start = Instant::now();
+        stream.write_all(b"x").expect("write");
+        let mut byte = [0];
+        stream.read_exact(&mut byte).expect("read");
+        assert_eq!(&byte, b"x");
+        start.elapsed()
+    }
+
+    #[test]
+    fn with_the_handshake_the_first_round_trip_takes_two() {
+        let address = proxy(echo_server(), 30, &["--handshake"]);
+        let mut stream = TcpStream::connect(address).expect("connect");
+        let first = round_trip(&mut stream);
+        assert!(
+            first >= Duration::from_millis(120),
+            "the first round trip took {first:?}, less than 4 x 30 ms"
+        );
+        let second = round_trip(&mut stream);
+        assert!(
+            second >= Duration::from_millis(60) && second < first,
+            "the second round trip took {second:?} (the first {first:?})"
+        );
+    }
+
     #[test]
     fn a_rate_spaces_the_chunks_by_their_size() {
         let link = Link::new(Duration::from_millis(5), Some(8_000_000));
@@ -447,9 +501,10 @@ mod tests {
         let args =
             |text: &str| -> Vec<String> { text.split_whitespace().map(String::from).collect() };
         let config = Config::from_args(&args(
-            "--listen 127.0.0.1:0 --to 127.0.0.1:8080 --delay-ms 10 --rate-mbit 100",
+            "--listen 127.0.0.1:0 --to 127.0.0.1:8080 --delay-ms 10 --rate-mbit 100 --handshake",
         ))
         .expect("understood");
+        assert!(config.handshake);
         assert_eq!(config.to, "127.0.0.1:8080");
         assert_eq!(config.delay, Duration::from_millis(10));
         assert_eq!(config.rate, Some(100_000_000));
