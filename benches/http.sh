@@ -82,9 +82,15 @@ if ((DELAY_MS > 0)); then
         cargo build --quiet --release -p qcow2-testkit --bin latency-proxy --manifest-path "$ROOT/Cargo.toml"
         PROXY=$ROOT/target/release/latency-proxy
     fi
+    # An arithmetic test fails when false: as a command substitution in
+    # an assignment it would stop the script (set -e).
+    handshake=() handshake_note=
+    if ((HANDSHAKE)); then
+        handshake=(--handshake) handshake_note=", a round trip per new connection"
+    fi
     : >proxy.port
     "$PROXY" --listen 127.0.0.1:0 --to "127.0.0.1:$port" --delay-ms "$DELAY_MS" \
-        ${RATE_MBIT:+--rate-mbit "$RATE_MBIT"} $( ((HANDSHAKE)) && echo --handshake) >proxy.port &
+        ${RATE_MBIT:+--rate-mbit "$RATE_MBIT"} "${handshake[@]}" >proxy.port &
     proxy_pid=$!
     for _ in $(seq 100); do
         [[ -s proxy.port ]] && break
@@ -92,7 +98,7 @@ if ((DELAY_MS > 0)); then
     done
     [[ -s proxy.port ]] || { log "latency-proxy did not start"; exit 1; }
     url=http://127.0.0.1:$(head -n 1 proxy.port)
-    where="$DELAY_MS ms each way, $((2 * DELAY_MS)) ms round trip${RATE_MBIT:+, $RATE_MBIT Mbit/s each way}$( ((HANDSHAKE)) && echo ", a round trip per new connection"), through latency-proxy"
+    where="$DELAY_MS ms each way, $((2 * DELAY_MS)) ms round trip${RATE_MBIT:+, $RATE_MBIT Mbit/s each way}$handshake_note, through latency-proxy"
 fi
 log "load: $(uptime)"
 
