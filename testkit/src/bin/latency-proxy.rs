@@ -2,7 +2,7 @@
 //! [`qcow2_testkit::latency_proxy`]); `benches/http.sh` runs it with
 //! `DELAY_MS` set:
 //!
-//!     latency-proxy --listen 127.0.0.1:0 --to 127.0.0.1:8080 --delay-ms 10 [--rate-mbit 100]
+//!     latency-proxy --listen 127.0.0.1:0 --to 127.0.0.1:8080 --delay-ms 10 [--rate-mbit 100] [--handshake]
 //!
 //! The first line on standard output is the port it listens on.
 
