@@ -3,11 +3,19 @@
 # `qcow convert URL out.raw` against `qemu-img convert` through QEMU's
 # curl driver (`qemu-img convert -O raw http://...`) and against `curl -o`
 # of the raw disk from the same server, all from one nginx (nginx-light)
-# on a local port, over loopback (no network latency: this measures the
-# clients' own costs, not the round trips a real network adds).
+# on a local port. By default over loopback (no network latency: this
+# measures the clients' own costs, not the round trips a real network
+# adds); with DELAY_MS > 0 the three clients talk to nginx through
+# `latency-proxy` (qcow2-testkit), which holds every chunk DELAY_MS in
+# each direction (a round trip of 2 x DELAY_MS; this kernel has no netem),
+# with RATE_MBIT also caps each direction at that rate, and with
+# HANDSHAKE=1 makes each new connection wait the round trip TCP's
+# handshake costs on a real link (the proxy itself accepts at once).
 #
 #   benches/http.sh                 # builds target/release/qcow first
 #   REPS=3 SIZE_MIB=512 BENCH_DIR=/dev/shm/x QCOW=path/to/qcow benches/http.sh
+#   DELAY_MS=10 STALL=60 benches/http.sh   # 20 ms round trips; builds the proxy
+#                                          # unless PROXY=path/to/latency-proxy
 #
 # The disk is SIZE_MIB of the machine's own binaries (tar of /usr/lib and
 # /usr/bin, padded with zeros), compressed with zlib and with zstd. Every
@@ -18,6 +26,9 @@ set -euo pipefail
 REPS=${REPS:-3}
 SIZE_MIB=${SIZE_MIB:-512}
 BENCH_DIR=${BENCH_DIR:-/dev/shm/qcow-bench-http}
+DELAY_MS=${DELAY_MS:-0}
+RATE_MBIT=${RATE_MBIT:-}
+HANDSHAKE=${HANDSHAKE:-0}
 source "$(dirname "$0")/common.sh"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || { log "missing nginx (apt-get install nginx-light)"; exit 1; }
@@ -54,11 +65,42 @@ http {
 EOF
 "$NGINX" -p "$BENCH_DIR/nginx" -c "$BENCH_DIR/nginx/nginx.conf" &
 nginx_pid=$!
-trap 'kill $nginx_pid 2>/dev/null; rm -f "$BENCH_DIR"/out.raw' EXIT
+proxy_pid=
+trap 'kill $nginx_pid $proxy_pid 2>/dev/null; rm -f "$BENCH_DIR"/out.raw' EXIT
 for _ in $(seq 100); do
     curl -sf -o /dev/null -I "http://127.0.0.1:$port/disk.raw" && break
     sleep 0.1
 done
+
+# The clients' address: nginx's, or the proxy's in front of it. The proxy
+# prints the port it picked on its first line.
+url=http://127.0.0.1:$port
+where="loopback, no added delay"
+if ((DELAY_MS > 0)); then
+    if [[ -z ${PROXY:-} ]]; then
+        log "building latency-proxy (release)"
+        cargo build --quiet --release -p qcow2-testkit --bin latency-proxy --manifest-path "$ROOT/Cargo.toml"
+        PROXY=$ROOT/target/release/latency-proxy
+    fi
+    # An arithmetic test fails when false: as a command substitution in
+    # an assignment it would stop the script (set -e).
+    handshake=() handshake_note=
+    if ((HANDSHAKE)); then
+        handshake=(--handshake) handshake_note=", a round trip per new connection"
+    fi
+    : >proxy.port
+    "$PROXY" --listen 127.0.0.1:0 --to "127.0.0.1:$port" --delay-ms "$DELAY_MS" \
+        ${RATE_MBIT:+--rate-mbit "$RATE_MBIT"} "${handshake[@]}" >proxy.port &
+    proxy_pid=$!
+    for _ in $(seq 100); do
+        [[ -s proxy.port ]] && break
+        sleep 0.1
+    done
+    [[ -s proxy.port ]] || { log "latency-proxy did not start"; exit 1; }
+    url=http://127.0.0.1:$(head -n 1 proxy.port)
+    where="$DELAY_MS ms each way, $((2 * DELAY_MS)) ms round trip${RATE_MBIT:+, $RATE_MBIT Mbit/s each way}$handshake_note, through latency-proxy"
+fi
+log "load: $(uptime)"
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
@@ -94,8 +136,7 @@ summary() {
 # Bytes the server sent since the last `timed`.
 sent() { awk '{ s += $1 } END { print s + 0 }' nginx/access.log; }
 
-url=http://127.0.0.1:$port
-echo "| image | qcow convert | qemu-img convert (curl driver) | qcow/QEMU | curl -o of the raw disk | qcow/curl | MiB sent to qcow | to QEMU | file MiB |"
+echo "| image ($where) | qcow convert | qemu-img convert (curl driver) | qcow/QEMU | curl -o of the raw disk | qcow/curl | MiB sent to qcow | to QEMU | file MiB |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for image in zlib zstd; do
     qcow_times=() qemu_times=() curl_times=() qemu_sent=
@@ -119,3 +160,4 @@ for image in zlib zstd; do
         "$image" "$SIZE_MIB" "$q" "$e" "$(ratio "$q" "$e")" "$c" "$(ratio "$q" "$c")" \
         "$((qcow_sent >> 20))" "${qemu_sent:+$((qemu_sent >> 20))}" $((size >> 20))
 done
+log "load: $(uptime)"

@@ -9,7 +9,8 @@
 //! The disks the tests boot or read are made here too, with the real
 //! tools ([`boot_disk`], [`make_disks`], [`root_disk`]), and so are the
 //! benchmark against QEMU ([`bench_compare`]) and README's table of it
-//! ([`readme_table`]); the binaries under `src/bin` are their command lines.
+//! ([`readme_table`]), and the proxy that adds latency to `benches/http.sh`
+//! ([`latency_proxy`]); the binaries under `src/bin` are their command lines.
 //!
 //! What is specific to one crate (reading through `qcow2_reader`, running
 //! `qcow`) stays in that crate's `tests/common`.
@@ -25,6 +26,7 @@ mod qemu;
 pub mod bench_compare;
 pub mod boot_disk;
 mod host;
+pub mod latency_proxy;
 pub mod make_disks;
 pub mod readme_table;
 pub mod root_disk;
