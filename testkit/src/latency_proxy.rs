@@ -440,23 +440,19 @@ mod tests {
         assert_eq!(first[0], message[0]);
 
         // A bulk transfer, written from a thread while this one reads:
-        // unchanged, in order, and not held up by one delay per chunk.
+        // unchanged and in order. (That chunks are not held up by one
+        // delay each is `Link::due`'s, tested without a clock below: an
+        // upper bound on wall time would fail on a loaded machine.)
         let mut writer = stream.try_clone().expect("clone");
         let sent = message.clone();
         let writing = thread::spawn(move || {
             writer.write_all(&sent[1..]).expect("write");
             writer.shutdown(Shutdown::Write).expect("shutdown");
         });
-        let start = Instant::now();
         let mut echoed = Vec::new();
         stream.read_to_end(&mut echoed).expect("read");
         writing.join().expect("writer");
         assert_eq!(echoed, message[1..], "the bytes came back changed");
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "200 kB took {:?}: chunks serialised behind each other's delay",
-            start.elapsed()
-        );
     }
 
     /// How long one byte takes there and back through `stream`.
@@ -478,10 +474,12 @@ mod tests {
             first >= Duration::from_millis(120),
             "the first round trip took {first:?}, less than 4 x 30 ms"
         );
+        // The next round trips cost the delay only (no upper bound: wall
+        // time on a loaded machine has none).
         let second = round_trip(&mut stream);
         assert!(
-            second >= Duration::from_millis(60) && second < first,
-            "the second round trip took {second:?} (the first {first:?})"
+            second >= Duration::from_millis(60),
+            "the second round trip took {second:?}, less than 2 x 30 ms"
         );
     }
 
@@ -493,6 +491,9 @@ mod tests {
         assert_eq!(link.due(now, 10_000), now + Duration::from_millis(15));
         assert_eq!(link.due(now, 10_000), now + Duration::from_millis(25));
         let unlimited = Link::new(Duration::from_millis(5), None);
+        assert_eq!(unlimited.due(now, 10_000), now + Duration::from_millis(5));
+        // Without a rate, chunks read at once are due at once: never one
+        // delay behind another.
         assert_eq!(unlimited.due(now, 10_000), now + Duration::from_millis(5));
     }
 
