@@ -160,10 +160,6 @@ pub fn decoder_memory_bytes(codec: CompressionType, cluster_size: usize) -> usiz
     }
 }
 
-/// zstd's largest block (its Block_Maximum_Size).
-#[cfg_attr(any(not(feature = "zstd"), feature = "zstd-c-nostd"), allow(dead_code))]
-const ZSTD_BLOCK_BYTES: usize = 128 << 10;
-
 #[cfg(feature = "zstd-c-nostd")]
 fn zstd_decoder_bytes(cluster_size: usize) -> usize {
     let window = libzstd::window_limit(cluster_size);
@@ -177,7 +173,7 @@ fn zstd_decoder_bytes(cluster_size: usize) -> usize {
     // of the window plus one block and 64 bytes of slack.
     const CONTEXT_BYTES: usize = 256 << 10;
     let window = usize::try_from(libzstd::window_limit(cluster_size)).unwrap_or(usize::MAX);
-    let block = window.min(ZSTD_BLOCK_BYTES);
+    let block = window.min(zstd::MAX_BLOCK_BYTES as usize);
     CONTEXT_BYTES
         .saturating_add(window)
         .saturating_add(2 * block)
@@ -191,9 +187,10 @@ fn zstd_decoder_bytes(cluster_size: usize) -> usize {
 ))]
 fn zstd_decoder_bytes(cluster_size: usize) -> usize {
     // The window is at most the cluster (1 KiB for 512-byte clusters).
-    let block = cluster_size.clamp(1 << 10, ZSTD_BLOCK_BYTES);
+    let block_max = zstd::MAX_BLOCK_BYTES as usize;
+    let block = cluster_size.clamp(zstd::MIN_WINDOW_BYTES as usize, block_max);
     let ring = cluster_size
-        .saturating_add(ZSTD_BLOCK_BYTES)
+        .saturating_add(block_max)
         .checked_next_power_of_two()
         .unwrap_or(usize::MAX)
         .saturating_add(1);
@@ -202,7 +199,7 @@ fn zstd_decoder_bytes(cluster_size: usize) -> usize {
     let sequences = 2 * 12 * (block / 3);
     ring.saturating_add(sequences)
         .saturating_mul(2)
-        .saturating_add(4 * ZSTD_BLOCK_BYTES)
+        .saturating_add(4 * block_max)
 }
 
 /// Without a zstd decoder, zstd clusters are refused and nothing is allocated.
