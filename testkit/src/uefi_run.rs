@@ -1449,15 +1449,20 @@ mod tests {
         assert!(script.contains(" fs0 fs1 ") && script.contains(" fs19\r\n"));
     }
 
-    #[test]
-    fn the_timing_line_reads_as_the_readme_table_expects() {
-        let outcome = Outcome {
+    /// A boot whose loader started at 7.005 s and marker came at 12.340 s.
+    fn measured_boot() -> Outcome {
+        Outcome {
             loader: Some(Duration::from_millis(7005)),
             marker: Some(Duration::from_millis(12_340)),
             end: Duration::from_millis(13_000),
             failure: None,
             status: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn the_timing_line_reads_as_the_readme_table_expects() {
+        let outcome = measured_boot();
         assert_eq!(
             outcome.timing(),
             "loader started after 7.005 s, marker after 12.340 s \
@@ -1476,13 +1481,7 @@ mod tests {
 
     #[test]
     fn the_timing_line_reads_back() {
-        let outcome = Outcome {
-            loader: Some(Duration::from_millis(7005)),
-            marker: Some(Duration::from_millis(12_340)),
-            end: Duration::from_millis(13_000),
-            failure: None,
-            status: 0,
-        };
+        let outcome = measured_boot();
         let line = format!("run.sh: x86_64: guest powered off: {}", outcome.timing());
         let times = BootTimes::from_line(&line).unwrap();
         assert_eq!(times.loader, Duration::from_millis(7005));
