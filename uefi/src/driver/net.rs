@@ -80,8 +80,43 @@ pub fn interface() -> Result<Handle, NetError> {
     }
     let nic = *nics.first().ok_or(NetError::NoHttp)?;
     let mut config = Ip4Config2::new(nic).map_err(|e| NetError::Dhcp(e.status()))?;
-    config.ifup().map_err(|e| NetError::Dhcp(e.status()))?;
+    dhcp(&mut config).map_err(NetError::Dhcp)?;
     Ok(nic)
+}
+
+/// Longest wait for a DHCP address.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the address is looked at while DHCP runs.
+const DHCP_POLL: Duration = Duration::from_millis(20);
+
+/// Configures the interface by DHCP, unless it has an address already.
+///
+/// Not the `uefi` crate's `Ip4Config2::ifup`, which looks once a second:
+/// DHCP with QEMU's user network is done in tens of milliseconds, so every
+/// boot over HTTP waited up to a second for nothing. The firmware runs
+/// DHCP from its timer while this stalls.
+fn dhcp(config: &mut Ip4Config2) -> Result<(), Status> {
+    let has_address = |config: &mut Ip4Config2| {
+        config
+            .get_interface_info()
+            .map(|info| info.station_addr != core::net::Ipv4Addr::UNSPECIFIED.into())
+            .map_err(|error| error.status())
+    };
+    if has_address(config)? {
+        return Ok(());
+    }
+    config
+        .set_policy(uefi_raw::protocol::network::ip4_config2::Ip4Config2Policy::DHCP)
+        .map_err(|error| error.status())?;
+    let polls = DHCP_TIMEOUT.as_millis() / DHCP_POLL.as_millis();
+    for _ in 0..polls {
+        boot::stall(DHCP_POLL);
+        if has_address(config)? {
+            return Ok(());
+        }
+    }
+    Err(Status::TIMEOUT)
 }
 
 /// An HTTP child of the interface, configured: one connection, re-made
