@@ -9,6 +9,12 @@
 //! - [`Urls`]: the chain walk's [`qcow2_reader::chain::Resolver`] over
 //!   URLs: backing and data file names resolved against the naming
 //!   image's URL, under the caller's follow policy.
+//! - [`rules`]: what both this client and the UEFI driver (`qcow2.efi`)
+//!   obey, `no_std` + `alloc`: URLs and the names beside them, the range
+//!   request and the checks of its answer, the object's pin, the named
+//!   [`rules::Fault`]s and which are retried, the read-ahead cache. Without
+//!   the default `client` feature the crate is only these, and builds for
+//!   UEFI targets.
 //!
 //! It knows nothing of QCOW2: the crate's chain walk reads the images.
 //!
@@ -35,21 +41,27 @@
 //! checked parsing, and a body bounded by the range asked for. No fuzz
 //! target of its own is kept for it.
 
+#![cfg_attr(not(feature = "client"), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+pub mod rules;
+
+#[cfg(feature = "client")]
 mod error;
+#[cfg(feature = "client")]
 mod file;
+#[cfg(feature = "client")]
 mod resolve;
 
+#[cfg(feature = "client")]
 pub use error::{ErrorKind, HttpError};
+#[cfg(feature = "client")]
 pub use file::{Client, HttpFile, HttpOptions, MAX_READAHEAD, MIN_READAHEAD};
+#[cfg(feature = "client")]
 pub use resolve::{directory, ResolveError, Urls};
+pub use rules::is_url;
+#[cfg(feature = "client")]
 pub use url::Url;
-
-/// Whether `text` is an `http://` or `https://` URL (what the tools read
-/// over HTTP rather than as a path).
-pub fn is_url(text: &str) -> bool {
-    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
-}
