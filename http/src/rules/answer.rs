@@ -123,6 +123,12 @@ pub fn range_text(first: u64, last: u64) -> String {
     format!("{first}-{last}")
 }
 
+/// Bytes in `first..=last` (saturating: the rules never panic on the
+/// caller's numbers).
+fn range_len(first: u64, last: u64) -> u64 {
+    last.saturating_sub(first).saturating_add(1)
+}
+
 /// The `Range` header's value for bytes `first..=last`.
 pub fn range_header(first: u64, last: u64) -> String {
     format!("bytes={first}-{last}")
@@ -248,7 +254,7 @@ pub fn check_range(
         }
     }
     if let Some(length) = answer.content_length.as_deref() {
-        if length.parse::<u64>().ok() != Some(last - first + 1) {
+        if length.parse::<u64>().ok() != Some(range_len(first, last)) {
             return Err(Fault::Short {
                 range,
                 got: format!("Content-Length {length}"),
@@ -262,7 +268,7 @@ pub fn check_range(
 /// `got` bytes came for bytes `first..=last`. Fewer is a body cut short
 /// (worth another try); more is an answer to refuse.
 pub fn check_body(first: u64, last: u64, got: u64) -> Result<(), Fault> {
-    let want = last - first + 1;
+    let want = range_len(first, last);
     let range = range_text(first, last);
     match got.cmp(&want) {
         core::cmp::Ordering::Less => Err(Fault::BodyEnded { range, got }),
