@@ -36,10 +36,10 @@
 //! # Responses are parsed by `ureq`
 //!
 //! The HTTP protocol is `ureq`'s (a maintained client, its parser fuzzed
-//! upstream); this crate reads only the status, four headers
-//! (`Content-Length`, `Content-Range`, `ETag`, `Last-Modified`) with
-//! checked parsing, and a body bounded by the range asked for. No fuzz
-//! target of its own is kept for it.
+//! upstream); this crate hands the status and five headers
+//! (`Content-Length`, `Content-Range`, `Content-Encoding`, `ETag`,
+//! `Last-Modified`) to [`rules`], and reads a body bounded by the range
+//! asked for. The rules are fuzzed by the `http_rules` target (`fuzz/`).
 
 #![cfg_attr(not(feature = "client"), no_std)]
 #![forbid(unsafe_code)]
