@@ -42,6 +42,8 @@
 //! asked for. The rules are fuzzed by the `http_rules` target (`fuzz/`).
 
 #![cfg_attr(not(feature = "client"), no_std)]
+// The crate's page names the client's items, absent without `client`.
+#![cfg_attr(not(feature = "client"), allow(rustdoc::broken_intra_doc_links))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
