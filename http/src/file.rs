@@ -403,7 +403,7 @@ impl Object {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), HttpError> {
+    fn read_at(self: &Arc<Self>, offset: u64, buf: &mut [u8]) -> Result<(), HttpError> {
         let len = buf.len() as u64;
         let end = offset
             .checked_add(len)
@@ -432,8 +432,14 @@ impl Object {
     }
 
     /// Copies `out.len()` bytes from `from` in block `block`, fetching it
-    /// (and the blocks after it, for a reader going forward) on a miss.
-    fn read_block(&self, block: u64, from: usize, out: &mut [u8]) -> Result<(), HttpError> {
+    /// (and the blocks after it, for a reader going forward) on a miss; on
+    /// a hit, a reader going forward keeps the blocks after it in flight.
+    fn read_block(
+        self: &Arc<Self>,
+        block: u64,
+        from: usize,
+        out: &mut [u8],
+    ) -> Result<(), HttpError> {
         let mut state = self.lock();
         loop {
             state.clock += 1;
@@ -442,6 +448,7 @@ impl Object {
                 Some(Slot::Ready { data, used }) => {
                     *used = now;
                     out.copy_from_slice(&data[from..from + out.len()]);
+                    self.keep_ahead(&mut state, block);
                     return Ok(());
                 }
                 Some(Slot::Loading) => {
@@ -492,6 +499,61 @@ impl Object {
             self.wake.notify_all();
             return outcome;
         }
+    }
+
+    /// For a reader going forward on `block` (the block before it cached),
+    /// starts fetching the absent blocks among the next
+    /// [`HttpOptions::connections`], in the background, as many as
+    /// connections are free: the next wave is on the wire while this one
+    /// is decoded, where a miss would wait a round trip for it. A fetch
+    /// that fails leaves no block: the reader fetches it again when it
+    /// reads it, and gets the error then.
+    fn keep_ahead(self: &Arc<Self>, state: &mut State, block: u64) {
+        let forward = block > 0
+            && (state.last_miss == Some(block - 1) || state.slots.contains_key(&(block - 1)));
+        if !forward || self.size == 0 {
+            return;
+        }
+        let loading = state
+            .slots
+            .values()
+            .filter(|slot| matches!(slot, Slot::Loading))
+            .count();
+        let free = self.parallel.saturating_sub(loading);
+        let last = (self.size - 1) / self.block;
+        let window = block.saturating_add(self.parallel as u64).min(last);
+        let wanted: Vec<u64> = (block + 1..=window)
+            .filter(|next| !state.slots.contains_key(next))
+            .take(free)
+            .collect();
+        let room = make_room(state, self.capacity, wanted.len());
+        for &ahead in &wanted[..room] {
+            state.slots.insert(ahead, Slot::Loading);
+            let object = Arc::clone(self);
+            let spawned = thread::Builder::new()
+                .name("qcow2-http read-ahead".into())
+                .spawn(move || object.land(ahead));
+            if spawned.is_err() {
+                state.slots.remove(&ahead);
+            }
+        }
+    }
+
+    /// Fetches `block` and puts it in the cache (or takes its slot back).
+    fn land(&self, block: u64) {
+        let result = self.fetch(block);
+        let mut state = self.lock();
+        state.clock += 1;
+        let now = state.clock;
+        match result {
+            Ok(data) => {
+                state.slots.insert(block, Slot::Ready { data, used: now });
+            }
+            Err(_) => {
+                state.slots.remove(&block);
+            }
+        }
+        self.wake.notify_all();
     }
 
     /// The blocks to fetch for a miss on `block`: it, and for a reader
