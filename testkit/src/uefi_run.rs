@@ -1152,7 +1152,7 @@ fn log_file(path: &Path) -> Result<fs::File, Failure> {
 }
 
 /// When a measured boot reached the loader and the marker, read back from
-/// the runner's last line ([`Outcome::timing`] writes it).
+/// the runner's last line (which its private `Outcome::timing` writes).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BootTimes {
     /// From QEMU's start to the OS loader's start.
