@@ -17,7 +17,8 @@
 //! block. Two servers' faults must end in the driver's error line naming
 //! the URL and what the server did, never in a boot: a 404, and a server
 //! that ignores `Range` (nginx's `max_ranges 0`: 200 with the whole file).
-//! On x86_64, a small server in this file misbehaves on demand: it answers
+//! On x86_64, a URL that nginx redirects (302) to the image boots, the
+//! console naming where the redirect led; and a small server in this file misbehaves on demand: it answers
 //! 503 to two requests (the driver retries them and boots), or its object
 //! changes after a few requests (it then answers the driver's `If-Match`
 //! with 412, as nginx does: the driver's read error line says the object
@@ -209,7 +210,8 @@ impl Nginx {
         let plain = Server {
             tls: None,
             directives: format!(
-                "location /norange/ {{ alias {}/; max_ranges 0; }}",
+                "location /norange/ {{ alias {}/; max_ranges 0; }} \
+                 location = /moved/disk.qcow2 {{ return 302 /disk.qcow2; }}",
                 path_str(root)
             ),
         };
@@ -480,6 +482,22 @@ fn boots_over_http(arch: &str, target: &str, with_fault_server: bool) {
     assert!(
         !result.ok && !result.marker && line.starts_with(&url) && line.contains("no CA certificates"),
         "{arch}: https without CA certificates gave no line saying so\n--- stdout\n{}--- stderr\n{}",
+        result.stdout,
+        result.stderr
+    );
+
+    // A redirect at open (nginx's 302 to the object's real place): the
+    // driver follows it and reads the object there.
+    let moved = nginx.guest_url("moved/disk.qcow2");
+    let result = boot(&driver, &moved, &work, &marker, None);
+    let followed = format!(
+        "qcow2.efi: {moved}: redirected to {}",
+        nginx.guest_url("disk.qcow2")
+    );
+    eprintln!("{arch}: {moved}: marker {}", result.marker);
+    assert!(
+        result.ok && result.marker && result.stdout.contains(&followed),
+        "{arch}: a redirect at open was not followed into a boot\n--- stdout\n{}--- stderr\n{}",
         result.stdout,
         result.stderr
     );

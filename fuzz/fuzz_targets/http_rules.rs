@@ -69,6 +69,16 @@ fn urls(lines: &[&str]) {
         assert_eq!(beside.directory(), url.directory());
         assert!(beside.query().is_none());
     }
+    // Line 1 as a redirect's `Location`: a followed one is a URL again,
+    // never from https to http, and a path keeps the host.
+    let location = lines.get(1).copied().unwrap_or_default();
+    if let Ok(target) = url.redirect(location) {
+        assert_eq!(HttpUrl::parse(target.as_str()).as_ref(), Ok(&target));
+        assert!(target.is_https() || !url.is_https());
+        if location.starts_with('/') && !location.starts_with("//") {
+            assert_eq!(target.host(), url.host());
+        }
+    }
 }
 
 /// Headers made of the input, under an arbitrary status: an answer is
@@ -81,6 +91,7 @@ fn answers(setup: &Setup, lines: &[&str]) {
         "ETag",
         "Last-Modified",
         "Content-Encoding",
+        "Location",
     ];
     // Lines 0 and 1 are the URL and the name beside it; then the headers.
     for (name, value) in names.iter().zip(lines.iter().skip(2)) {
@@ -94,6 +105,10 @@ fn answers(setup: &Setup, lines: &[&str]) {
     if let Ok(found) = rules::head(&answer) {
         assert!((200..300).contains(&answer.status) || found.is_none());
     }
+    if let Err(Fault::Redirect { status, location }) = rules::probe(&answer) {
+        assert!(matches!(status, 301 | 302 | 303 | 307 | 308));
+        assert_eq!(Some(location), answer.location.clone());
+    }
     if let Ok((size, pin)) = rules::probe(&answer) {
         assert!(answer.status == 206 && size > 0);
         assert_eq!(pin, Pin::of(&answer));
@@ -102,7 +117,7 @@ fn answers(setup: &Setup, lines: &[&str]) {
     let first = setup.first;
     let last = first.saturating_add(u64::from(setup.len));
     let pin = Pin {
-        etag: lines.get(7).map(|etag| etag.trim().to_string()),
+        etag: lines.get(8).map(|etag| etag.trim().to_string()),
         last_modified: None,
     };
     match rules::check_range(&answer, first, last, setup.size, &pin) {

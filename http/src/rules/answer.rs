@@ -27,6 +27,8 @@ pub struct Answer {
     pub etag: Option<String>,
     /// `Last-Modified`.
     pub last_modified: Option<String>,
+    /// `Location` (of a redirect).
+    pub location: Option<String>,
 }
 
 impl Answer {
@@ -51,6 +53,8 @@ impl Answer {
             &mut self.etag
         } else if name.eq_ignore_ascii_case("last-modified") {
             &mut self.last_modified
+        } else if name.eq_ignore_ascii_case("location") {
+            &mut self.location
         } else {
             return;
         };
@@ -200,9 +204,16 @@ pub fn head(answer: &Answer) -> Result<Option<(u64, Pin)>, Fault> {
     }
 }
 
-/// The object's size and version from the answer to `Range: bytes=0-0`.
+/// The object's size and version from the answer to `Range: bytes=0-0`;
+/// a redirect is [`Fault::Redirect`], for the caller to follow.
 pub fn probe(answer: &Answer) -> Result<(u64, Pin), Fault> {
     let range = range_text(0, 0);
+    if let (301 | 302 | 303 | 307 | 308, Some(location)) = (answer.status, &answer.location) {
+        return Err(Fault::Redirect {
+            status: answer.status,
+            location: location.clone(),
+        });
+    }
     check_status(answer, 0, 0, None)?;
     let value = answer
         .content_range

@@ -43,6 +43,15 @@ pub enum Fault {
     /// An answer that cannot be used (no size, no `Content-Range`, an
     /// encoded body).
     BadResponse(String),
+    /// The object is elsewhere (301, 302, 303, 307, 308 with `Location`):
+    /// the caller that opens objects follows it ([`crate::rules::HttpUrl::redirect`])
+    /// a bounded number of times; anywhere else it is an error.
+    Redirect {
+        /// The status code.
+        status: u16,
+        /// The `Location` header, as sent.
+        location: String,
+    },
     /// The connection failed, timed out or was reset.
     Transport {
         /// The request.
@@ -98,6 +107,9 @@ impl fmt::Display for Fault {
                  nothing read from the new version is used"
             ),
             Fault::BadResponse(what) => write!(f, "unusable answer: {what}"),
+            Fault::Redirect { status, location } => {
+                write!(f, "redirected ({status}) to {location:?}")
+            }
             Fault::Transport { request, error, .. } => write!(f, "{request} failed: {error}"),
         }
     }

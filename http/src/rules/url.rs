@@ -39,6 +39,12 @@ pub enum UrlError {
     /// A name beside a URL that is not one path segment (empty, `.`, `..`,
     /// or holding `/`, `?` or `#`).
     NotAFileName,
+    /// A redirect from `https://` to `http://`: what TLS protected would
+    /// come in the clear.
+    Downgrade,
+    /// A relative redirect target with a `.` or `..` segment (an absolute
+    /// path or URL says the same without them).
+    DotSegment,
 }
 
 impl fmt::Display for UrlError {
@@ -53,6 +59,8 @@ impl fmt::Display for UrlError {
             }
             UrlError::TooLong => "the URL is too long",
             UrlError::NotAFileName => "the name is not one path segment",
+            UrlError::Downgrade => "a redirect from https:// to http:// is not followed",
+            UrlError::DotSegment => "a relative redirect target with . or .. is not followed",
         })
     }
 }
@@ -179,6 +187,38 @@ impl HttpUrl {
         }
         HttpUrl::parse(&format!("{directory}{file}"))
     }
+
+    /// Where a redirect's `Location` leads from this URL: an absolute
+    /// `http(s)://` URL, a scheme-relative `//host/path`, an absolute path
+    /// on this host, or a path relative to this URL's directory (without
+    /// `.` or `..` segments). Never from `https://` to `http://`.
+    pub fn redirect(&self, location: &str) -> Result<HttpUrl, UrlError> {
+        let scheme = &self.text[..self.scheme_len];
+        let target = if is_url(location) {
+            HttpUrl::parse(location)?
+        } else if location.starts_with("//") {
+            HttpUrl::parse(&format!("{}{location}", &scheme[..scheme.len() - 2]))?
+        } else if location.starts_with('/') {
+            HttpUrl::parse(&format!("{}{location}", &self.text[..self.host_end]))?
+        } else if location
+            .split(['/', '?'])
+            .next()
+            .is_some_and(|first| first.contains(':'))
+        {
+            // Another scheme (`ftp:`, `file:`), not a relative path.
+            return Err(UrlError::Scheme);
+        } else {
+            let path = location.split(['?', '#']).next().unwrap_or("");
+            if path.split('/').any(|segment| matches!(segment, "." | "..")) {
+                return Err(UrlError::DotSegment);
+            }
+            HttpUrl::parse(&format!("{}{location}", self.directory()))?
+        };
+        if self.is_https() && !target.is_https() {
+            return Err(UrlError::Downgrade);
+        }
+        Ok(target)
+    }
 }
 
 /// `host[:port]` split into the host and the port's text; an IPv6
@@ -228,6 +268,37 @@ mod tests {
         for file in ["", ".", "..", "a/b", "a?b", "a#b"] {
             assert_eq!(url.beside(file), Err(UrlError::NotAFileName), "{file}");
         }
+    }
+
+    #[test]
+    fn redirects_lead_to_absolute_scheme_relative_absolute_path_and_relative_targets() {
+        let url = HttpUrl::parse("https://h:8443/img/top.qcow2?v=1").unwrap();
+        let to = |location: &str| url.redirect(location).map(|url| url.as_str().to_string());
+        assert_eq!(
+            to("https://mirror/x.qcow2").unwrap(),
+            "https://mirror/x.qcow2"
+        );
+        assert_eq!(to("//cdn:9/a/b").unwrap(), "https://cdn:9/a/b");
+        assert_eq!(
+            to("/other/y.qcow2?s=2").unwrap(),
+            "https://h:8443/other/y.qcow2?s=2"
+        );
+        assert_eq!(
+            to("v2/top.qcow2").unwrap(),
+            "https://h:8443/img/v2/top.qcow2"
+        );
+        assert_eq!(to("http://h/top.qcow2"), Err(UrlError::Downgrade));
+        assert_eq!(to("//h/top.qcow2").map(|_| ()), Ok(()));
+        assert_eq!(to("../top.qcow2"), Err(UrlError::DotSegment));
+        assert_eq!(to("a/./b"), Err(UrlError::DotSegment));
+        assert_eq!(to("ftp://h/x"), Err(UrlError::Scheme));
+        assert_eq!(to("file:/etc/passwd"), Err(UrlError::Scheme));
+        assert_eq!(to("x#frag"), Err(UrlError::BadCharacter));
+        let plain = HttpUrl::parse("http://h/a").unwrap();
+        assert_eq!(
+            plain.redirect("https://h/a").unwrap().as_str(),
+            "https://h/a"
+        );
     }
 
     /// Found by the `uefi_adapter` fuzz target: `http://h?q` had no path,

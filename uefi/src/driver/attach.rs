@@ -269,11 +269,11 @@ impl Resolver for Web {
     ) -> Result<Found<Store, String>, OpenError> {
         let base = HttpUrl::parse(named_by).map_err(|_| OpenError::Name(PathError::NotAFile))?;
         let url = path::url_beside(&base, name.as_bytes()).map_err(OpenError::Name)?;
-        let location = url.to_string();
-        let store = open_url(url, self.nic).map_err(|error| OpenError::Http {
-            url: location.clone(),
-            error,
-        })?;
+        let (store, location) =
+            open_url(url.clone(), self.nic).map_err(|error| OpenError::Http {
+                url: url.to_string(),
+                error,
+            })?;
         Ok(Found { store, location })
     }
 
@@ -288,11 +288,16 @@ impl Resolver for Web {
     }
 }
 
-/// Opens one object over HTTP and says so on the console.
-fn open_url(url: HttpUrl, nic: uefi::Handle) -> Result<Store, HttpOpenError> {
+/// Opens one object over HTTP and says so on the console; with the URL
+/// where it was found (after redirects), the base of the names it holds.
+fn open_url(url: HttpUrl, nic: uefi::Handle) -> Result<(Store, String), HttpOpenError> {
     let store = HttpStore::open(url.clone(), nic)?;
+    let location = store.url().to_string();
+    if location != url.as_str() {
+        info_line(format_args!("{url}: redirected to {location}"));
+    }
     info_line(format_args!(
-        "{url}: {} bytes, pinned to {}, {} bytes of read-ahead cache ({} blocks of {} bytes)",
+        "{location}: {} bytes, pinned to {}, {} bytes of read-ahead cache ({} blocks of {} bytes)",
         store.size(),
         store.pinned_as(),
         qcow2_http::rules::ReadAhead::memory_bytes(
@@ -302,7 +307,7 @@ fn open_url(url: HttpUrl, nic: uefi::Handle) -> Result<Store, HttpOpenError> {
         super::store::HTTP_CACHE_BLOCKS,
         super::store::HTTP_READAHEAD,
     ));
-    Ok(Store::Http(Box::new(store)))
+    Ok((Store::Http(Box::new(store)), location))
 }
 
 /// The walk's settings: the driver's depth and cache size, and the
@@ -390,11 +395,8 @@ pub fn url_image(url: &str) -> Result<Attached, AttachError> {
         )))
     })?;
     let nic = net::interface().map_err(|error| http_error(HttpOpenError::Net(error)))?;
-    let store = open_url(parsed, nic).map_err(http_error)?;
-    let top = Found {
-        store,
-        location: url.to_string(),
-    };
+    let (store, location) = open_url(parsed, nic).map_err(http_error)?;
+    let top = Found { store, location };
     attach(&mut Web { nic }, top)
 }
 

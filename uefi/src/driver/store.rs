@@ -10,9 +10,9 @@ use core::fmt;
 use core::ptr::NonNull;
 
 use alloc::boxed::Box;
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 
-use qcow2_http::rules::{self, CacheError, Fault, HttpUrl, Pin, ReadAhead, Retry};
+use qcow2_http::rules::{self, CacheError, Fault, HttpUrl, Pin, ReadAhead, Retry, UrlError};
 use qcow2_reader::BlockRead;
 use qcow2_uefi::budget::Reservation;
 use qcow2_uefi::http::HttpError;
@@ -112,6 +112,24 @@ pub const HTTP_READAHEAD: usize = 256 << 10;
 /// allocated once per object at attach (4 MiB), counted in the budget.
 pub const HTTP_CACHE_BLOCKS: usize = 16;
 
+/// Redirects followed when an object is opened, as many as the host's
+/// client follows (`qcow2_http::HttpOptions::max_redirects`).
+pub const MAX_REDIRECTS: u32 = 10;
+
+/// The size and version of the object at `url` from a one-byte range
+/// request, with retries; a redirect is its [`Fault::Redirect`].
+fn probe(connection: &mut Connection, url: &HttpUrl) -> Result<(u64, Pin), HttpError> {
+    with_retries(url, || {
+        let mut byte = [0u8; 1];
+        let mut found = None;
+        connection.get_range(url, 0, &mut byte, None, |answer| {
+            found = Some(rules::probe(answer)?);
+            Ok(())
+        })?;
+        found.ok_or_else(|| Fault::BadResponse("no answer".into()))
+    })
+}
+
 /// An object on a web server, pinned to the version it had at open.
 pub struct HttpStore {
     url: HttpUrl,
@@ -152,6 +170,34 @@ pub enum HttpOpenError {
         /// What is left of the budget.
         left: usize,
     },
+    /// A redirect that is not followed (boxed: the error travels up the
+    /// driver's stack in every attach result).
+    Redirect(Box<Redirected>),
+}
+
+/// A redirect not followed: its target (a downgrade to `http://`, another
+/// scheme, `..`), or one more than [`MAX_REDIRECTS`].
+#[derive(Debug)]
+pub struct Redirected {
+    /// The URL that answered with it.
+    from: String,
+    /// Its `Location`.
+    location: String,
+    /// Why it is not followed (`None`: too many redirects).
+    refused: Option<UrlError>,
+}
+
+impl fmt::Display for Redirected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { from, location, .. } = self;
+        match &self.refused {
+            Some(error) => write!(f, "{from}: redirected to {location:?}, not followed: {error}"),
+            None => write!(
+                f,
+                "{from}: redirected to {location:?} after {MAX_REDIRECTS} redirects already; not followed"
+            ),
+        }
+    }
 }
 
 impl fmt::Display for HttpOpenError {
@@ -163,28 +209,42 @@ impl fmt::Display for HttpOpenError {
                 f,
                 "its read-ahead cache needs {bytes} bytes, over the {left} left of the driver's budget or the pool"
             ),
+            HttpOpenError::Redirect(redirected) => write!(f, "{redirected}"),
         }
     }
 }
 
 impl HttpStore {
     /// Opens `url` through the interface `nic`: its size and version from
-    /// a one-byte range request, and its read-ahead cache allocated.
-    pub fn open(url: HttpUrl, nic: uefi::Handle) -> Result<Self, HttpOpenError> {
+    /// a one-byte range request (following redirects to where the object
+    /// is, which [`url`](Self::url) then says), and its read-ahead cache
+    /// allocated.
+    pub fn open(mut url: HttpUrl, nic: uefi::Handle) -> Result<Self, HttpOpenError> {
         let mut connection = Connection::new(nic).map_err(HttpOpenError::Net)?;
-        let mut probe = (0, Pin::default());
-        with_retries(&url, || {
-            let mut byte = [0u8; 1];
-            let mut found = None;
-            connection.get_range(&url, 0, &mut byte, None, |answer| {
-                found = Some(rules::probe(answer)?);
-                Ok(())
-            })?;
-            probe = found.ok_or_else(|| Fault::BadResponse("no answer".into()))?;
-            Ok(())
-        })
-        .map_err(|error| HttpOpenError::Http(Box::new(error)))?;
-        let (size, pin) = probe;
+        let mut redirects = 0;
+        let (size, pin) = loop {
+            let error = match probe(&mut connection, &url) {
+                Ok(found) => break found,
+                Err(error) => error,
+            };
+            let Fault::Redirect { ref location, .. } = error.failure.fault else {
+                return Err(HttpOpenError::Http(Box::new(error)));
+            };
+            let refused = |refused| {
+                HttpOpenError::Redirect(Box::new(Redirected {
+                    from: url.to_string(),
+                    location: location.clone(),
+                    refused,
+                }))
+            };
+            if redirects == MAX_REDIRECTS {
+                return Err(refused(None));
+            }
+            url = url
+                .redirect(location)
+                .map_err(|error| refused(Some(error)))?;
+            redirects += 1;
+        };
         let bytes = ReadAhead::memory_bytes(HTTP_READAHEAD, HTTP_CACHE_BLOCKS);
         let memory = qcow2_uefi::budget::reserve(bytes)
             .map_err(|left| HttpOpenError::Memory { bytes, left })?;
@@ -206,6 +266,11 @@ impl HttpStore {
     /// The object's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Where the object is: the URL opened, or where its redirects led.
+    pub fn url(&self) -> &HttpUrl {
+        &self.url
     }
 
     /// `ETag` (or `Last-Modified`) the object is pinned to, for the attach line.
