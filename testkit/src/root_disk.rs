@@ -16,7 +16,7 @@
 //!
 //! The kernel command line inside says `qcow2root=LABEL=STICK_LABEL:/IMAGE_NAME`
 //! (`qcow2root=efi` when STICK_LABEL is `efi`: the image found through
-//! qcow2.efi's EFI variable),
+//! qcow2.efi's EFI variable; none when it is [`RAW`], whose disk stays raw),
 //! so the image must be copied to the root of a file system with that
 //! label. One cached disk per image name under `target/root-disk/x86_64`,
 //! rebuilt only when the package, this file or the arguments change; the
@@ -119,8 +119,8 @@ pub fn build(
         .prefix("build.")
         .tempdir_in(out)
         .map_err(io_error(out))?;
-    let raw_mib = make(staging.path(), &root_fs, stick_label, image_name)?;
-    std::fs::rename(staging.path().join("image.qcow2"), &image).map_err(io_error(&image))?;
+    let (made, raw_mib) = make(staging.path(), &root_fs, stick_label, image_name)?;
+    std::fs::rename(&made, &image).map_err(io_error(&image))?;
     std::fs::write(&key_path, format!("{key}\n")).map_err(io_error(&key_path))?;
     let size = std::fs::metadata(&image).map_err(io_error(&image))?.len();
     log(&format!(
@@ -307,16 +307,27 @@ WantedBy=multi-user.target
     Ok(root_mib)
 }
 
-/// Makes `tmp/image.qcow2` from `root_fs`; returns the raw disk's size in MiB.
-fn make(tmp: &Path, root_fs: &RootFs, stick_label: &str, image_name: &str) -> Result<u64, String> {
+/// The stick label of the raw disk: no `qcow2root=` on its command line
+/// (the root is mounted from the disk itself), and not converted: what the
+/// boot-time measurement compares the QCOW2 boot with.
+pub const RAW: &str = "raw";
+
+/// Makes the disk in `tmp` from `root_fs`; returns its path and the raw
+/// disk's size in MiB.
+fn make(
+    tmp: &Path,
+    root_fs: &RootFs,
+    stick_label: &str,
+    image_name: &str,
+) -> Result<(PathBuf, u64), String> {
     // STICK_LABEL `efi`: the image found through qcow2.efi's EFI variable,
     // wherever it is.
     let qcow2root = match stick_label {
-        "efi" => "efi".to_string(),
-        label => format!("LABEL={label}:/{image_name}"),
+        RAW => String::new(),
+        "efi" => " qcow2root=efi".to_string(),
+        label => format!(" qcow2root=LABEL={label}:/{image_name}"),
     };
-    let cmdline =
-        format!("root=LABEL={ROOT_LABEL} ro console=ttyS0 panic=-1 qcow2root={qcow2root}");
+    let cmdline = format!("root=LABEL={ROOT_LABEL} ro console=ttyS0 panic=-1{qcow2root}");
     log("GRUB and the ESP");
     let grub = tmp.join("grub/boot/grub");
     std::fs::create_dir_all(&grub).map_err(io_error(&grub))?;
@@ -396,6 +407,9 @@ fn make(tmp: &Path, root_fs: &RootFs, stick_label: &str, image_name: &str) -> Re
         None,
     )?;
 
+    if stick_label == RAW {
+        return Ok((raw, total_mib));
+    }
     log("converting to a zstd-compressed QCOW2");
     host::run(
         host::command("qemu-img")
@@ -412,5 +426,5 @@ fn make(tmp: &Path, root_fs: &RootFs, stick_label: &str, image_name: &str) -> Re
             .arg(&raw)
             .arg(tmp.join("image.qcow2")),
     )?;
-    Ok(total_mib)
+    Ok((tmp.join("image.qcow2"), total_mib))
 }

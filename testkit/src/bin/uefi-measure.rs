@@ -23,7 +23,12 @@
 //! (the image as a disk, the driver loaded by the shell) or followed by
 //! `-option` (the driver from `Driver####`) or `-url-option` (the image
 //! read over HTTP from nginx on the host, the URL in the driver's load
-//! options). After the rounds,
+//! options). On x86_64, `debian-raw` and `debian-zstd-file-option` boot
+//! the Debian disk of `tests/root_boot.rs` to `multi-user.target`: raw,
+//! its root on the disk, against the zstd QCOW2 file on a stick with
+//! `qcow2root=efi`, the driver from `Driver####` and the root served by
+//! `qcow serve` in the initramfs (issue 22's benchmark; needs what that
+//! test needs: root, mmdebstrap). After the rounds,
 //! a summary: each kind's medians, and the medians of its per-round ratios
 //! to the raw boot of the same round.
 //! Builds the driver (dev profile, as `cargo run` does) first. Images go to
@@ -128,16 +133,26 @@ fn main() {
                 &[qcow2_testkit::nginx::Server::default()],
             )
         });
+    let debian = kinds
+        .iter()
+        .any(|kind| kind.debian)
+        .then(|| debian_disks(root, &dir));
     let mut measured: Vec<Vec<BootTimes>> = vec![Vec::new(); kinds.len()];
     for round in 1..=rounds {
         for (kind, times) in kinds.iter().zip(&mut measured) {
-            let image = match kind.codec {
-                None => raw.clone(),
-                Some(codec) => dir.join(format!("{codec}.qcow2")),
+            let image = match (kind.debian, kind.codec) {
+                (true, None) => debian.as_ref().expect("built").0.clone(),
+                (true, Some(_)) => debian.as_ref().expect("built").1.clone(),
+                (false, None) => raw.clone(),
+                (false, Some(codec)) => dir.join(format!("{codec}.qcow2")),
             };
             let mut run = UefiRun::new(&driver, kind.mode, Some(image));
             if let Err(failure) = run.apply_env() {
                 fail(&failure.message);
+            }
+            if kind.debian {
+                // A Debian boot to multi-user.target under TCG: minutes.
+                run.timeout = std::time::Duration::from_secs(900);
             }
             if let (Some(server), Some(codec)) = (&server, kind.codec) {
                 if kind.mode == Mode::DriverOptionUrl {
@@ -185,6 +200,8 @@ struct Kind {
     name: String,
     codec: Option<&'static str>,
     mode: Mode,
+    /// The Debian disk of the root boot test instead of the boot disk.
+    debian: bool,
 }
 
 impl Kind {
@@ -192,12 +209,26 @@ impl Kind {
     /// from the shell); with `-option` the driver from `Driver####`, with
     /// `-url-option` also the image read from nginx over HTTP.
     fn parse(name: &str) -> Option<Self> {
-        if name == "raw" {
-            return Some(Self {
-                name: name.into(),
-                codec: None,
-                mode: Mode::Raw,
-            });
+        match name {
+            "raw" | "debian-raw" => {
+                return Some(Self {
+                    name: name.into(),
+                    codec: None,
+                    mode: Mode::Raw,
+                    debian: name == "debian-raw",
+                })
+            }
+            // The root boot test's zstd file on a stick, `qcow2root=efi`,
+            // the driver from `Driver####`: a real machine's boot.
+            "debian-zstd-file-option" => {
+                return Some(Self {
+                    name: name.into(),
+                    codec: Some("zstd"),
+                    mode: Mode::DriverOptionFile,
+                    debian: true,
+                })
+            }
+            _ => {}
         }
         let (codec, how) = name.split_once('-').unwrap_or((name, ""));
         let codec = ["plain", "deflate", "zstd"]
@@ -213,8 +244,31 @@ impl Kind {
             name: name.into(),
             codec: Some(codec),
             mode,
+            debian: false,
         })
     }
+}
+
+/// The root boot test's Debian disk raw (its root mounted from the disk,
+/// no `qcow2root=`) and as the zstd QCOW2 file it boots from with
+/// `qcow2root=efi` (`qcow2_testkit::root_disk`, cached under `target/`),
+/// built from the package `scripts/package.sh` makes.
+fn debian_disks(root: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let package = run_in(
+        None,
+        &path(&root.join("scripts/package.sh")),
+        &[&path(&dir.join("package"))],
+    );
+    let deb = String::from_utf8_lossy(&package.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let deb = Path::new(&deb);
+    let raw = qcow2_testkit::root_disk::path(deb, qcow2_testkit::root_disk::RAW, "debian.raw");
+    // The disk of tests/root_boot.rs's qcow2root=efi boot, the same name.
+    let qcow2 = qcow2_testkit::root_disk::path(deb, "efi", "debian-efi.qcow2");
+    (raw, qcow2)
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
