@@ -12,13 +12,12 @@ if [[ $# -gt 0 ]]; then
     exec cargo test --workspace "$@"
 fi
 
-# Everything is built first, so that the two runs below only run tests.
-cargo test --workspace --no-run
-
-# The Debian boots of tests/root_boot.rs (a Debian disk made with
-# mmdebstrap, then one guest at a time under TCG: minutes, mostly one
-# core) run beside the rest of the suite, which uses the other core. Their
-# output comes after the rest's.
+# The Debian boots of tests/root_boot.rs (the package's build, a Debian
+# disk made with mmdebstrap, then one guest at a time under TCG: minutes,
+# mostly one core) are the longest part: they start first, as soon as
+# their own test binary is built, and run beside the build and the rest of
+# the suite, which use the other core. Their output comes after the rest's.
+cargo test -p qcow2-reader --test root_boot --no-run
 root_log=$(mktemp)
 # A session of its own, so that stopping it stops its guests too.
 setsid cargo test -p qcow2-reader --test root_boot >"$root_log" 2>&1 &

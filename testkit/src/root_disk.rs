@@ -19,7 +19,9 @@
 //! qcow2.efi's EFI variable),
 //! so the image must be copied to the root of a file system with that
 //! label. One cached disk per image name under `target/root-disk/x86_64`,
-//! rebuilt only when the package, this file or the arguments change.
+//! rebuilt only when the package, this file or the arguments change; the
+//! variants differ only in their ESP (the command line), so the ext4 root
+//! (mmdebstrap, most of the build) is made once and copied into each.
 //!
 //! Needs root (mmdebstrap's chroot mode), mmdebstrap, the Debian mirror of
 //! the host's apt sources, grub-efi-amd64-bin, dosfstools, mtools, fdisk,
@@ -101,19 +103,14 @@ pub fn build(
     let _lock = File::create(&lock_path)
         .and_then(|file| file.lock().map(|()| file))
         .map_err(io_error(&lock_path))?;
-    let mut key = Sha256::new();
-    key.update(Sha256::digest(std::fs::read(&deb).map_err(io_error(&deb))?));
-    key.update(Sha256::digest(include_str!("root_disk.rs")));
-    key.update(Sha256::digest(include_str!("host.rs")));
-    key.update(format!("{stick_label} {image_name}\n"));
-    let key: String = key
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    if image.is_file()
-        && std::fs::read_to_string(&key_path).is_ok_and(|kept| kept.trim_end() == key)
-    {
+    let root_fs = root_fs(out, &deb)?;
+    let key = digest_hex(&[
+        std::fs::read_to_string(&root_fs.key_path)
+            .map_err(io_error(&root_fs.key_path))?
+            .as_bytes(),
+        format!("{stick_label} {image_name}\n").as_bytes(),
+    ]);
+    if is_up_to_date(&image, &key_path, &key) {
         log(&format!("up to date: {}", image.display()));
         return Ok(image);
     }
@@ -122,7 +119,7 @@ pub fn build(
         .prefix("build.")
         .tempdir_in(out)
         .map_err(io_error(out))?;
-    let raw_mib = make(staging.path(), &deb, stick_label, image_name)?;
+    let raw_mib = make(staging.path(), &root_fs, stick_label, image_name)?;
     std::fs::rename(staging.path().join("image.qcow2"), &image).map_err(io_error(&image))?;
     std::fs::write(&key_path, format!("{key}\n")).map_err(io_error(&key_path))?;
     let size = std::fs::metadata(&image).map_err(io_error(&image))?.len();
@@ -132,6 +129,66 @@ pub fn build(
         size >> 20
     ));
     Ok(image)
+}
+
+/// The ext4 root file system every disk variant shares: made once per
+/// package (mmdebstrap, the longest step), then copied into each disk.
+struct RootFs {
+    image: PathBuf,
+    /// Its size in MiB.
+    mib: u64,
+    /// What it was made from; disks built on it key on this.
+    key_path: PathBuf,
+}
+
+/// Builds `out/root-fs.ext4` (or finds it up to date). The caller holds
+/// the directory's lock.
+fn root_fs(out: &Path, deb: &Path) -> Result<RootFs, String> {
+    let image = out.join("root-fs.ext4");
+    let key_path = out.join("root-fs.ext4.key");
+    let key = digest_hex(&[
+        &std::fs::read(deb).map_err(io_error(deb))?,
+        include_str!("root_disk.rs").as_bytes(),
+        include_str!("host.rs").as_bytes(),
+    ]);
+    if is_up_to_date(&image, &key_path, &key) {
+        let mib = std::fs::metadata(&image).map_err(io_error(&image))?.len() >> 20;
+        return Ok(RootFs {
+            image,
+            mib,
+            key_path,
+        });
+    }
+    let _ = std::fs::remove_file(&key_path);
+    let staging = tempfile::Builder::new()
+        .prefix("root-fs.")
+        .tempdir_in(out)
+        .map_err(io_error(out))?;
+    let mib = make_root_fs(staging.path(), deb)?;
+    std::fs::rename(staging.path().join("root.img"), &image).map_err(io_error(&image))?;
+    std::fs::write(&key_path, format!("{key}\n")).map_err(io_error(&key_path))?;
+    Ok(RootFs {
+        image,
+        mib,
+        key_path,
+    })
+}
+
+/// Whether `file` exists and `key_path` holds `key`.
+fn is_up_to_date(file: &Path, key_path: &Path, key: &str) -> bool {
+    file.is_file() && std::fs::read_to_string(key_path).is_ok_and(|kept| kept.trim_end() == key)
+}
+
+/// SHA-256 over the SHA-256 of each part, in hex.
+fn digest_hex(parts: &[&[u8]]) -> String {
+    let mut key = Sha256::new();
+    for part in parts {
+        key.update(Sha256::digest(part));
+    }
+    key.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// The first Debian mirror of the host's apt sources (not the security
@@ -176,16 +233,8 @@ fn disk_usage_kib(dir: &Path) -> Result<u64, String> {
     Ok(bytes.div_ceil(1024))
 }
 
-/// Makes `tmp/image.qcow2`; returns the raw disk's size in MiB.
-fn make(tmp: &Path, deb: &Path, stick_label: &str, image_name: &str) -> Result<u64, String> {
-    // STICK_LABEL `efi`: the image found through qcow2.efi's EFI variable,
-    // wherever it is.
-    let qcow2root = match stick_label {
-        "efi" => "efi".to_string(),
-        label => format!("LABEL={label}:/{image_name}"),
-    };
-    let cmdline =
-        format!("root=LABEL={ROOT_LABEL} ro console=ttyS0 panic=-1 qcow2root={qcow2root}");
+/// Makes `tmp/root.img`, the ext4 root; returns its size in MiB.
+fn make_root_fs(tmp: &Path, deb: &Path) -> Result<u64, String> {
     let unit = tmp.join("qcow2-marker.service");
     std::fs::write(
         &unit,
@@ -243,6 +292,31 @@ WantedBy=multi-user.target
         return Err("no /vmlinuz or /initrd.img in the root".into());
     }
 
+    log("the ext4 root");
+    // Content plus a quarter and 64 MiB for metadata, the journal and what
+    // the first boot writes.
+    let root_mib = disk_usage_kib(&root)? * 5 / 4 / 1024 + 64;
+    let root_image = tmp.join("root.img");
+    host::run_loud(
+        host::command("mkfs.ext4")
+            .args(["-q", "-F", "-L", ROOT_LABEL, "-d"])
+            .arg(&root)
+            .arg(&root_image)
+            .arg(format!("{root_mib}M")),
+    )?;
+    Ok(root_mib)
+}
+
+/// Makes `tmp/image.qcow2` from `root_fs`; returns the raw disk's size in MiB.
+fn make(tmp: &Path, root_fs: &RootFs, stick_label: &str, image_name: &str) -> Result<u64, String> {
+    // STICK_LABEL `efi`: the image found through qcow2.efi's EFI variable,
+    // wherever it is.
+    let qcow2root = match stick_label {
+        "efi" => "efi".to_string(),
+        label => format!("LABEL={label}:/{image_name}"),
+    };
+    let cmdline =
+        format!("root=LABEL={ROOT_LABEL} ro console=ttyS0 panic=-1 qcow2root={qcow2root}");
     log("GRUB and the ESP");
     let grub = tmp.join("grub/boot/grub");
     std::fs::create_dir_all(&grub).map_err(io_error(&grub))?;
@@ -313,29 +387,14 @@ WantedBy=multi-user.target
             .arg("::/EFI/BOOT/BOOTX64.EFI"),
     )?;
 
-    log("the ext4 root");
-    // Content plus a quarter and 64 MiB for metadata, the journal and what
-    // the first boot writes.
-    let root_mib = disk_usage_kib(&root)? * 5 / 4 / 1024 + 64;
-    let root_image = tmp.join("root.img");
-    host::run_loud(
-        host::command("mkfs.ext4")
-            .args(["-q", "-F", "-L", ROOT_LABEL, "-d"])
-            .arg(&root)
-            .arg(&root_image)
-            .arg(format!("{root_mib}M")),
-    )?;
     let raw = tmp.join("disk.raw");
     let total_mib = host::gpt_esp_root(
         &raw,
         (&esp, ESP_MIB),
-        (&root_image, root_mib),
+        (&root_fs.image, root_fs.mib),
         ROOT_LABEL,
         None,
     )?;
-    // The root's copy is no longer needed, and it is the bulk of the
-    // build directory: gone before the conversion writes the image.
-    std::fs::remove_file(&root_image).map_err(io_error(&root_image))?;
 
     log("converting to a zstd-compressed QCOW2");
     host::run(

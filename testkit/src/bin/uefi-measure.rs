@@ -1,29 +1,41 @@
 //! Measures boot times to the marker of `scripts/boot-disk.sh` under the
 //! stock firmware: the raw disk booted by the firmware itself (`--raw`),
-//! the same disk converted to QCOW2 (uncompressed, deflate, zstd) booted
-//! through `qcow2.efi`, and the zstd image with the driver loaded from a
-//! Driver#### variable and booted by the boot manager like the raw disk
-//! (`--driver-option`; the boot adding the variable is not counted). The
+//! and the same disk converted to QCOW2 (uncompressed, deflate, zstd)
+//! booted through `qcow2.efi`, loaded by the shell or, as on a real
+//! machine, from a Driver#### variable with the image booted by the boot
+//! manager like the raw disk (`--driver-option`; the boot adding the
+//! variable is not counted), as a disk or from a URL. The
 //! kinds alternate within each round, so a slow spell of the host touches
-//! every kind alike. Prints one line per boot; uefi/README.md's table is
-//! made from these lines.
+//! every kind alike. Prints one line per boot and a summary of medians;
+//! uefi/README.md's table is made from these.
 //!
 //! ```text
-//! cargo run -p qcow2-testkit --bin uefi-measure -- ARCH [ROUNDS [KINDS]]
+//! cargo run -p qcow2-testkit --bin uefi-measure -- [--stats] ARCH [ROUNDS [KINDS]]
 //! ```
 //!
+//! `--stats` builds the driver with its `boot-stats` feature and adds, to
+//! each QCOW2 boot's line, the driver's count of what the loader read (its
+//! `boot stats:` console line at `ExitBootServices`).
+//!
 //! ARCH = x86_64 | aarch64, ROUNDS default 3, KINDS default
-//! "raw plain deflate zstd zstd-option" (one argument, space-separated).
+//! "raw plain-option deflate-option zstd-option" (one argument,
+//! space-separated): `raw`, or a codec (`plain`, `deflate`, `zstd`) alone
+//! (the image as a disk, the driver loaded by the shell) or followed by
+//! `-option` (the driver from `Driver####`) or `-url-option` (the image
+//! read over HTTP from nginx on the host, the URL in the driver's load
+//! options). After the rounds,
+//! a summary: each kind's medians, and the medians of its per-round ratios
+//! to the raw boot of the same round.
 //! Builds the driver (dev profile, as `cargo run` does) first. Images go to
 //! target/uefi-measure/ARCH/.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use qcow2_testkit::uefi_run::{Mode, UefiRun};
+use qcow2_testkit::uefi_run::{BootTimes, Mode, UefiRun};
 use qcow2_testkit::{run_in, workspace_root};
 
-const USAGE: &str = "usage: uefi-measure x86_64|aarch64 [ROUNDS [KINDS]]";
+const USAGE: &str = "usage: uefi-measure [--stats] x86_64|aarch64 [ROUNDS [KINDS]]";
 
 fn fail(message: &str) -> ! {
     eprintln!("uefi-measure: {message}");
@@ -34,7 +46,11 @@ fn main() {
     if let Err(message) = qcow2_testkit::stop_children_on_signals() {
         fail(&message);
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let stats = args.first().is_some_and(|first| first == "--stats");
+    if stats {
+        args.remove(0);
+    }
     let arch = match args.first().map(String::as_str) {
         Some(arch @ ("x86_64" | "aarch64")) => arch,
         _ => fail(USAGE),
@@ -47,14 +63,21 @@ fn main() {
     };
     let kinds: Vec<&str> = args
         .get(2)
-        .map_or("raw plain deflate zstd zstd-option", String::as_str)
+        .map_or(
+            "raw plain-option deflate-option zstd-option",
+            String::as_str,
+        )
         .split_whitespace()
         .collect();
     let root = workspace_root();
     let uefi = root.join("uefi");
     let target = format!("{arch}-unknown-uefi");
-    let built = Command::new("cargo")
-        .args(["build", "--quiet", "--target", &target])
+    let mut build = Command::new("cargo");
+    build.args(["build", "--quiet", "--target", &target]);
+    if stats {
+        build.args(["--features", "boot-stats"]);
+    }
+    let built = build
         .current_dir(&uefi)
         .status()
         .is_ok_and(|status| status.success());
@@ -88,23 +111,156 @@ fn main() {
         args.extend([raw.as_str(), image.as_str()]);
         qcow2_testkit::qemu_img(&args);
     }
+    let kinds: Vec<Kind> = kinds
+        .iter()
+        .map(|name| {
+            Kind::parse(name).unwrap_or_else(|| fail(&format!("unknown kind {name:?}; {USAGE}")))
+        })
+        .collect();
+    // Only started when a kind reads over HTTP.
+    let server = kinds
+        .iter()
+        .any(|kind| kind.mode == Mode::DriverOptionUrl)
+        .then(|| {
+            qcow2_testkit::nginx::Nginx::serve(
+                &dir,
+                &dir.join("nginx"),
+                &[qcow2_testkit::nginx::Server::default()],
+            )
+        });
+    let mut measured: Vec<Vec<BootTimes>> = vec![Vec::new(); kinds.len()];
     for round in 1..=rounds {
-        for kind in &kinds {
-            let (mode, image) = match *kind {
-                "raw" => (Mode::Raw, raw.clone()),
-                "zstd-option" => (Mode::DriverOption, dir.join("zstd.qcow2")),
-                other => (Mode::Disk, dir.join(format!("{other}.qcow2"))),
+        for (kind, times) in kinds.iter().zip(&mut measured) {
+            let image = match kind.codec {
+                None => raw.clone(),
+                Some(codec) => dir.join(format!("{codec}.qcow2")),
             };
-            let mut run = UefiRun::new(&driver, mode, Some(image));
+            let mut run = UefiRun::new(&driver, kind.mode, Some(image));
             if let Err(failure) = run.apply_env() {
                 fail(&failure.message);
+            }
+            if let (Some(server), Some(codec)) = (&server, kind.codec) {
+                if kind.mode == Mode::DriverOptionUrl {
+                    run.url = Some(format!("http://10.0.2.2:{}/{codec}.qcow2", server.port(0)));
+                }
+                server.clear_log();
             }
             run.work = Some(dir.join("run"));
             let output = run.output();
             let stderr = String::from_utf8_lossy(&output.stderr);
             let line = stderr.lines().last().unwrap_or("");
-            println!("{arch} round {round} {kind}: {line}");
+            let console = String::from_utf8_lossy(&output.stdout);
+            let counted = console
+                .lines()
+                .find_map(|line| line.split_once("qcow2.efi: boot stats: "))
+                .map_or(String::new(), |(_, counts)| {
+                    format!(" [{}]", counts.trim_end())
+                });
+            // Both boots of the kind: the one adding `Driver####` and the
+            // measured one (the driver's `fetches` count the latter alone).
+            let served = server
+                .as_ref()
+                .filter(|_| kind.mode == Mode::DriverOptionUrl)
+                .map_or(String::new(), |server| {
+                    let requests = server.requests();
+                    let bytes: u64 = requests.iter().map(|request| request.bytes).sum();
+                    format!(
+                        " [nginx served {bytes} bytes in {} requests]",
+                        requests.len()
+                    )
+                });
+            println!(
+                "{arch} round {round} {}: {line}{counted}{served}",
+                kind.name
+            );
+            times.extend(BootTimes::from_line(line));
         }
+    }
+    print_summary(arch, &kinds, &measured);
+}
+
+/// What one boot of a round is: the image's codec (`None`: the raw disk)
+/// and how the driver and the image come to the firmware.
+struct Kind {
+    name: String,
+    codec: Option<&'static str>,
+    mode: Mode,
+}
+
+impl Kind {
+    /// `raw`; `plain`, `deflate`, `zstd` (the image as a disk, the driver
+    /// from the shell); with `-option` the driver from `Driver####`, with
+    /// `-url-option` also the image read from nginx over HTTP.
+    fn parse(name: &str) -> Option<Self> {
+        if name == "raw" {
+            return Some(Self {
+                name: name.into(),
+                codec: None,
+                mode: Mode::Raw,
+            });
+        }
+        let (codec, how) = name.split_once('-').unwrap_or((name, ""));
+        let codec = ["plain", "deflate", "zstd"]
+            .into_iter()
+            .find(|known| *known == codec)?;
+        let mode = match how {
+            "" => Mode::Disk,
+            "option" => Mode::DriverOption,
+            "url-option" => Mode::DriverOptionUrl,
+            _ => return None,
+        };
+        Some(Self {
+            name: name.into(),
+            codec: Some(codec),
+            mode,
+        })
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        len if len % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
+}
+
+/// Per kind: the medians of both times over the rounds, and the medians
+/// of the per-round ratios to the raw disk's boot of the same round (when
+/// raw was measured and both boots of the round reached the marker).
+fn print_summary(arch: &str, kinds: &[Kind], measured: &[Vec<BootTimes>]) {
+    let raw = kinds.iter().position(|kind| kind.codec.is_none());
+    println!("{arch}: kind | to marker (median) | loader to marker (median) | /raw | loader to marker /raw");
+    for (kind, times) in kinds.iter().zip(measured) {
+        let seconds = |time: &dyn Fn(&BootTimes) -> f64| {
+            median(times.iter().map(time).collect())
+                .map_or("-".into(), |value| format!("{value:.2} s"))
+        };
+        let ratio = |time: &dyn Fn(&BootTimes) -> f64| {
+            let raw = &measured[raw?];
+            median(
+                times
+                    .iter()
+                    .zip(raw)
+                    .map(|(this, raw)| time(this) / time(raw))
+                    .collect(),
+            )
+        };
+        let show = |ratio: Option<f64>| ratio.map_or("-".into(), |value| format!("{value:.2}x"));
+        let marker = |times: &BootTimes| times.marker.as_secs_f64();
+        let loader = |times: &BootTimes| times.loader_to_marker().as_secs_f64();
+        println!(
+            "{arch}: {} | {} | {} | {} | {} ({} rounds)",
+            kind.name,
+            seconds(&marker),
+            seconds(&loader),
+            show(ratio(&marker)),
+            show(ratio(&loader)),
+            times.len()
+        );
     }
 }
 

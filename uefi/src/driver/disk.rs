@@ -151,6 +151,7 @@ impl VirtualDisk {
         // TPL_CALLBACK or below, as the specification requires.
         // SAFETY: raising to TPL_CALLBACK from a TPL at or below it.
         let _tpl = unsafe { boot::raise_tpl(Tpl::CALLBACK) };
+        super::boot_stats::disk_read(buffer_size);
         match blocks::read_blocks(&self.image, self.geometry.virtual_size, range.start, buf) {
             Ok(()) => Status::SUCCESS,
             Err(error) => {

@@ -14,9 +14,11 @@
 //! - `binding`: `EFI_DRIVER_BINDING_PROTOCOL` Supported / Start / Stop.
 //! - `name`: `EFI_COMPONENT_NAME2_PROTOCOL`, the name the shell shows.
 //! - `stack`: how much of the firmware's stack `Start` used (its stack line).
+//! - `boot_stats`: the boot measurements' read counts (feature `boot-stats`).
 
 mod attach;
 mod binding;
+mod boot_stats;
 mod disk;
 mod firmware;
 mod name;
@@ -74,6 +76,7 @@ fn info_line(message: fmt::Arguments) {
 fn main() -> Status {
     // Before the binding is installed: `Supported` looks for them.
     own_options::read();
+    boot_stats::install();
     // Without a name the driver still works: its failure is not fatal.
     let _ = name::install();
     match binding::install() {

@@ -237,7 +237,8 @@ impl HttpStore {
         let mut state = self.state.try_borrow_mut().map_err(|_| StoreError::Busy)?;
         let HttpState { connection, cache } = &mut *state;
         let (url, size, pin) = (&self.url, self.size, &self.pin);
-        cache
+        let before = (cache.requests(), cache.fetched());
+        let read = cache
             .read_at(offset, buf, |first, out| {
                 let last = first + out.len() as u64 - 1;
                 with_retries(url, || {
@@ -255,7 +256,9 @@ impl HttpStore {
                     size,
                 },
                 CacheError::Fetch(error) => StoreError::Http(Box::new(error)),
-            })
+            });
+        super::boot_stats::fetched(cache.requests() - before.0, cache.fetched() - before.1);
+        read
     }
 }
 
@@ -297,6 +300,8 @@ impl BlockRead for Store {
         if buf.is_empty() {
             return Ok(());
         }
+        let key = core::ptr::from_ref(self) as usize;
+        super::boot_stats::store_read(key, self.size_bytes(), offset, buf.len());
         match self {
             Store::Disk(disk) => {
                 let read_disk = {
