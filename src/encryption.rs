@@ -46,7 +46,7 @@ impl<'h> Encryption<'h> {
 
 /// An [`ImageCipher`] as builders and images hold it: on the heap when
 /// there is an allocator. Its key schedules are kilobytes (twofish in XTS
-/// mode about 9 KiB), and a builder or image that held them inline would
+/// mode holds two of 1,184 bytes), and a builder or image that held them inline would
 /// move them on the stack with every by-value step, unencrypted images too
 /// (`Option` reserves the room): a chain walk does several per layer, which
 /// took the UEFI driver's `Start` from 38 to 66 KiB of stack. Allocated
@@ -66,10 +66,9 @@ impl HeldCipher {
         {
             // A one-element slice: `Vec` can reserve fallibly, `Box::new` cannot.
             let mut one = alloc::vec::Vec::new();
-            one.try_reserve_exact(1)
-                .map_err(|_| Error::OutOfMemory {
-                    bytes: core::mem::size_of::<ImageCipher>(),
-                })?;
+            one.try_reserve_exact(1).map_err(|_| Error::OutOfMemory {
+                bytes: core::mem::size_of::<ImageCipher>(),
+            })?;
             one.push(cipher);
             Ok(Self(one.into_boxed_slice()))
         }

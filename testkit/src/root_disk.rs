@@ -100,7 +100,10 @@ pub fn encrypted(plain: &Path, passphrase: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
     let _ = std::fs::remove_file(&key_path);
     let partial = dir.join(format!("{}.tmp", name.to_string_lossy()));
-    log(&format!("converting to a LUKS-encrypted QCOW2: {}", image.display()));
+    log(&format!(
+        "converting to a LUKS-encrypted QCOW2: {}",
+        image.display()
+    ));
     crate::Qemu::img()
         .arg("convert")
         .secret(&crate::QemuSecret::Passphrase(passphrase.into()))

@@ -29,7 +29,9 @@ use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use core::fmt;
 
-use qcow2_reader::chain::{self, Disk, Found, Resolver, Role, Secret, WalkError, WalkOptions, Walked};
+use qcow2_reader::chain::{
+    self, Disk, Found, Resolver, Role, Secret, WalkError, WalkOptions, Walked,
+};
 use qcow2_reader::crypto::{CryptoError, UnlockLimits};
 use qcow2_reader::{BlockRead, Config, Error, FileName, Unsupported};
 use qcow2_uefi::budget::{self, Reservation};
@@ -369,7 +371,11 @@ type OpenTop<'a, R> = dyn FnMut(&mut R) -> Result<Found<Store, String>, AttachEr
 /// Walks and opens the chain of the image `name` (opened by `open_top`),
 /// asking for a passphrase when a layer is encrypted, and charges its
 /// memory to the budget.
-fn attach<R>(resolver: &mut R, name: &str, open_top: &mut OpenTop<R>) -> Result<Attached, AttachError>
+fn attach<R>(
+    resolver: &mut R,
+    name: &str,
+    open_top: &mut OpenTop<R>,
+) -> Result<Attached, AttachError>
 where
     R: Resolver<Store = Store, Location = String, Error = OpenError>,
 {
