@@ -280,7 +280,10 @@ pub struct UefiRun {
     /// the console shows the first text (after the previous prompt
     /// answered), the second and a carriage return (Enter) are typed on
     /// QEMU's standard input, which `-nographic` makes the serial port's
-    /// (a passphrase for `qcow2.efi`, then for the initramfs).
+    /// (a passphrase for `qcow2.efi`, then for the initramfs). Only the
+    /// watched boot is answered: the first boot of the `--driver-option`
+    /// modes is not (with `--file` its shell loads the driver, which would
+    /// ask for an encrypted image's passphrase there).
     pub answers: Vec<(String, String)>,
 }
 
