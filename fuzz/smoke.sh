@@ -7,7 +7,7 @@ set -euo pipefail
 fuzz=$(cd "$(dirname "$0")" && pwd)
 cd "$fuzz"
 seconds=${SMOKE_SECONDS:-30}
-targets=(open read decode structured follow disk disk_sparse uefi_adapter luks nbd netlink)
+targets=(open read decode structured follow disk disk_sparse uefi_adapter http_rules luks nbd netlink)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "smoke.sh: no nightly toolchain; skipping smoke fuzzing" >&2

@@ -1,15 +1,17 @@
 //! The plain logic of the UEFI driver (`uefi/src/lib.rs`) on arbitrary
 //! input: `ReadBlocks` checks and the block read over a byte store, the
-//! `\qcow2.cfg` parser (paths and URLs), the driver's load options, URLs
-//! and the names beside them, the HTTP answer rules (`Content-Range`, the
-//! probe and range checks), backing-name paths, and the device path walk.
-//! None may panic, and each result must keep its documented promise.
+//! `\qcow2.cfg` parser (paths and URLs), the driver's load options, the
+//! names beside a URL by the driver's rule (`path::url_beside`),
+//! backing-name paths, and the device path walk. The HTTP rules the
+//! driver shares with the host (`qcow2_http::rules`) are the `http_rules`
+//! target's. None may panic, and each result must keep its documented
+//! promise.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use qcow2_http::rules::{is_url, HttpUrl};
 use qcow2_uefi::blocks::{read_blocks, BlockRequest, Geometry, BLOCK_SIZE};
-use qcow2_uefi::http::{self, Answer, HttpUrl, Pin};
 use qcow2_uefi::{config, device_path, load_options, path};
 
 #[derive(Arbitrary, Debug)]
@@ -31,13 +33,12 @@ fuzz_target!(|data: &[u8]| {
     let images = config_paths(rest);
     let image = images
         .iter()
-        .find(|line| !http::is_url(line))
+        .find(|line| !is_url(line))
         .map_or("\\images\\top.qcow2", String::as_str);
     backing_paths(image, rest);
     device_paths(rest, request.media_id);
     load_option_urls(rest);
     urls_beside(rest);
-    answers(rest, request.lba, u64::from(request.buffer_size));
 });
 
 fn block_reads(request: &Request, disk: &[u8]) {
@@ -74,7 +75,7 @@ fn config_paths(text: &[u8]) -> Vec<String> {
         Ok(images) => {
             assert!(images.len() <= config::MAX_IMAGES);
             for image in &images {
-                if http::is_url(image) {
+                if is_url(image) {
                     // URL lines are kept as written, and parse.
                     assert!(HttpUrl::parse(image).is_ok(), "{image:?}");
                 } else {
@@ -124,7 +125,7 @@ fn load_option_urls(bytes: &[u8]) {
     if let Ok(urls) = load_options::urls(bytes) {
         assert!(urls.len() <= config::MAX_IMAGES);
         for url in &urls {
-            assert!(http::is_url(url) && HttpUrl::parse(url).is_ok(), "{url:?}");
+            assert!(is_url(url) && HttpUrl::parse(url).is_ok(), "{url:?}");
         }
     }
 }
@@ -138,47 +139,11 @@ fn urls_beside(bytes: &[u8]) {
     let Ok(url) = HttpUrl::parse(first) else {
         return;
     };
-    assert!(http::is_url(url.as_str()));
+    assert!(is_url(url.as_str()));
     assert_eq!(HttpUrl::parse(url.as_str()).as_ref(), Ok(&url));
-    if let Ok(beside) = url.beside(rest.as_bytes()) {
+    if let Ok(beside) = path::url_beside(&url, rest.as_bytes()) {
         assert_eq!(beside.host(), url.host());
         assert_eq!(beside.is_https(), url.is_https());
-    }
-}
-
-/// The answer rules on headers made of the input: a `Content-Range` that
-/// parses is ordered, a probe gives a size, and a range check passes only
-/// for exactly the range asked for, at the pinned size.
-fn answers(bytes: &[u8], first: u64, len: u64) {
-    let text = String::from_utf8_lossy(bytes);
-    let mut lines = text.lines();
-    let mut answer = Answer {
-        status: 206,
-        ..Answer::default()
-    };
-    answer.with_header("Content-Range", lines.next().unwrap_or_default());
-    if let Some(length) = lines.next() {
-        answer.with_header("Content-Length", length);
-    }
-    if let Some(etag) = lines.next() {
-        answer.with_header("ETag", etag);
-    }
-    let value = answer.content_range.clone().unwrap_or_default();
-    if let Some((a, b, _)) = http::content_range(&value) {
-        assert!(a <= b);
-    }
-    if let Ok((size, pin)) = http::probe(&answer) {
-        assert!(size > 0);
-        assert_eq!(pin.etag, answer.etag);
-    }
-    let last = first.saturating_add(len);
-    let pin = Pin {
-        etag: answer.etag.clone(),
-        last_modified: None,
-    };
-    if http::check_range(&answer, first, last, u64::MAX, &pin).is_ok() {
-        let (a, b, total) = http::content_range(&value).expect("a checked Content-Range");
-        assert_eq!((a, b), (first, last));
-        assert!(total.is_none_or(|total| total == u64::MAX));
+        assert_eq!(beside.directory(), url.directory());
     }
 }

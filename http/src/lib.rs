@@ -9,6 +9,12 @@
 //! - [`Urls`]: the chain walk's [`qcow2_reader::chain::Resolver`] over
 //!   URLs: backing and data file names resolved against the naming
 //!   image's URL, under the caller's follow policy.
+//! - [`rules`]: what both this client and the UEFI driver (`qcow2.efi`)
+//!   obey, `no_std` + `alloc`: URLs and the names beside them, the range
+//!   request and the checks of its answer, the object's pin, the named
+//!   [`rules::Fault`]s and which are retried, the read-ahead cache. Without
+//!   the default `client` feature the crate is only these, and builds for
+//!   UEFI targets.
 //!
 //! It knows nothing of QCOW2: the crate's chain walk reads the images.
 //!
@@ -30,26 +36,34 @@
 //! # Responses are parsed by `ureq`
 //!
 //! The HTTP protocol is `ureq`'s (a maintained client, its parser fuzzed
-//! upstream); this crate reads only the status, four headers
-//! (`Content-Length`, `Content-Range`, `ETag`, `Last-Modified`) with
-//! checked parsing, and a body bounded by the range asked for. No fuzz
-//! target of its own is kept for it.
+//! upstream); this crate hands the status and five headers
+//! (`Content-Length`, `Content-Range`, `Content-Encoding`, `ETag`,
+//! `Last-Modified`) to [`rules`], and reads a body bounded by the range
+//! asked for. The rules are fuzzed by the `http_rules` target (`fuzz/`).
 
+#![cfg_attr(not(feature = "client"), no_std)]
+// The crate's page names the client's items, absent without `client`.
+#![cfg_attr(not(feature = "client"), allow(rustdoc::broken_intra_doc_links))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+pub mod rules;
+
+#[cfg(feature = "client")]
 mod error;
+#[cfg(feature = "client")]
 mod file;
+#[cfg(feature = "client")]
 mod resolve;
 
+#[cfg(feature = "client")]
 pub use error::{ErrorKind, HttpError};
+#[cfg(feature = "client")]
 pub use file::{Client, HttpFile, HttpOptions, MAX_READAHEAD, MIN_READAHEAD};
+#[cfg(feature = "client")]
 pub use resolve::{directory, ResolveError, Urls};
+pub use rules::is_url;
+#[cfg(feature = "client")]
 pub use url::Url;
-
-/// Whether `text` is an `http://` or `https://` URL (what the tools read
-/// over HTTP rather than as a path).
-pub fn is_url(text: &str) -> bool {
-    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
-}

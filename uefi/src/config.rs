@@ -47,7 +47,7 @@ pub enum ConfigError {
         /// Line number, from 1.
         line: usize,
         /// Why.
-        error: crate::http::UrlError,
+        error: qcow2_http::rules::UrlError,
     },
 }
 
@@ -94,8 +94,8 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<String>, ConfigError> {
         if images.len() == MAX_IMAGES {
             return Err(ConfigError::TooManyImages);
         }
-        if crate::http::is_url(line) {
-            crate::http::HttpUrl::parse(line).map_err(|error| ConfigError::BadUrl {
+        if qcow2_http::rules::is_url(line) {
+            qcow2_http::rules::HttpUrl::parse(line).map_err(|error| ConfigError::BadUrl {
                 line: number,
                 error,
             })?;
@@ -158,7 +158,7 @@ mod tests {
             parse(b"http://u@h/x\n"),
             Err(ConfigError::BadUrl {
                 line: 1,
-                error: crate::http::UrlError::UserInfo
+                error: qcow2_http::rules::UrlError::UserInfo
             })
         );
         let long = [b'a'; MAX_LINE_BYTES + 1];

@@ -114,7 +114,7 @@ fn utf8(bytes: &[u8]) -> Result<String, LoadOptionsError> {
 pub fn urls(bytes: &[u8]) -> Result<Vec<String>, LoadOptionsError> {
     let text = text(bytes)?;
     let lines = config::parse(text.as_bytes()).map_err(LoadOptionsError::Config)?;
-    if let Some(path) = lines.iter().find(|line| !crate::http::is_url(line)) {
+    if let Some(path) = lines.iter().find(|line| !qcow2_http::rules::is_url(line)) {
         return Err(LoadOptionsError::NotAUrl { path: path.clone() });
     }
     Ok(lines)
@@ -181,7 +181,7 @@ mod tests {
             urls(&ucs2_bytes("http://u@h/x")),
             Err(LoadOptionsError::Config(ConfigError::BadUrl {
                 line: 1,
-                error: crate::http::UrlError::UserInfo
+                error: qcow2_http::rules::UrlError::UserInfo
             }))
         );
         let error = urls(b"fs0:\\qcow2.efi").unwrap_err();

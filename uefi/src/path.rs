@@ -11,6 +11,8 @@
 use alloc::string::String;
 use core::fmt;
 
+use qcow2_http::rules::{HttpUrl, UrlError};
+
 /// Longest path the driver builds, in bytes: deeper nesting is refused
 /// rather than allocated.
 pub const MAX_PATH_BYTES: usize = 512;
@@ -76,6 +78,19 @@ pub fn beside(image_path: &str, name: &[u8]) -> Result<String, PathError> {
     Ok(path)
 }
 
+/// The URL of the file `name` (bytes from an image header) beside the
+/// image at `image_url`: the URL's directory plus the name's last
+/// component, as for a file-attached image (the query is dropped). The
+/// driver's follow rule; the URL syntax is `qcow2_http::rules::url`'s.
+pub fn url_beside(image_url: &HttpUrl, name: &[u8]) -> Result<HttpUrl, PathError> {
+    let name = core::str::from_utf8(name).map_err(|_| PathError::NotUtf8)?;
+    let file = file_name(name)?;
+    image_url.beside(file).map_err(|error| match error {
+        UrlError::TooLong => PathError::TooLong,
+        _ => PathError::NotAFile,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +106,24 @@ mod tests {
         assert_eq!(beside(top, b"..\\x\\b.raw").unwrap(), "\\images\\b.raw");
         assert_eq!(beside("\\top.qcow2", b"b").unwrap(), "\\b");
         assert_eq!(beside("top.qcow2", b"b").unwrap(), "b");
+    }
+
+    #[test]
+    fn backing_names_of_an_http_image_resolve_beside_its_url_by_their_last_component() {
+        let url = HttpUrl::parse("http://10.0.2.2:8080/img/top.qcow2?v=1").unwrap();
+        assert_eq!(
+            url_beside(&url, b"/var/lib/base.qcow2").unwrap().as_str(),
+            "http://10.0.2.2:8080/img/base.qcow2"
+        );
+        let bare = HttpUrl::parse("http://h?q").unwrap();
+        assert_eq!(
+            url_beside(&bare, b"evil.example").unwrap().as_str(),
+            "http://h/evil.example"
+        );
+        assert_eq!(url_beside(&url, b"http://evil/x"), Err(PathError::NotAFile));
+        assert_eq!(url_beside(&url, b"dir/"), Err(PathError::NoFileName));
+        assert_eq!(url_beside(&url, b"a?b"), Err(PathError::NotAFile));
+        assert_eq!(url_beside(&url, b"\xff"), Err(PathError::NotUtf8));
     }
 
     #[test]

@@ -44,7 +44,7 @@ use super::info_line;
 use super::net;
 use super::prompt;
 use super::store::{DiskStore, FileStore, HttpOpenError, HttpStore, Store, StoreError};
-use qcow2_uefi::http::HttpUrl;
+use qcow2_http::rules::HttpUrl;
 
 /// A readable virtual disk of any depth of chain.
 pub type Layer = Disk<Store>;
@@ -317,7 +317,7 @@ impl Resolver for Web {
         named_by: &String,
     ) -> Result<Found<Store, String>, OpenError> {
         let base = HttpUrl::parse(named_by).map_err(|_| OpenError::Name(PathError::NotAFile))?;
-        let url = base.beside(name.as_bytes()).map_err(OpenError::Name)?;
+        let url = path::url_beside(&base, name.as_bytes()).map_err(OpenError::Name)?;
         let location = url.to_string();
         let store = open_url(url, self.nic).map_err(|error| OpenError::Http {
             url: location.clone(),
@@ -344,7 +344,7 @@ fn open_url(url: HttpUrl, nic: uefi::Handle) -> Result<Store, HttpOpenError> {
         "{url}: {} bytes, pinned to {}, {} bytes of read-ahead cache ({} blocks of {} bytes)",
         store.size(),
         store.pinned_as(),
-        qcow2_uefi::http::ReadAhead::memory_bytes(
+        qcow2_http::rules::ReadAhead::memory_bytes(
             super::store::HTTP_READAHEAD,
             super::store::HTTP_CACHE_BLOCKS
         ),

@@ -343,7 +343,7 @@ fn start_files(
     }
     let mut children = Vec::new();
     for (index, path) in images.iter().enumerate() {
-        let attached = if qcow2_uefi::http::is_url(path) {
+        let attached = if qcow2_http::rules::is_url(path) {
             attach::url_image(path)
         } else {
             attach::file_image(&mut root, path)

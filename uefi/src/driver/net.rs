@@ -3,7 +3,8 @@
 //! in Debian's OVMF and AAVMF).
 //!
 //! This module only moves bytes: which answers may be used, the retries'
-//! limits and the read-ahead cache are `qcow2_uefi::http`'s rules.
+//! limits and the read-ahead cache are `qcow2_http::rules`, shared with
+//! the host's `qcow`.
 //!
 //! The `uefi` crate's `HttpHelper` sends only a `Host` header and waits
 //! for ever; range requests need `Range` and `If-Match`, and a server that
@@ -16,7 +17,8 @@ use core::ffi::{c_void, CStr};
 use core::ptr::{self, NonNull};
 use core::time::Duration;
 
-use qcow2_uefi::http::{self, Answer, Fault, HttpUrl};
+use qcow2_http::rules::{answer, Answer, Fault, HttpUrl};
+use qcow2_uefi::http::status_code;
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams, ScopedProtocol, SearchType};
 use uefi::proto::network::http::{Http, HttpBinding};
 use uefi::proto::network::ip4config2::Ip4Config2;
@@ -80,8 +82,43 @@ pub fn interface() -> Result<Handle, NetError> {
     }
     let nic = *nics.first().ok_or(NetError::NoHttp)?;
     let mut config = Ip4Config2::new(nic).map_err(|e| NetError::Dhcp(e.status()))?;
-    config.ifup().map_err(|e| NetError::Dhcp(e.status()))?;
+    dhcp(&mut config).map_err(NetError::Dhcp)?;
     Ok(nic)
+}
+
+/// Longest wait for a DHCP address.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the address is looked at while DHCP runs.
+const DHCP_POLL: Duration = Duration::from_millis(20);
+
+/// Configures the interface by DHCP, unless it has an address already.
+///
+/// Not the `uefi` crate's `Ip4Config2::ifup`, which looks once a second:
+/// DHCP with QEMU's user network is done in tens of milliseconds, so every
+/// boot over HTTP waited up to a second for nothing. The firmware runs
+/// DHCP from its timer while this stalls.
+fn dhcp(config: &mut Ip4Config2) -> Result<(), Status> {
+    let has_address = |config: &mut Ip4Config2| {
+        config
+            .get_interface_info()
+            .map(|info| info.station_addr != core::net::Ipv4Addr::UNSPECIFIED.into())
+            .map_err(|error| error.status())
+    };
+    if has_address(config)? {
+        return Ok(());
+    }
+    config
+        .set_policy(uefi_raw::protocol::network::ip4_config2::Ip4Config2Policy::DHCP)
+        .map_err(|error| error.status())?;
+    let polls = DHCP_TIMEOUT.as_millis() / DHCP_POLL.as_millis();
+    for _ in 0..polls {
+        boot::stall(DHCP_POLL);
+        if has_address(config)? {
+            return Ok(());
+        }
+    }
+    Err(Status::TIMEOUT)
 }
 
 /// An HTTP child of the interface, configured: one connection, re-made
@@ -140,7 +177,7 @@ fn wait(
     http: &mut Http,
     token: *mut HttpToken,
     step: &'static str,
-    range: &str,
+    request: &str,
 ) -> Result<Status, Fault> {
     // SAFETY: `token` points to a live token of the caller's for the call.
     let status = || unsafe { ptr::read_volatile(ptr::addr_of!((*token).status)) };
@@ -153,9 +190,8 @@ fn wait(
             // SAFETY: as above; no other reference to the token is live.
             let _ = http.cancel(unsafe { &mut *token });
             return Err(Fault::Transport {
-                step,
-                range: range.to_string(),
-                status: "no answer within 10 s".to_string(),
+                request: request.to_string(),
+                error: alloc::format!("{step}: no answer within 10 s"),
                 transient: true,
             });
         }
@@ -166,7 +202,7 @@ fn wait(
 /// A failed step with the firmware's status. Statuses that say the request
 /// cannot be made (a bad parameter, a missing TLS configuration) are not
 /// worth another try; resets, timeouts and device errors are.
-fn transport(step: &'static str, range: &str, status: Status) -> Fault {
+fn transport(step: &'static str, request: &str, status: Status) -> Fault {
     let transient = !matches!(
         status,
         Status::INVALID_PARAMETER
@@ -177,9 +213,8 @@ fn transport(step: &'static str, range: &str, status: Status) -> Fault {
             | Status::OUT_OF_RESOURCES
     );
     Fault::Transport {
-        step,
-        range: range.to_string(),
-        status: alloc::format!("{status:?}"),
+        request: request.to_string(),
+        error: alloc::format!("{step}: {status:?}"),
         transient,
     }
 }
@@ -187,9 +222,9 @@ fn transport(step: &'static str, range: &str, status: Status) -> Fault {
 /// A failed send; for `https://`, edk2's HttpDxe answers `NOT_FOUND` when
 /// the firmware has no CA certificates (its `TlsCaCertificate` variable):
 /// the line says so.
-fn send_fault(url: &HttpUrl, range: &str, status: Status) -> Fault {
-    let mut fault = transport("send", range, status);
-    if let Fault::Transport { status: text, .. } = &mut fault {
+fn send_fault(url: &HttpUrl, request: &str, status: Status) -> Fault {
+    let mut fault = transport("send", request, status);
+    if let Fault::Transport { error: text, .. } = &mut fault {
         if url.is_https() && status == Status::NOT_FOUND {
             text.push_str(
                 " (https: the firmware has no CA certificates to check the server with: its TlsCaCertificate variable is missing; OVMF and AAVMF take them from QEMU's -fw_cfg name=etc/edk2/https/cacerts)",
@@ -360,12 +395,11 @@ impl Connection {
         check: impl FnOnce(&Answer) -> Result<(), Fault>,
     ) -> Result<Answer, Fault> {
         let last = first + (out.len() as u64).max(1) - 1;
-        let range = http::range_text(first, last);
+        let asked = answer::range_request(first, last);
         let nic = self.nic;
         let child = self.child().map_err(|error| Fault::Transport {
-            step: "connect",
-            range: range.clone(),
-            status: alloc::format!("{error} (interface {nic:?})"),
+            request: asked.clone(),
+            error: alloc::format!("connect: {error} (interface {nic:?})"),
             transient: true,
         })?;
         let http = &mut *child.http;
@@ -373,7 +407,7 @@ impl Connection {
         let url16 = CString16::try_from(url.as_str())
             .map_err(|_| Fault::BadResponse("URL not UCS-2".to_string()))?;
         let host = c_text(url.host());
-        let range_value = c_text(&alloc::format!("bytes={range}"));
+        let range_value = c_text(&answer::range_header(first, last));
         let mut owned: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if let Some((name, value)) = precondition {
             owned.push((c_text(name), c_text(value)));
@@ -408,10 +442,10 @@ impl Connection {
             ..Default::default()
         };
         http.request(&mut token)
-            .map_err(|e| send_fault(url, &range, e.status()))?;
-        let status = wait(http, &raw mut token, "send", &range)?;
+            .map_err(|e| send_fault(url, &asked, e.status()))?;
+        let status = wait(http, &raw mut token, "send", &asked)?;
         if status.is_error() {
-            return Err(send_fault(url, &range, status));
+            return Err(send_fault(url, &asked, status));
         }
 
         // The headers first, without a body buffer: a refused answer's
@@ -427,17 +461,17 @@ impl Connection {
             ..Default::default()
         };
         http.response(&mut token)
-            .map_err(|e| transport("receive the headers", &range, e.status()))?;
-        let status = wait(http, &raw mut token, "receive the headers", &range);
+            .map_err(|e| transport("receive the headers", &asked, e.status()))?;
+        let status = wait(http, &raw mut token, "receive the headers", &asked);
         let mut answer = Answer {
-            status: http::status_code(u32::try_from(response.status_code.0).unwrap_or(u32::MAX)),
+            status: status_code(u32::try_from(response.status_code.0).unwrap_or(u32::MAX)),
             ..Answer::default()
         };
         // SAFETY: `message` was given to the driver's `Response`.
         unsafe { take_headers(&message, &mut answer) };
         let status = status?;
         if status.is_error() && status != Status::HTTP_ERROR {
-            return Err(transport("receive the headers", &range, status));
+            return Err(transport("receive the headers", &asked, status));
         }
         check(&answer)?;
 
@@ -456,17 +490,17 @@ impl Connection {
                 ..Default::default()
             };
             http.response(&mut token)
-                .map_err(|e| transport("receive the body", &range, e.status()))?;
-            let status = wait(http, &raw mut token, "receive the body", &range)?;
+                .map_err(|e| transport("receive the body", &asked, e.status()))?;
+            let status = wait(http, &raw mut token, "receive the body", &asked)?;
             if status.is_error() {
-                return Err(transport("receive the body", &range, status));
+                return Err(transport("receive the body", &asked, status));
             }
             // SAFETY: the firmware wrote it through the pointer it was given.
             let length = unsafe { ptr::read_volatile(ptr::addr_of!(message.body_length)) };
             if length == 0 || length > piece.len() {
-                return Err(Fault::Short {
-                    range,
-                    got: alloc::format!("{got} bytes, then the body ended"),
+                return Err(Fault::BodyEnded {
+                    range: answer::range_text(first, last),
+                    got: got as u64,
                 });
             }
             got += length;

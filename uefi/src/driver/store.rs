@@ -12,9 +12,10 @@ use core::ptr::NonNull;
 use alloc::boxed::Box;
 use alloc::string::ToString;
 
+use qcow2_http::rules::{self, CacheError, Fault, HttpUrl, Pin, ReadAhead, Retry};
 use qcow2_reader::BlockRead;
 use qcow2_uefi::budget::Reservation;
-use qcow2_uefi::http::{self, CacheError, Fault, HttpError, HttpUrl, Pin, ReadAhead};
+use qcow2_uefi::http::HttpError;
 use qcow2_uefi::short_read::{self, ShortReadError};
 use uefi::proto::media::file::RegularFile;
 use uefi::Status;
@@ -129,29 +130,15 @@ struct HttpState {
     cache: ReadAhead,
 }
 
-/// Runs `once` up to `http::MAX_TRIES` times while its fault is worth
-/// another try, waiting 100 ms, 200 ms, 400 ms between tries.
-fn with_retries<T>(
-    url: &HttpUrl,
-    mut once: impl FnMut() -> Result<T, Fault>,
-) -> Result<T, HttpError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match once() {
-            Ok(value) => return Ok(value),
-            Err(fault) if fault.retry() && tries < http::MAX_TRIES => {
-                uefi::boot::stall(core::time::Duration::from_millis(100 << (tries - 1)));
-            }
-            Err(fault) => {
-                return Err(HttpError {
-                    url: url.to_string(),
-                    fault,
-                    tries,
-                })
-            }
-        }
-    }
+/// Runs `once` under the shared retry policy (`Retry::DEFAULT`: which
+/// faults, how many tries), the firmware stalling between tries.
+fn with_retries<T>(url: &HttpUrl, once: impl FnMut() -> Result<T, Fault>) -> Result<T, HttpError> {
+    Retry::DEFAULT
+        .run(once, uefi::boot::stall)
+        .map_err(|failure| HttpError {
+            url: url.to_string(),
+            failure,
+        })
 }
 
 /// Why an HTTP object could not be opened.
@@ -193,7 +180,7 @@ impl HttpStore {
             let mut byte = [0u8; 1];
             let mut found = None;
             connection.get_range(&url, 0, &mut byte, None, |answer| {
-                found = Some(http::probe(answer)?);
+                found = Some(rules::probe(answer)?);
                 Ok(())
             })?;
             probe = found.ok_or_else(|| Fault::BadResponse("no answer".into()))?;
@@ -244,7 +231,7 @@ impl HttpStore {
                 with_retries(url, || {
                     connection
                         .get_range(url, first, out, pin.precondition(), |answer| {
-                            http::check_range(answer, first, last, size, pin)
+                            rules::check_range(answer, first, last, size, pin)
                         })
                         .map(|_| ())
                 })
