@@ -44,6 +44,50 @@ impl<'h> Encryption<'h> {
     }
 }
 
+/// An [`ImageCipher`] as builders and images hold it: on the heap when
+/// there is an allocator. Its key schedules are kilobytes (twofish in XTS
+/// mode holds two of 1,184 bytes), and a builder or image that held them inline would
+/// move them on the stack with every by-value step, unencrypted images too
+/// (`Option` reserves the room): a chain walk does several per layer, which
+/// took the UEFI driver's `Start` from 38 to 66 KiB of stack. Allocated
+/// once, fallibly: a failure is [`Error::OutOfMemory`].
+#[cfg(feature = "alloc")]
+pub(crate) struct HeldCipher(alloc::boxed::Box<[ImageCipher]>);
+
+/// An [`ImageCipher`] as builders and images hold it: inline without an
+/// allocator.
+#[cfg(not(feature = "alloc"))]
+pub(crate) struct HeldCipher(ImageCipher);
+
+impl HeldCipher {
+    /// Holds `cipher` (see the type).
+    fn hold<E>(cipher: ImageCipher) -> Result<Self, Error<E>> {
+        #[cfg(feature = "alloc")]
+        {
+            // A one-element slice: `Vec` can reserve fallibly, `Box::new` cannot.
+            let mut one = alloc::vec::Vec::new();
+            one.try_reserve_exact(1).map_err(|_| Error::OutOfMemory {
+                bytes: core::mem::size_of::<ImageCipher>(),
+            })?;
+            one.push(cipher);
+            Ok(Self(one.into_boxed_slice()))
+        }
+        #[cfg(not(feature = "alloc"))]
+        Ok(Self(cipher))
+    }
+}
+
+impl core::ops::Deref for HeldCipher {
+    type Target = ImageCipher;
+
+    fn deref(&self) -> &ImageCipher {
+        #[cfg(feature = "alloc")]
+        return &self.0[0];
+        #[cfg(not(feature = "alloc"))]
+        &self.0
+    }
+}
+
 /// An unlocked image's cipher and the rule that numbers its sectors.
 pub(crate) struct ImageCipher {
     cipher: SectorCipher,
@@ -59,7 +103,7 @@ impl ImageCipher {
         storage: &R,
         passphrase: &[u8],
         limits: &UnlockLimits,
-    ) -> Result<Option<Self>, Error<R::Error>> {
+    ) -> Result<Option<HeldCipher>, Error<R::Error>> {
         let cipher = match Encryption::of(header) {
             None => return Ok(None),
             Some(Encryption::Aes) => legacy_aes_cipher(passphrase),
@@ -68,7 +112,7 @@ impl ImageCipher {
                 luks_cipher(luks, key.as_bytes())?
             }
         };
-        Ok(Some(Self::new(header, cipher)))
+        HeldCipher::hold(Self::new(header, cipher)).map(Some)
     }
 
     /// The cipher of the image keyed with `key`: the LUKS master key
@@ -78,7 +122,7 @@ impl ImageCipher {
         header: &Header,
         key: &[u8],
         limits: &UnlockLimits,
-    ) -> Result<Option<Self>, Error<E>> {
+    ) -> Result<Option<HeldCipher>, Error<E>> {
         let cipher = match Encryption::of(header) {
             None => return Ok(None),
             Some(Encryption::Aes) => {
@@ -89,7 +133,7 @@ impl ImageCipher {
                 luks_cipher(luks, key.as_bytes())?
             }
         };
-        Ok(Some(Self::new(header, cipher)))
+        HeldCipher::hold(Self::new(header, cipher)).map(Some)
     }
 
     fn new(header: &Header, cipher: SectorCipher) -> Self {

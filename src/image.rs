@@ -8,7 +8,7 @@ use crate::config::{Config, MemoryPlan};
 #[cfg(feature = "luks")]
 use crate::crypto::UnlockLimits;
 #[cfg(feature = "luks")]
-use crate::encryption::{Encryption, ImageCipher};
+use crate::encryption::{Encryption, HeldCipher, ImageCipher};
 use crate::error::{Error, HeaderError, Storage, TableKind, Unsupported};
 use crate::header::{check_table_offset, Header};
 use crate::lookup::{Extent, Geometry, Memory, State};
@@ -86,7 +86,7 @@ pub struct ImageBuilder<R, B = NoBacking> {
     data_file: Option<R>,
     snapshot: Option<(u64, u64)>,
     #[cfg(feature = "luks")]
-    cipher: Option<ImageCipher>,
+    cipher: Option<HeldCipher>,
 }
 
 impl<R: BlockRead, B> fmt::Debug for ImageBuilder<R, B> {
@@ -364,7 +364,7 @@ pub struct Image<'m, R, B = NoBacking> {
     geometry: Geometry,
     state: Mutex<State<'m>>,
     #[cfg(feature = "luks")]
-    cipher: Option<ImageCipher>,
+    cipher: Option<HeldCipher>,
 }
 
 impl<R: BlockRead, B> fmt::Debug for Image<'_, R, B> {

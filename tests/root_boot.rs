@@ -23,6 +23,12 @@
 //! a `Boot####` for the image's ESP, and the initramfs finds the stick by
 //! the variable's PARTUUID.
 //!
+//! And an encrypted image: the disk converted to a LUKS QCOW2
+//! (`root_disk::encrypted`), booted as the first; the runner types the
+//! passphrase at `qcow2.efi`'s prompt (the firmware reads GRUB, the kernel
+//! and the initramfs through it) and at the boot script's (`qcow serve`
+//! reads the root through it), both on the serial console.
+//!
 //! And the failure path: the same image under another name on the stick
 //! (the command line inside still names `/debian.qcow2`): one line with
 //! the reason, then initramfs-tools' panic (`panic=-1` on the command line
@@ -234,6 +240,33 @@ mod root_boot {
             // The next boot starts from the stick's file as this boot left it.
             file = after;
         }
+    }
+
+    #[test]
+    fn debian_boots_from_a_luks_qcow2_file_typing_its_passphrase_for_the_driver_and_the_initramfs()
+    {
+        const PASSPHRASE: &str = "qcow2 boot test";
+        let image = qcow2_testkit::root_disk::encrypted(image(), PASSPHRASE);
+        let work = tempfile::tempdir().unwrap();
+        let mut run = UefiRun::new(driver(), Mode::File, Some(image));
+        run.work = Some(work.path().to_path_buf());
+        run.answers = [
+            "qcow2.efi: Passphrase for \\debian.qcow2: ",
+            "Passphrase for /debian.qcow2: ",
+        ]
+        .map(|prompt| (prompt.to_string(), PASSPHRASE.to_string()))
+        .to_vec();
+        let output = run_guest(run);
+        let console = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            console.contains("qcow2.efi: attached \\debian.qcow2: "),
+            "the driver did not attach the encrypted image:\n{console}"
+        );
+        assert!(
+            !console.contains("wrong passphrase"),
+            "a passphrase was refused:\n{console}"
+        );
+        assert_boots_cleanly(&output);
     }
 
     #[test]

@@ -11,9 +11,13 @@
 //! the same file system); each boot must print the marker and end with
 //! QEMU's exit 0. On x86_64, the zstd disk once more with `reconnect -r`
 //! before the boot (the driver's Stop detaches it, Start attaches it
-//! again), and images the driver must refuse: a corrupt L1 entry (a read
-//! error line, after attaching) and an encrypted image (an error line at
-//! attach); on aarch64 a disk-attached image naming a backing file (an
+//! again); the boot disk as a LUKS-encrypted QCOW2 (uncompressed: `qemu-img
+//! convert` refuses compression with encryption) with the driver loaded
+//! from a `Driver####` variable, the runner typing the passphrase at the
+//! driver's prompt on the serial console; and images the driver must
+//! refuse: a corrupt L1 entry (a read error line, after attaching) and the
+//! encrypted disk given three wrong passphrases (its error line after the
+//! third); on aarch64 a disk-attached image naming a backing file (an
 //! error line at attach). Each must fail the runner with that line, never
 //! reach the marker, never hang.
 //!
@@ -34,6 +38,12 @@ use std::time::{Duration, Instant};
 
 use qcow2_testkit::uefi_run::{Mode, UefiRun};
 use qcow2_testkit::{build_driver, installed, qemu_io, Create, Qemu, QemuSecret, LUKS};
+
+/// The passphrase of the encrypted boot disk.
+const PASSPHRASE: &str = "password";
+
+/// The driver's prompt, whatever the image's name.
+const DRIVER_PROMPT: &str = "qcow2.efi: Passphrase for ";
 
 const SETUP_HINT: &str = "run scripts/setup.sh as root (it installs QEMU 7.2, ovmf, \
     qemu-efi-aarch64, grub-efi-*-bin, mtools, dosfstools, fdisk, e2fsprogs, busybox-static \
@@ -138,11 +148,18 @@ fn corrupt_copy(image: &Path, out: &Path) {
     fs::write(out, bytes).expect("write corrupt image");
 }
 
-fn encrypted(out: &Path) {
-    Create::new(out)
-        .secret(&QemuSecret::Passphrase("password".into()))
-        .options(LUKS)
-        .size("64M")
+/// The boot disk `raw` as a LUKS-encrypted QCOW2 (PBKDF2 calibrated to
+/// 10 ms, [`LUKS`]), uncompressed: QEMU 7.2's `qemu-img convert` refuses
+/// `-c` with encryption ("Compression and encryption not supported at the
+/// same time").
+fn encrypted(raw: &Path, out: &Path) {
+    Qemu::img()
+        .arg("convert")
+        .secret(&QemuSecret::Passphrase(PASSPHRASE.into()))
+        .args(["-f", "raw", "-O", "qcow2", "-o"])
+        .arg(format!("{LUKS},encrypt.key-secret=sec0"))
+        .arg(raw)
+        .arg(out)
         .run();
 }
 
@@ -173,6 +190,8 @@ struct Case {
     image: PathBuf,
     attach: Attach,
     expect: Expect,
+    /// Replies typed at the driver's passphrase prompts, in order.
+    passphrases: &'static [&'static str],
 }
 
 fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64: bool) {
@@ -187,18 +206,21 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64:
             image: images.zstd.clone(),
             attach: Attach::Disk,
             expect: Expect::Marker,
+            passphrases: &[],
         },
         Case {
             name: "deflate disk",
             image: images.deflate,
             attach: Attach::Disk,
             expect: Expect::Marker,
+            passphrases: &[],
         },
         Case {
             name: "extended-L2 overlay over a compressed base, as a file",
             image: images.overlay.clone(),
             attach: Attach::File,
             expect: Expect::Marker,
+            passphrases: &[],
         },
     ];
     if !on_x86_64 {
@@ -209,12 +231,14 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64:
             image: images.zstd.clone(),
             attach: Attach::DriverOption,
             expect: Expect::Marker,
+            passphrases: &[],
         });
         cases.push(Case {
             name: "disk naming a backing file",
             image: images.overlay.clone(),
             attach: Attach::Disk,
             expect: Expect::Error("names a backing file \"base.qcow2\""),
+            passphrases: &[],
         });
     }
     if on_x86_64 {
@@ -226,23 +250,34 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64:
             image: images.zstd.clone(),
             attach: Attach::DiskReconnected,
             expect: Expect::Marker,
+            passphrases: &[],
         });
         let corrupt = dir.join("corrupt.qcow2");
         corrupt_copy(&images.zstd, &corrupt);
-        let locked = dir.join("encrypted.qcow2");
-        encrypted(&locked);
+        let locked = cached(&disk, dir.join("luks.qcow2"), |out| encrypted(&disk, out));
         cases.extend([
+            Case {
+                name: "LUKS disk, passphrase typed at the prompt of the driver loaded from Driver0000",
+                image: locked.clone(),
+                attach: Attach::DriverOption,
+                expect: Expect::Marker,
+                passphrases: &[PASSPHRASE],
+            },
             Case {
                 name: "corrupt L1 entry",
                 image: corrupt,
                 attach: Attach::Disk,
                 expect: Expect::Error("L2 table offset 0x"),
+                passphrases: &[],
             },
             Case {
-                name: "encrypted",
+                name: "LUKS disk, three wrong passphrases",
                 image: locked,
                 attach: Attach::Disk,
-                expect: Expect::Error("image is encrypted (LUKS)"),
+                expect: Expect::Error(
+                    "invalid passphrase: no LUKS key slot opens with it (3 tries)",
+                ),
+                passphrases: &["wrong", "passwort", "Password"],
             },
         ]);
     }
@@ -260,6 +295,11 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64:
         run.reconnect = matches!(case.attach, Attach::DiskReconnected);
         run.timeout = BOOT_TIMEOUT;
         run.work = Some(work.clone());
+        run.answers = case
+            .passphrases
+            .iter()
+            .map(|reply| (DRIVER_PROMPT.to_string(), reply.to_string()))
+            .collect();
         let output = run.output();
         let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -269,7 +309,21 @@ fn boot_all(arch: &str, target: &str, emulator: &str, firmware: &str, on_x86_64:
             .find_map(|line| line.split_once("qcow2.efi: error: ").map(|(_, e)| e));
         let detached = stdout.contains("qcow2.efi: detached ");
         let attached = stdout.matches("qcow2.efi: attached ").count();
+        let prompts = stdout.matches(DRIVER_PROMPT).count();
+        let wrong = stdout.matches("qcow2.efi: wrong passphrase (try ").count();
+        // Every reply but a booting case's last is wrong.
+        let wrong_wanted = match case.expect {
+            Expect::Marker => case.passphrases.len().saturating_sub(1),
+            Expect::Error(_) => case.passphrases.len(),
+        };
         let verdict = match case.expect {
+            _ if prompts != case.passphrases.len() => Err(format!(
+                "{prompts} passphrase prompts, want {}",
+                case.passphrases.len()
+            )),
+            _ if wrong != wrong_wanted => Err(format!(
+                "{wrong} wrong passphrase lines, want {wrong_wanted}"
+            )),
             Expect::Marker
                 if matches!(case.attach, Attach::DiskReconnected) && !(detached && attached == 2) =>
             {

@@ -276,6 +276,15 @@ pub struct UefiRun {
     /// The CA certificates the firmware trusts for `https://`, an EFI
     /// signature list (`QCOW2_UEFI_CACERTS`), given to it through fw_cfg.
     pub cacerts: Option<PathBuf>,
+    /// Prompts to answer on the serial console, in order, each once: when
+    /// the console shows the first text (after the previous prompt
+    /// answered), the second and a carriage return (Enter) are typed on
+    /// QEMU's standard input, which `-nographic` makes the serial port's
+    /// (a passphrase for `qcow2.efi`, then for the initramfs). Only the
+    /// watched boot is answered: the first boot of the `--driver-option`
+    /// modes is not (with `--file` its shell loads the driver, which would
+    /// ask for an encrypted image's passphrase there).
+    pub answers: Vec<(String, String)>,
 }
 
 impl UefiRun {
@@ -294,6 +303,7 @@ impl UefiRun {
             load_options: None,
             writable_stick: false,
             cacerts: None,
+            answers: Vec::new(),
         }
     }
 
@@ -548,6 +558,7 @@ impl UefiRun {
             &work.join("console.log"),
             loader_line,
             self.timeout,
+            Answers::new(&self.answers),
             console,
         )?;
         let timing = outcome.timing();
@@ -1235,19 +1246,63 @@ fn failure_line(log: &str) -> Option<String> {
         .map(|line| line.replace('\r', ""))
 }
 
+/// The prompts a run answers on the serial console ([`UefiRun::answers`]):
+/// each looked for in the console after the previous one's prompt, so that
+/// the same prompt asked again (a wrong passphrase) is answered by the
+/// next reply.
+struct Answers<'a> {
+    pending: &'a [(String, String)],
+    /// Where the search for the next prompt starts in the console.
+    from: usize,
+}
+
+impl<'a> Answers<'a> {
+    fn new(answers: &'a [(String, String)]) -> Self {
+        Answers {
+            pending: answers,
+            from: 0,
+        }
+    }
+
+    /// The replies due now that the console holds `console`, in order:
+    /// those whose prompt is there, each after the one before.
+    fn due(&mut self, console: &[u8]) -> Vec<&'a str> {
+        let mut due = Vec::new();
+        while let Some(((prompt, reply), rest)) = self.pending.split_first() {
+            let prompt = prompt.as_bytes();
+            let found = console
+                .get(self.from..)
+                .unwrap_or_default()
+                .windows(prompt.len().max(1))
+                .position(|window| window == prompt);
+            let Some(at) = found else { break };
+            self.from += at + prompt.len();
+            self.pending = rest;
+            due.push(reply.as_str());
+        }
+        due
+    }
+}
+
 /// Runs `qemu` with its output in `log_path`, copying it to `console` as
-/// it grows, noting when the loader started and the marker showed, until
-/// QEMU ends, a failure line appears, or `timeout` passes.
+/// it grows, noting when the loader started and the marker showed, typing
+/// the `answers` when their prompts show, until QEMU ends, a failure line
+/// appears, or `timeout` passes.
 fn watch(
     qemu: &mut Command,
     log_path: &Path,
     loader_line: &str,
     timeout: Duration,
+    mut answers: Answers,
     console: &mut dyn Write,
 ) -> Result<Outcome, Failure> {
     let log = log_file(log_path)?;
     let started = Instant::now();
+    if !answers.pending.is_empty() {
+        qemu.stdin(Stdio::piped());
+    }
     let mut child = spawn_logged(qemu, &log)?;
+    let mut typing = child.child_mut().stdin.take();
     let mut reader = fs::File::open(log_path)
         .map_err(|error| Failure::new(1, format!("cannot read {}: {error}", log_path.display())))?;
     // The whole console so far (lossy UTF-8 per chunk is not enough: a
@@ -1278,6 +1333,19 @@ fn watch(
     }
     let stop = loop {
         pump(&mut seen, console);
+        for reply in answers.due(&seen) {
+            let typed = typing.as_mut().map(|stdin| {
+                stdin
+                    .write_all(format!("{reply}\r").as_bytes())
+                    .and_then(|()| stdin.flush())
+            });
+            if let Some(Err(error)) = typed {
+                return Err(Failure::new(
+                    1,
+                    format!("typing on the serial console: {error}"),
+                ));
+            }
+        }
         let text = String::from_utf8_lossy(&seen[scanned..]);
         for line in text.split('\n') {
             if outcome.loader.is_none()
@@ -1345,6 +1413,29 @@ mod tests {
         bytes[0x40..0x44].copy_from_slice(b"PE\0\0");
         bytes[0x44..0x46].copy_from_slice(&machine.to_le_bytes());
         bytes
+    }
+
+    #[test]
+    fn each_prompt_is_answered_once_in_order_after_the_one_before() {
+        let answers = [
+            ("Passphrase for \\a: ", "one"),
+            ("Passphrase for \\a: ", "two"),
+            ("Passphrase for /a: ", "three"),
+        ]
+        .map(|(prompt, reply)| (prompt.to_string(), reply.to_string()));
+        let mut pending = Answers::new(&answers);
+        assert!(pending.due(b"booting\r\nPassphrase for").is_empty());
+        let mut console = b"booting\r\nPassphrase for \\a: ".to_vec();
+        assert_eq!(pending.due(&console), ["one"]);
+        // Seen again with nothing new: nothing more is typed.
+        assert!(pending.due(&console).is_empty());
+        // The prompt asked again, and the initramfs's, in one read.
+        console.extend_from_slice(b"\r\nwrong\r\nPassphrase for \\a: \r\nPassphrase for /a: ");
+        assert_eq!(pending.due(&console), ["two", "three"]);
+        assert!(pending.pending.is_empty());
+        // The initramfs's prompt before the driver's is not the driver's.
+        let mut early = Answers::new(&answers[1..]);
+        assert!(early.due(b"Passphrase for /a: ").is_empty());
     }
 
     #[test]

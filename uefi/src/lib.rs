@@ -7,7 +7,9 @@
 //! blocks, short-read loops over file reads, the `\qcow2.cfg` syntax, the
 //! driver's load options (URLs in that syntax), how a backing file name
 //! becomes a path, building the child's device path, the
-//! `qcow2root=efi` variable's value, the boot measurements' read counts, and finding and reading the firmware's stack for the driver's stack line.
+//! `qcow2root=efi` variable's value, the boot measurements' read counts,
+//! the passphrase prompt's line editing and tries, and finding and reading
+//! the firmware's stack for the driver's stack line.
 //! The UEFI glue (`src/driver/`) calls these and only translates results
 //! into `EFI_STATUS` values and console lines.
 //!
@@ -29,6 +31,7 @@ pub mod device_path;
 pub mod handoff;
 pub mod http;
 pub mod load_options;
+pub mod passphrase;
 pub mod path;
 pub mod read_stats;
 pub mod short_read;

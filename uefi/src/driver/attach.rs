@@ -18,7 +18,10 @@
 //! 448 KiB for 64 KiB clusters and at most 6.25 MiB for 2 MiB clusters, per
 //! layer; a zstd layer's decoder adds `ImageBuilder::decoder_bytes` at its
 //! first compressed cluster (423,712 bytes for 64 KiB clusters), counted
-//! here at the walk. One image (its whole chain) may take at most [`IMAGE_BUDGET`]
+//! here at the walk. An encrypted layer is unlocked with a passphrase asked
+//! on the console (`unlock`); its ciphers live in its image, and the
+//! prompt's line and the secret are freed before the attach returns.
+//! One image (its whole chain) may take at most [`IMAGE_BUDGET`]
 //! bytes and all attached images together [`TOTAL_BUDGET`]
 //! (`qcow2_uefi::budget`); an image over either is refused by name.
 
@@ -26,16 +29,21 @@ use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use core::fmt;
 
-use qcow2_reader::chain::{self, Disk, Found, Resolver, Role, WalkError, WalkOptions};
-use qcow2_reader::{BlockRead, Config, Error, FileName};
+use qcow2_reader::chain::{
+    self, Disk, Found, Resolver, Role, Secret, WalkError, WalkOptions, Walked,
+};
+use qcow2_reader::crypto::{CryptoError, UnlockLimits};
+use qcow2_reader::{BlockRead, Config, Error, FileName, Unsupported};
 use qcow2_uefi::budget::{self, Reservation};
+use qcow2_uefi::passphrase::{self, Attempt, Refusal};
 use qcow2_uefi::path::{self, PathError};
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode};
 use uefi::{CString16, Status};
 
 use super::info_line;
 use super::net;
-use super::store::{FileStore, HttpOpenError, HttpStore, Store, StoreError};
+use super::prompt;
+use super::store::{DiskStore, FileStore, HttpOpenError, HttpStore, Store, StoreError};
 use qcow2_http::rules::HttpUrl;
 
 /// A readable virtual disk of any depth of chain.
@@ -156,6 +164,39 @@ pub enum AttachError {
         /// Why.
         error: qcow2_uefi::blocks::GeometryError,
     },
+    /// An encrypted image no passphrase typed at the prompt opened.
+    Locked {
+        /// The image.
+        name: String,
+        /// Why: the last wrong passphrase's error, Escape, or no console.
+        refusal: Refusal<Box<AttachError>>,
+    },
+}
+
+impl AttachError {
+    /// The crate's error, if the walk failed on an image.
+    fn image_error(&self) -> Option<&Error<StoreError>> {
+        match self {
+            AttachError::Chain(WalkError::Image { error, .. }) => Some(error.innermost()),
+            _ => None,
+        }
+    }
+
+    /// Whether a layer is encrypted and no passphrase was given.
+    fn needs_key(&self) -> bool {
+        matches!(
+            self.image_error(),
+            Some(Error::Unsupported(Unsupported::NeedsKey { .. }))
+        )
+    }
+
+    /// Whether the passphrase opened no key slot of a layer.
+    fn wrong_passphrase(&self) -> bool {
+        matches!(
+            self.image_error(),
+            Some(Error::Crypto(CryptoError::WrongPassphrase))
+        )
+    }
 }
 
 impl fmt::Display for AttachError {
@@ -177,6 +218,14 @@ impl fmt::Display for AttachError {
                 "{name}: the image's caches and decoders need {bytes} bytes, over the {allowed} it may take (the driver allows {IMAGE_BUDGET} per image and {TOTAL_BUDGET} for all images)"
             ),
             AttachError::Geometry { name, error } => write!(f, "{name}: {error}"),
+            // The last wrong passphrase's error names the image (and the layer).
+            AttachError::Locked {
+                refusal: refusal @ Refusal::Exhausted { last: Some(_) },
+                ..
+            } => write!(f, "{refusal}"),
+            AttachError::Locked { name, refusal } => {
+                write!(f, "{name}: the image is encrypted: {refusal}")
+            }
         }
     }
 }
@@ -320,24 +369,29 @@ fn walk_options() -> WalkOptions<'static> {
     options
 }
 
-/// Walks and opens the chain of `top`, charging its memory to the budget.
-fn attach<R>(resolver: &mut R, top: Found<Store, String>) -> Result<Attached, AttachError>
+/// Opens the top image of a chain: again for each passphrase tried, since
+/// a walk takes the store it is given.
+type OpenTop<'a, R> = dyn FnMut(&mut R) -> Result<Found<Store, String>, AttachError> + 'a;
+
+/// Walks and opens the chain of the image `name` (opened by `open_top`),
+/// asking for a passphrase when a layer is encrypted, and charges its
+/// memory to the budget.
+fn attach<R>(
+    resolver: &mut R,
+    name: &str,
+    open_top: &mut OpenTop<R>,
+) -> Result<Attached, AttachError>
 where
     R: Resolver<Store = Store, Location = String, Error = OpenError>,
 {
-    let name = top.location.clone();
-    let options = walk_options();
-    let walked = chain::walk(resolver, top, &options).map_err(|error| match error {
-        WalkError::OverBudget { needed, .. } => AttachError::OverBudget {
-            name: name.clone(),
-            bytes: needed,
-            allowed: options.max_memory,
-        },
-        error => AttachError::Chain(error),
-    })?;
+    let top = open_top(resolver)?;
+    let walked = match walk(resolver, top, &walk_options(), name) {
+        Err(error) if error.needs_key() => unlock(resolver, name, open_top, error)?,
+        walked => walked?,
+    };
     let bytes = walked.memory_bytes();
     let memory = budget::reserve(bytes).map_err(|left| AttachError::OverBudget {
-        name: name.clone(),
+        name: name.to_string(),
         bytes,
         allowed: left,
     })?;
@@ -345,12 +399,14 @@ where
     let disk = walked.disk;
     let virtual_size = disk.size().map_err(|error: Error<StoreError>| {
         AttachError::Chain(WalkError::Image {
-            layer: name.clone(),
+            layer: name.to_string(),
             error,
         })
     })?;
-    qcow2_uefi::blocks::Geometry::new(virtual_size)
-        .map_err(|error| AttachError::Geometry { name, error })?;
+    qcow2_uefi::blocks::Geometry::new(virtual_size).map_err(|error| AttachError::Geometry {
+        name: name.to_string(),
+        error,
+    })?;
     Ok(Attached {
         disk,
         virtual_size,
@@ -359,26 +415,94 @@ where
     })
 }
 
+/// One walk of the chain from `top` with `options`.
+fn walk<R>(
+    resolver: &mut R,
+    top: Found<Store, String>,
+    options: &WalkOptions<'_>,
+    name: &str,
+) -> Result<Walked<Store, String>, AttachError>
+where
+    R: Resolver<Store = Store, Location = String, Error = OpenError>,
+{
+    chain::walk(resolver, top, options).map_err(|error| match error {
+        WalkError::OverBudget { needed, .. } => AttachError::OverBudget {
+            name: name.to_string(),
+            bytes: needed,
+            allowed: options.max_memory,
+        },
+        error => AttachError::Chain(error),
+    })
+}
+
+/// Asks for the passphrase on the console ([`passphrase::TRIES`] tries)
+/// and walks the chain with it, offered to every encrypted layer (the
+/// crate's [`Secret`], zeroized when dropped after each try). `locked` is
+/// the walk's refusal without a passphrase, returned as it is when there
+/// is no console to ask on.
+///
+/// Memory: the prompt's line ([`passphrase::MAX_PASSPHRASE_BYTES`]) and,
+/// during each try, the secret's copy of the passphrase and its list of
+/// unlocked master keys; all freed before the attach returns. A LUKS
+/// layer's ciphers live in its image (a few KiB of key schedules).
+fn unlock<R>(
+    resolver: &mut R,
+    name: &str,
+    open_top: &mut OpenTop<R>,
+    locked: AttachError,
+) -> Result<Walked<Store, String>, AttachError>
+where
+    R: Resolver<Store = Store, Location = String, Error = OpenError>,
+{
+    if !prompt::has_input() {
+        return Err(locked);
+    }
+    let mut console = prompt::FirmwareConsole { name };
+    passphrase::ask(&mut console, |typed| {
+        let secret = Secret::passphrase(typed, UnlockLimits::default());
+        let mut options = walk_options();
+        options.secret = Some(&secret);
+        let top = match open_top(resolver) {
+            Ok(top) => top,
+            Err(error) => return Attempt::Failed(Box::new(error)),
+        };
+        match walk(resolver, top, &options, name) {
+            Ok(walked) => Attempt::Opened(walked),
+            Err(error) if error.wrong_passphrase() => Attempt::Wrong(Box::new(error)),
+            Err(error) => Attempt::Failed(Box::new(error)),
+        }
+    })
+    .map_err(|refusal| match refusal {
+        Refusal::Failed(error) => *error,
+        refusal => AttachError::Locked {
+            name: name.to_string(),
+            refusal,
+        },
+    })
+}
+
 /// Opens the image on a whole disk, `name` being the disk's device path.
-pub fn disk_image(name: &str, store: Store) -> Result<Attached, AttachError> {
-    let top = Found {
-        store,
-        location: name.to_string(),
-    };
-    attach(&mut Names, top)
+pub fn disk_image(name: &str, store: DiskStore) -> Result<Attached, AttachError> {
+    attach(&mut Names, name, &mut |_| {
+        Ok(Found {
+            store: Store::Disk(store.clone()),
+            location: name.to_string(),
+        })
+    })
 }
 
 /// Opens the image file at `path` on the volume `root`, with its chain.
 pub fn file_image(root: &mut Directory, path: &str) -> Result<Attached, AttachError> {
-    let store = open_file(root, path).map_err(|status| AttachError::Open {
-        path: path.to_string(),
-        status,
-    })?;
-    let top = Found {
-        store,
-        location: path.to_string(),
-    };
-    attach(&mut Volume { root }, top)
+    attach(&mut Volume { root }, path, &mut |volume| {
+        let store = open_file(volume.root, path).map_err(|status| AttachError::Open {
+            path: path.to_string(),
+            status,
+        })?;
+        Ok(Found {
+            store,
+            location: path.to_string(),
+        })
+    })
 }
 
 /// Opens the image at `url` over the network, with its chain from the
@@ -395,9 +519,10 @@ pub fn url_image(url: &str) -> Result<Attached, AttachError> {
         )))
     })?;
     let nic = net::interface().map_err(|error| http_error(HttpOpenError::Net(error)))?;
-    let (store, location) = open_url(parsed, nic).map_err(http_error)?;
-    let top = Found { store, location };
-    attach(&mut Web { nic }, top)
+    attach(&mut Web { nic }, url, &mut |web| {
+        let (store, location) = open_url(parsed.clone(), web.nic).map_err(http_error)?;
+        Ok(Found { store, location })
+    })
 }
 
 /// Opens a regular file for reading and learns its size.

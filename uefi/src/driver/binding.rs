@@ -313,7 +313,7 @@ fn start_disk(
     probe: &mut Probe,
 ) -> Status {
     let name = device_name(controller);
-    let attached = attach::disk_image(&name, Store::Disk(store));
+    let attached = attach::disk_image(&name, store);
     probe.mark_attach();
     let attached = match attached {
         Ok(attached) => attached,

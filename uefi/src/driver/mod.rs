@@ -9,6 +9,7 @@
 //! - `net`: range requests through the firmware's `EFI_HTTP_PROTOCOL`.
 //! - `own_options`: the URLs in the driver's own load options (`Driver####`).
 //! - `attach`: opening an image (and, for files, its chain) from a store.
+//! - `prompt`: the passphrase of an encrypted image, asked on the console.
 //! - `disk`: the read-only `EFI_BLOCK_IO_PROTOCOL` each image produces.
 //! - `binding`: `EFI_DRIVER_BINDING_PROTOCOL` Supported / Start / Stop.
 //! - `name`: `EFI_COMPONENT_NAME2_PROTOCOL`, the name the shell shows.
@@ -23,6 +24,7 @@ mod firmware;
 mod name;
 mod net;
 mod own_options;
+mod prompt;
 mod stack;
 mod store;
 
@@ -35,11 +37,16 @@ use uefi::prelude::*;
 const PREFIX: &str = "qcow2.efi:";
 
 /// Prints one line on the console, if there is one.
+fn console_line(kind: &str, message: fmt::Arguments) {
+    console_text(format_args!("{PREFIX} {kind}{message}\r\n"));
+}
+
+/// Prints `text` on the console, if there is one.
 ///
 /// Written by hand rather than with `uefi::println!`, which panics when the
 /// console is missing or a write fails: a driver must never take the
 /// platform down for a log line.
-fn console_line(kind: &str, message: fmt::Arguments) {
+fn console_text(text: fmt::Arguments) {
     let Some(table) = uefi::table::system_table_raw() else {
         return;
     };
@@ -51,7 +58,7 @@ fn console_line(kind: &str, message: fmt::Arguments) {
     }
     uefi::system::with_stdout(|out| {
         use core::fmt::Write;
-        let _ = write!(out, "{PREFIX} {kind}{message}\r\n");
+        let _ = out.write_fmt(text);
     });
 }
 

@@ -67,6 +67,9 @@ impl fmt::Display for StoreError {
 }
 
 /// A disk held by the driver: its `EFI_DISK_IO_PROTOCOL`, media and size.
+/// A clone reads the same disk (an encrypted image's walk is repeated for
+/// each passphrase tried).
+#[derive(Clone)]
 pub struct DiskStore {
     /// Valid while the driver holds the disk's DiskIo `BY_DRIVER`: the
     /// firmware calls the driver's `Stop`, which drops this store, before
