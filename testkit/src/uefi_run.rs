@@ -1166,14 +1166,14 @@ fn log_file(path: &Path) -> Result<fs::File, Failure> {
 /// the runner's last line (which its private `Outcome::timing` writes).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BootTimes {
-    /// From QEMU's start to the OS loader's start.
-    pub loader: Duration,
+    /// From QEMU's start to the OS loader's start, when its line was seen.
+    pub loader: Option<Duration>,
     /// From QEMU's start to the guest's marker.
     pub marker: Duration,
 }
 
 impl BootTimes {
-    /// The times in `line`, if it says both (a boot that reached its marker).
+    /// The times in `line`, if it has the marker's (a boot that reached it).
     pub fn from_line(line: &str) -> Option<Self> {
         let after = |label: &str| -> Option<Duration> {
             let (_, rest) = line.split_once(label)?;
@@ -1181,14 +1181,14 @@ impl BootTimes {
             Duration::try_from_secs_f64(seconds).ok()
         };
         Some(Self {
-            loader: after("loader started after ")?,
+            loader: after("loader started after "),
             marker: after("marker after ")?,
         })
     }
 
-    /// From the loader's start to the marker.
-    pub fn loader_to_marker(&self) -> Duration {
-        self.marker.saturating_sub(self.loader)
+    /// From the loader's start to the marker, when the loader's start was seen.
+    pub fn loader_to_marker(&self) -> Option<Duration> {
+        self.loader.map(|loader| self.marker.saturating_sub(loader))
     }
 }
 
@@ -1575,9 +1575,15 @@ mod tests {
         let outcome = measured_boot();
         let line = format!("run.sh: x86_64: guest powered off: {}", outcome.timing());
         let times = BootTimes::from_line(&line).unwrap();
-        assert_eq!(times.loader, Duration::from_millis(7005));
+        assert_eq!(times.loader, Some(Duration::from_millis(7005)));
         assert_eq!(times.marker, Duration::from_millis(12_340));
-        assert_eq!(times.loader_to_marker(), Duration::from_millis(5335));
+        assert_eq!(times.loader_to_marker(), Some(Duration::from_millis(5335)));
+        let no_loader = Outcome {
+            loader: None,
+            ..measured_boot()
+        };
+        let times = BootTimes::from_line(&no_loader.timing()).unwrap();
+        assert_eq!((times.loader, times.loader_to_marker()), (None, None));
         let none = Outcome {
             marker: None,
             ..outcome

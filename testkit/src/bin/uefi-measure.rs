@@ -289,23 +289,23 @@ fn print_summary(arch: &str, kinds: &[Kind], measured: &[Vec<BootTimes>]) {
     let raw = kinds.iter().position(|kind| kind.codec.is_none());
     println!("{arch}: kind | to marker (median) | loader to marker (median) | /raw | loader to marker /raw");
     for (kind, times) in kinds.iter().zip(measured) {
-        let seconds = |time: &dyn Fn(&BootTimes) -> f64| {
-            median(times.iter().map(time).collect())
+        let seconds = |time: &dyn Fn(&BootTimes) -> Option<f64>| {
+            median(times.iter().filter_map(time).collect())
                 .map_or("-".into(), |value| format!("{value:.2} s"))
         };
-        let ratio = |time: &dyn Fn(&BootTimes) -> f64| {
+        let ratio = |time: &dyn Fn(&BootTimes) -> Option<f64>| {
             let raw = &measured[raw?];
             median(
                 times
                     .iter()
                     .zip(raw)
-                    .map(|(this, raw)| time(this) / time(raw))
+                    .filter_map(|(this, raw)| Some(time(this)? / time(raw)?))
                     .collect(),
             )
         };
         let show = |ratio: Option<f64>| ratio.map_or("-".into(), |value| format!("{value:.2}x"));
-        let marker = |times: &BootTimes| times.marker.as_secs_f64();
-        let loader = |times: &BootTimes| times.loader_to_marker().as_secs_f64();
+        let marker = |times: &BootTimes| Some(times.marker.as_secs_f64());
+        let loader = |times: &BootTimes| times.loader_to_marker().map(|time| time.as_secs_f64());
         println!(
             "{arch}: {} | {} | {} | {} | {} ({} rounds)",
             kind.name,
