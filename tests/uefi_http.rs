@@ -595,12 +595,19 @@ fn boots_from_load_options(arch: &str, driver: &Path, nginx: &Nginx, work: &Path
     );
 }
 
-#[test]
-fn x86_64_boots_linux_lazily_over_http_and_names_server_faults() {
-    boots_over_http("x86_64", "x86_64-unknown-uefi", true);
-}
+/// The tests, in a module of their own so that `scripts/test.sh` can run
+/// them after tests/root_boot.rs, beside the rest of the suite (`--skip
+/// uefi_http::` there).
+mod uefi_http {
+    use super::*;
 
-#[test]
-fn aarch64_boots_linux_lazily_over_http_and_names_server_faults() {
-    boots_over_http("aarch64", "aarch64-unknown-uefi", false);
+    #[test]
+    fn x86_64_boots_linux_lazily_over_http_and_names_server_faults() {
+        boots_over_http("x86_64", "x86_64-unknown-uefi", true);
+    }
+
+    #[test]
+    fn aarch64_boots_linux_lazily_over_http_and_names_server_faults() {
+        boots_over_http("aarch64", "aarch64-unknown-uefi", false);
+    }
 }
