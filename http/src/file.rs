@@ -58,7 +58,7 @@ impl Default for HttpOptions {
             retries: Retry::DEFAULT.tries - 1,
             backoff: Retry::DEFAULT.first_wait,
             timeout: Duration::from_secs(30),
-            max_redirects: 10,
+            max_redirects: rules::MAX_REDIRECTS,
         }
     }
 }

@@ -25,4 +25,4 @@ pub use answer::{check_body, check_range, content_range, head, probe, Answer, Pi
 pub use cache::{CacheError, ReadAhead};
 pub use fault::{Failure, Fault};
 pub use retry::Retry;
-pub use url::{is_url, HttpUrl, UrlError, MAX_URL_BYTES};
+pub use url::{is_url, HttpUrl, UrlError, MAX_REDIRECTS, MAX_URL_BYTES};

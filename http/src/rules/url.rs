@@ -14,6 +14,10 @@ use core::fmt;
 /// Longest URL accepted, in bytes.
 pub const MAX_URL_BYTES: usize = 1024;
 
+/// Redirects followed when an object is opened ([`HttpUrl::redirect`]),
+/// by the host's client (its default) and by the driver.
+pub const MAX_REDIRECTS: u32 = 10;
+
 /// Whether `text` is an `http://` or `https://` URL (read over HTTP rather
 /// than as a path); the scheme is compared case-insensitively.
 pub fn is_url(text: &str) -> bool {

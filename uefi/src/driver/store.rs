@@ -12,7 +12,9 @@ use core::ptr::NonNull;
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 
-use qcow2_http::rules::{self, CacheError, Fault, HttpUrl, Pin, ReadAhead, Retry, UrlError};
+use qcow2_http::rules::{
+    self, CacheError, Fault, HttpUrl, Pin, ReadAhead, Retry, UrlError, MAX_REDIRECTS,
+};
 use qcow2_reader::BlockRead;
 use qcow2_uefi::budget::Reservation;
 use qcow2_uefi::http::HttpError;
@@ -114,10 +116,6 @@ pub const HTTP_READAHEAD: usize = 256 << 10;
 /// Blocks in each HTTP object's cache: [`HTTP_READAHEAD`] times this is
 /// allocated once per object at attach (4 MiB), counted in the budget.
 pub const HTTP_CACHE_BLOCKS: usize = 16;
-
-/// Redirects followed when an object is opened, as many as the host's
-/// client follows (`qcow2_http::HttpOptions::max_redirects`).
-pub const MAX_REDIRECTS: u32 = 10;
 
 /// The size and version of the object at `url` from a one-byte range
 /// request, with retries; a redirect is its [`Fault::Redirect`].
