@@ -176,14 +176,24 @@ mod tests {
     /// Each enabled libzstd, with a maker of a context for a cluster size
     /// (the vendored one is sized for it, as `Decompressor` sizes it).
     fn contexts() -> alloc::vec::Vec<(&'static str, MakeContext)> {
-        let mut all: alloc::vec::Vec<(&'static str, MakeContext)> = alloc::vec::Vec::new();
-        #[cfg(feature = "zstd-c")]
-        all.push(("system", |_| Context::System(zstd_safe::DCtx::create())));
-        #[cfg(feature = "zstd-c-nostd")]
-        all.push(("vendored", |cluster| {
-            Context::Vendored(zstd_nostd::DCtx::new(window_limit(cluster) as usize).unwrap())
-        }));
-        all
+        [
+            #[cfg(feature = "zstd-c")]
+            (
+                "system",
+                (|_| Context::System(zstd_safe::DCtx::create())) as MakeContext,
+            ),
+            #[cfg(feature = "zstd-c-nostd")]
+            (
+                "vendored",
+                (|cluster| {
+                    Context::Vendored(
+                        zstd_nostd::DCtx::new(window_limit(cluster) as usize).unwrap(),
+                    )
+                }) as MakeContext,
+            ),
+        ]
+        .into_iter()
+        .collect()
     }
 
     /// Makes a context for a cluster size.
