@@ -162,7 +162,7 @@ fn has_address(config: &mut Ip4Config2) -> Result<bool, Status> {
 ///
 /// This sets `EFI_IP4_CONFIG2`'s policy to DHCP, which edk2 keeps in a
 /// non-volatile variable, as it does itself for any client of the default
-/// address (`Ip4Impl.c`'s `EfiIp4Configure`): only done for a server the
+/// address (`Ip4ConfigProtocol` in Ip4Impl.c): only done for a server the
 /// lease cannot reach.
 fn default_address(nic: Handle) -> Result<(), NetError> {
     let mut config = Ip4Config2::new(nic).map_err(|e| NetError::Dhcp(e.status()))?;
