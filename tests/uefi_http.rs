@@ -14,13 +14,17 @@
 //! marker, fetch less than half of the file (the plain boot disk is mostly
 //! the kernel and initramfs, which the boot reads whole: the README gives
 //! its numbers), and send only range requests of at most one read-ahead
-//! block. On x86_64, two servers' faults must end in the driver's error
-//! line naming the URL and what the server did, never in a boot: a 404,
-//! and a server that ignores `Range` (nginx's `max_ranges 0`: 200 with the
-//! whole file). (Only on x86_64: which answers are used is `qcow2-http`'s
-//! `rules`, the same code on both architectures, unit-tested and fuzzed on
-//! the host; each boot to an error line cost the CI an AAVMF start.)
-//! Also on x86_64, a URL that nginx redirects (302) to the image boots, the
+//! block; and the firmware's variables must still hold `EFI_IP4_CONFIG2`'s
+//! static policy (the driver reaches a server on its subnet with a DHCP
+//! lease of its own, and setting that policy to DHCP would make edk2 run
+//! its own, 4 s slower, DHCP at every later boot). On x86_64, two servers'
+//! faults must end in the driver's error line naming the URL and what the
+//! server did, never in a boot: a 404, and a server that ignores `Range`
+//! (nginx's `max_ranges 0`: 200 with the whole file). (Only on x86_64:
+//! which answers are used is `qcow2-http`'s `rules`, the same code on both
+//! architectures, unit-tested and fuzzed on the host; each boot to an
+//! error line cost the CI an AAVMF start.) Also on x86_64, a URL that
+//! nginx redirects (302) to the image boots, the
 //! console naming where the redirect led; and a small server in this file misbehaves on demand: it answers
 //! 503 to two requests (the driver retries them and boots), or its object
 //! changes after a few requests (it then answers the driver's `If-Match`
@@ -350,6 +354,44 @@ struct Boot {
     stderr: String,
 }
 
+/// The policy (0 static, 1 DHCP) that edk2's Ip4Config2 keeps for the one
+/// NIC in a VARS file: the live copy of its variable (GUID
+/// `gEfiIp4Config2ProtocolGuid`, named by the MAC), an
+/// `IP4_CONFIG2_VARIABLE` whose records (offset, size, type) point to
+/// their data; `None` when there is none.
+fn ip4_config2_policy(vars: &[u8]) -> Option<u32> {
+    // 5b446ed1-e30b-4faa-871a-3654eca36080 as stored (little-endian fields).
+    const GUID: [u8; 16] = [
+        0xd1, 0x6e, 0x44, 0x5b, 0x0b, 0xe3, 0xaa, 0x4f, 0x87, 0x1a, 0x36, 0x54, 0xec, 0xa3, 0x60,
+        0x80,
+    ];
+    // The authenticated variable header of OVMF's and AAVMF's store:
+    // StartId 0x55aa, State (0x3f: added, not deleted), ..., NameSize at
+    // 36, DataSize at 40, the GUID at 44, the name at 60.
+    const ADDED: u8 = 0x3f;
+    let u16_at = |bytes: &[u8], at: usize| -> Option<usize> {
+        Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?).into())
+    };
+    let u32_at = |bytes: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    (0..vars.len().saturating_sub(60))
+        .filter(|&at| vars[at..at + 2] == [0xaa, 0x55] && vars[at + 2] == ADDED)
+        .filter(|&at| vars[at + 44..at + 60] == GUID)
+        .find_map(|at| {
+            let name = usize::try_from(u32_at(vars, at + 36)?).ok()?;
+            let size = usize::try_from(u32_at(vars, at + 40)?).ok()?;
+            let data = vars.get(at + 60 + name..at + 60 + name + size)?;
+            // Checksum, record count, then 12-byte records: Offset (u16,
+            // padded), DataSize, DataType (1: the policy).
+            (0..u16_at(data, 2)?).find_map(|record| {
+                let record = 4 + 12 * record;
+                (u32_at(data, record + 8)? == 1).then_some(())?;
+                u32_at(data, u16_at(data, record)?)
+            })
+        })
+}
+
 fn boot(driver: &Path, url: &str, work: &Path, marker: &str, ca_list: Option<&Path>) -> Boot {
     let mut run = UefiRun::new(driver, Mode::Url, None);
     run.url = Some(url.to_string());
@@ -442,6 +484,16 @@ fn boots_over_http(arch: &str, target: &str, with_faults: bool) {
     assert!(
         fetched * 2 < file_bytes,
         "{arch}: {fetched} bytes fetched of a {file_bytes}-byte file: not lazy"
+    );
+    // The server is on the lease's subnet: the driver's own DHCP lease
+    // reaches it, and EFI_IP4_CONFIG2's policy stays what the firmware
+    // wrote (static), not DHCP for every later boot.
+    let vars = fs::read(work.join("vars.fd")).unwrap();
+    let policy = ip4_config2_policy(&vars);
+    assert_eq!(
+        policy,
+        Some(0),
+        "{arch}: EFI_IP4_CONFIG2's policy in the firmware's variables after a boot over HTTP: {policy:?} (0 static, 1 DHCP, None: no variable)"
     );
 
     boots_from_load_options(arch, &driver, &nginx, &dir.join("driver-option"), &marker);

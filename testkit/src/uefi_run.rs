@@ -20,7 +20,10 @@
 //!                                     10.0.2.2) and a virtio-net NIC; for
 //!                                     https://, QCOW2_UEFI_CACERTS=FILE gives
 //!                                     the firmware its CA certificates (an
-//!                                     EFI signature list)
+//!                                     EFI signature list); QCOW2_UEFI_PCAP=FILE
+//!                                     writes what crosses the NIC to FILE
+//!                                     (QEMU's filter-dump, pcap; the last
+//!                                     boot's)
 //! uefi-run DRIVER.efi --driver-option IMAGE
 //!                                     as a real machine would: a first boot
 //!                                     adds a Driver#### variable with the
@@ -276,6 +279,11 @@ pub struct UefiRun {
     /// The CA certificates the firmware trusts for `https://`, an EFI
     /// signature list (`QCOW2_UEFI_CACERTS`), given to it through fw_cfg.
     pub cacerts: Option<PathBuf>,
+    /// Where QEMU writes the frames that cross the NIC of the URL modes,
+    /// as pcap (`QCOW2_UEFI_PCAP`; its `filter-dump`): when DHCP's
+    /// packets and the requests went on the wire. A `--driver-option`
+    /// run's second boot overwrites the first's.
+    pub pcap: Option<PathBuf>,
     /// Prompts to answer on the serial console, in order, each once: when
     /// the console shows the first text (after the previous prompt
     /// answered), the second and a carriage return (Enter) are typed on
@@ -303,6 +311,7 @@ impl UefiRun {
             load_options: None,
             writable_stick: false,
             cacerts: None,
+            pcap: None,
             answers: Vec::new(),
         }
     }
@@ -369,6 +378,9 @@ impl UefiRun {
         }
         if let Some(value) = non_empty_env("QCOW2_UEFI_CACERTS") {
             self.cacerts = Some(value.into());
+        }
+        if let Some(value) = non_empty_env("QCOW2_UEFI_PCAP") {
+            self.pcap = Some(value.into());
         }
         Ok(())
     }
@@ -506,6 +518,11 @@ impl UefiRun {
                 let mut value = OsString::from("name=etc/edk2/https/cacerts,file=");
                 value.push(cacerts);
                 network.extend(["-fw_cfg".into(), value]);
+            }
+            if let Some(pcap) = &self.pcap {
+                let mut value = OsString::from("filter-dump,id=dump0,netdev=n0,file=");
+                value.push(pcap);
+                network.extend(["-object".into(), value]);
             }
         }
 

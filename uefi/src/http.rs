@@ -6,11 +6,13 @@
 //! `qcow` (`http/src/rules/`); the driver's transport (`src/driver/net.rs`,
 //! the firmware's `EFI_HTTP_PROTOCOL`) and store (`src/driver/store.rs`)
 //! obey them. Here only what is the driver's own: the status code behind
-//! the firmware's `EFI_HTTP_STATUS_CODE`, and its error naming the URL.
+//! the firmware's `EFI_HTTP_STATUS_CODE`, its error naming the URL, and
+//! whether a server can be reached with the driver's own DHCP lease.
 //! Where a file an HTTP image names is looked for is `path::url_beside`.
 
 use alloc::string::String;
 use core::fmt;
+use core::net::Ipv4Addr;
 
 use qcow2_http::rules::Failure;
 
@@ -44,11 +46,43 @@ pub fn status_code(index: u32) -> u16 {
         .unwrap_or(0)
 }
 
+/// Whether a URL's host (`HttpUrl::host_name`) is an IPv4 address on the
+/// subnet of `address`/`mask`: then the driver's HTTP children use its own
+/// DHCP lease (`src/driver/dhcp.rs`). Anything else (a name, which needs
+/// the DNS servers that only the firmware's default address has; a server
+/// behind a router, which the firmware's HTTP driver can only reach
+/// through the default route table) uses the default address.
+pub fn on_link(host_name: &str, address: Ipv4Addr, mask: Ipv4Addr) -> bool {
+    let Ok(host) = host_name.parse::<Ipv4Addr>() else {
+        return false;
+    };
+    let (host, address, mask) = (u32::from(host), u32::from(address), u32::from(mask));
+    // A host address of the subnet, not its network or broadcast address.
+    host & mask == address & mask && host & !mask != 0 && host | mask != u32::MAX
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::string::ToString;
     use qcow2_http::rules::{Fault, Retry};
+
+    #[test]
+    fn only_an_address_of_the_lease_subnet_is_on_link() {
+        let (address, mask) = (Ipv4Addr::new(10, 0, 2, 15), Ipv4Addr::new(255, 255, 255, 0));
+        assert!(on_link("10.0.2.2", address, mask));
+        assert!(on_link("10.0.2.254", address, mask));
+        assert!(!on_link("10.0.3.2", address, mask));
+        assert!(!on_link("192.168.1.1", address, mask));
+        // A name needs DNS, the network and broadcast addresses are no host.
+        assert!(!on_link("images.example", address, mask));
+        assert!(!on_link("[::1]", address, mask));
+        assert!(!on_link("10.0.2.0", address, mask));
+        assert!(!on_link("10.0.2.255", address, mask));
+        assert!(!on_link("", address, mask));
+        // A /16 lease reaches further.
+        assert!(on_link("10.0.3.2", address, Ipv4Addr::new(255, 255, 0, 0)));
+    }
 
     #[test]
     fn firmware_status_indices_map_to_codes() {

@@ -302,7 +302,7 @@ impl Resolver for Volume<'_> {
 /// The files beside an image on its web server: the name's last component
 /// in the image URL's directory, as for files on a volume.
 struct Web {
-    nic: uefi::Handle,
+    nic: net::Nic,
 }
 
 impl Resolver for Web {
@@ -339,7 +339,7 @@ impl Resolver for Web {
 
 /// Opens one object over HTTP and says so on the console; with the URL
 /// where it was found (after redirects), the base of the names it holds.
-fn open_url(url: HttpUrl, nic: uefi::Handle) -> Result<(Store, String), HttpOpenError> {
+fn open_url(url: HttpUrl, nic: net::Nic) -> Result<(Store, String), HttpOpenError> {
     let store = HttpStore::open(url.clone(), nic)?;
     let location = store.url().to_string();
     if location != url.as_str() {

@@ -7,6 +7,8 @@
 //!   `EFI_DISK_IO_PROTOCOL`, a file on a file system, or an object on a
 //!   web server.
 //! - `net`: range requests through the firmware's `EFI_HTTP_PROTOCOL`.
+//! - `dhcp`: the driver's own DHCP lease (`EFI_DHCP4_PROTOCOL`), which
+//!   takes the first offer.
 //! - `own_options`: the URLs in the driver's own load options (`Driver####`).
 //! - `attach`: opening an image (and, for files, its chain) from a store.
 //! - `prompt`: the passphrase of an encrypted image, asked on the console.
@@ -19,6 +21,7 @@
 mod attach;
 mod binding;
 mod boot_stats;
+mod dhcp;
 mod disk;
 mod firmware;
 mod name;

@@ -1,6 +1,17 @@
-//! Range requests through the firmware's own network stack: DHCP through
-//! `EFI_IP4_CONFIG2_PROTOCOL`, then `EFI_HTTP_PROTOCOL` (edk2's HttpDxe,
-//! in Debian's OVMF and AAVMF).
+//! Range requests through the firmware's own network stack: an address by
+//! DHCP (the driver's own exchange, `dhcp`, or `EFI_IP4_CONFIG2_PROTOCOL`'s),
+//! then `EFI_HTTP_PROTOCOL` (edk2's HttpDxe, in Debian's OVMF and AAVMF).
+//!
+//! The address: with the driver's own lease, HTTP children whose server
+//! is on the lease's subnet use it directly (`UseDefaultAddress = FALSE`),
+//! and `EFI_IP4_CONFIG2` is never asked: asking it for DHCP sets its policy
+//! to DHCP in a non-volatile variable (`EfiIp4Config2SetData` writes it),
+//! after which edk2 starts its own, slower DHCP whenever the interface is
+//! connected at the next boots. Other servers (a name, which needs the DNS
+//! servers only the default address has; a server behind a router, which
+//! HttpDxe reaches only through the default route table) use the default
+//! address: `EFI_IP4_CONFIG2` is then asked, and takes the driver's lease
+//! over at once.
 //!
 //! This module only moves bytes: which answers may be used, the retries'
 //! limits and the read-ahead cache are `qcow2_http::rules`, shared with
@@ -18,7 +29,7 @@ use core::ptr::{self, NonNull};
 use core::time::Duration;
 
 use qcow2_http::rules::{answer, Answer, Fault, HttpUrl};
-use qcow2_uefi::http::status_code;
+use qcow2_uefi::http::{on_link, status_code};
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams, ScopedProtocol, SearchType};
 use uefi::proto::network::http::{Http, HttpBinding};
 use uefi::proto::network::ip4config2::Ip4Config2;
@@ -27,6 +38,9 @@ use uefi_raw::protocol::network::http::{
     HttpAccessPoint, HttpConfigData, HttpHeader, HttpMessage, HttpMethod, HttpProtocol,
     HttpRequestData, HttpResponseData, HttpStatusCode, HttpToken, HttpV4AccessPoint, HttpVersion,
 };
+use uefi_raw::protocol::network::ip4_config2::Ip4Config2Policy;
+
+use super::dhcp::{self, Lease};
 
 /// Longest wait for one step of an exchange (sending the request, the
 /// answer's headers, each piece of its body).
@@ -62,9 +76,34 @@ fn by_protocol(guid: &uefi::Guid) -> Vec<Handle> {
         .unwrap_or_default()
 }
 
-/// The first network interface with the HTTP service binding, its IPv4
-/// address configured by DHCP (if it has none yet).
-pub fn interface() -> Result<Handle, NetError> {
+/// A network interface with the HTTP service binding, and the address its
+/// HTTP children use.
+#[derive(Clone, Copy, Debug)]
+pub struct Nic {
+    handle: Handle,
+    /// The driver's own DHCP lease, for servers on its subnet; `None`:
+    /// the interface had its default address already, or another DHCP
+    /// client held the DHCP service and gave it one.
+    lease: Option<Lease>,
+}
+
+impl Nic {
+    /// The lease that an HTTP child for `url` uses (`None`: the default
+    /// address, configured first if it is not yet).
+    fn address_for(&self, url: &HttpUrl) -> Result<Option<Lease>, NetError> {
+        match self.lease {
+            Some(lease) if on_link(url.host_name(), lease.address, lease.mask) => Ok(Some(lease)),
+            Some(_) => default_address(self.handle).map(|()| None),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The first network interface with the HTTP service binding, with an
+/// IPv4 address by DHCP: its default address if it has one, else a lease
+/// of the driver's own (or, when another DHCP client holds the service,
+/// the default address that client gives it).
+pub fn interface() -> Result<Nic, NetError> {
     let mut nics = by_protocol(&HttpProtocol::SERVICE_BINDING_GUID);
     if nics.is_empty() {
         // The platform may not have connected the network: OVMF connects
@@ -80,10 +119,27 @@ pub fn interface() -> Result<Handle, NetError> {
         }
         nics = by_protocol(&HttpProtocol::SERVICE_BINDING_GUID);
     }
-    let nic = *nics.first().ok_or(NetError::NoHttp)?;
-    let mut config = Ip4Config2::new(nic).map_err(|e| NetError::Dhcp(e.status()))?;
-    dhcp(&mut config).map_err(NetError::Dhcp)?;
-    Ok(nic)
+    let handle = *nics.first().ok_or(NetError::NoHttp)?;
+    let mut config = Ip4Config2::new(handle).map_err(|e| NetError::Dhcp(e.status()))?;
+    if has_address(&mut config).map_err(NetError::Dhcp)? {
+        return Ok(Nic {
+            handle,
+            lease: None,
+        });
+    }
+    match dhcp::lease(handle).map_err(NetError::Dhcp)? {
+        Some(lease) => Ok(Nic {
+            handle,
+            lease: Some(lease),
+        }),
+        None => {
+            wait_for_address(&mut config).map_err(NetError::Dhcp)?;
+            Ok(Nic {
+                handle,
+                lease: None,
+            })
+        }
+    }
 }
 
 /// Longest wait for a DHCP address.
@@ -92,31 +148,45 @@ const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the address is looked at while DHCP runs.
 const DHCP_POLL: Duration = Duration::from_millis(20);
 
-/// Configures the interface by DHCP, unless it has an address already.
+/// Whether the interface has its default address.
+fn has_address(config: &mut Ip4Config2) -> Result<bool, Status> {
+    config
+        .get_interface_info()
+        .map(|info| info.station_addr != core::net::Ipv4Addr::UNSPECIFIED.into())
+        .map_err(|error| error.status())
+}
+
+/// Gives the interface its default address by DHCP, unless it has one:
+/// after the driver's own lease, `EFI_IP4_CONFIG2` takes that lease over
+/// at once (`Ip4StartAutoConfig` finds the DHCP service bound).
 ///
-/// Not the `uefi` crate's `Ip4Config2::ifup`, which looks once a second:
-/// DHCP with QEMU's user network is done in tens of milliseconds, so every
-/// boot over HTTP waited up to a second for nothing. The firmware runs
-/// DHCP from its timer while this stalls.
-fn dhcp(config: &mut Ip4Config2) -> Result<(), Status> {
-    let has_address = |config: &mut Ip4Config2| {
-        config
-            .get_interface_info()
-            .map(|info| info.station_addr != core::net::Ipv4Addr::UNSPECIFIED.into())
-            .map_err(|error| error.status())
-    };
-    if has_address(config)? {
+/// This sets `EFI_IP4_CONFIG2`'s policy to DHCP, which edk2 keeps in a
+/// non-volatile variable, as it does itself for any client of the default
+/// address (`Ip4ConfigProtocol` in Ip4Impl.c): only done for a server the
+/// lease cannot reach.
+fn default_address(nic: Handle) -> Result<(), NetError> {
+    let mut config = Ip4Config2::new(nic).map_err(|e| NetError::Dhcp(e.status()))?;
+    if has_address(&mut config).map_err(NetError::Dhcp)? {
         return Ok(());
     }
     config
-        .set_policy(uefi_raw::protocol::network::ip4_config2::Ip4Config2Policy::DHCP)
-        .map_err(|error| error.status())?;
+        .set_policy(Ip4Config2Policy::DHCP)
+        .map_err(|error| NetError::Dhcp(error.status()))?;
+    wait_for_address(&mut config).map_err(NetError::Dhcp)
+}
+
+/// Waits for the default address of a DHCP under way.
+///
+/// Not the `uefi` crate's `Ip4Config2::ifup`, which looks once a second:
+/// every boot over HTTP would wait up to a second more. The firmware runs
+/// DHCP from its timer while this stalls.
+fn wait_for_address(config: &mut Ip4Config2) -> Result<(), Status> {
     let polls = DHCP_TIMEOUT.as_millis() / DHCP_POLL.as_millis();
     for _ in 0..polls {
-        boot::stall(DHCP_POLL);
         if has_address(config)? {
             return Ok(());
         }
+        boot::stall(DHCP_POLL);
     }
     Err(Status::TIMEOUT)
 }
@@ -126,11 +196,13 @@ fn dhcp(config: &mut Ip4Config2) -> Result<(), Status> {
 struct Child {
     handle: Handle,
     http: ScopedProtocol<Http>,
+    /// The lease it was configured with (`None`: the default address).
+    lease: Option<Lease>,
 }
 
 /// Range requests to one object.
 pub struct Connection {
-    nic: Handle,
+    nic: Nic,
     binding: ScopedProtocol<HttpBinding>,
     child: Option<Child>,
 }
@@ -278,14 +350,15 @@ unsafe fn take_headers(message: &HttpMessage, answer: &mut Answer) {
 }
 
 impl Connection {
-    /// A connection through the interface `nic` (from [`interface`]).
-    pub fn new(nic: Handle) -> Result<Self, NetError> {
+    /// A connection through the interface `nic` (from [`interface`]),
+    /// its child made for `url`.
+    pub fn new(nic: Nic, url: &HttpUrl) -> Result<Self, NetError> {
         // SAFETY: a look at the service binding, as the `uefi` crate's
         // `HttpHelper` does; the interface outlives the driver's use.
         let binding = unsafe {
             boot::open_protocol::<HttpBinding>(
                 OpenProtocolParams {
-                    handle: nic,
+                    handle: nic.handle,
                     agent: boot::image_handle(),
                     controller: None,
                 },
@@ -298,12 +371,21 @@ impl Connection {
             binding,
             child: None,
         };
-        connection.child()?;
+        connection.child(url)?;
         Ok(connection)
     }
 
-    /// The configured child, made if there is none.
-    fn child(&mut self) -> Result<&mut Child, NetError> {
+    /// The child configured for `url`, made if there is none or the one
+    /// there uses another address (a redirect to another server).
+    fn child(&mut self, url: &HttpUrl) -> Result<&mut Child, NetError> {
+        let lease = self.nic.address_for(url)?;
+        if self
+            .child
+            .as_ref()
+            .is_some_and(|child| child.lease != lease)
+        {
+            self.reset();
+        }
         if self.child.is_none() {
             let handle = self
                 .binding
@@ -328,9 +410,17 @@ impl Connection {
                     return Err(NetError::Http("open the child", error.status()));
                 }
             };
-            let mut ip4 = HttpV4AccessPoint {
-                use_default_addr: true.into(),
-                ..Default::default()
+            let mut ip4 = match lease {
+                Some(Lease { address, mask }) => HttpV4AccessPoint {
+                    use_default_addr: false.into(),
+                    local_address: address.into(),
+                    local_subnet: mask.into(),
+                    local_port: 0,
+                },
+                None => HttpV4AccessPoint {
+                    use_default_addr: true.into(),
+                    ..Default::default()
+                },
             };
             let config = HttpConfigData {
                 http_version: HttpVersion::HTTP_VERSION_11,
@@ -345,7 +435,11 @@ impl Connection {
                 let _ = self.binding.destroy_child(handle);
                 return Err(NetError::Http("configure", error.status()));
             }
-            self.child = Some(Child { handle, http });
+            self.child = Some(Child {
+                handle,
+                http,
+                lease,
+            });
         }
         // Set just above.
         self.child
@@ -356,7 +450,7 @@ impl Connection {
     /// Drops the connection (a failed or half-read exchange).
     fn reset(&mut self) {
         if let Some(child) = self.child.take() {
-            let Child { handle, http } = child;
+            let Child { handle, http, .. } = child;
             drop(http);
             let _ = self.binding.destroy_child(handle);
         }
@@ -397,7 +491,7 @@ impl Connection {
         let last = first + (out.len() as u64).max(1) - 1;
         let asked = answer::range_request(first, last);
         let nic = self.nic;
-        let child = self.child().map_err(|error| Fault::Transport {
+        let child = self.child(url).map_err(|error| Fault::Transport {
             request: asked.clone(),
             error: alloc::format!("connect: {error} (interface {nic:?})"),
             transient: true,

@@ -23,7 +23,7 @@ use uefi::proto::media::file::RegularFile;
 use uefi::Status;
 use uefi_raw::protocol::disk::DiskIoProtocol;
 
-use super::net::Connection;
+use super::net::{Connection, Nic};
 
 /// Most bytes asked of a file system driver in one `Read` call.
 const FILE_CHUNK_BYTES: usize = 1 << 20;
@@ -220,8 +220,8 @@ impl HttpStore {
     /// a one-byte range request (following redirects to where the object
     /// is, which [`url`](Self::url) then says), and its read-ahead cache
     /// allocated.
-    pub fn open(mut url: HttpUrl, nic: uefi::Handle) -> Result<Self, HttpOpenError> {
-        let mut connection = Connection::new(nic).map_err(HttpOpenError::Net)?;
+    pub fn open(mut url: HttpUrl, nic: Nic) -> Result<Self, HttpOpenError> {
+        let mut connection = Connection::new(nic, &url).map_err(HttpOpenError::Net)?;
         let mut redirects = 0;
         let (size, pin) = loop {
             let error = match probe(&mut connection, &url) {
