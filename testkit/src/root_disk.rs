@@ -35,8 +35,8 @@
 //! e2fsprogs and qemu-img; for x86_64 grub-efi-amd64-bin. For aarch64 on
 //! an amd64 host: GRUB's arm64-efi modules, fetched by
 //! [`crate::boot_disk::arm64_grub_modules`] (`apt-get download`, matching
-//! the host's `grub-mkimage`), and `qemu-user-static`, whose
-//! `qemu-aarch64` runs the arm64 packages' maintainer scripts inside
+//! the host's `grub-mkimage`), `arch-test` (mmdebstrap's check of a
+//! foreign architecture) and `qemu-user-static`, whose `qemu-aarch64` runs the arm64 packages' maintainer scripts inside
 //! mmdebstrap's chroot through the kernel's `binfmt_misc`: this module
 //! mounts `binfmt_misc` if it is not mounted and registers `qemu-aarch64`
 //! from `/usr/lib/binfmt.d/qemu-aarch64.conf` if it is not registered (as
@@ -379,9 +379,11 @@ const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
 fn enable_binfmt(arch: Arch) -> Result<(), String> {
     let name = format!("qemu-{}", arch.name());
     let conf = PathBuf::from(format!("/usr/lib/binfmt.d/{name}.conf"));
-    if !conf.is_file() {
+    // mmdebstrap checks a foreign architecture with arch-test first.
+    if !conf.is_file() || !host::found("arch-test") {
         return Err(format!(
-            "no {} to run {} binaries in the root's chroot; apt-get install -y qemu-user-static",
+            "no {} or no arch-test, to run {} binaries in the root's chroot; \
+             apt-get install -y qemu-user-static arch-test",
             conf.display(),
             arch.name()
         ));
