@@ -14,14 +14,14 @@
 #
 # arm64 on an amd64 host is a cross build: qcow for aarch64-unknown-linux-gnu
 # (the rustup target, added here if missing; Debian's gcc-aarch64-linux-gnu
-# links it, and the error says so if it is missing) with the crate's vendored
-# libzstd decoder (feature `zstd-c-nostd`) instead of the system's, so that no
-# arm64 -dev package is needed. Its Depends come from dpkg-shlibdeps over the
-# cross toolchain's libraries (/usr/aarch64-linux-gnu/lib, installed with
-# gcc-aarch64-linux-gnu): they are built from the same Debian sources and
-# versions as the arm64 libraries, and their shlibs and symbols files name
-# the cross packages (`libc6:arm64`, `libgcc-s1-arm64-cross`), which are
-# mapped back to the arm64 package names (`libc6`, `libgcc-s1`). That is
+# and libc6-dev-arm64-cross link it, and the error names them if missing)
+# with the crate's vendored libzstd decoder (feature `zstd-c-nostd`) instead
+# of the system's, so that no arm64 libzstd-dev is needed. Its Depends come
+# from dpkg-shlibdeps over the cross toolchain's libraries
+# (/usr/aarch64-linux-gnu/lib): they are built from the same Debian sources
+# and versions as the arm64 libraries, and their shlibs and symbols files
+# name the cross packages (`libc6:arm64`, `libgcc-s1-arm64-cross`), which
+# are mapped back to the arm64 package names (`libc6`, `libgcc-s1`). That is
 # dpkg's own reading of the binary's DT_NEEDED and symbol versions, with no
 # arm64 architecture added to dpkg.
 set -euo pipefail
@@ -59,8 +59,10 @@ else
         echo "package: cross builds are amd64 to arm64 only (host $host_arch, asked $arch)" >&2
         exit 1
     }
-    command -v "$gnu-gcc" >/dev/null || {
-        echo "package: no $gnu-gcc to link qcow for $arch; run: apt-get install -y gcc-$gnu" >&2
+    # The C library comes with the compiler only as a recommendation.
+    [[ -x $(command -v "$gnu-gcc") && -e /usr/$gnu/lib/libc.so.6 ]] || {
+        echo "package: no $gnu-gcc or no $arch C library to link qcow for $arch;" \
+            "run: apt-get install -y gcc-$gnu libc6-dev-$arch-cross" >&2
         exit 1
     }
     rustup target list --installed | grep -qx "$rust_target" || rustup target add "$rust_target" >&2
