@@ -88,7 +88,7 @@ impl Arch {
         }
     }
 
-    fn grub_platform(self) -> &'static str {
+    pub(crate) fn grub_platform(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64-efi",
             Arch::Aarch64 => "arm64-efi",
@@ -96,14 +96,14 @@ impl Arch {
     }
 
     /// GRUB's name at the removable-media path.
-    fn efi_name(self) -> &'static str {
+    pub(crate) fn efi_name(self) -> &'static str {
         match self {
             Arch::X86_64 => "BOOTX64.EFI",
             Arch::Aarch64 => "BOOTAA64.EFI",
         }
     }
 
-    fn console(self) -> &'static str {
+    pub(crate) fn console(self) -> &'static str {
         match self {
             Arch::X86_64 => "ttyS0",
             Arch::Aarch64 => "ttyAMA0",
@@ -580,6 +580,23 @@ fail "the kernel did not start"
         })?;
         Ok(mib)
     }
+}
+
+/// GRUB's arm64-efi modules, fetched (or found) under `cache`'s
+/// `arm64-root` as for the aarch64 disk, matching the host's
+/// `grub-mkimage`: the root boot test's arm64 disk
+/// ([`crate::root_disk`]) is made with them too. Takes the aarch64 disk's
+/// lock, as [`build`] does, so the two never fetch at once.
+pub fn arm64_grub_modules(cache: &Path) -> Result<PathBuf, String> {
+    let out = cache.join(Arch::Aarch64.name());
+    std::fs::create_dir_all(&out).map_err(io_error(&out))?;
+    let lock_path = out.join("lock");
+    let _lock = File::create(&lock_path)
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(io_error(&lock_path))?;
+    let root = cache.join("arm64-root");
+    fetch_arm64(&cache.join("arm64-apt"), &root)?;
+    Ok(root.join("usr/lib/grub/arm64-efi"))
 }
 
 /// The kernel unpacked into the arm64 root (the first `boot/vmlinuz-*`).

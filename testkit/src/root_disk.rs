@@ -6,10 +6,10 @@
 //! - partition 1: the ESP (FAT16), GRUB (`grub-mkimage`, `grub.cfg` in a
 //!   memdisk) loading `/vmlinuz` and `/initrd.img` from the root;
 //! - partition 2: ext4, label `qcow2-debian`: `mmdebstrap
-//!   --variant=minbase` bookworm with systemd-sysv, linux-image-cloud-amd64,
-//!   initramfs-tools, udev, kmod, zstd, the package installed with
-//!   `apt-get`, and a unit that prints `QCOW2-BOOT-MARKER: reached init on
-//!   x86_64 (multi-user.target ...)` once multi-user.target is reached, with
+//!   --variant=minbase` bookworm with systemd-sysv, linux-image-cloud-amd64
+//!   (`-arm64`), initramfs-tools, udev, kmod, zstd, the package installed
+//!   with `apt-get`, and a unit that prints `QCOW2-BOOT-MARKER: reached init
+//!   on ARCH (multi-user.target ...)` once multi-user.target is reached, with
 //!   whether `/qcow2-boot-test`, which it then writes, was there from an
 //!   earlier boot (`written at an earlier boot: no` on a root that forgets
 //!   its writes), then powers off.
@@ -18,7 +18,7 @@
 //! (`qcow2root=efi` when STICK_LABEL is `efi`: the image found through
 //! qcow2.efi's EFI variable; none when it is [`RAW`], whose disk stays raw),
 //! so the image must be copied to the root of a file system with that
-//! label. One cached disk per image name under `target/root-disk/x86_64`,
+//! label. One cached disk per image name under `target/root-disk/ARCH`,
 //! rebuilt only when the package, this file or the arguments change; the
 //! variants differ only in their ESP (the command line), so the ext4 root
 //! (mmdebstrap, most of the build) is made once and copied into each.
@@ -26,10 +26,24 @@
 //! [`encrypted`] makes the LUKS flavour of a disk from the zstd one: a
 //! conversion only, no new root.
 //!
+//! Both architectures take the one path below; what differs is the table
+//! [`Platform`]: Debian's name of the architecture (the kernel package and
+//! `mmdebstrap --arch`), GRUB's platform and file name, the console.
+//!
 //! Needs root (mmdebstrap's chroot mode), mmdebstrap, the Debian mirror of
-//! the host's apt sources, grub-efi-amd64-bin, dosfstools, mtools, fdisk,
-//! e2fsprogs and qemu-img.
+//! the host's apt sources, grub-common, dosfstools, mtools, fdisk,
+//! e2fsprogs and qemu-img; for x86_64 grub-efi-amd64-bin. For aarch64 on
+//! an amd64 host: GRUB's arm64-efi modules, fetched by
+//! [`crate::boot_disk::arm64_grub_modules`] (`apt-get download`, matching
+//! the host's `grub-mkimage`), `arch-test` (mmdebstrap's check of a
+//! foreign architecture) and `qemu-user-static`, whose `qemu-aarch64` runs the arm64 packages' maintainer scripts inside
+//! mmdebstrap's chroot through the kernel's `binfmt_misc`: this module
+//! mounts `binfmt_misc` if it is not mounted and registers `qemu-aarch64`
+//! from `/usr/lib/binfmt.d/qemu-aarch64.conf` if it is not registered (as
+//! `systemd-binfmt` does at boot; a container has no such service), which
+//! needs root, as mmdebstrap does.
 
+use crate::boot_disk::{self, Arch};
 use crate::host;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -39,12 +53,56 @@ use std::path::{Path, PathBuf};
 
 const ROOT_LABEL: &str = "qcow2-debian";
 const ESP_MIB: u64 = 8;
-const MARKER: &str = "QCOW2-BOOT-MARKER: reached init on x86_64";
+
+/// What differs between the architectures' disks; everything else is one
+/// path.
+struct Platform {
+    arch: Arch,
+    /// Debian's name of the architecture: `mmdebstrap --arch` and the
+    /// kernel package `linux-image-cloud-DEBIAN`.
+    debian: &'static str,
+}
+
+const PLATFORMS: [Platform; 2] = [
+    Platform {
+        arch: Arch::X86_64,
+        debian: "amd64",
+    },
+    Platform {
+        arch: Arch::Aarch64,
+        debian: "arm64",
+    },
+];
+
+impl Platform {
+    fn of(arch: Arch) -> &'static Platform {
+        PLATFORMS
+            .iter()
+            .find(|platform| platform.arch == arch)
+            .expect("a platform for each architecture")
+    }
+
+    /// The directory of GRUB's modules for this platform: the host's for
+    /// x86_64 (grub-efi-amd64-bin), fetched ones for aarch64.
+    fn grub_modules(&self) -> Result<PathBuf, String> {
+        match self.arch {
+            Arch::X86_64 => {
+                let modules = PathBuf::from("/usr/lib/grub/x86_64-efi");
+                if modules.join("normal.mod").is_file() {
+                    Ok(modules)
+                } else {
+                    Err("no GRUB x86_64-efi modules; apt-get install -y grub-efi-amd64-bin".into())
+                }
+            }
+            Arch::Aarch64 => boot_disk::arm64_grub_modules(&boot_disk::cache_dir()),
+        }
+    }
+}
 
 /// Tools the disk is made with, and their Debian packages.
 const TOOLS: &[(&str, &str)] = &[
     ("mmdebstrap", "mmdebstrap"),
-    ("grub-mkimage", "grub-efi-amd64-bin"),
+    ("grub-mkimage", "grub-common"),
     ("mkfs.vfat", "dosfstools"),
     ("mcopy", "mtools"),
     ("mmd", "mtools"),
@@ -54,19 +112,32 @@ const TOOLS: &[(&str, &str)] = &[
     ("tar", "tar"),
 ];
 
-/// The disk for `deb` under the workspace's `target/root-disk/x86_64`,
-/// built or found up to date; a failure fails the test with [`build`]'s
-/// message.
-pub fn path(deb: &Path, stick_label: &str, image_name: &str) -> PathBuf {
+/// The disk of `arch` for `deb` (a package of that architecture) under
+/// [`cache_dir`], built or found up to date; a failure fails the test with
+/// [`build`]'s message.
+pub fn path(arch: Arch, deb: &Path, stick_label: &str, image_name: &str) -> PathBuf {
+    build(&cache_dir(arch), arch, deb, stick_label, image_name)
+        .unwrap_or_else(|error| panic!("root-disk: error: {error}"))
+}
+
+/// Where [`path`] keeps `arch`'s disks: the workspace's
+/// `target/root-disk/ARCH`.
+pub fn cache_dir(arch: Arch) -> PathBuf {
     let root = crate::workspace_root();
     let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
-    build(
-        &root.join("target/root-disk/x86_64"),
-        deb,
-        stick_label,
-        image_name,
-    )
-    .unwrap_or_else(|error| panic!("root-disk: error: {error}"))
+    root.join("target/root-disk").join(arch.name())
+}
+
+/// Debian's name of `arch` (`amd64`, `arm64`): its package's
+/// architecture (`scripts/package.sh --arch`).
+pub fn debian_arch(arch: Arch) -> &'static str {
+    Platform::of(arch).debian
+}
+
+/// The line the disk's unit prints at multi-user.target, up to its
+/// details: `QCOW2-BOOT-MARKER: reached init on ARCH`.
+pub fn marker(arch: Arch) -> String {
+    boot_disk::marker(arch)
 }
 
 /// The PBKDF2 time `qemu-img` calibrates the encrypted flavour's key slot
@@ -135,17 +206,19 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
 /// with the install command when a tool is missing.
 pub fn build(
     out: &Path,
+    arch: Arch,
     deb: &Path,
     stick_label: &str,
     image_name: &str,
 ) -> Result<PathBuf, String> {
+    let platform = Platform::of(arch);
     let deb = deb
         .canonicalize()
         .map_err(|error| format!("no package {}: {error}", deb.display()))?;
     let (missing, _) = host::missing(TOOLS);
     if let Some(tool) = missing.first() {
         return Err(format!(
-            "missing {tool}; apt-get install -y mmdebstrap grub-efi-amd64-bin dosfstools mtools fdisk e2fsprogs qemu-utils"
+            "missing {tool}; apt-get install -y mmdebstrap grub-common dosfstools mtools fdisk e2fsprogs qemu-utils"
         ));
     }
     let uid = host::run(host::command("id").arg("-u"))?;
@@ -159,7 +232,7 @@ pub fn build(
     let _lock = File::create(&lock_path)
         .and_then(|file| file.lock().map(|()| file))
         .map_err(io_error(&lock_path))?;
-    let root_fs = root_fs(out, &deb)?;
+    let root_fs = root_fs(out, platform, &deb)?;
     let key = digest_hex(&[
         std::fs::read_to_string(&root_fs.key_path)
             .map_err(io_error(&root_fs.key_path))?
@@ -175,7 +248,7 @@ pub fn build(
         .prefix("build.")
         .tempdir_in(out)
         .map_err(io_error(out))?;
-    let (made, raw_mib) = make(staging.path(), &root_fs, stick_label, image_name)?;
+    let (made, raw_mib) = make(staging.path(), platform, &root_fs, stick_label, image_name)?;
     std::fs::rename(&made, &image).map_err(io_error(&image))?;
     std::fs::write(&key_path, format!("{key}\n")).map_err(io_error(&key_path))?;
     let size = std::fs::metadata(&image).map_err(io_error(&image))?.len();
@@ -199,10 +272,11 @@ struct RootFs {
 
 /// Builds `out/root-fs.ext4` (or finds it up to date). The caller holds
 /// the directory's lock.
-fn root_fs(out: &Path, deb: &Path) -> Result<RootFs, String> {
+fn root_fs(out: &Path, platform: &Platform, deb: &Path) -> Result<RootFs, String> {
     let image = out.join("root-fs.ext4");
     let key_path = out.join("root-fs.ext4.key");
     let key = digest_hex(&[
+        platform.debian.as_bytes(),
         &std::fs::read(deb).map_err(io_error(deb))?,
         include_str!("root_disk.rs").as_bytes(),
         include_str!("host.rs").as_bytes(),
@@ -220,7 +294,7 @@ fn root_fs(out: &Path, deb: &Path) -> Result<RootFs, String> {
         .prefix("root-fs.")
         .tempdir_in(out)
         .map_err(io_error(out))?;
-    let mib = make_root_fs(staging.path(), deb)?;
+    let mib = make_root_fs(staging.path(), platform, deb)?;
     std::fs::rename(staging.path().join("root.img"), &image).map_err(io_error(&image))?;
     std::fs::write(&key_path, format!("{key}\n")).map_err(io_error(&key_path))?;
     Ok(RootFs {
@@ -289,8 +363,68 @@ fn disk_usage_kib(dir: &Path) -> Result<u64, String> {
     Ok(bytes.div_ceil(1024))
 }
 
+/// The host's Debian architecture (`dpkg --print-architecture`).
+fn host_debian_arch() -> Result<String, String> {
+    let arch = host::run(host::command("dpkg").arg("--print-architecture"))?;
+    Ok(String::from_utf8_lossy(&arch).trim().to_string())
+}
+
+const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
+
+/// Makes `arch`'s binaries run on this host through `qemu-user-static`
+/// and the kernel's `binfmt_misc`, as mmdebstrap needs for a foreign
+/// root: mounts `binfmt_misc` if needed and registers `qemu-ARCH` from
+/// the package's `binfmt.d` entry unless it is registered (its `F` flag
+/// opens the interpreter now, so it runs inside the chroot too).
+fn enable_binfmt(arch: Arch) -> Result<(), String> {
+    let name = format!("qemu-{}", arch.name());
+    let conf = PathBuf::from(format!("/usr/lib/binfmt.d/{name}.conf"));
+    // mmdebstrap checks a foreign architecture with arch-test first.
+    if !conf.is_file() || !host::found("arch-test") {
+        return Err(format!(
+            "no {} or no arch-test, to run {} binaries in the root's chroot; \
+             apt-get install -y qemu-user-static arch-test",
+            conf.display(),
+            arch.name()
+        ));
+    }
+    let misc = Path::new(BINFMT_MISC);
+    if !misc.join("register").exists() {
+        log(&format!("mounting binfmt_misc on {BINFMT_MISC}"));
+        host::run(
+            host::command("mount")
+                .args(["-t", "binfmt_misc", "binfmt_misc"])
+                .arg(misc),
+        )?;
+    }
+    let entry = misc.join(&name);
+    if !entry.exists() {
+        log(&format!("registering {name} with binfmt_misc"));
+        let rule = std::fs::read_to_string(&conf).map_err(io_error(&conf))?;
+        let rule = rule
+            .lines()
+            .find(|line| line.starts_with(':'))
+            .ok_or_else(|| format!("{}: no binfmt_misc rule", conf.display()))?;
+        std::fs::write(misc.join("register"), rule)
+            .map_err(|error| format!("registering {name} in {BINFMT_MISC}/register: {error}"))?;
+    }
+    let state = std::fs::read_to_string(&entry).map_err(io_error(&entry))?;
+    if state.lines().next() != Some("enabled") {
+        return Err(format!(
+            "{} is registered but not enabled: echo 1 >{}",
+            name,
+            entry.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Makes `tmp/root.img`, the ext4 root; returns its size in MiB.
-fn make_root_fs(tmp: &Path, deb: &Path) -> Result<u64, String> {
+fn make_root_fs(tmp: &Path, platform: &Platform, deb: &Path) -> Result<u64, String> {
+    let marker = marker(platform.arch);
+    if host_debian_arch()? != platform.debian {
+        enable_binfmt(platform.arch)?;
+    }
     let unit = tmp.join("qcow2-marker.service");
     std::fs::write(
         &unit,
@@ -302,7 +436,7 @@ After=multi-user.target
 [Service]
 Type=oneshot
 StandardOutput=journal+console
-ExecStart=/bin/sh -c 'if [ -e /qcow2-boot-test ]; then w=yes; else w=no; fi; date >/qcow2-boot-test; echo "{MARKER} (multi-user.target, / is $(findmnt -no FSTYPE /), nbd0 $(cat /sys/block/nbd0/size) sectors, written at an earlier boot: $w)"'
+ExecStart=/bin/sh -c 'if [ -e /qcow2-boot-test ]; then w=yes; else w=no; fi; date >/qcow2-boot-test; echo "{marker} (multi-user.target, / is $(findmnt -no FSTYPE /), nbd0 $(cat /sys/block/nbd0/size) sectors, written at an earlier boot: $w)"'
 ExecStart=/bin/systemctl --no-block poweroff
 
 [Install]
@@ -312,17 +446,25 @@ WantedBy=multi-user.target
     )
     .map_err(io_error(&unit))?;
     let mirror = mirror();
-    log(&format!("mmdebstrap bookworm from {mirror}"));
+    log(&format!(
+        "mmdebstrap bookworm {} from {mirror}",
+        platform.debian
+    ));
     let deb_name = deb
         .file_name()
         .ok_or_else(|| format!("{}: not a file name", deb.display()))?
         .to_string_lossy()
         .into_owned();
     let root = tmp.join("root");
+    let started = std::time::Instant::now();
     host::run_loud(
         host::command("mmdebstrap")
             .args(["--variant=minbase", "--mode=root"])
-            .arg("--include=systemd-sysv,linux-image-cloud-amd64,initramfs-tools,udev,kmod,zstd")
+            .arg(format!("--arch={}", platform.debian))
+            .arg(format!(
+                "--include=systemd-sysv,linux-image-cloud-{},initramfs-tools,udev,kmod,zstd",
+                platform.debian
+            ))
             .arg("--dpkgopt=path-exclude=/usr/share/man/*")
             .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
             .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
@@ -344,6 +486,12 @@ WantedBy=multi-user.target
             .arg(&root)
             .arg(&mirror),
     )?;
+    // The README's build times come from this line.
+    log(&format!(
+        "mmdebstrap {} took {:.0} s",
+        platform.debian,
+        started.elapsed().as_secs_f64()
+    ));
     if !root.join("vmlinuz").exists() || !root.join("initrd.img").exists() {
         return Err("no /vmlinuz or /initrd.img in the root".into());
     }
@@ -372,6 +520,7 @@ pub const RAW: &str = "raw";
 /// disk's size in MiB.
 fn make(
     tmp: &Path,
+    platform: &Platform,
     root_fs: &RootFs,
     stick_label: &str,
     image_name: &str,
@@ -383,7 +532,11 @@ fn make(
         "efi" => " qcow2root=efi".to_string(),
         label => format!(" qcow2root=LABEL={label}:/{image_name}"),
     };
-    let cmdline = format!("root=LABEL={ROOT_LABEL} ro console=ttyS0 panic=-1{qcow2root}");
+    let arch = platform.arch;
+    let cmdline = format!(
+        "root=LABEL={ROOT_LABEL} ro console={} panic=-1{qcow2root}",
+        arch.console()
+    );
     log("GRUB and the ESP");
     let grub = tmp.join("grub/boot/grub");
     std::fs::create_dir_all(&grub).map_err(io_error(&grub))?;
@@ -407,13 +560,14 @@ fn make(
             .arg(&memdisk)
             .arg("boot"),
     )?;
-    let efi = tmp.join("BOOTX64.EFI");
+    let efi = tmp.join(arch.efi_name());
     host::run(
         host::command("grub-mkimage")
-            .args([
-                "--directory=/usr/lib/grub/x86_64-efi",
-                "--format=x86_64-efi",
-            ])
+            .arg(format!(
+                "--directory={}",
+                platform.grub_modules()?.display()
+            ))
+            .arg(format!("--format={}", arch.grub_platform()))
             .arg(format!("--output={}", efi.display()))
             .arg("--prefix=(memdisk)/boot/grub")
             .arg(format!("--memdisk={}", memdisk.display()))
@@ -451,7 +605,7 @@ fn make(
             .arg("-i")
             .arg(&esp)
             .arg(&efi)
-            .arg("::/EFI/BOOT/BOOTX64.EFI"),
+            .arg(format!("::/EFI/BOOT/{}", arch.efi_name())),
     )?;
 
     let raw = tmp.join("disk.raw");

@@ -23,8 +23,9 @@
 //! (the image as a disk, the driver loaded by the shell) or followed by
 //! `-option` (the driver from `Driver####`) or `-url-option` (the image
 //! read over HTTP from nginx on the host, the URL in the driver's load
-//! options). On x86_64, `debian-raw` and `debian-zstd-file-option` boot
-//! the Debian disk of `tests/root_boot.rs` to `multi-user.target`: raw,
+//! options). `debian-raw` and `debian-zstd-file-option` boot the Debian
+//! disk of `tests/root_boot.rs` to `multi-user.target` (on aarch64 the
+//! arm64 one, from `scripts/package.sh --arch arm64`): raw,
 //! its root on the disk, against the zstd QCOW2 file on a stick with
 //! `qcow2root=efi`, the driver from `Driver####` and the root served by
 //! `qcow serve` in the initramfs (issue 22's benchmark; needs what that
@@ -37,6 +38,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use qcow2_testkit::boot_disk::Arch;
 use qcow2_testkit::uefi_run::{BootTimes, Mode, UefiRun};
 use qcow2_testkit::{run_in, workspace_root};
 
@@ -136,7 +138,7 @@ fn main() {
     let debian = kinds
         .iter()
         .any(|kind| kind.debian)
-        .then(|| debian_disks(root, &dir));
+        .then(|| debian_disks(root, &dir, arch));
     let mut measured: Vec<Vec<BootTimes>> = vec![Vec::new(); kinds.len()];
     for round in 1..=rounds {
         for (kind, times) in kinds.iter().zip(&mut measured) {
@@ -252,12 +254,17 @@ impl Kind {
 /// The root boot test's Debian disk raw (its root mounted from the disk,
 /// no `qcow2root=`) and as the zstd QCOW2 file it boots from with
 /// `qcow2root=efi` (`qcow2_testkit::root_disk`, cached under `target/`),
-/// built from the package `scripts/package.sh` makes.
-fn debian_disks(root: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+/// built from the package `scripts/package.sh` makes for `arch`.
+fn debian_disks(root: &Path, dir: &Path, arch: &str) -> (PathBuf, PathBuf) {
+    let arch = Arch::from_name(arch).unwrap_or_else(|error| fail(&error));
     let package = run_in(
         None,
         &path(&root.join("scripts/package.sh")),
-        &[&path(&dir.join("package"))],
+        &[
+            "--arch",
+            qcow2_testkit::root_disk::debian_arch(arch),
+            &path(&dir.join("package")),
+        ],
     );
     let deb = String::from_utf8_lossy(&package.stdout)
         .lines()
@@ -265,9 +272,10 @@ fn debian_disks(root: &Path, dir: &Path) -> (PathBuf, PathBuf) {
         .unwrap_or_default()
         .to_string();
     let deb = Path::new(&deb);
-    let raw = qcow2_testkit::root_disk::path(deb, qcow2_testkit::root_disk::RAW, "debian.raw");
+    let raw =
+        qcow2_testkit::root_disk::path(arch, deb, qcow2_testkit::root_disk::RAW, "debian.raw");
     // The disk of tests/root_boot.rs's qcow2root=efi boot, the same name.
-    let qcow2 = qcow2_testkit::root_disk::path(deb, "efi", "debian-efi.qcow2");
+    let qcow2 = qcow2_testkit::root_disk::path(arch, deb, "efi", "debian-efi.qcow2");
     (raw, qcow2)
 }
 
