@@ -27,7 +27,7 @@
 //! conversion only, no new root.
 //!
 //! Both architectures take the one path below; what differs is the table
-//! [`Platform`]: Debian's name of the architecture (the kernel package and
+//! `Platform`: Debian's name of the architecture (the kernel package and
 //! `mmdebstrap --arch`), GRUB's platform and file name, the console.
 //!
 //! Needs root (mmdebstrap's chroot mode), mmdebstrap, the Debian mirror of
