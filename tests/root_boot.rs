@@ -76,15 +76,15 @@ fn last_line_of(command: &mut Command) -> String {
 /// made once for all tests (they share its directory).
 fn package(arch: Arch) -> &'static str {
     static DEBS: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
-    let (index, debian) = match arch {
-        Arch::X86_64 => (0, "amd64"),
-        Arch::Aarch64 => (1, "arm64"),
+    let index = match arch {
+        Arch::X86_64 => 0,
+        Arch::Aarch64 => 1,
     };
     DEBS[index].get_or_init(|| {
         let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
         last_line_of(
             Command::new(repo().join("scripts/package.sh"))
-                .args(["--arch", debian])
+                .args(["--arch", arch.debian_name()])
                 .arg(tmp.join("root-boot-package")),
         )
     })
@@ -201,7 +201,7 @@ fn assert_boots_cleanly_on(arch: Arch, output: &RunOutput) {
     );
     let expected = format!(
         "{} (multi-user.target",
-        qcow2_testkit::root_disk::marker(arch)
+        qcow2_testkit::boot_disk::marker(arch)
     );
     let marker = console
         .lines()

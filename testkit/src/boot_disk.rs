@@ -88,6 +88,16 @@ impl Arch {
         }
     }
 
+    /// Debian's name of the architecture (`amd64`, `arm64`): `dpkg
+    /// --print-architecture`, `mmdebstrap --arch`, the kernel package
+    /// `linux-image-cloud-NAME`, `scripts/package.sh --arch`.
+    pub fn debian_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
     pub(crate) fn grub_platform(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64-efi",

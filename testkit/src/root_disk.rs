@@ -26,8 +26,8 @@
 //! [`encrypted`] makes the LUKS flavour of a disk from the zstd one: a
 //! conversion only, no new root.
 //!
-//! Both architectures take the one path below; what differs is the table
-//! `Platform`: Debian's name of the architecture (the kernel package and
+//! Both architectures take the one path below; what differs is what
+//! [`Arch`] says: Debian's name of the architecture (the kernel package and
 //! `mmdebstrap --arch`), GRUB's platform and file name, the console.
 //!
 //! Needs root (mmdebstrap's chroot mode), mmdebstrap, the Debian mirror of
@@ -54,48 +54,19 @@ use std::path::{Path, PathBuf};
 const ROOT_LABEL: &str = "qcow2-debian";
 const ESP_MIB: u64 = 8;
 
-/// What differs between the architectures' disks; everything else is one
-/// path.
-struct Platform {
-    arch: Arch,
-    /// Debian's name of the architecture: `mmdebstrap --arch` and the
-    /// kernel package `linux-image-cloud-DEBIAN`.
-    debian: &'static str,
-}
-
-const PLATFORMS: [Platform; 2] = [
-    Platform {
-        arch: Arch::X86_64,
-        debian: "amd64",
-    },
-    Platform {
-        arch: Arch::Aarch64,
-        debian: "arm64",
-    },
-];
-
-impl Platform {
-    fn of(arch: Arch) -> &'static Platform {
-        PLATFORMS
-            .iter()
-            .find(|platform| platform.arch == arch)
-            .expect("a platform for each architecture")
-    }
-
-    /// The directory of GRUB's modules for this platform: the host's for
-    /// x86_64 (grub-efi-amd64-bin), fetched ones for aarch64.
-    fn grub_modules(&self) -> Result<PathBuf, String> {
-        match self.arch {
-            Arch::X86_64 => {
-                let modules = PathBuf::from("/usr/lib/grub/x86_64-efi");
-                if modules.join("normal.mod").is_file() {
-                    Ok(modules)
-                } else {
-                    Err("no GRUB x86_64-efi modules; apt-get install -y grub-efi-amd64-bin".into())
-                }
+/// The directory of GRUB's modules for `arch`: the host's for x86_64
+/// (grub-efi-amd64-bin), fetched ones for aarch64.
+fn grub_modules(arch: Arch) -> Result<PathBuf, String> {
+    match arch {
+        Arch::X86_64 => {
+            let modules = PathBuf::from("/usr/lib/grub/x86_64-efi");
+            if modules.join("normal.mod").is_file() {
+                Ok(modules)
+            } else {
+                Err("no GRUB x86_64-efi modules; apt-get install -y grub-efi-amd64-bin".into())
             }
-            Arch::Aarch64 => boot_disk::arm64_grub_modules(&boot_disk::cache_dir()),
         }
+        Arch::Aarch64 => boot_disk::arm64_grub_modules(&boot_disk::cache_dir()),
     }
 }
 
@@ -126,18 +97,6 @@ pub fn cache_dir(arch: Arch) -> PathBuf {
     let root = crate::workspace_root();
     let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     root.join("target/root-disk").join(arch.name())
-}
-
-/// Debian's name of `arch` (`amd64`, `arm64`): its package's
-/// architecture (`scripts/package.sh --arch`).
-pub fn debian_arch(arch: Arch) -> &'static str {
-    Platform::of(arch).debian
-}
-
-/// The line the disk's unit prints at multi-user.target, up to its
-/// details: `QCOW2-BOOT-MARKER: reached init on ARCH`.
-pub fn marker(arch: Arch) -> String {
-    boot_disk::marker(arch)
 }
 
 /// The PBKDF2 time `qemu-img` calibrates the encrypted flavour's key slot
@@ -211,7 +170,6 @@ pub fn build(
     stick_label: &str,
     image_name: &str,
 ) -> Result<PathBuf, String> {
-    let platform = Platform::of(arch);
     let deb = deb
         .canonicalize()
         .map_err(|error| format!("no package {}: {error}", deb.display()))?;
@@ -232,7 +190,7 @@ pub fn build(
     let _lock = File::create(&lock_path)
         .and_then(|file| file.lock().map(|()| file))
         .map_err(io_error(&lock_path))?;
-    let root_fs = root_fs(out, platform, &deb)?;
+    let root_fs = root_fs(out, arch, &deb)?;
     let key = digest_hex(&[
         std::fs::read_to_string(&root_fs.key_path)
             .map_err(io_error(&root_fs.key_path))?
@@ -248,7 +206,7 @@ pub fn build(
         .prefix("build.")
         .tempdir_in(out)
         .map_err(io_error(out))?;
-    let (made, raw_mib) = make(staging.path(), platform, &root_fs, stick_label, image_name)?;
+    let (made, raw_mib) = make(staging.path(), arch, &root_fs, stick_label, image_name)?;
     std::fs::rename(&made, &image).map_err(io_error(&image))?;
     std::fs::write(&key_path, format!("{key}\n")).map_err(io_error(&key_path))?;
     let size = std::fs::metadata(&image).map_err(io_error(&image))?.len();
@@ -272,11 +230,11 @@ struct RootFs {
 
 /// Builds `out/root-fs.ext4` (or finds it up to date). The caller holds
 /// the directory's lock.
-fn root_fs(out: &Path, platform: &Platform, deb: &Path) -> Result<RootFs, String> {
+fn root_fs(out: &Path, arch: Arch, deb: &Path) -> Result<RootFs, String> {
     let image = out.join("root-fs.ext4");
     let key_path = out.join("root-fs.ext4.key");
     let key = digest_hex(&[
-        platform.debian.as_bytes(),
+        arch.debian_name().as_bytes(),
         &std::fs::read(deb).map_err(io_error(deb))?,
         include_str!("root_disk.rs").as_bytes(),
         include_str!("host.rs").as_bytes(),
@@ -294,7 +252,7 @@ fn root_fs(out: &Path, platform: &Platform, deb: &Path) -> Result<RootFs, String
         .prefix("root-fs.")
         .tempdir_in(out)
         .map_err(io_error(out))?;
-    let mib = make_root_fs(staging.path(), platform, deb)?;
+    let mib = make_root_fs(staging.path(), arch, deb)?;
     std::fs::rename(staging.path().join("root.img"), &image).map_err(io_error(&image))?;
     std::fs::write(&key_path, format!("{key}\n")).map_err(io_error(&key_path))?;
     Ok(RootFs {
@@ -420,10 +378,10 @@ fn enable_binfmt(arch: Arch) -> Result<(), String> {
 }
 
 /// Makes `tmp/root.img`, the ext4 root; returns its size in MiB.
-fn make_root_fs(tmp: &Path, platform: &Platform, deb: &Path) -> Result<u64, String> {
-    let marker = marker(platform.arch);
-    if host_debian_arch()? != platform.debian {
-        enable_binfmt(platform.arch)?;
+fn make_root_fs(tmp: &Path, arch: Arch, deb: &Path) -> Result<u64, String> {
+    let marker = boot_disk::marker(arch);
+    if host_debian_arch()? != arch.debian_name() {
+        enable_binfmt(arch)?;
     }
     let unit = tmp.join("qcow2-marker.service");
     std::fs::write(
@@ -448,7 +406,7 @@ WantedBy=multi-user.target
     let mirror = mirror();
     log(&format!(
         "mmdebstrap bookworm {} from {mirror}",
-        platform.debian
+        arch.debian_name()
     ));
     let deb_name = deb
         .file_name()
@@ -460,10 +418,10 @@ WantedBy=multi-user.target
     host::run_loud(
         host::command("mmdebstrap")
             .args(["--variant=minbase", "--mode=root"])
-            .arg(format!("--arch={}", platform.debian))
+            .arg(format!("--arch={}", arch.debian_name()))
             .arg(format!(
                 "--include=systemd-sysv,linux-image-cloud-{},initramfs-tools,udev,kmod,zstd",
-                platform.debian
+                arch.debian_name()
             ))
             .arg("--dpkgopt=path-exclude=/usr/share/man/*")
             .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
@@ -489,7 +447,7 @@ WantedBy=multi-user.target
     // The README's build times come from this line.
     log(&format!(
         "mmdebstrap {} took {:.0} s",
-        platform.debian,
+        arch.debian_name(),
         started.elapsed().as_secs_f64()
     ));
     if !root.join("vmlinuz").exists() || !root.join("initrd.img").exists() {
@@ -520,7 +478,7 @@ pub const RAW: &str = "raw";
 /// disk's size in MiB.
 fn make(
     tmp: &Path,
-    platform: &Platform,
+    arch: Arch,
     root_fs: &RootFs,
     stick_label: &str,
     image_name: &str,
@@ -532,7 +490,6 @@ fn make(
         "efi" => " qcow2root=efi".to_string(),
         label => format!(" qcow2root=LABEL={label}:/{image_name}"),
     };
-    let arch = platform.arch;
     let cmdline = format!(
         "root=LABEL={ROOT_LABEL} ro console={} panic=-1{qcow2root}",
         arch.console()
@@ -563,10 +520,7 @@ fn make(
     let efi = tmp.join(arch.efi_name());
     host::run(
         host::command("grub-mkimage")
-            .arg(format!(
-                "--directory={}",
-                platform.grub_modules()?.display()
-            ))
+            .arg(format!("--directory={}", grub_modules(arch)?.display()))
             .arg(format!("--format={}", arch.grub_platform()))
             .arg(format!("--output={}", efi.display()))
             .arg("--prefix=(memdisk)/boot/grub")

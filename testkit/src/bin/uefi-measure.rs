@@ -260,11 +260,7 @@ fn debian_disks(root: &Path, dir: &Path, arch: &str) -> (PathBuf, PathBuf) {
     let package = run_in(
         None,
         &path(&root.join("scripts/package.sh")),
-        &[
-            "--arch",
-            qcow2_testkit::root_disk::debian_arch(arch),
-            &path(&dir.join("package")),
-        ],
+        &["--arch", arch.debian_name(), &path(&dir.join("package"))],
     );
     let deb = String::from_utf8_lossy(&package.stdout)
         .lines()
