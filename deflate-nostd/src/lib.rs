@@ -1,0 +1,348 @@
+//! libdeflate's decompressor for `no_std` builds: the C sources of
+//! libdeflate 1.26 (`libdeflate/`, vendored from the `libdeflate-sys`
+//! crate) compiled freestanding by `build.rs`, behind a safe API.
+//!
+//! This crate holds the `unsafe` FFI boundary so that `qcow2-reader` keeps
+//! `#![forbid(unsafe_code)]`. libdeflate decodes a whole buffer in one call
+//! (no streaming state, no window copy), which is what a QCOW2 cluster is:
+//! the input is the compressed bytes, the output exactly one cluster. Its
+//! decompressor state (the Huffman decode tables, 11,584 bytes with the allocation header on 64-bit targets) is
+//! allocated once by [`Decompressor::new`], through Rust's global
+//! allocator, and freed on drop; decoding never allocates. The C code
+//! needs `memcpy`, `memmove` and `memset` from the program
+//! (`compiler_builtins` provides them on the `-none` and `-uefi` targets,
+//! libc on hosts) and nothing else.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::alloc::{alloc as allocate_bytes, dealloc, Layout};
+use core::ffi::c_void;
+use core::fmt;
+use core::ptr::{self, NonNull};
+
+/// libdeflate's opaque decompressor type.
+#[repr(C)]
+struct RawDecompressor {
+    _opaque: [u8; 0],
+}
+
+/// `struct libdeflate_options` (libdeflate.h).
+#[repr(C)]
+struct Options {
+    sizeof_options: usize,
+    malloc_func: Option<extern "C" fn(usize) -> *mut c_void>,
+    free_func: Option<extern "C" fn(*mut c_void)>,
+}
+
+/// `LIBDEFLATE_SUCCESS` and the other `enum libdeflate_result` values.
+const SUCCESS: i32 = 0;
+const BAD_DATA: i32 = 1;
+const SHORT_OUTPUT: i32 = 2;
+const INSUFFICIENT_SPACE: i32 = 3;
+
+// The names carry the `qcow2_` prefix of namespace.h.
+extern "C" {
+    #[link_name = "qcow2_libdeflate_alloc_decompressor_ex"]
+    fn libdeflate_alloc_decompressor_ex(options: *const Options) -> *mut RawDecompressor;
+    #[link_name = "qcow2_libdeflate_free_decompressor"]
+    fn libdeflate_free_decompressor(decompressor: *mut RawDecompressor);
+    #[link_name = "qcow2_libdeflate_deflate_decompress_ex"]
+    fn libdeflate_deflate_decompress_ex(
+        decompressor: *mut RawDecompressor,
+        input: *const c_void,
+        input_len: usize,
+        output: *mut c_void,
+        output_len: usize,
+        actual_input_len: *mut usize,
+        actual_output_len: *mut usize,
+    ) -> i32;
+    #[link_name = "qcow2_libdeflate_decompressor_size"]
+    fn libdeflate_decompressor_size() -> usize;
+}
+
+/// Why a stream did not fill the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The stream is invalid, or its input ends before its last block does
+    /// (`LIBDEFLATE_BAD_DATA`).
+    BadData,
+    /// The stream ended after `produced` bytes, before the output was full.
+    Short {
+        /// The bytes the stream decodes to.
+        produced: usize,
+    },
+    /// The output was full before the stream ended
+    /// (`LIBDEFLATE_INSUFFICIENT_SPACE`); its contents are then unspecified.
+    OutputFull,
+    /// A result libdeflate 1.26 does not return.
+    Unknown(i32),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadData => f.write_str("invalid or truncated deflate stream"),
+            Error::Short { produced } => {
+                write!(
+                    f,
+                    "the deflate stream ends after {produced} bytes, before the output is full"
+                )
+            }
+            Error::OutputFull => f.write_str("the deflate stream goes on past the output's end"),
+            Error::Unknown(code) => write!(f, "libdeflate returned the unknown result {code}"),
+        }
+    }
+}
+
+/// Bytes in front of each block `allocate` hands out, holding its size for
+/// `release` (libdeflate's `free_func` gets only the pointer). Also the
+/// alignment, which is `malloc`'s on the 64-bit targets.
+const HEADER: usize = 16;
+
+/// libdeflate's `malloc_func`: `size` bytes through Rust's global
+/// allocator, or null. Never panics (it is called from C).
+extern "C" fn allocate(size: usize) -> *mut c_void {
+    let Some(layout) = block_layout(size) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: `layout` is at least HEADER bytes, never zero-sized.
+    let base = unsafe { allocate_bytes(layout) };
+    if base.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `base` is a fresh block of `layout.size()` > HEADER bytes,
+    // aligned to HEADER, so its first `usize` is writable and aligned, and
+    // `base + HEADER` is inside it (or one past its end when `size` is 0).
+    unsafe {
+        base.cast::<usize>().write(layout.size());
+        base.add(HEADER).cast()
+    }
+}
+
+/// libdeflate's `free_func`: gives back a block of `allocate`.
+extern "C" fn release(block: *mut c_void) {
+    if block.is_null() {
+        return;
+    }
+    // SAFETY: libdeflate passes only pointers `allocate` returned, once
+    // each: HEADER bytes past the start of a block of the global allocator
+    // whose first `usize` holds its total size, allocated with HEADER's
+    // alignment; that size and alignment made a valid `Layout` then.
+    unsafe {
+        let base = block.cast::<u8>().sub(HEADER);
+        let total = base.cast::<usize>().read();
+        dealloc(base, Layout::from_size_align_unchecked(total, HEADER));
+    }
+}
+
+/// The layout of a block of `size` usable bytes behind its header.
+fn block_layout(size: usize) -> Option<Layout> {
+    Layout::from_size_align(size.checked_add(HEADER)?, HEADER).ok()
+}
+
+/// A libdeflate decompressor, its state allocated once.
+pub struct Decompressor {
+    /// Allocated by `allocate` in `new`, freed by `release` on drop.
+    raw: NonNull<RawDecompressor>,
+}
+
+// SAFETY: the decompressor is plain memory owned by this value alone, and
+// every use goes through `&mut self`. libdeflate's only global state is the
+// x86 CPU feature word and the chosen decode function, each written with
+// the same value by whichever thread gets there first (libdeflate's own
+// rule: different decompressors may be used by different threads at once).
+unsafe impl Send for Decompressor {}
+// SAFETY: no method takes `&self` and touches the decompressor.
+unsafe impl Sync for Decompressor {}
+
+impl fmt::Debug for Decompressor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decompressor")
+            .field("bytes", &Self::memory_size())
+            .finish()
+    }
+}
+
+impl Decompressor {
+    /// The bytes a decompressor takes from the allocator: libdeflate's
+    /// `struct libdeflate_decompressor` and this crate's header in front.
+    pub fn memory_size() -> usize {
+        // SAFETY: returns a constant (a `sizeof`), touches nothing.
+        let size = unsafe { libdeflate_decompressor_size() };
+        block_layout(size).map_or(usize::MAX, |layout| layout.size())
+    }
+
+    /// A decompressor with its memory allocated now, once; `None` if that
+    /// allocation fails.
+    pub fn new() -> Option<Self> {
+        let options = Options {
+            sizeof_options: core::mem::size_of::<Options>(),
+            malloc_func: Some(allocate),
+            free_func: Some(release),
+        };
+        // SAFETY: `options` is a valid `struct libdeflate_options` whose
+        // allocator functions behave like malloc and free; libdeflate reads
+        // it during the call only.
+        let raw = unsafe { libdeflate_alloc_decompressor_ex(&options) };
+        Some(Self {
+            raw: NonNull::new(raw)?,
+        })
+    }
+
+    /// Decodes the raw DEFLATE stream (no zlib or gzip header) at the start
+    /// of `input` into all of `output`. Bytes after the stream's last block
+    /// are ignored. An error leaves `output` with unspecified contents.
+    pub fn decompress(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), Error> {
+        let mut consumed = 0usize;
+        let mut produced = 0usize;
+        // SAFETY: `raw` is a live decompressor (see `new`), used by one
+        // caller at a time (`&mut self`). The pointers and lengths describe
+        // the two slices, borrowed for the call (one mutably, so they do
+        // not overlap); libdeflate reads only `input[..input.len()]`,
+        // writes only `output[..output.len()]`, writes the two counts, and
+        // keeps no pointer past the call.
+        let result = unsafe {
+            libdeflate_deflate_decompress_ex(
+                self.raw.as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                output.as_mut_ptr().cast(),
+                output.len(),
+                &mut consumed,
+                &mut produced,
+            )
+        };
+        match result {
+            SUCCESS if produced == output.len() => Ok(()),
+            SUCCESS | SHORT_OUTPUT => Err(Error::Short { produced }),
+            BAD_DATA => Err(Error::BadData),
+            INSUFFICIENT_SPACE => Err(Error::OutputFull),
+            other => Err(Error::Unknown(other)),
+        }
+    }
+}
+
+impl Drop for Decompressor {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from `libdeflate_alloc_decompressor_ex` and is
+        // freed once, here; libdeflate frees it with `release`.
+        unsafe { libdeflate_free_decompressor(self.raw.as_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use alloc::vec::Vec;
+    use miniz_oxide::deflate::compress_to_vec;
+
+    /// 64 KiB of text-like bytes: compressible, but not one repeated byte.
+    fn data() -> Vec<u8> {
+        (0..65536u32)
+            .map(|i| b"qcow2 cluster data "[(i as usize * 7 + (i as usize >> 9)) % 19])
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_stream_fills_the_output() {
+        let data = data();
+        let stream = compress_to_vec(&data, 6);
+        let mut out = alloc::vec![0u8; data.len()];
+        let mut decompressor = Decompressor::new().unwrap();
+        decompressor.decompress(&stream, &mut out).unwrap();
+        assert_eq!(out, data);
+        // And again with the same state.
+        out.fill(0);
+        decompressor.decompress(&stream, &mut out).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn trailing_bytes_are_ignored() {
+        let data = data();
+        let mut stream = compress_to_vec(&data, 6);
+        // A QCOW2 descriptor's length is rounded up to the sector.
+        stream.extend_from_slice(&[0xa5; 511]);
+        let mut out = alloc::vec![0u8; data.len()];
+        Decompressor::new()
+            .unwrap()
+            .decompress(&stream, &mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn a_truncated_stream_is_an_error() {
+        let data = data();
+        let stream = compress_to_vec(&data, 6);
+        let mut out = alloc::vec![0u8; data.len()];
+        let mut decompressor = Decompressor::new().unwrap();
+        for cut in [0, 1, stream.len() / 2, stream.len() - 1] {
+            let result = decompressor.decompress(&stream[..cut], &mut out);
+            assert!(result.is_err(), "cut at {cut}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn a_stream_longer_than_the_output_is_output_full() {
+        let data = data();
+        let stream = compress_to_vec(&data, 6);
+        let mut half = alloc::vec![0u8; data.len() / 2];
+        let result = Decompressor::new().unwrap().decompress(&stream, &mut half);
+        assert_eq!(result, Err(Error::OutputFull));
+    }
+
+    #[test]
+    fn a_stream_shorter_than_the_output_says_how_much_it_made() {
+        let data = data();
+        let stream = compress_to_vec(&data, 6);
+        let mut big = alloc::vec![0u8; data.len() * 2];
+        let result = Decompressor::new().unwrap().decompress(&stream, &mut big);
+        assert_eq!(
+            result,
+            Err(Error::Short {
+                produced: data.len()
+            })
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_never_a_panic() {
+        let mut decompressor = Decompressor::new().unwrap();
+        let mut out = alloc::vec![0u8; 4096];
+        // A small xorshift generator: deterministic garbage of many lengths.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..2000usize {
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            if let Ok(()) = decompressor.decompress(&input, &mut out) {
+                // Possible in principle (a stored block of 4096 bytes), never
+                // by chance here; whatever it is, it is miniz_oxide's too.
+                let reference = miniz_oxide::inflate::decompress_to_vec(&input).unwrap();
+                assert_eq!(&reference[..out.len()], &out[..]);
+            }
+        }
+        // Error results have names.
+        assert_eq!(
+            std::format!("{}", Error::BadData),
+            "invalid or truncated deflate stream"
+        );
+    }
+
+    #[test]
+    fn memory_is_what_libdeflate_asked_for() {
+        // The decode tables: several KiB, allocated once.
+        let size = Decompressor::memory_size();
+        assert!((4096..64 << 10).contains(&size), "{size}");
+        assert!(std::format!("{:?}", Decompressor::new().unwrap()).contains("bytes"));
+    }
+}
