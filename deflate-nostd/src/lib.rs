@@ -12,6 +12,10 @@
 //! needs `memcpy`, `memmove` and `memset` from the program
 //! (`compiler_builtins` provides them on the `-none` and `-uefi` targets,
 //! libc on hosts) and nothing else.
+//!
+//! The vendored copy refuses the few malformed streams upstream libdeflate
+//! decodes and zlib refuses (more than 286/30 symbols, the static code's
+//! invalid symbols, incomplete codes): README.md lists the changes.
 #![no_std]
 
 extern crate alloc;
@@ -336,6 +340,159 @@ mod tests {
             std::format!("{}", Error::BadData),
             "invalid or truncated deflate stream"
         );
+    }
+
+    /// A DEFLATE bit writer: fields LSB first, Huffman codes MSB first.
+    #[derive(Default)]
+    struct Bits {
+        bytes: Vec<u8>,
+        used: u32,
+    }
+
+    impl Bits {
+        fn field(&mut self, value: u32, count: u32) -> &mut Self {
+            for bit in 0..count {
+                if self.used % 8 == 0 {
+                    self.bytes.push(0);
+                }
+                let last = self.bytes.len() - 1;
+                self.bytes[last] |= (((value >> bit) & 1) as u8) << (self.used % 8);
+                self.used += 1;
+            }
+            self
+        }
+
+        fn code(&mut self, code: u32, len: u32) -> &mut Self {
+            let reversed = code.reverse_bits() >> (32 - len);
+            self.field(reversed, len)
+        }
+
+        /// A fixed-code literal/length symbol.
+        fn fixed(&mut self, symbol: u32) -> &mut Self {
+            match symbol {
+                0..=143 => self.code(0x30 + symbol, 8),
+                144..=255 => self.code(0x190 + symbol - 144, 9),
+                256..=279 => self.code(symbol - 256, 7),
+                _ => self.code(0xc0 + symbol - 280, 8),
+            }
+        }
+    }
+
+    /// libdeflate (this copy) and `miniz_oxide` both refuse `stream` for an
+    /// output of `len` bytes.
+    fn both_refuse(stream: &[u8], len: usize) {
+        let mut out = alloc::vec![0u8; len];
+        let ours = Decompressor::new().unwrap().decompress(stream, &mut out);
+        assert_eq!(ours, Err(Error::BadData));
+        let reference = miniz_oxide::inflate::decompress_slice_iter_to_slice(
+            &mut out,
+            core::iter::once(stream),
+            false,
+            true,
+        );
+        assert!(reference.is_err(), "{reference:?}");
+    }
+
+    /// A static block: 'a', then `repeats` matches of 258 at distance 1.
+    fn static_prefix(repeats: usize) -> Bits {
+        let mut bits = Bits::default();
+        bits.field(1, 1).field(1, 2).fixed(u32::from(b'a'));
+        for _ in 0..repeats {
+            // Length 258 (symbol 285), distance 1 (code 0, 5 bits).
+            bits.fixed(285).code(0, 5);
+        }
+        bits
+    }
+
+    #[test]
+    fn static_litlen_286_is_refused_as_zlib_does() {
+        // Upstream libdeflate decodes 286 as a length of 258.
+        let mut bits = static_prefix(2);
+        bits.fixed(286).code(0, 5).fixed(256);
+        both_refuse(&bits.bytes, 1 + 3 * 258);
+    }
+
+    #[test]
+    fn static_distance_30_is_refused_as_zlib_does() {
+        // Upstream libdeflate decodes 30 as offsets from 24577.
+        let mut bits = static_prefix(120);
+        bits.fixed(257).code(30, 5).field(0, 13).fixed(256);
+        both_refuse(&bits.bytes, 1 + 120 * 258 + 3);
+    }
+
+    /// A dynamic block header and code lengths: `litlen` and `offset` are
+    /// the lengths (0, 1 or 8 only), coded with the precode 8 -> '0',
+    /// 0 -> '10', 1 -> '11'.
+    fn dynamic(litlen: &[u8], offset: &[u8]) -> Bits {
+        const ORDER: [usize; 19] = [
+            16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+        ];
+        let mut bits = Bits::default();
+        bits.field(1, 1).field(2, 2);
+        bits.field(litlen.len() as u32 - 257, 5);
+        bits.field(offset.len() as u32 - 1, 5);
+        bits.field(18 - 4, 4); // precode lengths up to symbol 1's place
+        for &symbol in &ORDER[..18] {
+            let len = match symbol {
+                8 => 1,
+                0 | 1 => 2,
+                _ => 0,
+            };
+            bits.field(len, 3);
+        }
+        for &len in litlen.iter().chain(offset) {
+            match len {
+                8 => bits.code(0b0, 1),
+                0 => bits.code(0b10, 2),
+                _ => bits.code(0b11, 2),
+            };
+        }
+        bits
+    }
+
+    #[test]
+    fn more_than_30_offset_symbols_are_refused_as_zlib_does() {
+        // Literals 0..=254 and end of block, all 8 bits: code = symbol,
+        // end of block 255. 31 offset symbols, two used.
+        let mut litlen = alloc::vec![8u8; 257];
+        litlen[255] = 0;
+        let mut offset = alloc::vec![0u8; 31];
+        offset[0] = 1;
+        offset[1] = 1;
+        let mut bits = dynamic(&litlen, &offset);
+        bits.code(u32::from(b'a'), 8).code(255, 8);
+        both_refuse(&bits.bytes, 1);
+    }
+
+    /// A block with one offset codeword (allowed): 'a', then a match of 3
+    /// whose offset codeword is `offset_bit`, then end of block.
+    fn single_offset_code(offset_bit: u32) -> Vec<u8> {
+        // Literals 0..=253, end of block (code 254) and length 3 (code 255).
+        let mut litlen = alloc::vec![8u8; 258];
+        litlen[254] = 0;
+        litlen[255] = 0;
+        let mut bits = dynamic(&litlen, &[1]);
+        bits.code(u32::from(b'a'), 8)
+            .code(255, 8)
+            .code(offset_bit, 1)
+            .code(254, 8);
+        bits.bytes
+    }
+
+    #[test]
+    fn incomplete_codes_are_left_to_the_exact_decoder() {
+        // zlib gives the only codeword '0' and refuses '1'; upstream
+        // libdeflate decodes both as it. This copy refuses incomplete
+        // codes altogether: the reader's miniz_oxide decides them.
+        both_refuse(&single_offset_code(1), 4);
+        let stream = single_offset_code(0);
+        let mut out = [0u8; 4];
+        assert_eq!(
+            Decompressor::new().unwrap().decompress(&stream, &mut out),
+            Err(Error::BadData)
+        );
+        let reference = miniz_oxide::inflate::decompress_to_vec(&stream).unwrap();
+        assert_eq!(reference, b"aaaa");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! can write past the output slice or keep working once it is full, so a
 //! decompression bomb costs one cluster of output and stops there.
 //!
+//! Deflate has two decoders: `miniz_oxide` (feature `deflate`), and with
+//! `deflate-c-nostd` libdeflate's decompressor vendored and built
+//! freestanding in front of it, `miniz_oxide` deciding every stream
+//! libdeflate does not decode whole (`deflate.rs` says why).
+//!
 //! zstd has three decoders: `ruzstd` (pure Rust, `no_std`, feature `zstd`),
 //! the system's libzstd (feature `zstd-c`, host builds), and libzstd's
 //! decompressor vendored and built freestanding (feature `zstd-c-nostd`,
@@ -33,9 +38,12 @@ impl From<DecodeError> for CodecError {
     }
 }
 
-/// Decoder state kept between clusters, so the zstd window is allocated once.
+/// Decoder state kept between clusters, so the zstd window and libdeflate's
+/// tables are allocated once.
 #[derive(Default)]
 pub struct Decompressor {
+    #[cfg(feature = "deflate-c-nostd")]
+    libdeflate: Option<deflate_nostd::Decompressor>,
     #[cfg(all(
         feature = "zstd",
         not(feature = "zstd-c"),
@@ -71,9 +79,24 @@ impl Decompressor {
         output: &mut [u8],
     ) -> Result<(), CodecError> {
         match codec {
-            CompressionType::Deflate => inflate(input, output),
+            CompressionType::Deflate => self.inflate(input, output),
             CompressionType::Zstd => self.unzstd(input, output),
         }
+    }
+
+    #[cfg(feature = "deflate-c-nostd")]
+    fn inflate(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+        if self.libdeflate.is_none() {
+            // A failed allocation leaves it unmade: `miniz_oxide` decodes
+            // this cluster, and the next one tries again.
+            self.libdeflate = deflate_nostd::Decompressor::new();
+        }
+        deflate::inflate_first_with(self.libdeflate.as_mut(), input, output)
+    }
+
+    #[cfg(not(feature = "deflate-c-nostd"))]
+    fn inflate(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+        deflate::inflate(input, output)
     }
 
     #[cfg(all(
@@ -140,7 +163,9 @@ impl Decompressor {
 /// and kept, on top of [`ImageBuilder::memory_bytes`](crate::ImageBuilder::memory_bytes).
 /// The chain walk counts it in its budget.
 ///
-/// - deflate: 0 (`miniz_oxide` decodes with its state on the stack);
+/// - deflate through `miniz_oxide`: 0 (its state is on the stack);
+/// - deflate through the vendored libdeflate (`deflate-c-nostd`): its
+///   decompressor, 11,584 bytes on 64-bit targets;
 /// - zstd through the vendored libzstd (`zstd-c-nostd`): its one buffer,
 ///   `ZSTD_estimateDStreamSize` of the cluster-sized window (423,712 bytes
 ///   for 64 KiB clusters);
@@ -155,9 +180,19 @@ impl Decompressor {
 /// `tests/hostile.rs` and the `decode` fuzz target hold each decoder to it.
 pub fn decoder_memory_bytes(codec: CompressionType, cluster_size: usize) -> usize {
     match codec {
-        CompressionType::Deflate => 0,
+        CompressionType::Deflate => deflate_decoder_bytes(),
         CompressionType::Zstd => zstd_decoder_bytes(cluster_size),
     }
+}
+
+#[cfg(feature = "deflate-c-nostd")]
+fn deflate_decoder_bytes() -> usize {
+    deflate_nostd::Decompressor::memory_size()
+}
+
+#[cfg(not(feature = "deflate-c-nostd"))]
+fn deflate_decoder_bytes() -> usize {
+    0
 }
 
 #[cfg(feature = "zstd-c-nostd")]
@@ -229,8 +264,6 @@ mod deflate;
 mod libzstd;
 #[cfg(feature = "zstd")]
 mod zstd;
-
-use deflate::inflate;
 
 #[cfg(all(test, not(feature = "zstd")))]
 mod tests {

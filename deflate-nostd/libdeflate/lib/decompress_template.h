@@ -102,6 +102,12 @@ next_block:
 		STATIC_ASSERT(DEFLATE_NUM_OFFSET_SYMS == 1 + BITMASK(5));
 		num_offset_syms = 1 + ((bitbuf >> 8) & BITMASK(5));
 
+		/*
+		 * qcow2-reader: at most 286 litlen and 30 offset symbols, as
+		 * zlib ("too many length or distance symbols").
+		 */
+		SAFETY_CHECK(num_litlen_syms <= 286 && num_offset_syms <= 30);
+
 		STATIC_ASSERT(DEFLATE_NUM_PRECODE_SYMS == 4 + BITMASK(4));
 		num_explicit_precode_lens = 4 + ((bitbuf >> 13) & BITMASK(4));
 
@@ -442,8 +448,11 @@ have_decode_tables:
 		if (unlikely(entry & HUFFDEC_EXCEPTIONAL)) {
 			/* Subtable pointer or end-of-block entry */
 
-			if (unlikely(entry & HUFFDEC_END_OF_BLOCK))
+			if (unlikely(entry & HUFFDEC_END_OF_BLOCK)) {
+				/* qcow2-reader: litlen 286 and 287 */
+				SAFETY_CHECK(!(entry & HUFFDEC_INVALID_SYMBOL));
 				goto block_done;
+			}
 
 			/*
 			 * A subtable is required.  Load and consume the
@@ -477,8 +486,11 @@ have_decode_tables:
 				*out_next++ = lit;
 				continue;
 			}
-			if (unlikely(entry & HUFFDEC_END_OF_BLOCK))
+			if (unlikely(entry & HUFFDEC_END_OF_BLOCK)) {
+				/* qcow2-reader: litlen 286 and 287 */
+				SAFETY_CHECK(!(entry & HUFFDEC_INVALID_SYMBOL));
 				goto block_done;
+			}
 			/* Else, it's a length that required a subtable. */
 		}
 
@@ -547,7 +559,9 @@ have_decode_tables:
 		offset += EXTRACT_VARBITS8(saved_bitbuf, entry) >> (u8)(entry >> 8);
 
 		/* Validate the match offset; needed even in the fastloop. */
-		SAFETY_CHECK(offset <= out_next - (const u8 *)out);
+		/* qcow2-reader: offset 0 (offset symbols 30 and 31) is refused too. */
+		SAFETY_CHECK((size_t)(u32)(offset - 1) <
+			     (size_t)(out_next - (const u8 *)out));
 		src = out_next - offset;
 		dst = out_next;
 		out_next += length;
@@ -702,8 +716,11 @@ generic_loop:
 			*out_next++ = length;
 			continue;
 		}
-		if (unlikely(entry & HUFFDEC_END_OF_BLOCK))
+		if (unlikely(entry & HUFFDEC_END_OF_BLOCK)) {
+			/* qcow2-reader: litlen 286 and 287 */
+			SAFETY_CHECK(!(entry & HUFFDEC_INVALID_SYMBOL));
 			goto block_done;
+		}
 		length += EXTRACT_VARBITS8(saved_bitbuf, entry) >> (u8)(entry >> 8);
 		if (unlikely(length > out_end - out_next))
 			return LIBDEFLATE_INSUFFICIENT_SPACE;
@@ -724,7 +741,9 @@ generic_loop:
 		bitbuf >>= (u8)entry;
 		bitsleft -= entry;
 
-		SAFETY_CHECK(offset <= out_next - (const u8 *)out);
+		/* qcow2-reader: offset 0 (offset symbols 30 and 31) is refused too. */
+		SAFETY_CHECK((size_t)(u32)(offset - 1) <
+			     (size_t)(out_next - (const u8 *)out));
 		src = out_next - offset;
 		dst = out_next;
 		out_next += length;

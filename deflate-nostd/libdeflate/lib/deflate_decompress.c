@@ -428,6 +428,12 @@ static const u32 precode_decode_results[] = {
 /* Indicates an end-of-block entry in the litlen decode table */
 #define HUFFDEC_END_OF_BLOCK		0x00002000
 
+/*
+ * qcow2-reader: with HUFFDEC_END_OF_BLOCK, marks the invalid litlen symbols
+ * 286 and 287 (bit 12 is 0 in every other end-of-block entry).
+ */
+#define HUFFDEC_INVALID_SYMBOL		0x00001000
+
 /* Maximum number of bits that can be consumed by decoding a match length */
 #define LENGTH_MAXBITS		(DEFLATE_MAX_LITLEN_CODEWORD_LEN + \
 				 DEFLATE_MAX_EXTRA_LENGTH_BITS)
@@ -584,8 +590,16 @@ static const u32 litlen_decode_results[] = {
 	ENTRY(35 , 3) , ENTRY(43 , 3) , ENTRY(51 , 3) , ENTRY(59 , 3),
 	ENTRY(67 , 4) , ENTRY(83 , 4) , ENTRY(99 , 4) , ENTRY(115, 4),
 	ENTRY(131, 5) , ENTRY(163, 5) , ENTRY(195, 5) , ENTRY(227, 5),
-	ENTRY(258, 0) , ENTRY(258, 0) , ENTRY(258, 0) ,
+	ENTRY(258, 0) ,
 #undef ENTRY
+	/*
+	 * qcow2-reader: symbols 286 and 287 (only in static blocks: dynamic
+	 * ones with more than 286 litlen symbols are refused) are invalid, as
+	 * in zlib, not lengths of 258: an end-of-block entry marked invalid,
+	 * which the decoder refuses where it meets an end of block.
+	 */
+	HUFFDEC_EXCEPTIONAL | HUFFDEC_END_OF_BLOCK | HUFFDEC_INVALID_SYMBOL,
+	HUFFDEC_EXCEPTIONAL | HUFFDEC_END_OF_BLOCK | HUFFDEC_INVALID_SYMBOL,
 };
 
 /* Maximum number of bits that can be consumed by decoding a match offset */
@@ -624,7 +638,13 @@ static const u32 offset_decode_results[] = {
 	ENTRY(257   , 7)  , ENTRY(385   , 7)  , ENTRY(513   , 8)  , ENTRY(769   , 8)  ,
 	ENTRY(1025  , 9)  , ENTRY(1537  , 9)  , ENTRY(2049  , 10) , ENTRY(3073  , 10) ,
 	ENTRY(4097  , 11) , ENTRY(6145  , 11) , ENTRY(8193  , 12) , ENTRY(12289 , 12) ,
-	ENTRY(16385 , 13) , ENTRY(24577 , 13) , ENTRY(24577 , 13) , ENTRY(24577 , 13) ,
+	ENTRY(16385 , 13) , ENTRY(24577 , 13) ,
+	/*
+	 * qcow2-reader: symbols 30 and 31 (only in static blocks: dynamic ones
+	 * with more than 30 offset symbols are refused) are invalid, as in
+	 * zlib: offset 0, which the offset check refuses.
+	 */
+	ENTRY(0 , 0) , ENTRY(0 , 0) ,
 #undef ENTRY
 };
 
@@ -838,6 +858,14 @@ build_decode_table(u32 decode_table[],
 		 * Like zlib, we still reject all incomplete codes that contain
 		 * more than 1 codeword or a codeword length greater than 1.
 		 */
+		/*
+		 * qcow2-reader: refuse every incomplete code. zlib decodes
+		 * the allowed ones with an error symbol in the unused half,
+		 * which this mapping would decode as a real symbol; a refusal
+		 * here sends the stream to the reader's zlib-exact decoder,
+		 * and zlib's encoder never makes an incomplete code.
+		 */
+		return false;
 		if (codespace_used == 0) {
 			sym = 0; /* arbitrary */
 		} else {
