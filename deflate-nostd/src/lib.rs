@@ -352,7 +352,7 @@ mod tests {
     impl Bits {
         fn field(&mut self, value: u32, count: u32) -> &mut Self {
             for bit in 0..count {
-                if self.used % 8 == 0 {
+                if self.used.is_multiple_of(8) {
                     self.bytes.push(0);
                 }
                 let last = self.bytes.len() - 1;
