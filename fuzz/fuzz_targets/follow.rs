@@ -23,7 +23,11 @@ fn tree() -> &'static (PathBuf, PathBuf) {
         let private = root.join("private");
         std::fs::create_dir_all(images.join("sub")).unwrap();
         std::fs::create_dir_all(&private).unwrap();
-        for file in [images.join("base"), images.join("sub/base"), private.join("secret")] {
+        for file in [
+            images.join("base"),
+            images.join("sub/base"),
+            private.join("secret"),
+        ] {
             std::fs::write(file, b"x").unwrap();
         }
         let links = [

@@ -75,6 +75,8 @@ fuzz_target!(|data: &[u8]| {
     let first_sector = u64::from_le_bytes(core::array::from_fn(|i| *data.get(i).unwrap_or(&0)));
     let heap = HeapWatch::start();
     cipher.decrypt_sectors(first_sector, &mut sectors).unwrap();
-    assert!(cipher.decrypt_sectors(first_sector, &mut sectors[..100]).is_err());
+    assert!(cipher
+        .decrypt_sectors(first_sector, &mut sectors[..100])
+        .is_err());
     assert_eq!(heap.largest(), 0, "decryption allocated");
 });

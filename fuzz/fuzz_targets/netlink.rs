@@ -23,7 +23,11 @@ fuzz_target!(|bytes: &[u8]| {
             _ => 0,
         })
         .sum();
-    assert!(payload <= bytes.len(), "{payload} attribute bytes from {}", bytes.len());
+    assert!(
+        payload <= bytes.len(),
+        "{payload} attribute bytes from {}",
+        bytes.len()
+    );
     // Every message takes at least a 16-byte header.
     assert!(replies.len() <= bytes.len() / 16);
 });

@@ -34,6 +34,13 @@ pub fn max_read_allocation(cluster_size: usize) -> usize {
     let ring = (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1;
     ring.max(zstd_sequence_buffer_max(cluster_size))
         .max(vendored_zstd_context(cluster_size))
+        .max(libdeflate_state())
+}
+
+/// The vendored libdeflate's decompressor (the fuzz build's deflate decoder,
+/// `deflate-c-nostd`), allocated once per image: the crate's own bound.
+pub fn libdeflate_state() -> usize {
+    qcow2_reader::decoder_memory_bytes(qcow2_reader::CompressionType::Deflate, 0)
 }
 
 /// The vendored libzstd's one buffer (the fuzz build's decoder,
@@ -50,7 +57,9 @@ pub fn vendored_zstd_context(cluster_size: usize) -> usize {
 pub fn max_read_heap(cluster_size: usize) -> usize {
     let ring = (cluster_size + ZSTD_BLOCK_MAX).next_power_of_two() + 1;
     let ruzstd = ring + ring / 2 + 1 + zstd_sequence_buffer_max(cluster_size) + 4 * ZSTD_BLOCK_MAX;
-    ruzstd.max(vendored_zstd_context(cluster_size))
+    ruzstd
+        .max(vendored_zstd_context(cluster_size))
+        .max(libdeflate_state())
 }
 
 /// The geometry that the read bound depends on.
