@@ -83,7 +83,10 @@
 //! `alloc`), `alloc` (`ImageBuilder::open_alloc`), `deflate` and `zstd` (the
 //! two codecs of compressed clusters; zstd needs `alloc` for its window),
 //! `zstd-c` and `zstd-c-nostd` (zstd through libzstd: the system's, or
-//! libzstd's decompressor built freestanding for any target).
+//! libzstd's decompressor built freestanding for any target),
+//! `deflate-c-nostd` (deflate through libdeflate's decompressor built
+//! freestanding for any target, `miniz_oxide` deciding what it does not
+//! decode whole).
 //! With none of them the crate builds for `x86_64-unknown-none` and
 //! `aarch64-unknown-none` and reads uncompressed images.
 //!
@@ -102,7 +105,8 @@
 //! - Memory: [`ImageBuilder::memory_bytes`] for the chosen [`Config`], given
 //!   (or allocated) once at open; it depends on the cluster size and the
 //!   configuration, never on the virtual size. Uncompressed and deflate
-//!   reads allocate nothing. A zstd cluster makes the decoder allocate its
+//!   reads allocate nothing (with `deflate-c-nostd`, libdeflate's tables,
+//!   11,584 bytes, once at the first deflate cluster). A zstd cluster makes the decoder allocate its
 //!   window (refused above one cluster, or 1 KiB for 512-byte clusters) and
 //!   its block buffers: the largest single allocation is at most
 //!   `max(next_power_of_two(cluster_size + 128 KiB) + 1, 8 × min(cluster_size,
