@@ -210,7 +210,8 @@ impl<R: BlockRead, B> ImageBuilder<R, B> {
     /// Bytes the image's decoder allocates from the heap at its first
     /// compressed cluster and keeps, at most ([`decoder_memory_bytes`] of
     /// its compression type and cluster size): not part of the memory given
-    /// to [`open`](Self::open); 0 for deflate images.
+    /// to [`open`](Self::open); 0 for deflate images (libdeflate's tables with
+    /// `deflate-c-nostd`).
     ///
     /// [`decoder_memory_bytes`]: crate::decoder_memory_bytes
     pub fn decoder_bytes(&self) -> usize {
