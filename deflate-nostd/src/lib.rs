@@ -6,12 +6,12 @@
 //! `#![forbid(unsafe_code)]`. libdeflate decodes a whole buffer in one call
 //! (no streaming state, no window copy), which is what a QCOW2 cluster is:
 //! the input is the compressed bytes, the output exactly one cluster. Its
-//! decompressor state (the Huffman decode tables, 11,584 bytes with the allocation header on 64-bit targets) is
-//! allocated once by [`Decompressor::new`], through Rust's global
-//! allocator, and freed on drop; decoding never allocates. The C code
-//! needs `memcpy`, `memmove` and `memset` from the program
-//! (`compiler_builtins` provides them on the `-none` and `-uefi` targets,
-//! libc on hosts) and nothing else.
+//! decompressor state (the Huffman decode tables: 11,584 bytes with the
+//! allocation header on 64-bit targets) is allocated once by
+//! [`Decompressor::new`], through Rust's global allocator, and freed on
+//! drop; decoding never allocates. The C code needs `memcpy`, `memset` and
+//! `memcmp` from the program (`compiler_builtins` provides them on the
+//! `-none` and `-uefi` targets, libc on hosts) and nothing else.
 //!
 //! The vendored copy refuses the few malformed streams upstream libdeflate
 //! decodes and zlib refuses (more than 286/30 symbols, the static code's
