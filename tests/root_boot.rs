@@ -56,6 +56,19 @@ use qcow2_testkit::uefi_run::{Mode, UefiRun, STICK_PARTUUID};
 use qcow2_testkit::RunOutput;
 use std::sync::OnceLock;
 
+/// An aarch64 Debian test: ignored by default, run with `cargo test -p
+/// qcow2-reader --test root_boot -- --ignored aarch64`.
+macro_rules! aarch64_test {
+    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        #[test]
+        #[ignore = "an arm64 cross build, mmdebstrap --arch=arm64 and an aarch64 TCG boot: \
+                    too long for the CI; run: cargo test -p qcow2-reader --test root_boot -- \
+                    --ignored aarch64"]
+        fn $name() $body
+    };
+}
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -350,27 +363,23 @@ mod root_boot {
         boots_with_qcow2root_efi_from_a_driver_option(Arch::X86_64);
     }
 
-    #[test]
-    #[ignore = "an arm64 cross build, mmdebstrap --arch=arm64 and an aarch64 TCG boot: \
-                too long for the CI; run: cargo test -p qcow2-reader --test root_boot -- \
-                --ignored aarch64"]
-    fn aarch64_debian_boots_with_qcow2root_efi_from_a_driver_option_under_aavmf() {
-        boots_with_qcow2root_efi_from_a_driver_option(Arch::Aarch64);
+    aarch64_test! {
+        fn aarch64_debian_boots_with_qcow2root_efi_from_a_driver_option_under_aavmf() {
+            boots_with_qcow2root_efi_from_a_driver_option(Arch::Aarch64);
+        }
     }
 
-    #[test]
-    #[ignore = "an arm64 cross build, mmdebstrap --arch=arm64 and an aarch64 TCG boot: \
-                too long for the CI; run: cargo test -p qcow2-reader --test root_boot -- \
-                --ignored aarch64"]
-    fn aarch64_debian_boots_from_a_zstd_qcow2_file_on_the_shells_stick_under_aavmf() {
-        // qcow2root=LABEL=QCOW2DRV:/debian.qcow2: the shell loads the driver
-        // and starts GRUB from the attached image, as in the x86_64 tests.
-        let image = disk_of(Arch::Aarch64, "QCOW2DRV", "debian.qcow2");
-        let work = tempfile::tempdir().unwrap();
-        let mut run = UefiRun::new(driver_of(Arch::Aarch64), Mode::File, Some(image));
-        run.work = Some(work.path().to_path_buf());
-        let output = run_guest(run);
-        assert_boots_cleanly_on(Arch::Aarch64, &output);
+    aarch64_test! {
+        fn aarch64_debian_boots_from_a_zstd_qcow2_file_on_the_shells_stick_under_aavmf() {
+            // qcow2root=LABEL=QCOW2DRV:/debian.qcow2: the shell loads the driver
+            // and starts GRUB from the attached image, as in the x86_64 tests.
+            let image = disk_of(Arch::Aarch64, "QCOW2DRV", "debian.qcow2");
+            let work = tempfile::tempdir().unwrap();
+            let mut run = UefiRun::new(driver_of(Arch::Aarch64), Mode::File, Some(image));
+            run.work = Some(work.path().to_path_buf());
+            let output = run_guest(run);
+            assert_boots_cleanly_on(Arch::Aarch64, &output);
+        }
     }
 
     /// The command line says `qcow2root=efi`, no path: the driver loaded by
@@ -443,12 +452,10 @@ mod root_boot {
         boots_from_a_qcow2_url(Arch::X86_64);
     }
 
-    #[test]
-    #[ignore = "an arm64 cross build, mmdebstrap --arch=arm64 and an aarch64 TCG boot: \
-                too long for the CI; run: cargo test -p qcow2-reader --test root_boot -- \
-                --ignored aarch64"]
-    fn aarch64_debian_boots_to_multi_user_from_a_qcow2_url_under_aavmf() {
-        boots_from_a_qcow2_url(Arch::Aarch64);
+    aarch64_test! {
+        fn aarch64_debian_boots_to_multi_user_from_a_qcow2_url_under_aavmf() {
+            boots_from_a_qcow2_url(Arch::Aarch64);
+        }
     }
 
     /// `qcow2.efi` reads GRUB, the kernel and the initramfs from nginx over
