@@ -38,7 +38,8 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Follow::Any)]
     follow: Follow,
     /// Bytes per range request when the image is an `http://` or `https://`
-    /// URL: a power of two from 256K to 2M.
+    /// URL: a power of two from 64K to 2M (small for reading at random, as
+    /// `serve` of a root file system does; large for reading through).
     #[arg(long, global = true, value_parser = size::parse_size, default_value = "1M")]
     http_readahead: u64,
     /// Range requests in flight at once for a URL read forward (`cat`,
@@ -47,6 +48,12 @@ struct Cli {
     /// connection, at least 16 (16 MiB with the defaults).
     #[arg(long, global = true, default_value_t = 4)]
     http_connections: usize,
+    /// Bytes of fetched blocks kept per URL, the memory bound of its cache
+    /// (whole blocks of `--http-readahead`; default 4 blocks per connection,
+    /// at least 16). `serve` reads at random: a cache that holds the blocks
+    /// a client comes back to saves fetching them again.
+    #[arg(long, global = true, value_parser = size::parse_size)]
+    http_cache: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,7 +87,10 @@ fn main() -> ExitCode {
     let mut http = qcow2_http::HttpOptions::default();
     http.readahead = cli.http_readahead;
     http.connections = cli.http_connections;
-    http.cache_blocks = cli.http_connections.saturating_mul(4).max(16);
+    http.cache_blocks = match cli.http_cache {
+        Some(bytes) => usize::try_from(bytes / cli.http_readahead).unwrap_or(usize::MAX),
+        None => cli.http_connections.saturating_mul(4).max(16),
+    };
     if let Err(message) = input::configure(http) {
         eprintln!("qcow: {message}");
         return ExitCode::FAILURE;

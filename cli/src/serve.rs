@@ -43,7 +43,8 @@ refused with NBD_EOVERFLOW, or NBD_EINVAL without structured replies; 64 KiB of 
 option data; 64 KiB of block status; 68 KiB of socket buffers; a 512 KiB thread \
 stack), so at most --max-connections times that, plus the image readers' caches \
 (--readers of them, each 1 MiB of tables and up to three clusters) and the \
-layers opened once for block status. With TLS, 160 KiB more per connection \
+layers opened once for block status. With --connect: one connection, served by \
+--readers workers of about 1.7 MiB each. With TLS, 160 KiB more per connection \
 (rustls's buffers and state): about 1.9 MiB."
 )]
 pub struct Args {
@@ -82,8 +83,10 @@ pub struct Args {
     /// Serve the disk as the kernel's NBD device `/dev/nbdN` (needs root and
     /// the `nbd` module), set up through NBD's netlink interface: no
     /// `nbd-client` needed, and no thread waits in the kernel, so signals do
-    /// not drop the device. Read-only, 512-byte blocks, one connection per
-    /// reader. The server runs until the device is disconnected
+    /// not drop the device. Read-only, 512-byte blocks, one connection on
+    /// which the kernel's requests are served as many at once as there are
+    /// readers (a read waiting for a web server or for decoding does not
+    /// hold up the others). The server runs until the device is disconnected
     /// (`--disconnect`, `nbd-client -d`) or SIGTERM/SIGINT, which
     /// disconnect the device first.
     #[arg(long, value_name = "/dev/nbdN")]
@@ -229,10 +232,12 @@ pub fn run(args: &Args, follow: Follow) -> Result<ExitCode> {
             // One connection: the only boot that hung (an overlay on a
             // two-CPU guest, two connections, README "Not done yet") left
             // a request unanswered; no one-connection boot ever did. The
-            // readers still serve it, one request at a time.
+            // kernel keeps many requests in flight on it: as many as there
+            // are readers are served at once.
             let device_options = DeviceOptions {
                 index,
                 connections: 1,
+                requests: export.readers.len(),
                 limits: options.limits,
                 stack_bytes: options.stack_bytes,
                 log_prefix: options.log_prefix.clone(),

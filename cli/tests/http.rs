@@ -112,7 +112,7 @@ fn cat_and_convert_over_http_equal_qemu_img_of_the_local_files() {
         let local = scratch.path(&format!("images/{name}"));
         let expected = qemu_raw(&scratch, &local, &[]);
         let url = nginx.url(&format!("images/{name}"));
-        for readahead in ["256K", "2M"] {
+        for readahead in ["64K", "2M"] {
             let cat = qcow_ok(&["--http-readahead", readahead, "cat", &url]);
             assert_same(&expected, &cat, &format!("qcow cat {url} ({readahead})"));
             let out = scratch.path("out.raw");

@@ -6,7 +6,11 @@
 //! what the handshake would have said: size, block size, transmission
 //! flags), sends `NBD_CMD_READ` and `NBD_CMD_DISC` requests and reads
 //! simple replies only: it never negotiates structured replies, so the
-//! sessions here are [`Session::transmission`] with none negotiated.
+//! sessions here are transmissions with none negotiated. The kernel keeps
+//! many requests in flight on each connection, so each connection is served
+//! by [`Session::transmission_concurrent`] with
+//! [`DeviceOptions::requests`] workers: reads that wait (on a web server,
+//! on decoding) overlap instead of queueing behind each other.
 
 use std::io::{self, BufReader, BufWriter};
 use std::os::fd::AsRawFd;
@@ -39,6 +43,9 @@ pub struct DeviceOptions {
     /// Connections handed to the kernel (it spreads requests over them; the
     /// export says `NBD_FLAG_CAN_MULTI_CONN`).
     pub connections: usize,
+    /// Requests served at once on each connection (at least 1): memory
+    /// `connections x requests x` [`Limits::session_bytes`].
+    pub requests: usize,
     /// Each session's bounds.
     pub limits: Limits,
     /// Stack of each connection's thread.
@@ -48,15 +55,29 @@ pub struct DeviceOptions {
 }
 
 /// Serves one connection as the kernel uses it: no handshake, simple
-/// replies, until `NBD_CMD_DISC` or the end of the stream.
+/// replies, up to `requests` of them at once, until `NBD_CMD_DISC` or the
+/// end of the stream.
 pub fn serve_connection<E: Export + ?Sized>(
     export: &E,
     stream: &UnixStream,
     limits: Limits,
+    requests: usize,
+    stack_bytes: usize,
 ) -> Result<(), SessionError> {
-    let mut reader = BufReader::with_capacity(32 << 10, stream);
-    let mut writer = BufWriter::with_capacity(32 << 10, stream);
-    Session::new(export, "", limits).transmission(&mut reader, &mut writer)
+    let reader = BufReader::with_capacity(32 << 10, stream);
+    let writer = BufWriter::with_capacity(32 << 10, stream);
+    // A failed worker shuts the connection down: the one waiting for the
+    // kernel's next request then returns.
+    let stop = || {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    };
+    Session::new(export, "", limits).transmission_concurrent(
+        reader,
+        writer,
+        requests,
+        stack_bytes,
+        &stop,
+    )
 }
 
 impl Device {
@@ -80,13 +101,16 @@ impl Device {
             let running = running.clone();
             let ended = ended.clone();
             let limits = options.limits;
+            let requests = options.requests;
+            let stack_bytes = options.stack_bytes;
             let prefix = options.log_prefix.clone();
             let index = options.index;
             let thread = thread::Builder::new()
                 .name(format!("nbd{index}-{number}"))
                 .stack_size(options.stack_bytes)
                 .spawn(move || {
-                    if let Err(error) = serve_connection(&*export, &ours, limits) {
+                    let served = serve_connection(&*export, &ours, limits, requests, stack_bytes);
+                    if let Err(error) = served {
                         eprintln!("{prefix}/dev/nbd{index} connection {number}: {error}");
                     }
                     let _ = ours.shutdown(std::net::Shutdown::Both);

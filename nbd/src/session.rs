@@ -1,6 +1,6 @@
 //! One client's session: the fixed newstyle handshake (option haggling),
-//! then transmission (requests and replies, one at a time), over any
-//! `Read`/`Write` pair. The listener adds sockets and timeouts around it;
+//! then transmission (requests and replies, one at a time, or several at
+//! once for the kernel's device), over any `Read`/`Write` pair. The listener adds sockets and timeouts around it;
 //! the fuzz target and the tests drive it over bytes in memory.
 //!
 //! TLS: the session answers `NBD_OPT_STARTTLS` as its [`TlsMode`] says;
@@ -16,6 +16,9 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
 
 use crate::export::{Export, Run};
 use crate::wire::handshake::{
@@ -473,33 +476,120 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
         }
     }
 
-    /// Requests and replies until the client leaves.
+    /// Requests and replies until the client leaves, one at a time.
     pub fn transmission<R: Read, W: Write>(
         &mut self,
         reader: &mut R,
         writer: &mut W,
     ) -> Result<()> {
-        loop {
-            let mut header = [0; Request::LEN];
-            if !read_or_eof(reader, &mut header)? {
-                return Ok(());
-            }
-            let request = Request::parse(&header)
-                .map_err(|error| SessionError::Protocol(error.to_string()))?;
-            if request.command == request::DISC {
-                return Ok(());
-            }
-            self.request(request, reader, writer)?;
+        while let Some(request) = next_request(reader, &self.limits)? {
+            self.request(request, writer)?;
             writer.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Transmission with up to `workers` requests served at once, each by
+    /// a thread of its own (`stack_bytes` of stack) with its own buffers,
+    /// so the session's memory is `workers` times
+    /// [`Limits::session_bytes`]. The workers take turns reading the next
+    /// request; each reply is written whole under the writer's lock, in the
+    /// order the replies are ready, not the requests' (the protocol matches
+    /// them by cookie), and the first piece of a read is read before the
+    /// lock is taken, so one slow read does not hold up the others.
+    ///
+    /// For a client that keeps several requests in flight on one
+    /// connection, as the kernel's `/dev/nbdN` does. With structured
+    /// replies negotiated a read of several pieces holds the lock from its
+    /// first chunk to its last. `stop` must make a worker blocked reading
+    /// from the client return (shut the connection down): it is called
+    /// when a worker fails, so that the others end too.
+    pub fn transmission_concurrent<R: Read + Send, W: Write + Send>(
+        &self,
+        reader: R,
+        writer: W,
+        workers: usize,
+        stack_bytes: usize,
+        stop: &(dyn Fn() + Sync),
+    ) -> Result<()> {
+        let shared = Shared {
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+            done: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        };
+        thread::scope(|scope| {
+            for _ in 0..workers.max(1) {
+                let mut worker = self.worker();
+                let shared = &shared;
+                let spawned =
+                    thread::Builder::new()
+                        .stack_size(stack_bytes)
+                        .spawn_scoped(scope, move || {
+                            if let Err(error) = worker.serve_shared(shared) {
+                                shared.fail(error);
+                                stop();
+                            }
+                        });
+                if let Err(error) = spawned {
+                    shared.fail(error.into());
+                    stop();
+                    break;
+                }
+            }
+        });
+        let failure = shared
+            .failure
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// A session for one worker of [`Self::transmission_concurrent`]: the
+    /// negotiated state, buffers of its own.
+    fn worker(&self) -> Session<'e, E> {
+        Session {
+            export: self.export,
+            name: self.name,
+            limits: self.limits,
+            structured: self.structured,
+            no_zeroes: self.no_zeroes,
+            allocation: self.allocation,
+            tls: self.tls,
+            tls_started: self.tls_started,
+            scratch: Vec::new(),
+            piece: Vec::new(),
         }
     }
 
-    fn request<R: Read, W: Write>(
-        &mut self,
-        request: Request,
-        reader: &mut R,
-        writer: &mut W,
-    ) -> Result<()> {
+    /// One worker's loop: the next request under the reader's lock, its
+    /// reply under the writer's, until the client leaves or another
+    /// worker saw it leave or fail.
+    fn serve_shared<R: Read, W: Write>(&mut self, shared: &Shared<R, W>) -> Result<()> {
+        loop {
+            let request = {
+                let mut reader = lock(&shared.reader);
+                if shared.done.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                match next_request(&mut *reader, &self.limits)? {
+                    Some(request) => request,
+                    None => {
+                        shared.done.store(true, Ordering::Release);
+                        return Ok(());
+                    }
+                }
+            };
+            let mut reply = ReplyWriter {
+                shared: &shared.writer,
+                held: None,
+            };
+            self.request(request, &mut reply)?;
+            reply.flush()?;
+        }
+    }
+
+    fn request<W: Write>(&mut self, request: Request, writer: &mut W) -> Result<()> {
         let size = self.export.size();
         let in_export = request.end().is_some_and(|end| end <= size);
         let out_of_range = || {
@@ -511,23 +601,13 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
             )
         };
         match request.command {
-            request::WRITE | request::TRIM | request::WRITE_ZEROES => {
-                if request.command == request::WRITE {
-                    if request.len > self.limits.max_payload {
-                        return Err(SessionError::Protocol(format!(
-                            "NBD_CMD_WRITE payload of {} bytes is larger than the {} advertised",
-                            request.len, self.limits.max_payload
-                        )));
-                    }
-                    skip(reader, u64::from(request.len))?;
-                }
-                self.error(
-                    writer,
-                    request.cookie,
-                    reply::EPERM,
-                    "the export is read-only",
-                )
-            }
+            // A write's payload was read past with the request.
+            request::WRITE | request::TRIM | request::WRITE_ZEROES => self.error(
+                writer,
+                request.cookie,
+                reply::EPERM,
+                "the export is read-only",
+            ),
             request::READ => {
                 if request.flags != 0 {
                     let message =
@@ -806,6 +886,88 @@ impl<'e, E: Export + ?Sized> Session<'e, E> {
         writer.write_all(&out)?;
         self.scratch = out;
         Ok(())
+    }
+}
+
+/// The next request, a write's payload read past (the export is
+/// read-only); `None` when the client leaves: the stream ends between
+/// requests, or `NBD_CMD_DISC`.
+fn next_request<R: Read>(reader: &mut R, limits: &Limits) -> Result<Option<Request>> {
+    let mut header = [0; Request::LEN];
+    if !read_or_eof(reader, &mut header)? {
+        return Ok(None);
+    }
+    let request =
+        Request::parse(&header).map_err(|error| SessionError::Protocol(error.to_string()))?;
+    match request.command {
+        request::DISC => return Ok(None),
+        request::WRITE if request.len > limits.max_payload => {
+            return Err(SessionError::Protocol(format!(
+                "NBD_CMD_WRITE payload of {} bytes is larger than the {} advertised",
+                request.len, limits.max_payload
+            )))
+        }
+        request::WRITE => skip(reader, u64::from(request.len))?,
+        _ => {}
+    }
+    Ok(Some(request))
+}
+
+/// What the workers of [`Session::transmission_concurrent`] share.
+struct Shared<R, W> {
+    reader: Mutex<R>,
+    writer: Mutex<W>,
+    /// The client left (or a worker failed): the others stop at their next
+    /// request.
+    done: AtomicBool,
+    /// The first worker's failure, the session's result.
+    failure: Mutex<Option<SessionError>>,
+}
+
+impl<R, W> Shared<R, W> {
+    fn fail(&self, error: SessionError) {
+        self.done.store(true, Ordering::Release);
+        lock(&self.failure).get_or_insert(error);
+    }
+}
+
+/// A lock whose holder panicked is still usable: the stream or slot it
+/// guards holds no invariant a panic could break halfway (and a worker
+/// that panics ends the session through its missing reply anyway).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The shared writer as one reply sees it: locked at the reply's first
+/// byte, flushed and unlocked when the reply is done (dropped), so that
+/// replies never interleave and the work before a reply's first byte runs
+/// beside the other workers' replies.
+struct ReplyWriter<'a, W: Write> {
+    shared: &'a Mutex<W>,
+    held: Option<MutexGuard<'a, W>>,
+}
+
+impl<W: Write> ReplyWriter<'_, W> {
+    fn held(&mut self) -> &mut W {
+        self.held.get_or_insert_with(|| lock(self.shared))
+    }
+}
+
+impl<W: Write> Write for ReplyWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.held().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.held().write_all(buf)
+    }
+
+    /// Flushes what the reply wrote, if it wrote anything.
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.held {
+            Some(writer) => writer.flush(),
+            None => Ok(()),
+        }
     }
 }
 

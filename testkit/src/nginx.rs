@@ -37,6 +37,9 @@ pub struct Request {
     pub status: u16,
     /// Bytes of the answer's body.
     pub bytes: u64,
+    /// Its `User-Agent` header, `-` without one: tells the `qcow` tool's
+    /// requests (`qcow2-http/VERSION`) from the firmware's.
+    pub agent: String,
 }
 
 fn text(path: &Path) -> &str {
@@ -77,7 +80,7 @@ impl Nginx {
             let config = format!(
                 "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
                  events {{}}\nhttp {{\n\
-                 log_format ranges '$request_uri \"$http_range\" $status $body_bytes_sent';\n\
+                 log_format ranges '$request_uri \"$http_range\" $status $body_bytes_sent \"$http_user_agent\"';\n\
                  access_log {d}/access.log ranges;\nclient_body_temp_path {d}/body;\n\
                  proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
                  uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n{blocks}}}\n"
@@ -131,11 +134,14 @@ impl Nginx {
                 let range = fields.next().unwrap_or_default();
                 let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 let bytes = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                // The rest of the line: an agent may hold spaces.
+                let agent = fields.collect::<Vec<_>>().join(" ");
                 Request {
                     uri,
                     range: range.trim_matches('"').to_string(),
                     status,
                     bytes,
+                    agent: agent.trim_matches('"').to_string(),
                 }
             })
             .collect()

@@ -1,7 +1,7 @@
-//! `qcow2root=efi`: where the attached image file is, told to Linux through
-//! a volatile EFI variable.
+//! `qcow2root=efi`: where the attached image is, told to Linux through a
+//! volatile EFI variable.
 //!
-//! When the driver attaches an image file from `\qcow2.cfg`, it sets the
+//! When the driver attaches an image file or URL, it sets the
 //! variable [`VARIABLE_NAME`] under the project's GUID ([`VARIABLE_GUID`],
 //! the GUID of the child disks' vendor node) with the attributes
 //! [`ATTRIBUTES`]: boot-service and runtime access, not non-volatile, so
@@ -10,13 +10,19 @@
 //! (four bytes of attributes, then the value), where the initramfs script
 //! reads it.
 //!
-//! The value is UTF-8 text without a terminator:
-//! `PARTUUID:/PATH`, where `PARTUUID` is the partition holding the file
-//! as Linux names it in `PARTUUID=` (a GPT partition's unique GUID in
-//! lowercase; for an MBR partition, the disk signature and the partition
-//! number, `SSSSSSSS-PP`, both lowercase hex) and `/PATH` the file's path
-//! from the root of that file system with `/` separators. The script turns
-//! it into `qcow2root=PARTUUID=PARTUUID:/PATH`.
+//! The value is UTF-8 text without a terminator, in one of two forms:
+//!
+//! - for an image attached from a URL, the URL as `\qcow2.cfg` or the
+//!   load options give it (`http://...` or `https://...`, [`url_value`]);
+//!   the initramfs script brings the network up and serves it with `qcow
+//!   serve URL`, which follows redirects again itself;
+//! - for an image file, `PARTUUID:/PATH` ([`value`]), where `PARTUUID` is
+//!   the partition holding the file as Linux names it in `PARTUUID=` (a
+//!   GPT partition's unique GUID in lowercase; for an MBR partition, the
+//!   disk signature and the partition number, `SSSSSSSS-PP`, both
+//!   lowercase hex) and `/PATH` the file's path from the root of that file
+//!   system with `/` separators. The script turns it into
+//!   `qcow2root=PARTUUID=PARTUUID:/PATH`.
 //!
 //! The partition comes from the file system's device path: its last node
 //! must be a hard-drive media node (UEFI 2.10, 10.3.5.1), which carries the
@@ -140,6 +146,13 @@ pub fn partuuid(path: &[u8]) -> Result<String, HandoffError> {
         kind => return Err(HandoffError::NoSignature { kind }),
     }
     Ok(text)
+}
+
+/// The variable's value for the image at `url` (an `http://` or `https://`
+/// URL): the URL itself, which cannot start like a `PARTUUID` (hex digits),
+/// so the script tells the two forms apart by their first characters.
+pub fn url_value(url: &str) -> Vec<u8> {
+    url.as_bytes().to_vec()
 }
 
 /// The variable's value for the image at `image_path` (a `\qcow2.cfg`

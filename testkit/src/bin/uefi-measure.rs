@@ -29,7 +29,9 @@
 //! its root on the disk, against the zstd QCOW2 file on a stick with
 //! `qcow2root=efi`, the driver from `Driver####` and the root served by
 //! `qcow serve` in the initramfs (issue 22's benchmark; needs what that
-//! test needs: root, mmdebstrap). After the rounds,
+//! test needs: root, mmdebstrap); `debian-zstd-url-option` boots the same
+//! file from nginx, the URL in the driver's load options, and Linux serves
+//! its root from the URL the driver recorded (issue 23's). After the rounds,
 //! a summary: each kind's medians, and the medians of its per-round ratios
 //! to the raw boot of the same round.
 //! Builds the driver (dev profile, as `cargo run` does) first. Images go to
@@ -148,7 +150,7 @@ fn main() {
                 (false, None) => raw.clone(),
                 (false, Some(codec)) => dir.join(format!("{codec}.qcow2")),
             };
-            let mut run = UefiRun::new(&driver, kind.mode, Some(image));
+            let mut run = UefiRun::new(&driver, kind.mode, Some(image.clone()));
             if let Err(failure) = run.apply_env() {
                 fail(&failure.message);
             }
@@ -156,9 +158,9 @@ fn main() {
                 // A Debian boot to multi-user.target under TCG: minutes.
                 run.timeout = std::time::Duration::from_secs(900);
             }
-            if let (Some(server), Some(codec)) = (&server, kind.codec) {
+            if let Some(server) = &server {
                 if kind.mode == Mode::DriverOptionUrl {
-                    run.url = Some(format!("http://10.0.2.2:{}/{codec}.qcow2", server.port(0)));
+                    run.url = Some(served_url(server, &dir, &image));
                 }
                 server.clear_log();
             }
@@ -221,12 +223,17 @@ impl Kind {
                 })
             }
             // The root boot test's zstd file on a stick, `qcow2root=efi`,
-            // the driver from `Driver####`: a real machine's boot.
-            "debian-zstd-file-option" => {
+            // the driver from `Driver####`: a real machine's boot; or the
+            // same file from a web server.
+            "debian-zstd-file-option" | "debian-zstd-url-option" => {
                 return Some(Self {
                     name: name.into(),
                     codec: Some("zstd"),
-                    mode: Mode::DriverOptionFile,
+                    mode: if name.ends_with("url-option") {
+                        Mode::DriverOptionUrl
+                    } else {
+                        Mode::DriverOptionFile
+                    },
                     debian: true,
                 })
             }
@@ -273,6 +280,27 @@ fn debian_disks(root: &Path, dir: &Path, arch: &str) -> (PathBuf, PathBuf) {
     // The disk of tests/root_boot.rs's qcow2root=efi boot, the same name.
     let qcow2 = qcow2_testkit::root_disk::path(arch, deb, "efi", "debian-efi.qcow2");
     (raw, qcow2)
+}
+
+/// The URL from which the guest reads `image`, served by `server` from
+/// `dir` (a file elsewhere is linked in afresh, or copied: a rebuilt
+/// image is a new file).
+fn served_url(server: &qcow2_testkit::nginx::Nginx, dir: &Path, image: &Path) -> String {
+    let name = image
+        .file_name()
+        .unwrap_or_else(|| fail(&format!("{}: no file name", image.display())));
+    let served = dir.join(name);
+    if image.parent() != Some(dir) {
+        let _ = std::fs::remove_file(&served);
+        std::fs::hard_link(image, &served)
+            .or_else(|_| std::fs::copy(image, &served).map(drop))
+            .unwrap_or_else(|error| fail(&format!("{}: {error}", served.display())));
+    }
+    format!(
+        "http://10.0.2.2:{}/{}",
+        server.port(0),
+        name.to_string_lossy()
+    )
 }
 
 /// The median of `values` (the mean of the middle two for an even count).

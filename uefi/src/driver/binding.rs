@@ -405,14 +405,19 @@ fn listed_images(controller: Handle, listed: Listed) -> Vec<String> {
 }
 
 /// Sets `qcow2root=efi`'s variable (`qcow2_uefi::handoff`) to the image
-/// file at `path` on `controller`'s file system: the partition's PARTUUID
-/// and the path. Each attached file sets it, so with several the last one
-/// attached is named (uefi/README.md). Not an error when it cannot be set:
-/// the image is attached all the same, only `qcow2root=efi` will not find
-/// it; the line says why.
+/// at `path`: a URL as it is, a file on `controller`'s file system as its
+/// partition's PARTUUID and the path. Each attached image sets it, so with
+/// several the last one attached is named (uefi/README.md). Not an error
+/// when it cannot be set: the image is attached all the same, only
+/// `qcow2root=efi` will not find it; the line says why.
 fn record_for_linux(controller: Handle, path: &str) {
     let fs_path = device_path(controller).map_or(&[][..], |(bytes, _)| bytes);
-    let value = match handoff::value(fs_path, path) {
+    let value = if qcow2_http::rules::is_url(path) {
+        Ok(handoff::url_value(path))
+    } else {
+        handoff::value(fs_path, path)
+    };
+    let value = match value {
         Ok(value) => value,
         Err(error) => {
             info_line(format_args!(
