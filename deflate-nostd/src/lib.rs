@@ -495,6 +495,80 @@ mod tests {
         assert_eq!(reference, b"aaaa");
     }
 
+    /// The streams of the decode fuzz target's seeds
+    /// `fuzz/seeds/decode/libdeflate-*`, as `(name, cluster bits selector,
+    /// stream)`: each fills its whole cluster for upstream libdeflate where
+    /// zlib refuses it (and one that zlib accepts and this copy refuses),
+    /// so that the target's differential check meets them.
+    fn fuzz_seed_streams() -> Vec<(&'static str, u8, Vec<u8>)> {
+        let mut seeds = Vec::new();
+        // A 512-byte cluster (selector 0): 'a', a match with litlen 286,
+        // a match of 253 (284 with 26 extra), end of block.
+        let mut bits = static_prefix(0);
+        bits.fixed(286)
+            .code(0, 5)
+            .fixed(284)
+            .field(26, 5)
+            .code(0, 5);
+        bits.fixed(256);
+        seeds.push(("libdeflate-static-litlen-286", 0, bits.bytes));
+        // A 32 KiB cluster (selector 6): 96 matches of 258, one of 3 at
+        // offset code 30, 30 more of 258, one of 256, end of block.
+        let mut bits = static_prefix(96);
+        bits.fixed(257).code(30, 5).field(0, 13);
+        for _ in 0..30 {
+            bits.fixed(285).code(0, 5);
+        }
+        bits.fixed(284).field(29, 5).code(0, 5).fixed(256);
+        seeds.push(("libdeflate-static-offset-30", 6, bits.bytes));
+        // Literals 0..=253, end of block (254) and length 3 (255), 8 bits.
+        let mut litlen = alloc::vec![8u8; 258];
+        litlen[254] = 0;
+        litlen[255] = 0;
+        let matches = |offset: &[u8], bit: u32| {
+            let mut bits = dynamic(&litlen, offset);
+            bits.code(u32::from(b'a'), 8).code(u32::from(b'a'), 8);
+            for _ in 0..170 {
+                bits.code(255, 8).code(bit, 1);
+            }
+            bits.code(254, 8);
+            bits.bytes
+        };
+        let mut offsets = alloc::vec![0u8; 31];
+        offsets[0] = 1;
+        offsets[1] = 1;
+        seeds.push(("libdeflate-31-offset-symbols", 0, matches(&offsets, 0)));
+        let unused = "libdeflate-incomplete-code-unused-codeword";
+        seeds.push((unused, 0, matches(&[1], 1)));
+        seeds.push(("libdeflate-incomplete-code-valid", 0, matches(&[1], 0)));
+        seeds
+    }
+
+    /// Writes the decode target's seeds in its layout: codec 0 (deflate),
+    /// the cluster bits selector, the stream's length (big-endian u16: the
+    /// whole stream in one piece), the stream.
+    #[test]
+    #[ignore = "writes fuzz/seeds/decode/libdeflate-*; run after changing fuzz_seed_streams"]
+    fn write_the_fuzz_seeds() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/decode");
+        for (name, selector, stream) in fuzz_seed_streams() {
+            let len = u16::try_from(stream.len()).unwrap();
+            let mut seed = alloc::vec![0, selector];
+            seed.extend_from_slice(&len.to_be_bytes());
+            seed.extend_from_slice(&stream);
+            std::fs::write(std::format!("{dir}/{name}"), seed).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_fuzz_seeds_are_refused_by_this_copy() {
+        for (name, _, stream) in fuzz_seed_streams() {
+            let mut out = alloc::vec![0u8; 32 << 10];
+            let result = Decompressor::new().unwrap().decompress(&stream, &mut out);
+            assert!(result.is_err(), "{name}: {result:?}");
+        }
+    }
+
     #[test]
     fn memory_is_what_libdeflate_asked_for() {
         // The decode tables: several KiB, allocated once.
