@@ -445,6 +445,43 @@ mod root_boot {
         );
     }
 
+    /// The web server refuses Linux what it gave the firmware (nginx
+    /// answers `qcow`'s requests, by their User-Agent, with 404): `qcow
+    /// serve`'s own line naming the URL and the status, then the boot
+    /// script's one line and the rescue path, never a hang.
+    #[test]
+    fn a_url_linux_cannot_read_is_one_line_then_the_rescue_path() {
+        let image = disk_of(Arch::X86_64, "efi", "debian-efi.qcow2");
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let served = www.join("debian.qcow2");
+        std::fs::hard_link(&image, &served)
+            .or_else(|_| std::fs::copy(&image, &served).map(drop))
+            .unwrap();
+        let refusing = qcow2_testkit::nginx::Server {
+            directives: "if ($http_user_agent ~ qcow2-http) { return 404; }".into(),
+            ..Default::default()
+        };
+        let nginx =
+            qcow2_testkit::nginx::Nginx::serve(&www, &dir.path().join("nginx"), &[refusing]);
+        let url = format!("http://10.0.2.2:{}/debian.qcow2", nginx.port(0));
+        let mut run = UefiRun::new(driver(), Mode::Url, None);
+        run.url = Some(url.clone());
+        run.work = Some(dir.path().join("run"));
+        let output = run_guest(run);
+        let console = String::from_utf8_lossy(&output.stdout);
+        let tool = console
+            .lines()
+            .find(|line| line.contains("qcow: ") && line.contains(&url))
+            .unwrap_or_else(|| panic!("no line of qcow's naming {url}:\n{console}"));
+        assert!(tool.contains("404"), "the status is not named: {tool}");
+        assert_one_line_then_the_rescue_path(
+            &output,
+            &format!("qcow2root: qcow serve refused {url}"),
+        );
+    }
+
     /// Issue 23 on a real distribution: the whole system from a web server
     /// ([`boots_from_a_qcow2_url`]).
     #[test]
