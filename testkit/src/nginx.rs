@@ -27,7 +27,7 @@ pub struct Nginx {
 }
 
 /// One logged request: what the access log's `ranges` format records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     /// The request's URI.
     pub uri: String,
@@ -40,6 +40,9 @@ pub struct Request {
     /// Its `User-Agent` header, `-` without one: tells the `qcow` tool's
     /// requests (`qcow2-http/VERSION`) from the firmware's.
     pub agent: String,
+    /// When nginx logged it (the answer's end), seconds since the epoch
+    /// with milliseconds: the gaps between requests.
+    pub time: f64,
 }
 
 fn text(path: &Path) -> &str {
@@ -80,7 +83,7 @@ impl Nginx {
             let config = format!(
                 "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
                  events {{}}\nhttp {{\n\
-                 log_format ranges '$request_uri \"$http_range\" $status $body_bytes_sent \"$http_user_agent\"';\n\
+                 log_format ranges '$msec $request_uri \"$http_range\" $status $body_bytes_sent \"$http_user_agent\"';\n\
                  access_log {d}/access.log ranges;\nclient_body_temp_path {d}/body;\n\
                  proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
                  uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n{blocks}}}\n"
@@ -130,6 +133,7 @@ impl Nginx {
             .lines()
             .map(|line| {
                 let mut fields = line.split(' ');
+                let time = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
                 let uri = fields.next().unwrap_or_default().to_string();
                 let range = fields.next().unwrap_or_default();
                 let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -142,6 +146,7 @@ impl Nginx {
                     status,
                     bytes,
                     agent: agent.trim_matches('"').to_string(),
+                    time,
                 }
             })
             .collect()

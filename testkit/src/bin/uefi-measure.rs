@@ -16,6 +16,9 @@
 //! `--stats` builds the driver with its `boot-stats` feature and adds, to
 //! each QCOW2 boot's line, the driver's count of what the loader read (its
 //! `boot stats:` console line at `ExitBootServices`).
+//! `UEFI_MEASURE_CONSOLES=DIR` keeps each boot's console in
+//! `DIR/ARCH-ROUND-KIND.log` (and for a kind read over HTTP nginx's
+//! requests, with their times, in `.requests`).
 //!
 //! ARCH = x86_64 | aarch64, ROUNDS default 3, KINDS default
 //! "raw plain-option deflate-option zstd-option" (one argument,
@@ -169,6 +172,14 @@ fn main() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let line = stderr.lines().last().unwrap_or("");
             let console = String::from_utf8_lossy(&output.stdout);
+            // `UEFI_MEASURE_CONSOLES=DIR` keeps each boot's console, to see
+            // where a slow boot spent its time (the kernel's timestamps).
+            if let Some(consoles) = std::env::var_os("UEFI_MEASURE_CONSOLES") {
+                let file = Path::new(&consoles).join(format!("{arch}-{round}-{}.log", kind.name));
+                if let Err(error) = std::fs::write(&file, &output.stdout) {
+                    fail(&format!("{}: {error}", file.display()));
+                }
+            }
             let counted = console
                 .lines()
                 .find_map(|line| line.split_once("qcow2.efi: boot stats: "))
@@ -182,6 +193,7 @@ fn main() {
                 .filter(|_| kind.mode == Mode::DriverOptionUrl)
                 .map_or(String::new(), |server| {
                     let requests = server.requests();
+                    keep_requests(arch, round, &kind.name, &requests);
                     let bytes: u64 = requests.iter().map(|request| request.bytes).sum();
                     format!(
                         " [nginx served {bytes} bytes in {} requests]",
@@ -280,6 +292,27 @@ fn debian_disks(root: &Path, dir: &Path, arch: &str) -> (PathBuf, PathBuf) {
     // The disk of tests/root_boot.rs's qcow2root=efi boot, the same name.
     let qcow2 = qcow2_testkit::root_disk::path(arch, deb, "efi", "debian-efi.qcow2");
     (raw, qcow2)
+}
+
+/// With `UEFI_MEASURE_CONSOLES=DIR`, the requests nginx logged for a boot
+/// in `DIR/ARCH-ROUND-KIND.requests`: time, status, bytes, range, agent.
+fn keep_requests(arch: &str, round: u32, kind: &str, requests: &[qcow2_testkit::nginx::Request]) {
+    let Some(consoles) = std::env::var_os("UEFI_MEASURE_CONSOLES") else {
+        return;
+    };
+    let lines: String = requests
+        .iter()
+        .map(|request| {
+            format!(
+                "{:.3} {} {} {} {}\n",
+                request.time, request.status, request.bytes, request.range, request.agent
+            )
+        })
+        .collect();
+    let file = Path::new(&consoles).join(format!("{arch}-{round}-{kind}.requests"));
+    if let Err(error) = std::fs::write(&file, lines) {
+        fail(&format!("{}: {error}", file.display()));
+    }
 }
 
 /// The URL from which the guest reads `image`, served by `server` from
