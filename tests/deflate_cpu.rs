@@ -28,43 +28,7 @@ use std::process::Command;
 use qcow2_reader::chain::{self, ChainOptions, Source};
 use qcow2_reader::fuzzing::Decompressor;
 use qcow2_reader::CompressionType;
-
-const CLUSTER: usize = 64 << 10;
-const ROUNDS: usize = 7;
-
-/// Up to `limit` bytes from the regular files under `dir`, in sorted order.
-fn corpus(dir: &Path, limit: usize, accept: &dyn Fn(&Path) -> bool, out: &mut Vec<u8>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths {
-        if out.len() >= limit {
-            return;
-        }
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            corpus(&path, limit, accept, out);
-        } else if meta.is_file() && accept(&path) {
-            if let Ok(bytes) = fs::read(&path) {
-                let take = bytes.len().min(limit - out.len());
-                out.extend_from_slice(&bytes[..take]);
-            }
-        }
-    }
-}
-
-/// This thread's CPU time so far, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let stat = fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
-    stat.split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .expect("first field: CPU time in ns")
-}
+use qcow2_testkit::decoder_cpu::{headers_and_libraries, median, run, CLUSTER, ROUNDS};
 
 /// The (stream, cluster) pairs of `data` compressed by `qemu-img`.
 fn qemu_clusters(data: &[u8], dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -98,39 +62,10 @@ fn qemu_clusters(data: &[u8], dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs
 }
 
-/// Decodes every stream once with `decode`; returns the thread CPU time.
-fn run(streams: &[Vec<u8>], decode: &mut dyn FnMut(&[u8], &mut [u8])) -> u64 {
-    let mut out = vec![0u8; CLUSTER];
-    let start = thread_cpu_ns();
-    for stream in streams {
-        decode(stream, &mut out);
-    }
-    thread_cpu_ns() - start
-}
-
-fn median(mut values: Vec<u64>) -> u64 {
-    values.sort_unstable();
-    values[values.len() / 2]
-}
-
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture, in release mode"]
 fn deflate_decoders_cpu_per_gib() {
-    let mut data = Vec::new();
-    corpus(
-        Path::new("/usr/include"),
-        32 << 20,
-        &|p| p.extension().is_some_and(|e| e == "h"),
-        &mut data,
-    );
-    let text = data.len();
-    corpus(
-        Path::new("/usr/lib"),
-        text + (32 << 20),
-        &|p| p.to_str().is_some_and(|s| s.contains(".so")),
-        &mut data,
-    );
-    let binary = data.len() - text;
+    let (mut data, text, binary) = headers_and_libraries();
     data.truncate(data.len() / CLUSTER * CLUSTER);
     let dir = tempfile::tempdir().expect("temporary directory");
     let pairs = qemu_clusters(&data, dir.path());

@@ -175,6 +175,43 @@ fn run_guest(mut run: UefiRun) -> RunOutput {
     run.output()
 }
 
+/// A boot of the Debian disk whose command line says `qcow2root=efi`, read
+/// from nginx over HTTP (`Mode::Url`), and what it leaves to look at.
+struct WebBoot {
+    output: RunOutput,
+    url: String,
+    file_bytes: u64,
+    nginx: qcow2_testkit::nginx::Nginx,
+    /// The served file, nginx's files and the run's: kept until the end.
+    _dir: tempfile::TempDir,
+}
+
+/// Boots `arch`'s `qcow2root=efi` Debian disk from nginx configured as
+/// `server`, the driver given the file's URL.
+fn boot_from_nginx(arch: Arch, server: qcow2_testkit::nginx::Server) -> WebBoot {
+    let image = disk_of(arch, "efi", "debian-efi.qcow2");
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let served = www.join("debian.qcow2");
+    std::fs::hard_link(&image, &served)
+        .or_else(|_| std::fs::copy(&image, &served).map(drop))
+        .unwrap();
+    let file_bytes = std::fs::metadata(&served).unwrap().len();
+    let nginx = qcow2_testkit::nginx::Nginx::serve(&www, &dir.path().join("nginx"), &[server]);
+    let url = format!("http://10.0.2.2:{}/debian.qcow2", nginx.port(0));
+    let mut run = UefiRun::new(driver_of(arch), Mode::Url, None);
+    run.url = Some(url.clone());
+    run.work = Some(dir.path().join("run"));
+    WebBoot {
+        output: run_guest(run),
+        url,
+        file_bytes,
+        nginx,
+        _dir: dir,
+    }
+}
+
 fn sha256_of(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes)
@@ -451,25 +488,11 @@ mod root_boot {
     /// script's one line and the rescue path, never a hang.
     #[test]
     fn a_url_linux_cannot_read_is_one_line_then_the_rescue_path() {
-        let image = disk_of(Arch::X86_64, "efi", "debian-efi.qcow2");
-        let dir = tempfile::tempdir().unwrap();
-        let www = dir.path().join("www");
-        std::fs::create_dir_all(&www).unwrap();
-        let served = www.join("debian.qcow2");
-        std::fs::hard_link(&image, &served)
-            .or_else(|_| std::fs::copy(&image, &served).map(drop))
-            .unwrap();
         let refusing = qcow2_testkit::nginx::Server {
             directives: "if ($http_user_agent ~ qcow2-http) { return 404; }".into(),
             ..Default::default()
         };
-        let nginx =
-            qcow2_testkit::nginx::Nginx::serve(&www, &dir.path().join("nginx"), &[refusing]);
-        let url = format!("http://10.0.2.2:{}/debian.qcow2", nginx.port(0));
-        let mut run = UefiRun::new(driver(), Mode::Url, None);
-        run.url = Some(url.clone());
-        run.work = Some(dir.path().join("run"));
-        let output = run_guest(run);
+        let WebBoot { output, url, .. } = boot_from_nginx(Arch::X86_64, refusing);
         let console = String::from_utf8_lossy(&output.stdout);
         let tool = console
             .lines()
@@ -504,25 +527,13 @@ mod root_boot {
     /// the file's size (issue 23's goal: at most 25% of the file before
     /// multi-user.target).
     fn boots_from_a_qcow2_url(arch: Arch) {
-        let image = disk_of(arch, "efi", "debian-efi.qcow2");
-        let dir = tempfile::tempdir().unwrap();
-        let www = dir.path().join("www");
-        std::fs::create_dir_all(&www).unwrap();
-        let served = www.join("debian.qcow2");
-        std::fs::hard_link(&image, &served)
-            .or_else(|_| std::fs::copy(&image, &served).map(drop))
-            .unwrap();
-        let file_bytes = std::fs::metadata(&served).unwrap().len();
-        let nginx = qcow2_testkit::nginx::Nginx::serve(
-            &www,
-            &dir.path().join("nginx"),
-            &[qcow2_testkit::nginx::Server::default()],
-        );
-        let url = format!("http://10.0.2.2:{}/debian.qcow2", nginx.port(0));
-        let mut run = UefiRun::new(driver_of(arch), Mode::Url, None);
-        run.url = Some(url.clone());
-        run.work = Some(dir.path().join("run"));
-        let output = run_guest(run);
+        let WebBoot {
+            output,
+            url,
+            file_bytes,
+            nginx,
+            _dir,
+        } = boot_from_nginx(arch, qcow2_testkit::nginx::Server::default());
         let console = String::from_utf8_lossy(&output.stdout);
         let requests = nginx.requests();
         // The firmware's requests carry no `User-Agent`; `qcow`'s say

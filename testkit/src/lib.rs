@@ -25,6 +25,7 @@ mod qemu;
 
 pub mod bench_compare;
 pub mod boot_disk;
+pub mod decoder_cpu;
 mod host;
 pub mod latency_proxy;
 pub mod make_disks;
